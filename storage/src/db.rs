@@ -1,0 +1,427 @@
+//! The RocksDB handle: column families, the data-directory lock, plain reads and writes, and
+//! the recovery of the state hash at open.
+//!
+//! Layout (one RocksDB instance per data directory):
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `state` | `bucket(key) ‖ key` | `version (u64 LE) ‖ value` |
+//! | `receipts`, `blocks`, `batches`, `consensus`, `meta` | caller-defined | caller-defined |
+//! | `internal` | `seq`, `lattice_seq`, `lattice/<bucket>`, `journal/<seq BE>` | see below |
+//!
+//! `internal` belongs to this crate: the last commit sequence, the bucket lattices as of
+//! `lattice_seq`, and a journal of element seeds changed by each commit after `lattice_seq`.
+//! At open the lattices are loaded and the journal replayed, so the in-memory state hash always
+//! equals the hash of the committed state, whatever moment a crash happened at.
+
+use crate::{
+    error::{Error, Result},
+    state_root::{BUCKETS, LtHash, StateHash, bucket_of},
+};
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read, Seek, Write},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Longest state key accepted, in bytes.
+pub const MAX_STATE_KEY: usize = 512;
+/// Largest state value accepted, in bytes.
+pub const MAX_STATE_VALUE: usize = 128 * 1024;
+/// Commits between two writes of the full bucket lattices (the journal is at most this long).
+pub const LATTICE_FLUSH_INTERVAL: u64 = 1024;
+
+/// The column families callers may read and write directly. State is only written through
+/// [`crate::OccTransaction`], so that the state hash follows every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Column {
+    /// Transaction receipts.
+    Receipts,
+    /// Blocks and certificates.
+    Blocks,
+    /// Transaction batches.
+    Batches,
+    /// Consensus safety data and other consensus persistence.
+    Consensus,
+    /// Node metadata (e.g. the executed-height marker).
+    Meta,
+}
+
+impl Column {
+    /// All caller-visible columns.
+    pub const ALL: [Column; 5] = [
+        Column::Receipts,
+        Column::Blocks,
+        Column::Batches,
+        Column::Consensus,
+        Column::Meta,
+    ];
+
+    /// The RocksDB column family name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Column::Receipts => "receipts",
+            Column::Blocks => "blocks",
+            Column::Batches => "batches",
+            Column::Consensus => "consensus",
+            Column::Meta => "meta",
+        }
+    }
+}
+
+pub(crate) const STATE_CF: &str = "state";
+pub(crate) const INTERNAL_CF: &str = "internal";
+const LOCK_FILE: &str = "keel.lock";
+
+pub(crate) const KEY_SEQ: &[u8] = b"seq";
+pub(crate) const KEY_LATTICE_SEQ: &[u8] = b"lattice_seq";
+pub(crate) const PREFIX_LATTICE: &[u8] = b"lattice/";
+pub(crate) const PREFIX_JOURNAL: &[u8] = b"journal/";
+
+/// Tuning knobs for the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// fsync every state commit (survives power loss, not just process crashes). Safety data
+    /// written with [`Store::put_synced`] is always synced, whatever this says.
+    pub sync_commits: bool,
+    /// Size of the shared block cache in bytes.
+    pub block_cache_bytes: usize,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sync_commits: false,
+            block_cache_bytes: 256 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+/// What commits serialise on: the sequence counter and the state hash.
+pub(crate) struct CommitState {
+    pub(crate) last_seq: u64,
+    pub(crate) lattice_seq: u64,
+    pub(crate) hash: StateHash,
+    pub(crate) dirty: [bool; BUCKETS],
+    pub(crate) write_opts: WriteOptions,
+    pub(crate) latest_opts: ReadOptions,
+}
+
+/// A Keel data directory: RocksDB with Keel's column families, held exclusively.
+pub struct Store {
+    pub(crate) db: DB,
+    path: PathBuf,
+    pub(crate) commit: Mutex<CommitState>,
+    /// The highest sequence whose writes are visible to new snapshots. Read *before* taking a
+    /// snapshot, it is a lower bound of what the snapshot contains.
+    pub(crate) visible_seq: AtomicU64,
+    // Held for the lifetime of the store; dropping it releases the directory.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn open_error(path: &Path, reason: impl ToString) -> Error {
+    Error::Open {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Takes the directory's lock file, or reports who holds it.
+fn lock_directory(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| open_error(&lock_path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "holder unknown".into()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_error(&lock_path, e)),
+    }
+    let pid = format!("pid {}", std::process::id());
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| file.write_all(pid.as_bytes()))
+        .map_err(|e| open_error(&lock_path, e))?;
+    Ok(file)
+}
+
+fn cf_options(cache: &Cache, compress: bool) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts.set_compression_type(if compress {
+        DBCompressionType::Lz4
+    } else {
+        DBCompressionType::None
+    });
+    opts
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory at `path`.
+    ///
+    /// Fails at once with [`Error::Locked`] if another process or handle holds it.
+    pub fn open(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        let path = path.as_ref();
+        std::fs::create_dir_all(path).map_err(|e| open_error(path, e))?;
+        let lock = lock_directory(path)?;
+
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(config.background_jobs);
+        db_opts.set_keep_log_file_num(4);
+        let mut families = vec![
+            ColumnFamilyDescriptor::new(STATE_CF, cf_options(&cache, false)),
+            ColumnFamilyDescriptor::new(INTERNAL_CF, cf_options(&cache, false)),
+        ];
+        for c in Column::ALL {
+            let compress = matches!(c, Column::Receipts | Column::Blocks | Column::Batches);
+            families.push(ColumnFamilyDescriptor::new(
+                c.name(),
+                cf_options(&cache, compress),
+            ));
+        }
+        let db = DB::open_cf_descriptors(&db_opts, path.join("db"), families).map_err(|e| {
+            let reason = e.into_string();
+            if reason.contains("LOCK") {
+                Error::Locked {
+                    path: path.to_path_buf(),
+                    holder: "rocksdb lock".into(),
+                }
+            } else {
+                open_error(path, reason)
+            }
+        })?;
+
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(config.sync_commits);
+        let mut store = Store {
+            db,
+            path: path.to_path_buf(),
+            commit: Mutex::new(CommitState {
+                last_seq: 0,
+                lattice_seq: 0,
+                hash: StateHash::default(),
+                dirty: [false; BUCKETS],
+                write_opts,
+                latest_opts: ReadOptions::default(),
+            }),
+            visible_seq: AtomicU64::new(0),
+            _lock: lock,
+        };
+        store.recover_state_hash()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn state_cf(&self) -> &ColumnFamily {
+        // INVARIANT: `open` creates every column family.
+        self.db
+            .cf_handle(STATE_CF)
+            .expect("INVARIANT: state column family exists")
+    }
+
+    pub(crate) fn internal_cf(&self) -> &ColumnFamily {
+        // INVARIANT: `open` creates every column family.
+        self.db
+            .cf_handle(INTERNAL_CF)
+            .expect("INVARIANT: internal column family exists")
+    }
+
+    pub(crate) fn cf(&self, column: Column) -> &ColumnFamily {
+        // INVARIANT: `open` creates every column family.
+        self.db
+            .cf_handle(column.name())
+            .expect("INVARIANT: column family exists")
+    }
+
+    fn read_u64(&self, key: &[u8]) -> Result<Option<u64>> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.internal_cf(), key)
+            .map_err(Error::rocks("get"))?;
+        raw.map(|v| {
+            <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_le_bytes)
+                .map_err(|_| Error::Corrupt {
+                    what: "internal counter",
+                    reason: format!(
+                        "{} is {} bytes, expected 8",
+                        String::from_utf8_lossy(key),
+                        v.len()
+                    ),
+                })
+        })
+        .transpose()
+    }
+
+    /// Loads the lattices and replays the journal written after them.
+    fn recover_state_hash(&mut self) -> Result<()> {
+        let last_seq = self.read_u64(KEY_SEQ)?.unwrap_or(0);
+        let lattice_seq = self.read_u64(KEY_LATTICE_SEQ)?.unwrap_or(0);
+        let mut hash = StateHash::default();
+        for b in 0..BUCKETS {
+            let bucket = b as u8;
+            let key = [PREFIX_LATTICE, &[bucket]].concat();
+            if let Some(raw) = self
+                .db
+                .get_pinned_cf(self.internal_cf(), &key)
+                .map_err(Error::rocks("get"))?
+            {
+                let lattice = LtHash::from_bytes(&raw).ok_or_else(|| Error::Corrupt {
+                    what: "state lattice",
+                    reason: format!("bucket {bucket} is {} bytes", raw.len()),
+                })?;
+                hash.set_bucket(bucket, lattice);
+            }
+        }
+        let mut dirty = [false; BUCKETS];
+        let start = crate::occ::journal_key(lattice_seq.saturating_add(1));
+        let iter = self.db.iterator_cf(
+            self.internal_cf(),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(Error::rocks("iterate"))?;
+            if !key.starts_with(PREFIX_JOURNAL) {
+                break;
+            }
+            let entry: Vec<crate::occ::JournalEntry> =
+                bcs::from_bytes(&value).map_err(|e| Error::Corrupt {
+                    what: "state journal",
+                    reason: e.to_string(),
+                })?;
+            for e in entry {
+                let lattice = hash.bucket_mut(e.bucket);
+                if let Some(old) = &e.old {
+                    lattice.remove_seed(old);
+                }
+                if let Some(new) = &e.new {
+                    lattice.insert_seed(new);
+                }
+                dirty[usize::from(e.bucket)] = true;
+            }
+        }
+        let commit = self.commit.get_mut();
+        commit.last_seq = last_seq;
+        commit.lattice_seq = lattice_seq;
+        commit.hash = hash;
+        commit.dirty = dirty;
+        self.visible_seq.store(last_seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// The root of the committed state.
+    pub fn state_root(&self) -> keel_types::Digest {
+        self.commit.lock().hash.root()
+    }
+
+    /// The per-bucket lattices of the committed state.
+    pub fn state_hash(&self) -> StateHash {
+        self.commit.lock().hash.clone()
+    }
+
+    /// The sequence number of the latest commit (0 before the first).
+    pub fn last_commit_seq(&self) -> u64 {
+        self.commit.lock().last_seq
+    }
+
+    /// Recomputes the state hash from a full scan of the state, checking every entry's layout.
+    /// Must equal [`Store::state_hash`]; O(state size).
+    pub fn recompute_state_hash(&self) -> Result<StateHash> {
+        let snapshot = self.db.snapshot();
+        let mut hash = StateHash::default();
+        for item in snapshot.iterator_cf(self.state_cf(), IteratorMode::Start) {
+            let (key, value) = item.map_err(Error::rocks("iterate"))?;
+            let (bucket, user_key) = key.split_first().ok_or_else(|| Error::Corrupt {
+                what: "state key",
+                reason: "empty key".into(),
+            })?;
+            if *bucket != bucket_of(user_key) {
+                return Err(Error::Corrupt {
+                    what: "state key",
+                    reason: format!("key {} stored in bucket {bucket}", hex::encode(user_key)),
+                });
+            }
+            let (_, payload) = crate::occ::split_value(&value)?;
+            hash.bucket_mut(*bucket).insert(user_key, payload);
+        }
+        Ok(hash)
+    }
+
+    /// Reads a key of a caller-visible column.
+    pub fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(column), key)
+            .map_err(Error::rocks("get"))
+    }
+
+    /// Writes a key of a caller-visible column, without fsync.
+    pub fn put(&self, column: Column, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db
+            .put_cf(self.cf(column), key, value)
+            .map_err(Error::rocks("put"))
+    }
+
+    /// Writes a key and fsyncs the write-ahead log before returning: once this returns, the
+    /// value survives a crash of the process or of the machine. Consensus safety data goes
+    /// through here before any vote or timeout leaves the node.
+    pub fn put_synced(&self, column: Column, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(column), key, value);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(Error::rocks("synced put"))
+    }
+
+    /// Deletes a key of a caller-visible column.
+    pub fn delete(&self, column: Column, key: &[u8]) -> Result<()> {
+        self.db
+            .delete_cf(self.cf(column), key)
+            .map_err(Error::rocks("delete"))
+    }
+}

@@ -1,0 +1,43 @@
+//! keel-storage: Keel's RocksDB storage engine.
+//!
+//! ```text
+//!  Store::begin() ─▶ OccTransaction ── get (snapshot, recorded) / put / delete (buffered)
+//!                          │
+//!                          ▼ commit: lock → validate read+write set → one WriteBatch
+//!   state CF (bucket‖key → version‖value) + other columns + seq + state-hash journal
+//!                          │
+//!                          ▼
+//!              in-memory StateHash (LtHash per bucket) → state_root()
+//! ```
+//!
+//! Main types: [`Store`] (one data directory, exclusively locked), [`OccTransaction`]
+//! (optimistic transaction), [`StateHash`]/[`LtHash`] (the incremental state root), [`Column`]
+//! (the caller-visible column families).
+//!
+//! Invariants:
+//! - Committed transactions are serialisable in commit order; a transaction never sees another's
+//!   uncommitted or later writes; a conflicting commit fails with [`Error::Conflict`] naming the
+//!   key and writes nothing.
+//! - A commit's state writes, extra column writes, sequence number and state-hash journal entry
+//!   are one RocksDB write batch: after a crash the store is at a commit boundary, and the
+//!   state hash recovered at open equals the hash recomputed from a full scan.
+//! - The state hash is updated in O(changed keys) per commit.
+//! - [`Store::put_synced`] returns only after the write-ahead log is fsynced.
+//! - One process holds a data directory at a time; a second `open` fails at once with
+//!   [`Error::Locked`].
+//!
+//! This crate does not know what the bytes it stores mean (accounts, receipts and blocks are
+//! encoded by their owners), does no networking, and reads no configuration files.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod db;
+mod error;
+mod occ;
+pub mod state_root;
+
+pub use db::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE, Store, StoreConfig};
+pub use error::{Error, Result};
+pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned, WriteOp};
+pub use state_root::{LtHash, StateHash};

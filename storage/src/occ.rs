@@ -1,0 +1,417 @@
+//! Optimistic transactions over the state column family.
+//!
+//! A transaction reads from a RocksDB snapshot, records every key it read with the version it
+//! saw (`None` for absent), and buffers its writes. Commit takes the store's commit lock and
+//! validates, in key order: every read key still has the version seen, and every written key
+//! was not changed after the snapshot (first committer wins). It then applies the writes, any
+//! extra writes to other columns, the new commit sequence and the state-hash journal entry in one
+//! RocksDB `WriteBatch`, so a crash leaves either all of a commit or none of it.
+//!
+//! Versions are commit sequence numbers: a stored value carries the sequence of the commit that
+//! wrote it. `visible_seq` is read before the snapshot is taken, so every commit with sequence
+//! at or below it is in the snapshot; a value with a higher version was written after it.
+//! Committed transactions are serialisable in commit-sequence order.
+
+use crate::{
+    db::{
+        Column, KEY_LATTICE_SEQ, KEY_SEQ, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE,
+        PREFIX_JOURNAL, PREFIX_LATTICE, Store,
+    },
+    error::{Error, Result},
+    state_root::{StateHash, bucket_of, element_seed},
+};
+use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, sync::atomic::Ordering};
+
+/// One element change in the state-hash journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JournalEntry {
+    pub(crate) bucket: u8,
+    pub(crate) old: Option<[u8; 32]>,
+    pub(crate) new: Option<[u8; 32]>,
+}
+
+impl JournalEntry {
+    fn apply(&self, hash: &mut StateHash) {
+        let lattice = hash.bucket_mut(self.bucket);
+        if let Some(old) = &self.old {
+            lattice.remove_seed(old);
+        }
+        if let Some(new) = &self.new {
+            lattice.insert_seed(new);
+        }
+    }
+
+    fn undo(&self, hash: &mut StateHash) {
+        let lattice = hash.bucket_mut(self.bucket);
+        if let Some(new) = &self.new {
+            lattice.remove_seed(new);
+        }
+        if let Some(old) = &self.old {
+            lattice.insert_seed(old);
+        }
+    }
+}
+
+pub(crate) fn journal_key(seq: u64) -> Vec<u8> {
+    [PREFIX_JOURNAL, &seq.to_be_bytes()].concat()
+}
+
+fn state_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(bucket_of(key));
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a stored state value into its version and payload.
+pub(crate) fn split_value(raw: &[u8]) -> Result<(u64, &[u8])> {
+    match raw.split_first_chunk::<8>() {
+        Some((version, payload)) => Ok((u64::from_le_bytes(*version), payload)),
+        None => Err(Error::Corrupt {
+            what: "state value",
+            reason: format!("{} bytes, shorter than its 8-byte version", raw.len()),
+        }),
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_STATE_KEY {
+        return Err(Error::KeySize {
+            size: key.len(),
+            limit: MAX_STATE_KEY,
+        });
+    }
+    Ok(())
+}
+
+/// A write to a caller-visible column, committed atomically with a transaction's state writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// The column.
+    pub column: Column,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What a successful commit reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit's sequence number (the version of every key it wrote). A transaction with
+    /// nothing to write reports the sequence it validated against.
+    pub seq: u64,
+}
+
+/// A state value with the sequence of the commit that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The writing commit's sequence.
+    pub version: u64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl Store {
+    /// A consistent read-only view of the committed state.
+    pub fn snapshot(&self) -> StateSnapshot<'_> {
+        // Read the bound first: every commit at or below it is in the snapshot taken next.
+        let seq = self.visible_seq.load(Ordering::Acquire);
+        let snapshot = self.db.snapshot();
+        let mut read_opts = ReadOptions::default();
+        read_opts.set_snapshot(&snapshot);
+        StateSnapshot {
+            store: self,
+            read_opts,
+            _snapshot: snapshot,
+            seq,
+        }
+    }
+
+    /// Starts an optimistic transaction on a snapshot of the committed state.
+    pub fn begin(&self) -> OccTransaction<'_> {
+        OccTransaction {
+            snapshot: self.snapshot(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the latest committed value of a state key (no transaction, no read set).
+    pub fn get_state(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        check_key(key)?;
+        let raw = self
+            .db
+            .get_pinned_cf(self.state_cf(), state_key(key))
+            .map_err(Error::rocks("get"))?;
+        raw.map(|raw| {
+            split_value(&raw).map(|(version, value)| Versioned {
+                version,
+                value: value.to_vec(),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// A read-only view of the state as of one moment; later commits are invisible to it.
+pub struct StateSnapshot<'a> {
+    store: &'a Store,
+    // Declared before the snapshot: the options point at it and are dropped first.
+    read_opts: ReadOptions,
+    _snapshot: SnapshotWithThreadMode<'a, DB>,
+    seq: u64,
+}
+
+impl std::fmt::Debug for StateSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSnapshot")
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl StateSnapshot<'_> {
+    /// Every commit with a sequence at or below this is visible in the snapshot.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Reads `key` as of the snapshot.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        check_key(key)?;
+        let raw = self
+            .store
+            .db
+            .get_pinned_cf_opt(self.store.state_cf(), state_key(key), &self.read_opts)
+            .map_err(Error::rocks("get"))?;
+        raw.map(|raw| {
+            split_value(&raw).map(|(version, value)| Versioned {
+                version,
+                value: value.to_vec(),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// An optimistic transaction: snapshot reads, buffered writes, validated commit.
+pub struct OccTransaction<'a> {
+    snapshot: StateSnapshot<'a>,
+    reads: BTreeMap<Vec<u8>, Option<u64>>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for OccTransaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OccTransaction")
+            .field("snapshot_seq", &self.snapshot.seq)
+            .field("reads", &self.reads.len())
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+impl<'a> OccTransaction<'a> {
+    /// Every commit with a sequence at or below this is visible to the transaction.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot.seq
+    }
+
+    /// Reads `key`: this transaction's own write if any, else the snapshot's value (recorded
+    /// in the read set with its version).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key)?.map(|v| v.value))
+    }
+
+    /// Like [`OccTransaction::get`], with the version; a value this transaction wrote has no
+    /// version yet and is reported with version 0.
+    pub fn get_versioned(&mut self, key: &[u8]) -> Result<Option<Versioned>> {
+        check_key(key)?;
+        if let Some(own) = self.writes.get(key) {
+            return Ok(own.clone().map(|value| Versioned { version: 0, value }));
+        }
+        let found = self.snapshot.get(key)?;
+        self.reads
+            .entry(key.to_vec())
+            .or_insert(found.as_ref().map(|v| v.version));
+        Ok(found)
+    }
+
+    /// Buffers a write of `value` to `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        if value.len() > MAX_STATE_VALUE {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                limit: MAX_STATE_VALUE,
+            });
+        }
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Buffers a deletion of `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        check_key(key)?;
+        self.writes.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// The keys read from the snapshot with the versions seen, in key order.
+    pub fn read_set(&self) -> impl Iterator<Item = (&[u8], Option<u64>)> {
+        self.reads.iter().map(|(k, v)| (k.as_slice(), *v))
+    }
+
+    /// The keys written, in key order.
+    pub fn write_set(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.keys().map(Vec::as_slice)
+    }
+
+    /// Validates and commits the transaction.
+    pub fn commit(self) -> Result<CommitInfo> {
+        self.commit_with(Vec::new())
+    }
+
+    /// Validates and commits the transaction together with `extra` writes to other columns,
+    /// all in one atomic RocksDB write.
+    pub fn commit_with(self, extra: Vec<WriteOp>) -> Result<CommitInfo> {
+        let store = self.snapshot.store;
+        let state_cf = store.state_cf();
+        let mut guard = store.commit.lock();
+        let cs = &mut *guard;
+
+        let latest = |key: &[u8], opts: &ReadOptions| -> Result<Option<(u64, [u8; 32])>> {
+            let raw = store
+                .db
+                .get_pinned_cf_opt(state_cf, state_key(key), opts)
+                .map_err(Error::rocks("get"))?;
+            raw.map(|raw| split_value(&raw).map(|(v, p)| (v, element_seed(key, p))))
+                .transpose()
+        };
+
+        for (key, seen) in &self.reads {
+            if self.writes.contains_key(key) {
+                continue; // validated with the writes below
+            }
+            let found = latest(key, &cs.latest_opts)?.map(|(v, _)| v);
+            if found != *seen {
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected: *seen,
+                    found,
+                });
+            }
+        }
+
+        let seq = cs.last_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
+            what: "commit sequence",
+            reason: "u64 exhausted".into(),
+        })?;
+        let mut batch = WriteBatch::default();
+        let mut journal = Vec::with_capacity(self.writes.len());
+        for (key, new) in &self.writes {
+            let current = latest(key, &cs.latest_opts)?;
+            let found = current.map(|(v, _)| v);
+            let changed = match self.reads.get(key) {
+                Some(seen) => found != *seen,
+                None => match found {
+                    Some(v) => v > self.snapshot.seq,
+                    // Absent now: conflict only if it existed at the snapshot (deleted since).
+                    None => self.snapshot.get(key)?.is_some(),
+                },
+            };
+            if changed {
+                let expected = match self.reads.get(key) {
+                    Some(seen) => *seen,
+                    None => self.snapshot.get(key)?.map(|v| v.version),
+                };
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected,
+                    found,
+                });
+            }
+            let skey = state_key(key);
+            let new_seed = match new {
+                Some(value) => {
+                    let mut stored = Vec::with_capacity(8 + value.len());
+                    stored.extend_from_slice(&seq.to_le_bytes());
+                    stored.extend_from_slice(value);
+                    batch.put_cf(state_cf, &skey, stored);
+                    Some(element_seed(key, value))
+                }
+                None => {
+                    batch.delete_cf(state_cf, &skey);
+                    None
+                }
+            };
+            let old_seed = current.map(|(_, s)| s);
+            if old_seed != new_seed {
+                journal.push(JournalEntry {
+                    bucket: skey[0],
+                    old: old_seed,
+                    new: new_seed,
+                });
+            }
+        }
+
+        if self.writes.is_empty() && extra.is_empty() {
+            return Ok(CommitInfo { seq: cs.last_seq });
+        }
+        for op in extra {
+            let cf = store.cf(op.column);
+            match op.value {
+                Some(v) => batch.put_cf(cf, op.key, v),
+                None => batch.delete_cf(cf, op.key),
+            }
+        }
+
+        let internal = store.internal_cf();
+        batch.put_cf(internal, KEY_SEQ, seq.to_le_bytes());
+        for e in &journal {
+            e.apply(&mut cs.hash);
+            cs.dirty[usize::from(e.bucket)] = true;
+        }
+        let flush = seq - cs.lattice_seq >= LATTICE_FLUSH_INTERVAL;
+        if flush {
+            for (b, dirty) in cs.dirty.iter().enumerate() {
+                if *dirty {
+                    let bucket = b as u8;
+                    batch.put_cf(
+                        internal,
+                        [PREFIX_LATTICE, &[bucket]].concat(),
+                        cs.hash.bucket(bucket).to_bytes(),
+                    );
+                }
+            }
+            batch.put_cf(internal, KEY_LATTICE_SEQ, seq.to_le_bytes());
+            batch.delete_range_cf(internal, journal_key(0), journal_key(seq));
+        } else if !journal.is_empty() {
+            batch.put_cf(
+                internal,
+                journal_key(seq),
+                bcs::to_bytes(&journal).map_err(|e| Error::Corrupt {
+                    what: "state journal",
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+
+        if let Err(e) = store.db.write_opt(batch, &cs.write_opts) {
+            for e in journal.iter().rev() {
+                e.undo(&mut cs.hash);
+            }
+            return Err(Error::rocks("write")(e));
+        }
+        cs.last_seq = seq;
+        if flush {
+            cs.lattice_seq = seq;
+            cs.dirty = [false; crate::state_root::BUCKETS];
+        }
+        store.visible_seq.store(seq, Ordering::Release);
+        Ok(CommitInfo { seq })
+    }
+}

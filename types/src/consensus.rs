@@ -1,0 +1,416 @@
+//! Consensus messages: blocks, votes, quorum certificates, timeouts and timeout certificates.
+//!
+//! Everything here is verified against a [`Committee`] before use: the epoch matches, signers are
+//! members, signatures are valid in their own domain, and certificates carry more than 2/3 of the
+//! stake. The round-0 QC of an epoch is its genesis certificate: it carries no signatures and
+//! certifies exactly [`genesis_digest`].
+
+use crate::{
+    batch::{ProofOfAvailability, check_epoch},
+    committee::Committee,
+    crypto::{Domain, KeyPair, Signature, SignedMessage, signing_message, verify_batch},
+    digest::Digest,
+    error::{Error, Result},
+    ids::{ChainId, Epoch, Round, TimestampMs, ValidatorIndex},
+    multisig::{MultiSignature, Threshold, check_signer_order},
+};
+use serde::{Deserialize, Serialize};
+
+/// Most proofs of availability in one block.
+pub const MAX_BLOCK_PAYLOAD: usize = 1_000;
+
+/// The digest the genesis QC of `epoch` certifies.
+pub fn genesis_digest(epoch: Epoch, chain_id: ChainId) -> Digest {
+    Digest::of_tagged("keel/genesis", &(epoch, chain_id))
+}
+
+/// What a vote signs: a block at a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VoteData {
+    /// The epoch of the block.
+    pub epoch: Epoch,
+    /// The round of the block.
+    pub round: Round,
+    /// The block's digest.
+    pub block: Digest,
+}
+
+impl VoteData {
+    fn message(&self, chain_id: ChainId) -> [u8; 32] {
+        signing_message(Domain::Vote, self.epoch, chain_id, self)
+    }
+}
+
+/// A QC: votes for one block from more than 2/3 of the stake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumCertificate {
+    /// The certified block.
+    pub data: VoteData,
+    /// The voters' signatures.
+    pub signatures: MultiSignature,
+}
+
+impl QuorumCertificate {
+    /// The genesis certificate of `epoch`.
+    pub fn genesis(epoch: Epoch, chain_id: ChainId) -> Self {
+        QuorumCertificate {
+            data: VoteData {
+                epoch,
+                round: Round(0),
+                block: genesis_digest(epoch, chain_id),
+            },
+            signatures: MultiSignature::default(),
+        }
+    }
+
+    /// The certified round.
+    pub fn round(&self) -> Round {
+        self.data.round
+    }
+
+    /// The certified block.
+    pub fn block(&self) -> Digest {
+        self.data.block
+    }
+
+    /// Verifies the certificate.
+    pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        check_epoch(committee, self.data.epoch)?;
+        if self.data.round == Round(0) {
+            let genesis = genesis_digest(self.data.epoch, chain_id);
+            if self.data.block != genesis || !self.signatures.is_empty() {
+                return Err(Error::Malformed {
+                    what: "quorum certificate",
+                    reason: "a round-0 QC must be the epoch's genesis certificate".into(),
+                });
+            }
+            return Ok(());
+        }
+        self.signatures.verify(
+            committee,
+            Threshold::Quorum,
+            &self.data.message(chain_id),
+            "quorum certificate",
+        )
+    }
+}
+
+/// A validator's vote for a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// The block voted for.
+    pub data: VoteData,
+    /// The voter.
+    pub author: ValidatorIndex,
+    /// Its signature in [`Domain::Vote`].
+    pub signature: Signature,
+}
+
+impl Vote {
+    /// Signs a vote for `data`.
+    pub fn new(data: VoteData, author: ValidatorIndex, key: &KeyPair, chain_id: ChainId) -> Self {
+        Vote {
+            data,
+            author,
+            signature: key.sign_message(&data.message(chain_id)),
+        }
+    }
+
+    /// Verifies the voter and signature.
+    pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        check_epoch(committee, self.data.epoch)?;
+        committee.member(self.author)?.protocol_key.verify_message(
+            &self.data.message(chain_id),
+            &self.signature,
+            "vote",
+        )
+    }
+}
+
+/// The signed-over content of a block proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The round; greater than the parent QC's round.
+    pub round: Round,
+    /// The proposer.
+    pub author: ValidatorIndex,
+    /// The certificate of the parent block.
+    pub parent_qc: QuorumCertificate,
+    /// Present when the previous round ended in a timeout rather than a QC.
+    pub timeout_cert: Option<TimeoutCertificate>,
+    /// Batches ordered by this block.
+    pub payload: Vec<ProofOfAvailability>,
+    /// The proposer's clock.
+    pub timestamp: TimestampMs,
+}
+
+impl Block {
+    /// The block id.
+    pub fn digest(&self) -> Digest {
+        Digest::of_tagged("keel/block", self)
+    }
+
+    /// The parent's digest.
+    pub fn parent(&self) -> Digest {
+        self.parent_qc.block()
+    }
+
+    /// Signs the block as its author.
+    pub fn sign(self, key: &KeyPair, chain_id: ChainId) -> SignedBlock {
+        let signature = key.sign(Domain::Block, self.epoch, chain_id, &self);
+        SignedBlock {
+            block: self,
+            signature,
+        }
+    }
+}
+
+/// A block with its author's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBlock {
+    /// The block.
+    pub block: Block,
+    /// The author's signature in [`Domain::Block`].
+    pub signature: Signature,
+}
+
+impl SignedBlock {
+    /// The block id.
+    pub fn digest(&self) -> Digest {
+        self.block.digest()
+    }
+
+    /// Verifies the author's signature, the parent QC, the optional TC, the round rules and
+    /// every proof of availability in the payload.
+    pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        let b = &self.block;
+        check_epoch(committee, b.epoch)?;
+        if b.payload.len() > MAX_BLOCK_PAYLOAD {
+            return Err(Error::TooLarge {
+                what: "block payload",
+                size: b.payload.len(),
+                limit: MAX_BLOCK_PAYLOAD,
+            });
+        }
+        if b.round <= b.parent_qc.round() {
+            return Err(Error::Malformed {
+                what: "block",
+                reason: format!(
+                    "round {} is not above its parent QC's round {}",
+                    b.round,
+                    b.parent_qc.round()
+                ),
+            });
+        }
+        let follows_parent = b.parent_qc.round().checked_next() == Some(b.round);
+        match &b.timeout_cert {
+            None if !follows_parent => {
+                return Err(Error::Malformed {
+                    what: "block",
+                    reason: format!(
+                        "round {} skips rounds after its parent QC's round {} without a timeout certificate",
+                        b.round,
+                        b.parent_qc.round()
+                    ),
+                });
+            }
+            Some(tc) if tc.round.checked_next() != Some(b.round) => {
+                return Err(Error::Malformed {
+                    what: "block",
+                    reason: format!(
+                        "timeout certificate is for round {}, block is at round {}",
+                        tc.round, b.round
+                    ),
+                });
+            }
+            Some(tc) if tc.high_qc.round() > b.parent_qc.round() => {
+                return Err(Error::Malformed {
+                    what: "block",
+                    reason: "parent QC is older than the timeout certificate's high QC".into(),
+                });
+            }
+            _ => {}
+        }
+        committee.member(b.author)?.protocol_key.verify(
+            Domain::Block,
+            b.epoch,
+            chain_id,
+            b,
+            &self.signature,
+            "block",
+        )?;
+        b.parent_qc.verify(committee, chain_id)?;
+        if let Some(tc) = &b.timeout_cert {
+            tc.verify(committee, chain_id)?;
+        }
+        for proof in &b.payload {
+            proof.verify(committee, chain_id)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a timeout signs: the round given up on and the signer's highest certified round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutData {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The round that timed out.
+    pub round: Round,
+    /// The round of the signer's highest QC.
+    pub high_qc_round: Round,
+}
+
+impl TimeoutData {
+    fn message(&self, chain_id: ChainId) -> [u8; 32] {
+        signing_message(Domain::Timeout, self.epoch, chain_id, self)
+    }
+}
+
+/// A validator's signed timeout, carrying its highest QC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeout {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The round given up on.
+    pub round: Round,
+    /// The signer's highest QC.
+    pub high_qc: QuorumCertificate,
+    /// The signer.
+    pub author: ValidatorIndex,
+    /// Signature over [`TimeoutData`] in [`Domain::Timeout`].
+    pub signature: Signature,
+}
+
+impl Timeout {
+    /// Signs a timeout for `round` with `high_qc`.
+    pub fn new(
+        epoch: Epoch,
+        round: Round,
+        high_qc: QuorumCertificate,
+        author: ValidatorIndex,
+        key: &KeyPair,
+        chain_id: ChainId,
+    ) -> Self {
+        let data = TimeoutData {
+            epoch,
+            round,
+            high_qc_round: high_qc.round(),
+        };
+        Timeout {
+            epoch,
+            round,
+            high_qc,
+            author,
+            signature: key.sign_message(&data.message(chain_id)),
+        }
+    }
+
+    /// The signed-over data.
+    pub fn data(&self) -> TimeoutData {
+        TimeoutData {
+            epoch: self.epoch,
+            round: self.round,
+            high_qc_round: self.high_qc.round(),
+        }
+    }
+
+    /// Verifies the signer, signature and carried QC.
+    pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        check_epoch(committee, self.epoch)?;
+        check_epoch(committee, self.high_qc.data.epoch)?;
+        if self.high_qc.round() >= self.round {
+            return Err(Error::Malformed {
+                what: "timeout",
+                reason: format!(
+                    "high QC round {} is not below the timeout round {}",
+                    self.high_qc.round(),
+                    self.round
+                ),
+            });
+        }
+        committee.member(self.author)?.protocol_key.verify_message(
+            &self.data().message(chain_id),
+            &self.signature,
+            "timeout",
+        )?;
+        self.high_qc.verify(committee, chain_id)
+    }
+}
+
+/// A TC: timeouts for one round from more than 2/3 of the stake, with the highest QC among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutCertificate {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The round that timed out.
+    pub round: Round,
+    /// The highest QC reported by any signer.
+    pub high_qc: QuorumCertificate,
+    /// Per signer, ascending: its highest QC round and its timeout signature.
+    pub signatures: Vec<(ValidatorIndex, Round, Signature)>,
+}
+
+impl TimeoutCertificate {
+    /// Verifies signers, stake, every signature, and that `high_qc` is the highest reported.
+    pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        check_epoch(committee, self.epoch)?;
+        check_epoch(committee, self.high_qc.data.epoch)?;
+        check_signer_order(
+            self.signatures.iter().map(|(i, _, _)| *i),
+            committee,
+            Threshold::Quorum,
+            "timeout certificate",
+        )?;
+        let highest = self
+            .signatures
+            .iter()
+            .map(|(_, r, _)| *r)
+            .max()
+            .unwrap_or_default();
+        if highest != self.high_qc.round() {
+            return Err(Error::Malformed {
+                what: "timeout certificate",
+                reason: format!(
+                    "high QC round {} differs from the highest reported round {highest}",
+                    self.high_qc.round()
+                ),
+            });
+        }
+        if highest >= self.round {
+            return Err(Error::Malformed {
+                what: "timeout certificate",
+                reason: format!(
+                    "reported QC round {highest} is not below the timeout round {}",
+                    self.round
+                ),
+            });
+        }
+        let messages: Vec<[u8; 32]> = self
+            .signatures
+            .iter()
+            .map(|(_, high_qc_round, _)| {
+                TimeoutData {
+                    epoch: self.epoch,
+                    round: self.round,
+                    high_qc_round: *high_qc_round,
+                }
+                .message(chain_id)
+            })
+            .collect();
+        let mut items = Vec::with_capacity(messages.len());
+        for ((index, _, signature), message) in self.signatures.iter().zip(&messages) {
+            items.push(SignedMessage {
+                message,
+                key: &committee.member(*index)?.protocol_key,
+                signature,
+            });
+        }
+        verify_batch(&items).map_err(|_| Error::InvalidSignature {
+            what: "timeout certificate",
+        })?;
+        self.high_qc.verify(committee, chain_id)
+    }
+}
