@@ -16,6 +16,49 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Checks the certificates messages carry. Receivers that see one certificate many times (every
+/// proposal and timeout carries a QC) plug in a cache; [`Uncached`] verifies every time.
+pub trait CertificateVerifier {
+    /// Verifies a QC.
+    fn verify_qc(
+        &mut self,
+        qc: &QuorumCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> Result<()>;
+    /// Verifies a TC.
+    fn verify_tc(
+        &mut self,
+        tc: &TimeoutCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> Result<()>;
+}
+
+/// Verifies every certificate in full.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Uncached;
+
+impl CertificateVerifier for Uncached {
+    fn verify_qc(
+        &mut self,
+        qc: &QuorumCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> Result<()> {
+        qc.verify(committee, chain_id)
+    }
+
+    fn verify_tc(
+        &mut self,
+        tc: &TimeoutCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> Result<()> {
+        tc.verify_with(committee, chain_id, self)
+    }
+}
+
 /// Most proofs of availability in one block.
 pub const MAX_BLOCK_PAYLOAD: usize = 1_000;
 
@@ -185,6 +228,16 @@ impl SignedBlock {
     /// Verifies the author's signature, the parent QC, the optional TC, the round rules and
     /// every proof of availability in the payload.
     pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        self.verify_with(committee, chain_id, &mut Uncached)
+    }
+
+    /// [`SignedBlock::verify`] with certificates checked by `certs`.
+    pub fn verify_with(
+        &self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<()> {
         let b = &self.block;
         check_epoch(committee, b.epoch)?;
         if b.payload.len() > MAX_BLOCK_PAYLOAD {
@@ -241,9 +294,9 @@ impl SignedBlock {
             &self.signature,
             "block",
         )?;
-        b.parent_qc.verify(committee, chain_id)?;
+        certs.verify_qc(&b.parent_qc, committee, chain_id)?;
         if let Some(tc) = &b.timeout_cert {
-            tc.verify(committee, chain_id)?;
+            certs.verify_tc(tc, committee, chain_id)?;
         }
         for proof in &b.payload {
             proof.verify(committee, chain_id)?;
@@ -319,6 +372,16 @@ impl Timeout {
 
     /// Verifies the signer, signature and carried QC.
     pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        self.verify_with(committee, chain_id, &mut Uncached)
+    }
+
+    /// [`Timeout::verify`] with the carried QC checked by `certs`.
+    pub fn verify_with(
+        &self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<()> {
         check_epoch(committee, self.epoch)?;
         check_epoch(committee, self.high_qc.data.epoch)?;
         if self.high_qc.round() >= self.round {
@@ -336,7 +399,7 @@ impl Timeout {
             &self.signature,
             "timeout",
         )?;
-        self.high_qc.verify(committee, chain_id)
+        certs.verify_qc(&self.high_qc, committee, chain_id)
     }
 }
 
@@ -356,6 +419,16 @@ pub struct TimeoutCertificate {
 impl TimeoutCertificate {
     /// Verifies signers, stake, every signature, and that `high_qc` is the highest reported.
     pub fn verify(&self, committee: &Committee, chain_id: ChainId) -> Result<()> {
+        self.verify_with(committee, chain_id, &mut Uncached)
+    }
+
+    /// [`TimeoutCertificate::verify`] with the high QC checked by `certs`.
+    pub fn verify_with(
+        &self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<()> {
         check_epoch(committee, self.epoch)?;
         check_epoch(committee, self.high_qc.data.epoch)?;
         check_signer_order(
@@ -411,6 +484,6 @@ impl TimeoutCertificate {
         verify_batch(&items).map_err(|_| Error::InvalidSignature {
             what: "timeout certificate",
         })?;
-        self.high_qc.verify(committee, chain_id)
+        certs.verify_qc(&self.high_qc, committee, chain_id)
     }
 }

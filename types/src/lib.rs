@@ -47,8 +47,8 @@ pub use batch::{Batch, BatchAck, BatchInfo, ProofOfAvailability};
 pub use checkpoint::{CertifiedCheckpoint, Checkpoint};
 pub use committee::{Committee, ValidatorInfo};
 pub use consensus::{
-    Block, QuorumCertificate, SignedBlock, Timeout, TimeoutCertificate, TimeoutData, Vote,
-    VoteData, genesis_digest,
+    Block, CertificateVerifier, QuorumCertificate, SignedBlock, Timeout, TimeoutCertificate,
+    TimeoutData, Uncached, Vote, VoteData, genesis_digest,
 };
 pub use crypto::{Domain, KeyPair, PublicKey, Signature};
 pub use digest::Digest;

@@ -1,0 +1,49 @@
+//! The error type of keel-consensus.
+//!
+//! Errors are split by cause: [`Error::Invalid`] (a peer sent something that fails
+//! verification), [`Error::Unsafe`] (the safety rules refuse to sign), [`Error::Stale`] /
+//! [`Error::TooFarAhead`] (a message outside the window this replica keeps).
+
+use keel_types::{Round, ValidatorIndex};
+
+/// Errors from verifying messages and applying the safety rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The message failed verification.
+    #[error("invalid message: {0}")]
+    Invalid(#[from] keel_types::Error),
+    /// The message is for a round this replica has left behind.
+    #[error("stale message for round {round} (current round {current})")]
+    Stale {
+        /// The message's round.
+        round: Round,
+        /// This replica's round.
+        current: Round,
+    },
+    /// The message is for a round too far ahead to buffer.
+    #[error("message for round {round} is more than {window} rounds ahead of round {current}")]
+    TooFarAhead {
+        /// The message's round.
+        round: Round,
+        /// This replica's round.
+        current: Round,
+        /// The window.
+        window: u64,
+    },
+    /// A proposal from a validator that does not lead its round.
+    #[error("proposal for round {round} from {author}, but the leader is {leader}")]
+    NotLeader {
+        /// The round.
+        round: Round,
+        /// Who proposed.
+        author: ValidatorIndex,
+        /// Who leads.
+        leader: ValidatorIndex,
+    },
+    /// The safety rules refuse to sign.
+    #[error("safety rules refuse: {0}")]
+    Unsafe(String),
+}
+
+/// Result with keel-consensus' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

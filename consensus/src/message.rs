@@ -1,0 +1,167 @@
+//! Consensus messages and their verified form.
+//!
+//! Bytes from the network decode into [`ConsensusMessage`]; only [`ConsensusMessage::verify`]
+//! turns one into a [`Verified`] message, and the core accepts nothing else, so an unverified
+//! message cannot reach a handler by mistake.
+
+use keel_types::{
+    CertificateVerifier, ChainId, Committee, Digest, QuorumCertificate, Round, SignedBlock,
+    Timeout, TimeoutCertificate, Uncached, ValidatorIndex, Vote,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
+
+use crate::error::Result;
+
+/// What replicas send each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsensusMessage {
+    /// A leader's block for its round.
+    Proposal(SignedBlock),
+    /// A vote, sent to the next round's leader.
+    Vote(Vote),
+    /// A round timeout, broadcast.
+    Timeout(Timeout),
+    /// A timeout certificate, sent to replicas still in the round it ended.
+    TimeoutCertificate(TimeoutCertificate),
+}
+
+impl ConsensusMessage {
+    /// The round the message is about.
+    pub fn round(&self) -> Round {
+        match self {
+            ConsensusMessage::Proposal(b) => b.block.round,
+            ConsensusMessage::Vote(v) => v.data.round,
+            ConsensusMessage::Timeout(t) => t.round,
+            ConsensusMessage::TimeoutCertificate(tc) => tc.round,
+        }
+    }
+
+    /// The validator that signed the message.
+    pub fn author(&self) -> ValidatorIndex {
+        match self {
+            ConsensusMessage::Proposal(b) => b.block.author,
+            ConsensusMessage::Vote(v) => v.author,
+            ConsensusMessage::Timeout(t) => t.author,
+            // A TC has many signers; the first stands for them.
+            ConsensusMessage::TimeoutCertificate(tc) => tc
+                .signatures
+                .first()
+                .map_or(ValidatorIndex(0), |(i, _, _)| *i),
+        }
+    }
+
+    /// Verifies signatures, certificates and epoch against `committee`.
+    pub fn verify(self, committee: &Committee, chain_id: ChainId) -> Result<Verified<Self>> {
+        self.verify_with(committee, chain_id, &mut Uncached)
+    }
+
+    /// [`ConsensusMessage::verify`], with certificates checked by `certs` (e.g. a
+    /// [`CertificateCache`]).
+    pub fn verify_with(
+        self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<Verified<Self>> {
+        match &self {
+            ConsensusMessage::Proposal(b) => b.verify_with(committee, chain_id, certs)?,
+            ConsensusMessage::Vote(v) => v.verify(committee, chain_id)?,
+            ConsensusMessage::Timeout(t) => t.verify_with(committee, chain_id, certs)?,
+            ConsensusMessage::TimeoutCertificate(tc) => certs.verify_tc(tc, committee, chain_id)?,
+        }
+        Ok(Verified(self))
+    }
+}
+
+/// A value that passed verification against the committee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    /// The verified value.
+    pub fn inner(&self) -> &T {
+        &self.0
+    }
+
+    /// Unwraps the verified value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Verifies a fetched block.
+pub fn verify_block(
+    block: SignedBlock,
+    committee: &Committee,
+    chain_id: ChainId,
+    certs: &mut dyn CertificateVerifier,
+) -> Result<Verified<SignedBlock>> {
+    block.verify_with(committee, chain_id, certs)?;
+    Ok(Verified(block))
+}
+
+/// Remembers certificates that verified, so a QC carried by many messages is checked once.
+///
+/// Keyed by the blake3 digest of the certificate's canonical encoding: identical bytes verify
+/// identically against one committee, so a hit is as good as a check. Bounded: the oldest
+/// entries are evicted first. One cache serves one committee (clear it at an epoch change).
+#[derive(Debug)]
+pub struct CertificateCache {
+    seen: HashSet<Digest>,
+    order: VecDeque<Digest>,
+    capacity: usize,
+}
+
+impl CertificateCache {
+    /// A cache of at most `capacity` certificates.
+    pub fn new(capacity: usize) -> Self {
+        CertificateCache {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn remember(&mut self, digest: Digest) {
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.seen.insert(digest);
+        self.order.push_back(digest);
+    }
+}
+
+impl CertificateVerifier for CertificateCache {
+    fn verify_qc(
+        &mut self,
+        qc: &QuorumCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> keel_types::Result<()> {
+        let digest = Digest::of_tagged("keel/cache/qc", qc);
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        qc.verify(committee, chain_id)?;
+        self.remember(digest);
+        Ok(())
+    }
+
+    fn verify_tc(
+        &mut self,
+        tc: &TimeoutCertificate,
+        committee: &Committee,
+        chain_id: ChainId,
+    ) -> keel_types::Result<()> {
+        let digest = Digest::of_tagged("keel/cache/tc", tc);
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        tc.verify_with(committee, chain_id, self)?;
+        self.remember(digest);
+        Ok(())
+    }
+}
