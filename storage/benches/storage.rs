@@ -69,28 +69,7 @@ fn occ_commits(store: &Store, key_space: u64, duration: Duration) -> (f64, u64) 
     (commits as f64 / start.elapsed().as_secs_f64(), conflicts)
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; nothing else is accepted.
-    let duration = secs();
-    println!(
-        "keel-storage benchmark ({}s per phase)",
-        duration.as_secs_f64()
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-    let t = Instant::now();
-    populate(&store, KEYS);
-    println!("populate: {KEYS} keys in {:.2}s", t.elapsed().as_secs_f64());
-
-    // 1. OCC commits, single thread, 2 reads + 2 writes.
-    let (rate, conflicts) = occ_commits(&store, KEYS, duration);
-    println!(
-        "occ commit (2 reads + 2 writes, 1 thread, 1M keys): {rate:.0} commits/s ({conflicts} conflicts)"
-    );
-
-    // 2. Snapshot reads on 2 threads.
-    let store = Arc::new(store);
+fn snapshot_reads(store: &Arc<Store>, duration: Duration) -> Vec<f64> {
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|t| {
@@ -113,9 +92,41 @@ fn main() {
             })
         })
         .collect();
-    let rates: Vec<f64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let duration = secs();
     println!(
-        "snapshot reads (2 threads, 1M keys): {:.0} reads/s ({:.0} + {:.0})",
+        "keel-storage benchmark ({}s per phase)",
+        duration.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let t = Instant::now();
+    populate(&store, KEYS);
+    println!("populate: {KEYS} keys in {:.2}s", t.elapsed().as_secs_f64());
+
+    // 1. OCC commits, single thread, 2 reads + 2 writes.
+    let (rate, conflicts) = occ_commits(&store, KEYS, duration);
+    println!(
+        "occ commit (2 reads + 2 writes, 1 thread, 1M keys): {rate:.0} commits/s ({conflicts} conflicts)"
+    );
+
+    // 2. Snapshot reads on 2 threads: first with most keys still in the memtables (right after
+    // loading), then after a flush (the steady state of a running node).
+    let store = Arc::new(store);
+    let in_memtable = snapshot_reads(&store, duration);
+    println!(
+        "snapshot reads (2 threads, 1M keys, mostly in memtables): {:.0} reads/s",
+        in_memtable.iter().sum::<f64>()
+    );
+    store.flush().unwrap();
+    let rates = snapshot_reads(&store, duration);
+    println!(
+        "snapshot reads (2 threads, 1M keys, flushed to SST files): {:.0} reads/s ({:.0} + {:.0})",
         rates.iter().sum::<f64>(),
         rates[0],
         rates[1]

@@ -21,7 +21,7 @@ use crate::{
 use parking_lot::Mutex;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+    DataBlockIndexType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 use std::{
     fs::{File, OpenOptions},
@@ -176,14 +176,19 @@ fn lock_directory(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Column family options tuned for point lookups: bloom filters on SST files and on the
+/// memtable, a hash index inside data blocks, and index/filter blocks held by the table readers
+/// (not the LRU cache, whose shard locks two reader threads would otherwise fight over).
 fn cf_options(cache: &Cache, compress: bool) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+    table.set_data_block_hash_ratio(0.75);
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table);
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.1);
     opts.set_level_compaction_dynamic_level_bytes(true);
     opts.set_compression_type(if compress {
         DBCompressionType::Lz4
@@ -389,6 +394,17 @@ impl Store {
             hash.bucket_mut(*bucket).insert(user_key, payload);
         }
         Ok(hash)
+    }
+
+    /// Flushes every memtable to SST files and syncs the write-ahead log (for a clean shutdown,
+    /// or to move freshly loaded data out of the memtables).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(Error::rocks("flush wal"))?;
+        let mut cfs = vec![self.state_cf(), self.internal_cf()];
+        cfs.extend(Column::ALL.iter().map(|c| self.cf(*c)));
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(Error::rocks("flush"))
     }
 
     /// Reads a key of a caller-visible column.
