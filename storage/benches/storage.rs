@@ -168,7 +168,7 @@ fn main() {
         per.as_secs_f64() * 1e6
     );
     let start = Instant::now();
-    let root = store.state_root();
+    let root = store.state_root().unwrap();
     println!(
         "full state root from the 256 bucket lattices: {:.0} us ({})",
         start.elapsed().as_secs_f64() * 1e6,

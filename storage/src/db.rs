@@ -10,12 +10,14 @@
 //! | `internal` | `seq`, `lattice_seq`, `lattice/<bucket>`, `journal/<seq BE>` | see below |
 //!
 //! `internal` belongs to this crate: the last commit sequence, the bucket lattices as of
-//! `lattice_seq`, and a journal of element seeds changed by each commit after `lattice_seq`.
-//! At open the lattices are loaded and the journal replayed, so the in-memory state hash always
-//! equals the hash of the committed state, whatever moment a crash happened at.
+//! `lattice_seq`, and a journal of element seeds changed by each commit after `lattice_seq`
+//! (see [`crate::root`]). At open the lattices are loaded and the journal replayed, so the state
+//! hash always equals the hash of the committed state, whatever moment a crash happened at.
 
 use crate::{
     error::{Error, Result},
+    recent::RecentWrites,
+    root::{JournalEntry, Recovered, RootKeeper, journal_key},
     state_root::{BUCKETS, LtHash, StateHash, bucket_of},
 };
 use parking_lot::Mutex;
@@ -27,13 +29,15 @@ use std::{
     fs::{File, OpenOptions},
     io::{Read, Seek, Write},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{Arc, atomic::AtomicU64},
 };
 
 /// Longest state key accepted, in bytes.
 pub const MAX_STATE_KEY: usize = 512;
 /// Largest state value accepted, in bytes.
 pub const MAX_STATE_VALUE: usize = 128 * 1024;
+/// Keys the recent-writes index holds (about 64 bytes of overhead each, plus the key).
+const RECENT_WRITES_CAPACITY: usize = 1 << 16;
 /// Commits between two writes of the full bucket lattices (the journal is at most this long).
 pub const LATTICE_FLUSH_INTERVAL: u64 = 1024;
 
@@ -106,25 +110,25 @@ impl Default for StoreConfig {
     }
 }
 
-/// What commits serialise on: the sequence counter and the state hash.
+/// What commits serialise on: the sequence counter and the options of the commit path.
 pub(crate) struct CommitState {
     pub(crate) last_seq: u64,
-    pub(crate) lattice_seq: u64,
-    pub(crate) hash: StateHash,
-    pub(crate) dirty: [bool; BUCKETS],
+    pub(crate) recent: RecentWrites,
     pub(crate) write_opts: WriteOptions,
     pub(crate) latest_opts: ReadOptions,
 }
 
 /// A Keel data directory: RocksDB with Keel's column families, held exclusively.
 pub struct Store {
-    pub(crate) db: DB,
+    pub(crate) db: Arc<DB>,
     path: PathBuf,
     pub(crate) commit: Mutex<CommitState>,
     /// The highest sequence whose writes are visible to new snapshots. Read *before* taking a
     /// snapshot, it is a lower bound of what the snapshot contains.
     pub(crate) visible_seq: AtomicU64,
-    // Held for the lifetime of the store; dropping it releases the directory.
+    // Declared after `db`: dropping it joins the thread holding the other database handle.
+    pub(crate) root: RootKeeper,
+    // Held for the lifetime of the store; dropped last, releasing the directory.
     _lock: File,
 }
 
@@ -198,6 +202,78 @@ fn cf_options(cache: &Cache, compress: bool) -> Options {
     opts
 }
 
+fn internal_cf(db: &DB) -> &ColumnFamily {
+    // INVARIANT: `open` creates every column family.
+    db.cf_handle(INTERNAL_CF)
+        .expect("INVARIANT: internal column family exists")
+}
+
+fn read_u64(db: &DB, key: &[u8]) -> Result<Option<u64>> {
+    let raw = db
+        .get_pinned_cf(internal_cf(db), key)
+        .map_err(Error::rocks("get"))?;
+    raw.map(|v| {
+        <[u8; 8]>::try_from(&v[..])
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::Corrupt {
+                what: "internal counter",
+                reason: format!(
+                    "{} is {} bytes, expected 8",
+                    String::from_utf8_lossy(key),
+                    v.len()
+                ),
+            })
+    })
+    .transpose()
+}
+
+/// Loads the lattices and replays the journal written after them.
+fn recover_state_hash(db: &DB) -> Result<Recovered> {
+    let last_seq = read_u64(db, KEY_SEQ)?.unwrap_or(0);
+    let lattice_seq = read_u64(db, KEY_LATTICE_SEQ)?.unwrap_or(0);
+    let mut hash = StateHash::default();
+    for b in 0..BUCKETS {
+        let bucket = b as u8;
+        let key = [PREFIX_LATTICE, &[bucket]].concat();
+        if let Some(raw) = db
+            .get_pinned_cf(internal_cf(db), &key)
+            .map_err(Error::rocks("get"))?
+        {
+            let lattice = LtHash::from_bytes(&raw).ok_or_else(|| Error::Corrupt {
+                what: "state lattice",
+                reason: format!("bucket {bucket} is {} bytes", raw.len()),
+            })?;
+            hash.set_bucket(bucket, lattice);
+        }
+    }
+    let mut dirty = [false; BUCKETS];
+    let start = journal_key(lattice_seq.saturating_add(1));
+    let iter = db.iterator_cf(
+        internal_cf(db),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item.map_err(Error::rocks("iterate"))?;
+        if !key.starts_with(PREFIX_JOURNAL) {
+            break;
+        }
+        let entry: Vec<JournalEntry> = bcs::from_bytes(&value).map_err(|e| Error::Corrupt {
+            what: "state journal",
+            reason: e.to_string(),
+        })?;
+        for e in entry {
+            e.apply(&mut hash);
+            dirty[usize::from(e.bucket)] = true;
+        }
+    }
+    Ok(Recovered {
+        hash,
+        dirty,
+        lattice_seq,
+        applied_seq: last_seq,
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) the data directory at `path`.
     ///
@@ -236,24 +312,25 @@ impl Store {
             }
         })?;
 
+        let db = Arc::new(db);
+        let recovered = recover_state_hash(&db)?;
+        let last_seq = recovered.applied_seq;
+        let root = RootKeeper::spawn(db.clone(), recovered)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_commits);
-        let mut store = Store {
+        Ok(Store {
             db,
             path: path.to_path_buf(),
             commit: Mutex::new(CommitState {
-                last_seq: 0,
-                lattice_seq: 0,
-                hash: StateHash::default(),
-                dirty: [false; BUCKETS],
+                last_seq,
+                recent: RecentWrites::new(last_seq, RECENT_WRITES_CAPACITY),
                 write_opts,
                 latest_opts: ReadOptions::default(),
             }),
-            visible_seq: AtomicU64::new(0),
+            visible_seq: AtomicU64::new(last_seq),
+            root,
             _lock: lock,
-        };
-        store.recover_state_hash()?;
-        Ok(store)
+        })
     }
 
     /// The data directory.
@@ -282,90 +359,14 @@ impl Store {
             .expect("INVARIANT: column family exists")
     }
 
-    fn read_u64(&self, key: &[u8]) -> Result<Option<u64>> {
-        let raw = self
-            .db
-            .get_pinned_cf(self.internal_cf(), key)
-            .map_err(Error::rocks("get"))?;
-        raw.map(|v| {
-            <[u8; 8]>::try_from(&v[..])
-                .map(u64::from_le_bytes)
-                .map_err(|_| Error::Corrupt {
-                    what: "internal counter",
-                    reason: format!(
-                        "{} is {} bytes, expected 8",
-                        String::from_utf8_lossy(key),
-                        v.len()
-                    ),
-                })
-        })
-        .transpose()
-    }
-
-    /// Loads the lattices and replays the journal written after them.
-    fn recover_state_hash(&mut self) -> Result<()> {
-        let last_seq = self.read_u64(KEY_SEQ)?.unwrap_or(0);
-        let lattice_seq = self.read_u64(KEY_LATTICE_SEQ)?.unwrap_or(0);
-        let mut hash = StateHash::default();
-        for b in 0..BUCKETS {
-            let bucket = b as u8;
-            let key = [PREFIX_LATTICE, &[bucket]].concat();
-            if let Some(raw) = self
-                .db
-                .get_pinned_cf(self.internal_cf(), &key)
-                .map_err(Error::rocks("get"))?
-            {
-                let lattice = LtHash::from_bytes(&raw).ok_or_else(|| Error::Corrupt {
-                    what: "state lattice",
-                    reason: format!("bucket {bucket} is {} bytes", raw.len()),
-                })?;
-                hash.set_bucket(bucket, lattice);
-            }
-        }
-        let mut dirty = [false; BUCKETS];
-        let start = crate::occ::journal_key(lattice_seq.saturating_add(1));
-        let iter = self.db.iterator_cf(
-            self.internal_cf(),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item.map_err(Error::rocks("iterate"))?;
-            if !key.starts_with(PREFIX_JOURNAL) {
-                break;
-            }
-            let entry: Vec<crate::occ::JournalEntry> =
-                bcs::from_bytes(&value).map_err(|e| Error::Corrupt {
-                    what: "state journal",
-                    reason: e.to_string(),
-                })?;
-            for e in entry {
-                let lattice = hash.bucket_mut(e.bucket);
-                if let Some(old) = &e.old {
-                    lattice.remove_seed(old);
-                }
-                if let Some(new) = &e.new {
-                    lattice.insert_seed(new);
-                }
-                dirty[usize::from(e.bucket)] = true;
-            }
-        }
-        let commit = self.commit.get_mut();
-        commit.last_seq = last_seq;
-        commit.lattice_seq = lattice_seq;
-        commit.hash = hash;
-        commit.dirty = dirty;
-        self.visible_seq.store(last_seq, Ordering::Release);
-        Ok(())
-    }
-
-    /// The root of the committed state.
-    pub fn state_root(&self) -> keel_types::Digest {
-        self.commit.lock().hash.root()
+    /// The root of the committed state (after every commit that returned before this call).
+    pub fn state_root(&self) -> Result<keel_types::Digest> {
+        Ok(self.state_hash()?.root())
     }
 
     /// The per-bucket lattices of the committed state.
-    pub fn state_hash(&self) -> StateHash {
-        self.commit.lock().hash.clone()
+    pub fn state_hash(&self) -> Result<StateHash> {
+        self.root.state_hash()
     }
 
     /// The sequence number of the latest commit (0 before the first).

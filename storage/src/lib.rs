@@ -6,8 +6,8 @@
 //!                          ▼ commit: lock → validate read+write set → one WriteBatch
 //!   state CF (bucket‖key → version‖value) + other columns + seq + state-hash journal
 //!                          │
-//!                          ▼
-//!              in-memory StateHash (LtHash per bucket) → state_root()
+//!                          ▼ journal entry (element seeds), in sequence order
+//!        state-root thread: StateHash (LtHash per bucket) → state_root()
 //! ```
 //!
 //! Main types: [`Store`] (one data directory, exclusively locked), [`OccTransaction`]
@@ -21,7 +21,8 @@
 //! - A commit's state writes, extra column writes, sequence number and state-hash journal entry
 //!   are one RocksDB write batch: after a crash the store is at a commit boundary, and the
 //!   state hash recovered at open equals the hash recomputed from a full scan.
-//! - The state hash is updated in O(changed keys) per commit.
+//! - The state hash is updated in O(changed keys) per commit, on its own thread; queries wait
+//!   for every earlier commit to be applied.
 //! - [`Store::put_synced`] returns only after the write-ahead log is fsynced.
 //! - One process holds a data directory at a time; a second `open` fails at once with
 //!   [`Error::Locked`].
@@ -35,6 +36,8 @@
 mod db;
 mod error;
 mod occ;
+mod recent;
+mod root;
 pub mod state_root;
 
 pub use db::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE, Store, StoreConfig};

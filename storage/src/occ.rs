@@ -7,56 +7,25 @@
 //! extra writes to other columns, the new commit sequence and the state-hash journal entry in one
 //! RocksDB `WriteBatch`, so a crash leaves either all of a commit or none of it.
 //!
+//! Validation and the state hash need each touched key's latest version and value seed; the
+//! recent-writes index ([`crate::recent`]) and the read set supply them for keys written
+//! recently or read by the transaction, so a read-modify-write commit does no RocksDB read
+//! under the lock.
+//!
 //! Versions are commit sequence numbers: a stored value carries the sequence of the commit that
 //! wrote it. `visible_seq` is read before the snapshot is taken, so every commit with sequence
 //! at or below it is in the snapshot; a value with a higher version was written after it.
 //! Committed transactions are serialisable in commit-sequence order.
 
 use crate::{
-    db::{
-        Column, KEY_LATTICE_SEQ, KEY_SEQ, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE,
-        PREFIX_JOURNAL, PREFIX_LATTICE, Store,
-    },
+    db::{Column, CommitState, KEY_SEQ, MAX_STATE_KEY, MAX_STATE_VALUE, Store},
     error::{Error, Result},
-    state_root::{StateHash, bucket_of, element_seed},
+    recent::{Latest, Lookup},
+    root::{JournalEntry, journal_key},
+    state_root::{bucket_of, element_seed},
 };
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode, WriteBatch};
-use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, sync::atomic::Ordering};
-
-/// One element change in the state-hash journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct JournalEntry {
-    pub(crate) bucket: u8,
-    pub(crate) old: Option<[u8; 32]>,
-    pub(crate) new: Option<[u8; 32]>,
-}
-
-impl JournalEntry {
-    fn apply(&self, hash: &mut StateHash) {
-        let lattice = hash.bucket_mut(self.bucket);
-        if let Some(old) = &self.old {
-            lattice.remove_seed(old);
-        }
-        if let Some(new) = &self.new {
-            lattice.insert_seed(new);
-        }
-    }
-
-    fn undo(&self, hash: &mut StateHash) {
-        let lattice = hash.bucket_mut(self.bucket);
-        if let Some(new) = &self.new {
-            lattice.remove_seed(new);
-        }
-        if let Some(old) = &self.old {
-            lattice.insert_seed(old);
-        }
-    }
-}
-
-pub(crate) fn journal_key(seq: u64) -> Vec<u8> {
-    [PREFIX_JOURNAL, &seq.to_be_bytes()].concat()
-}
 
 fn state_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 1);
@@ -200,7 +169,7 @@ impl StateSnapshot<'_> {
 /// An optimistic transaction: snapshot reads, buffered writes, validated commit.
 pub struct OccTransaction<'a> {
     snapshot: StateSnapshot<'a>,
-    reads: BTreeMap<Vec<u8>, Option<u64>>,
+    reads: BTreeMap<Vec<u8>, Latest>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -234,9 +203,15 @@ impl<'a> OccTransaction<'a> {
             return Ok(own.clone().map(|value| Versioned { version: 0, value }));
         }
         let found = self.snapshot.get(key)?;
-        self.reads
-            .entry(key.to_vec())
-            .or_insert(found.as_ref().map(|v| v.version));
+        if !self.reads.contains_key(key) {
+            // The seed is kept so that, if this key is written too, commit knows the element
+            // its write replaces without reading it again.
+            let seen = Latest {
+                version: found.as_ref().map(|v| v.version),
+                seed: found.as_ref().map(|v| element_seed(key, &v.value)),
+            };
+            self.reads.insert(key.to_vec(), seen);
+        }
         Ok(found)
     }
 
@@ -262,7 +237,7 @@ impl<'a> OccTransaction<'a> {
 
     /// The keys read from the snapshot with the versions seen, in key order.
     pub fn read_set(&self) -> impl Iterator<Item = (&[u8], Option<u64>)> {
-        self.reads.iter().map(|(k, v)| (k.as_slice(), *v))
+        self.reads.iter().map(|(k, v)| (k.as_slice(), v.version))
     }
 
     /// The keys written, in key order.
@@ -283,25 +258,47 @@ impl<'a> OccTransaction<'a> {
         let mut guard = store.commit.lock();
         let cs = &mut *guard;
 
-        let latest = |key: &[u8], opts: &ReadOptions| -> Result<Option<(u64, [u8; 32])>> {
+        let snapshot_seq = self.snapshot.seq;
+        let from_db = |key: &[u8], opts: &ReadOptions| -> Result<Latest> {
             let raw = store
                 .db
                 .get_pinned_cf_opt(state_cf, state_key(key), opts)
                 .map_err(Error::rocks("get"))?;
-            raw.map(|raw| split_value(&raw).map(|(v, p)| (v, element_seed(key, p))))
-                .transpose()
+            match raw {
+                Some(raw) => {
+                    let (version, payload) = split_value(&raw)?;
+                    Ok(Latest {
+                        version: Some(version),
+                        seed: Some(element_seed(key, payload)),
+                    })
+                }
+                None => Ok(Latest {
+                    version: None,
+                    seed: None,
+                }),
+            }
+        };
+        // The latest committed state of `key`, or `None` if it has not changed since the
+        // snapshot (from the recent-writes index when it knows, else from RocksDB).
+        let latest = |key: &[u8], cs: &CommitState| -> Result<Option<Latest>> {
+            match cs.recent.lookup(key, snapshot_seq) {
+                Lookup::Written(l) => Ok(Some(l)),
+                Lookup::Unchanged => Ok(None),
+                Lookup::Unknown => from_db(key, &cs.latest_opts).map(Some),
+            }
         };
 
         for (key, seen) in &self.reads {
             if self.writes.contains_key(key) {
                 continue; // validated with the writes below
             }
-            let found = latest(key, &cs.latest_opts)?.map(|(v, _)| v);
-            if found != *seen {
+            if let Some(now) = latest(key, cs)?
+                && now.version != seen.version
+            {
                 return Err(Error::Conflict {
                     key: key.clone(),
-                    expected: *seen,
-                    found,
+                    expected: seen.version,
+                    found: now.version,
                 });
             }
         }
@@ -312,26 +309,31 @@ impl<'a> OccTransaction<'a> {
         })?;
         let mut batch = WriteBatch::default();
         let mut journal = Vec::with_capacity(self.writes.len());
+        let mut written = Vec::with_capacity(self.writes.len());
         for (key, new) in &self.writes {
-            let current = latest(key, &cs.latest_opts)?;
-            let found = current.map(|(v, _)| v);
-            let changed = match self.reads.get(key) {
-                Some(seen) => found != *seen,
-                None => match found {
-                    Some(v) => v > self.snapshot.seq,
-                    // Absent now: conflict only if it existed at the snapshot (deleted since).
-                    None => self.snapshot.get(key)?.is_some(),
-                },
+            let seen = self.reads.get(key);
+            let (current, changed) = match (latest(key, cs)?, seen) {
+                (Some(now), Some(seen)) => (now, now.version != seen.version),
+                (Some(now), None) => {
+                    let changed = match now.version {
+                        Some(v) => v > snapshot_seq,
+                        // Absent now: a conflict only if it existed at the snapshot.
+                        None => self.snapshot.get(key)?.is_some(),
+                    };
+                    (now, changed)
+                }
+                (None, Some(seen)) => (*seen, false),
+                (None, None) => (from_db(key, &cs.latest_opts)?, false),
             };
             if changed {
-                let expected = match self.reads.get(key) {
-                    Some(seen) => *seen,
+                let expected = match seen {
+                    Some(seen) => seen.version,
                     None => self.snapshot.get(key)?.map(|v| v.version),
                 };
                 return Err(Error::Conflict {
                     key: key.clone(),
                     expected,
-                    found,
+                    found: current.version,
                 });
             }
             let skey = state_key(key);
@@ -348,14 +350,20 @@ impl<'a> OccTransaction<'a> {
                     None
                 }
             };
-            let old_seed = current.map(|(_, s)| s);
-            if old_seed != new_seed {
+            if current.seed != new_seed {
                 journal.push(JournalEntry {
                     bucket: skey[0],
-                    old: old_seed,
+                    old: current.seed,
                     new: new_seed,
                 });
             }
+            written.push((
+                key.clone(),
+                Latest {
+                    version: new.as_ref().map(|_| seq),
+                    seed: new_seed,
+                },
+            ));
         }
 
         if self.writes.is_empty() && extra.is_empty() {
@@ -371,46 +379,21 @@ impl<'a> OccTransaction<'a> {
 
         let internal = store.internal_cf();
         batch.put_cf(internal, KEY_SEQ, seq.to_le_bytes());
-        for e in &journal {
-            e.apply(&mut cs.hash);
-            cs.dirty[usize::from(e.bucket)] = true;
+        if !journal.is_empty() {
+            let encoded = bcs::to_bytes(&journal).map_err(|e| Error::Corrupt {
+                what: "state journal",
+                reason: e.to_string(),
+            })?;
+            batch.put_cf(internal, journal_key(seq), encoded);
         }
-        let flush = seq - cs.lattice_seq >= LATTICE_FLUSH_INTERVAL;
-        if flush {
-            for (b, dirty) in cs.dirty.iter().enumerate() {
-                if *dirty {
-                    let bucket = b as u8;
-                    batch.put_cf(
-                        internal,
-                        [PREFIX_LATTICE, &[bucket]].concat(),
-                        cs.hash.bucket(bucket).to_bytes(),
-                    );
-                }
-            }
-            batch.put_cf(internal, KEY_LATTICE_SEQ, seq.to_le_bytes());
-            batch.delete_range_cf(internal, journal_key(0), journal_key(seq));
-        } else if !journal.is_empty() {
-            batch.put_cf(
-                internal,
-                journal_key(seq),
-                bcs::to_bytes(&journal).map_err(|e| Error::Corrupt {
-                    what: "state journal",
-                    reason: e.to_string(),
-                })?,
-            );
-        }
-
-        if let Err(e) = store.db.write_opt(batch, &cs.write_opts) {
-            for e in journal.iter().rev() {
-                e.undo(&mut cs.hash);
-            }
-            return Err(Error::rocks("write")(e));
-        }
+        store
+            .db
+            .write_opt(batch, &cs.write_opts)
+            .map_err(Error::rocks("write"))?;
+        // The commit is durable; if the state-root thread were gone, `state_root` reports it.
+        let _ = store.root.apply(seq, journal);
+        cs.recent.record(seq, written);
         cs.last_seq = seq;
-        if flush {
-            cs.lattice_seq = seq;
-            cs.dirty = [false; crate::state_root::BUCKETS];
-        }
         store.visible_seq.store(seq, Ordering::Release);
         Ok(CommitInfo { seq })
     }

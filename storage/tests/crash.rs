@@ -177,7 +177,7 @@ fn crash_recovery_keeps_every_acknowledged_commit() {
         // The recovered state hash equals a full recomputation.
         let recomputed = store.recompute_state_hash().unwrap();
         assert_eq!(
-            store.state_root(),
+            store.state_root().unwrap(),
             recomputed.root(),
             "round {round}: state root diverged"
         );

@@ -190,7 +190,10 @@ fn check_workload(threads: Vec<Vec<Spec>>) -> Result<(usize, usize), TestCaseErr
                 );
             }
         }
-        prop_assert_eq!(store.state_hash(), store.recompute_state_hash().unwrap());
+        prop_assert_eq!(
+            store.state_hash().unwrap(),
+            store.recompute_state_hash().unwrap()
+        );
         let aborts = outcomes.len() - committed.len();
         Ok((committed.len(), aborts))
     }
