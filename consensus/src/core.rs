@@ -31,7 +31,7 @@ use keel_types::{
     Block, ChainId, Committee, Digest, KeyPair, ProofOfAvailability, QuorumCertificate, Round,
     SignedBlock, Timeout, TimeoutCertificate, TimestampMs, ValidatorIndex,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Supplies the payload (proofs of availability) of this replica's proposals.
 pub trait PayloadSource {
@@ -76,6 +76,8 @@ pub struct CoreConfig {
     pub max_pending: usize,
     /// Most uncommitted blocks kept.
     pub max_blocks: usize,
+    /// How far ahead of this replica's clock a block's timestamp may be for it to vote.
+    pub max_clock_drift_ms: u64,
 }
 
 impl CoreConfig {
@@ -88,6 +90,7 @@ impl CoreConfig {
             max_future_rounds: 100,
             max_pending: 256,
             max_blocks: 4_096,
+            max_clock_drift_ms: 10_000,
         }
     }
 }
@@ -222,6 +225,10 @@ pub struct Core<L, P, V> {
     proposals_seen: BTreeMap<Round, Digest>,
     proposed_round: Option<Round>,
     last_timeout: Option<Timeout>,
+    /// Blocks asked for (certified ones, or parents of waiting proposals): only these and their
+    /// ancestors are accepted from fetch replies.
+    requested: HashSet<Digest>,
+    fetch_attempts: usize,
     now: TimestampMs,
     stats: CoreStats,
 }
@@ -241,18 +248,29 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         blocks.sort_by_key(|b| b.block.round);
         let genesis_qc = QuorumCertificate::genesis(committee.epoch(), config.chain_id);
         let mut high_qc = recovery.high_qc.unwrap_or(genesis_qc);
+        if let Some(qc) = &recovery.safety.high_qc
+            && qc.round() > high_qc.round()
+        {
+            high_qc = qc.clone();
+        }
         for b in blocks {
             if b.block.parent_qc.round() > high_qc.round() {
                 high_qc = b.block.parent_qc.clone();
             }
             tree.insert(b);
         }
+        // Resume in the round the persisted certificates justify: never below a round this
+        // replica already signed in, so it can time out there if nothing else happens.
+        let last_tc = recovery.safety.last_tc.clone();
+        let after_qc = high_qc.round().checked_next().unwrap_or(high_qc.round());
+        let after_tc = last_tc
+            .as_ref()
+            .and_then(|tc| tc.round.checked_next())
+            .unwrap_or_default();
+        let start = after_qc.max(after_tc);
+        let last_tc = last_tc.filter(|tc| tc.round.checked_next() == Some(start));
         let f = (committee.size().saturating_sub(1) / 3) as u32;
-        let pacemaker = Pacemaker::new(
-            high_qc.round().checked_next().unwrap_or(high_qc.round()),
-            config.pacemaker,
-            2 * f,
-        );
+        let pacemaker = Pacemaker::new(start, config.pacemaker, 2 * f);
         let safety = SafetyRules::new(recovery.safety, key, config.me, config.chain_id);
         Core {
             config,
@@ -264,13 +282,15 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             pacemaker,
             tree,
             high_qc,
-            last_tc: None,
+            last_tc,
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             pending: Vec::new(),
             proposals_seen: BTreeMap::new(),
             proposed_round: None,
             last_timeout: None,
+            requested: HashSet::new(),
+            fetch_attempts: 0,
             now: TimestampMs(0),
             stats: CoreStats::default(),
         }
@@ -336,8 +356,10 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         out
     }
 
-    fn on_message(&mut self, msg: ConsensusMessage, out: &mut Vec<Action>) -> Result<()> {
-        let round = msg.round();
+    /// Rejects rounds beyond the window this replica buffers. Certificates carried by a message
+    /// are processed before this check (they are verified and safe at any distance, and are how
+    /// a replica far behind catches up); only what would be buffered is bounded.
+    fn check_window(&self, round: Round) -> Result<()> {
         let current = self.round();
         if round.0 > current.0.saturating_add(self.config.max_future_rounds) {
             return Err(Error::TooFarAhead {
@@ -346,12 +368,19 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                 window: self.config.max_future_rounds,
             });
         }
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: ConsensusMessage, out: &mut Vec<Action>) -> Result<()> {
+        let round = msg.round();
+        let current = self.round();
         match msg {
             ConsensusMessage::Proposal(block) => self.on_proposal(block, out),
             ConsensusMessage::Vote(vote) => {
                 if vote.data.round.0.saturating_add(1) < current.0 {
                     return Err(Error::Stale { round, current });
                 }
+                self.check_window(round)?;
                 match self.votes.add(&vote, &self.committee) {
                     VoteOutcome::NewQc(qc) => {
                         self.stats.qcs_formed += 1;
@@ -383,6 +412,7 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                         current: self.round(),
                     });
                 }
+                self.check_window(round)?;
                 match self.timeouts.add(&timeout, &self.committee) {
                     TimeoutOutcome::NewTc(tc) => {
                         self.stats.tcs_formed += 1;
@@ -409,13 +439,18 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         if qc.round() > self.high_qc.round() {
             self.high_qc = qc.clone();
         }
+        let signers = qc.signatures.signatures();
         if !self.tree.contains(&qc.block())
             && qc.round() > self.tree.root().round
-            && let Some((signer, _)) = qc.signatures.signatures().first()
+            && !signers.is_empty()
         {
+            // Rotate over the signers (all hold the block) so a crashed one is not asked forever.
+            self.fetch_attempts = self.fetch_attempts.wrapping_add(1);
+            let (signer, _) = signers[self.fetch_attempts % signers.len()];
+            self.requested.insert(qc.block());
             out.push(Action::FetchBlock {
                 digest: qc.block(),
-                from: *signer,
+                from: signer,
             });
         }
         self.try_commit(&qc, out);
@@ -506,8 +541,9 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         let round = block.block.round;
         let current = self.round();
         if round != current {
-            // Still useful for commits if it extends the tree.
-            self.insert_block(block, out);
+            // Not inserted: only the current round's leader may add an uncertified block, so a
+            // faulty validator cannot fill the tree with old-round blocks. A certified one is
+            // fetched when a QC names it.
             return Err(Error::Stale { round, current });
         }
         let leader = self.leader.leader(round);
@@ -552,6 +588,7 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                 {
                     // Ask for the parent unless it is itself waiting for its own parent.
                     if !self.pending.iter().any(|b| b.digest() == parent) {
+                        self.requested.insert(parent);
                         out.push(Action::FetchBlock {
                             digest: parent,
                             from: block.block.author,
@@ -575,11 +612,19 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                 b.timestamp
             )));
         }
+        if b.timestamp.0 > self.now.0.saturating_add(self.config.max_clock_drift_ms) {
+            return Err(Error::Unsafe(format!(
+                "block timestamp {} is more than {} ms ahead of this replica's clock {}",
+                b.timestamp, self.config.max_clock_drift_ms, self.now
+            )));
+        }
         if !self.payload_validator.validate(b) {
             return Err(Error::Unsafe("payload refused".into()));
         }
         let parent_parent_round = self.tree.parent_round_of(&parent).unwrap_or_default();
         let vote = self.safety.vote(block, parent_parent_round)?;
+        self.safety
+            .record_certificates(&self.high_qc, self.last_tc.as_ref());
         self.stats.votes += 1;
         let next_leader = self.leader.leader(Round(b.round.0.saturating_add(1)));
         out.push(Action::PersistSafety {
@@ -600,6 +645,8 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                 let entry_tc = self.last_tc.as_ref();
                 match self.safety.timeout(round, &self.high_qc, entry_tc) {
                     Ok(t) => {
+                        self.safety
+                            .record_certificates(&self.high_qc, self.last_tc.as_ref());
                         self.stats.timeouts += 1;
                         self.last_timeout = Some(t.clone());
                         Some(t)
@@ -631,8 +678,26 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         });
     }
 
-    fn on_fetched(&mut self, blocks: Vec<SignedBlock>, out: &mut Vec<Action>) {
+    fn on_fetched(&mut self, mut blocks: Vec<SignedBlock>, out: &mut Vec<Action>) {
+        // Keep only blocks asked for and their ancestors: each is certified (by the QC that
+        // named it, or by its child's parent QC), so a reply cannot smuggle in other blocks.
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.block.round));
+        let mut accepted = Vec::new();
         for block in blocks {
+            let digest = block.digest();
+            if self.requested.remove(&digest) {
+                if !self.tree.contains(&block.block.parent()) {
+                    self.requested.insert(block.block.parent());
+                }
+                accepted.push(block);
+            }
+        }
+        if self.requested.len() > self.config.max_pending {
+            // Bounded: forget the oldest wishes; they are asked for again when needed.
+            self.requested.clear();
+        }
+        accepted.reverse();
+        for block in accepted {
             self.insert_block(block, out);
         }
         // Pending blocks whose parent is now known join the tree, repeatedly.

@@ -78,6 +78,14 @@ impl ConsensusMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified<T>(T);
 
+impl Verified<ConsensusMessage> {
+    /// Wraps a message this replica's own core produced (looped back by the embedder), which
+    /// needs no check: the core signed it itself. Never use it for bytes from the network.
+    pub fn own(message: ConsensusMessage) -> Self {
+        Verified(message)
+    }
+}
+
 impl<T> Verified<T> {
     /// The verified value.
     pub fn inner(&self) -> &T {
@@ -142,12 +150,24 @@ impl CertificateVerifier for CertificateCache {
         chain_id: ChainId,
     ) -> keel_types::Result<()> {
         let digest = Digest::of_tagged("keel/cache/qc", qc);
-        if self.seen.contains(&digest) {
+        // A hit counts only for this committee's epoch (the cache may outlive an epoch).
+        if qc.data.epoch == committee.epoch() && self.seen.contains(&digest) {
             return Ok(());
         }
         qc.verify(committee, chain_id)?;
         self.remember(digest);
         Ok(())
+    }
+
+    fn knows_qc(&mut self, qc: &QuorumCertificate) -> bool {
+        self.seen.contains(&Digest::of_tagged("keel/cache/qc", qc))
+    }
+
+    fn remember_qc(&mut self, qc: &QuorumCertificate) {
+        let digest = Digest::of_tagged("keel/cache/qc", qc);
+        if !self.seen.contains(&digest) {
+            self.remember(digest);
+        }
     }
 
     fn verify_tc(
@@ -157,7 +177,7 @@ impl CertificateVerifier for CertificateCache {
         chain_id: ChainId,
     ) -> keel_types::Result<()> {
         let digest = Digest::of_tagged("keel/cache/tc", tc);
-        if self.seen.contains(&digest) {
+        if tc.epoch == committee.epoch() && self.seen.contains(&digest) {
             return Ok(());
         }
         tc.verify_with(committee, chain_id, self)?;

@@ -38,6 +38,11 @@ pub struct SafetyData {
     pub highest_timeout_round: Round,
     /// The last vote signed, re-sent unchanged if asked to vote again in its round.
     pub last_vote: Option<Vote>,
+    /// The highest QC known when this data was written. With `last_tc` it brings a restarted
+    /// replica back to a round it may sign in (at least `last_voted_round`).
+    pub high_qc: Option<QuorumCertificate>,
+    /// The TC that ended the highest timed-out round this replica knows.
+    pub last_tc: Option<TimeoutCertificate>,
 }
 
 /// Signs votes and timeouts only when the rules above allow.
@@ -68,6 +73,32 @@ impl SafetyRules {
     /// The signing key (the core signs proposals with it too).
     pub fn key(&self) -> &KeyPair {
         &self.key
+    }
+
+    /// Records the certificates that justify the replica's current round, to be persisted with
+    /// the next signature.
+    pub fn record_certificates(
+        &mut self,
+        high_qc: &QuorumCertificate,
+        last_tc: Option<&TimeoutCertificate>,
+    ) {
+        if self
+            .data
+            .high_qc
+            .as_ref()
+            .is_none_or(|q| q.round() < high_qc.round())
+        {
+            self.data.high_qc = Some(high_qc.clone());
+        }
+        if let Some(tc) = last_tc
+            && self
+                .data
+                .last_tc
+                .as_ref()
+                .is_none_or(|t| t.round < tc.round)
+        {
+            self.data.last_tc = Some(tc.clone());
+        }
     }
 
     fn observe_qc(&mut self, qc_round: Round, qc_parent_round: Round) {

@@ -17,7 +17,7 @@ use crate::{
     block_tree::CommitRoot,
     core::{Action, Core, CoreConfig, EmptyPayload, Input, RecoveryData},
     leader::{LeaderElection, WeightedRoundRobin},
-    message::{CertificateCache, ConsensusMessage, verify_block},
+    message::{CertificateCache, ConsensusMessage, Verified, verify_block},
     pacemaker::PacemakerConfig,
     safety::SafetyData,
 };
@@ -106,6 +106,8 @@ pub struct SimConfig {
     pub pacemaker: PacemakerConfig,
     /// Whether replicas persist safety data. Turning it off is for the negative test only.
     pub persist_safety: bool,
+    /// The replicas' future-round window (see [`CoreConfig::max_future_rounds`]).
+    pub max_future_rounds: u64,
 }
 
 impl SimConfig {
@@ -125,6 +127,7 @@ impl SimConfig {
                 max_backoff_exponent: 4,
             },
             persist_safety: true,
+            max_future_rounds: 100,
         }
     }
 
@@ -189,6 +192,7 @@ impl SimConfig {
                 max_backoff_exponent: 3,
             },
             persist_safety: true,
+            max_future_rounds: 100,
         }
     }
 }
@@ -226,6 +230,7 @@ impl SimReport {
 
 enum Event {
     Deliver {
+        from: usize,
         to: usize,
         message: Box<ConsensusMessage>,
     },
@@ -410,6 +415,7 @@ impl Simulation {
         recovery.blocks = p.blocks.values().cloned().collect();
         let mut config = CoreConfig::new(CHAIN, ValidatorIndex(i as u32));
         config.pacemaker = self.config.pacemaker;
+        config.max_future_rounds = self.config.max_future_rounds;
         Core::new(
             config,
             self.committee.clone(),
@@ -454,6 +460,7 @@ impl Simulation {
         self.schedule(
             at,
             Event::Deliver {
+                from,
                 to,
                 message: Box::new(message),
             },
@@ -643,8 +650,13 @@ impl Simulation {
         }
     }
 
-    fn deliver(&mut self, to: usize, message: ConsensusMessage) {
+    fn deliver(&mut self, from: usize, to: usize, message: ConsensusMessage) {
         if self.replicas[to].core.is_none() {
+            return;
+        }
+        if from == to {
+            // The replica's own message, looped back: nothing to verify.
+            self.step(to, Input::Message(Box::new(Verified::own(message))));
             return;
         }
         let checked = message.clone().verify_with(
@@ -793,7 +805,7 @@ impl Simulation {
                 self.mark_stable();
             }
             match q.event {
-                Event::Deliver { to, message } => self.deliver(to, *message),
+                Event::Deliver { from, to, message } => self.deliver(from, to, *message),
                 Event::Timer {
                     replica,
                     round,
@@ -826,7 +838,7 @@ impl Simulation {
             let Some(q) = self.queue.pop() else { break };
             self.now = q.at;
             match q.event {
-                Event::Deliver { to, message } => self.deliver(to, *message),
+                Event::Deliver { from, to, message } => self.deliver(from, to, *message),
                 Event::Timer {
                     replica,
                     round,
@@ -872,6 +884,14 @@ impl Simulation {
             .collect()
     }
 
+    /// Current round of each replica (0 while down).
+    pub fn rounds(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .map(|r| r.core.as_ref().map_or(0, |c| c.round().0))
+            .collect()
+    }
+
     /// Committed height of each replica so far.
     pub fn heights(&self) -> Vec<u64> {
         self.replicas
@@ -897,7 +917,8 @@ impl Simulation {
 
     /// Delivers `message` to `to` now, as if a peer had sent it (scripted adversaries).
     pub fn inject(&mut self, to: ValidatorIndex, message: ConsensusMessage) {
-        self.deliver(to.as_usize(), message);
+        // Scripted messages come from "the network": always verified.
+        self.deliver(usize::MAX, to.as_usize(), message);
     }
 
     /// The blocks `replica` has persisted.

@@ -199,3 +199,62 @@ fn checker_catches_equivocation_when_safety_data_is_not_persisted() {
     // The same script with persistence: the restarted replica refuses to vote again.
     assert_eq!(equivocation_after_restart(true), Vec::<String>::new());
 }
+
+/// Every honest replica restarting at once, at many different moments (some right after a
+/// round ended in a timeout certificate), must resume: the persisted safety data carries the
+/// certificates that justify the round each replica had signed in.
+#[test]
+fn whole_committee_restart_resumes_at_any_moment() {
+    for k in 0..15u64 {
+        let mut config = SimConfig::honest(4, 20 + k);
+        config.behaviours[1] = Behaviour::Silent;
+        let at_ms = 1_000 + k * 137;
+        config.crashes = [0u32, 2, 3]
+            .iter()
+            .map(|i| Crash {
+                replica: ValidatorIndex(*i),
+                at_ms,
+                restart_ms: Some(at_ms + 50),
+            })
+            .collect();
+        config.stable_ms = at_ms + 50;
+        config.duration_ms = at_ms + 8_000;
+        let report = Simulation::new(config).run();
+        assert_safe(&report, &format!("restart at {at_ms} ms"));
+        assert!(
+            report.min_commits_after_stable() >= 5,
+            "restart at {at_ms} ms: commits did not resume: {report:?}"
+        );
+    }
+}
+
+/// A replica that was down for longer than the future-round window catches up from the
+/// certificates in the messages it receives, fetches the blocks it missed, and commits.
+#[test]
+fn a_replica_far_behind_catches_up() {
+    let mut config = SimConfig::honest(4, 31);
+    config.max_future_rounds = 5;
+    config.crashes = vec![Crash {
+        replica: ValidatorIndex(3),
+        at_ms: 500,
+        restart_ms: Some(3_500),
+    }];
+    config.stable_ms = 3_500;
+    config.duration_ms = 9_000;
+    let mut sim = Simulation::new(config);
+    sim.run_until(3_499);
+    let heights = sim.heights();
+    sim.run_until(3_500);
+    let rounds = sim.rounds();
+    assert!(
+        rounds[0] > rounds[3] + 5,
+        "not beyond the window: rounds {rounds:?}"
+    );
+    sim.run_until(9_000);
+    let report = sim.finish();
+    assert_safe(&report, "far behind");
+    assert!(
+        report.heights[3] > heights[0] + 10,
+        "replica 3 did not catch up: {report:?}"
+    );
+}

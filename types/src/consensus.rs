@@ -33,6 +33,13 @@ pub trait CertificateVerifier {
         committee: &Committee,
         chain_id: ChainId,
     ) -> Result<()>;
+    /// Whether `qc` is already known to be valid (lets a block's signature and its QC's
+    /// signatures be checked in one batch when it is not).
+    fn knows_qc(&mut self, _qc: &QuorumCertificate) -> bool {
+        false
+    }
+    /// Records that `qc` verified.
+    fn remember_qc(&mut self, _qc: &QuorumCertificate) {}
 }
 
 /// Verifies every certificate in full.
@@ -286,15 +293,44 @@ impl SignedBlock {
             }
             _ => {}
         }
-        committee.member(b.author)?.protocol_key.verify(
-            Domain::Block,
-            b.epoch,
-            chain_id,
-            b,
-            &self.signature,
-            "block",
-        )?;
-        certs.verify_qc(&b.parent_qc, committee, chain_id)?;
+        check_epoch(committee, b.parent_qc.data.epoch)?;
+        if let Some(tc) = &b.timeout_cert {
+            check_epoch(committee, tc.epoch)?;
+        }
+        let author_key = &committee.member(b.author)?.protocol_key;
+        let block_message = signing_message(Domain::Block, b.epoch, chain_id, b);
+        let qc = &b.parent_qc;
+        if qc.round() == Round(0) || certs.knows_qc(qc) {
+            author_key.verify_message(&block_message, &self.signature, "block")?;
+            certs.verify_qc(qc, committee, chain_id)?;
+        } else {
+            // The author's signature and the QC's signatures in one batch.
+            check_epoch(committee, qc.data.epoch)?;
+            qc.signatures
+                .check_signers(committee, Threshold::Quorum, "quorum certificate")?;
+            let vote_message = qc.data.message(chain_id);
+            let mut items = Vec::with_capacity(qc.signatures.len() + 1);
+            items.push(SignedMessage {
+                message: &block_message,
+                key: author_key,
+                signature: &self.signature,
+            });
+            for (index, signature) in qc.signatures.signatures() {
+                items.push(SignedMessage {
+                    message: &vote_message,
+                    key: &committee.member(*index)?.protocol_key,
+                    signature,
+                });
+            }
+            verify_batch(&items).map_err(|bad| Error::InvalidSignature {
+                what: if bad.contains(&0) {
+                    "block"
+                } else {
+                    "quorum certificate"
+                },
+            })?;
+            certs.remember_qc(qc);
+        }
         if let Some(tc) = &b.timeout_cert {
             certs.verify_tc(tc, committee, chain_id)?;
         }
