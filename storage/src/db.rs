@@ -114,6 +114,9 @@ impl Default for StoreConfig {
 pub(crate) struct CommitState {
     pub(crate) last_seq: u64,
     pub(crate) recent: RecentWrites,
+    /// Journal entries of commits not yet handed to the state-root thread (handed over in
+    /// batches, so the thread is woken once per batch rather than once per commit).
+    pub(crate) root_pending: Vec<JournalEntry>,
     pub(crate) write_opts: WriteOptions,
     pub(crate) latest_opts: ReadOptions,
 }
@@ -324,6 +327,7 @@ impl Store {
             commit: Mutex::new(CommitState {
                 last_seq,
                 recent: RecentWrites::new(last_seq, RECENT_WRITES_CAPACITY),
+                root_pending: Vec::new(),
                 write_opts,
                 latest_opts: ReadOptions::default(),
             }),
@@ -366,6 +370,13 @@ impl Store {
 
     /// The per-bucket lattices of the committed state.
     pub fn state_hash(&self) -> Result<StateHash> {
+        {
+            let mut cs = self.commit.lock();
+            let pending = std::mem::take(&mut cs.root_pending);
+            if !pending.is_empty() {
+                self.root.apply(cs.last_seq, pending)?;
+            }
+        }
         self.root.state_hash()
     }
 

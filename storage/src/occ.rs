@@ -27,6 +27,9 @@ use crate::{
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode, WriteBatch};
 use std::{collections::BTreeMap, sync::atomic::Ordering};
 
+/// Journal entries handed to the state-root thread at a time.
+const ROOT_BATCH: usize = 512;
+
 fn state_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 1);
     out.push(bucket_of(key));
@@ -390,8 +393,12 @@ impl<'a> OccTransaction<'a> {
             .db
             .write_opt(batch, &cs.write_opts)
             .map_err(Error::rocks("write"))?;
-        // The commit is durable; if the state-root thread were gone, `state_root` reports it.
-        let _ = store.root.apply(seq, journal);
+        cs.root_pending.extend(journal);
+        if cs.root_pending.len() >= ROOT_BATCH {
+            let batch = std::mem::take(&mut cs.root_pending);
+            // The commit is durable; if the state-root thread were gone, `state_root` says so.
+            let _ = store.root.apply(seq, batch);
+        }
         cs.recent.record(seq, written);
         cs.last_seq = seq;
         store.visible_seq.store(seq, Ordering::Release);

@@ -1,7 +1,8 @@
 //! The state-hash keeper: a thread that owns the bucket lattices.
 //!
 //! Each commit writes its journal entry (old and new element seeds per changed key) in its own
-//! atomic batch, then hands the entry to this thread, in sequence order, over a bounded channel.
+//! atomic batch; entries are handed to this thread in sequence order, a few hundred at a time,
+//! over a bounded channel.
 //! The thread applies entries to the lattices and, every [`LATTICE_FLUSH_INTERVAL`] commits,
 //! writes the lattices with the sequence they reflect and deletes the journal up to it, in one
 //! batch. Recovery loads the lattices and replays the journal after their sequence, so the
