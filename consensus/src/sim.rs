@@ -804,28 +804,32 @@ impl Simulation {
             if !self.stable_marked && self.now >= self.config.stable_ms {
                 self.mark_stable();
             }
-            match q.event {
-                Event::Deliver { from, to, message } => self.deliver(from, to, *message),
-                Event::Timer {
-                    replica,
-                    round,
-                    generation,
-                } => {
-                    if self.replicas[replica].timer_generation == generation {
-                        self.step(replica, Input::Timer { round });
-                    }
-                }
-                Event::Fetch {
-                    requester,
-                    server,
-                    digest,
-                } => self.on_fetch(requester, server, digest),
-                Event::FetchReply { to, blocks } => self.on_fetch_reply(to, blocks),
-                Event::Crash(i) => self.crash(ValidatorIndex(i as u32)),
-                Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
-            }
+            self.dispatch(q.event);
         }
         self.now = self.now.max(until_ms);
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, message } => self.deliver(from, to, *message),
+            Event::Timer {
+                replica,
+                round,
+                generation,
+            } => {
+                if self.replicas[replica].timer_generation == generation {
+                    self.step(replica, Input::Timer { round });
+                }
+            }
+            Event::Fetch {
+                requester,
+                server,
+                digest,
+            } => self.on_fetch(requester, server, digest),
+            Event::FetchReply { to, blocks } => self.on_fetch_reply(to, blocks),
+            Event::Crash(i) => self.crash(ValidatorIndex(i as u32)),
+            Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
+        }
     }
 
     /// Processes events until some replica reaches `round` (or the queue empties). With zero
@@ -837,26 +841,7 @@ impl Simulation {
         while self.report.max_round < round {
             let Some(q) = self.queue.pop() else { break };
             self.now = q.at;
-            match q.event {
-                Event::Deliver { from, to, message } => self.deliver(from, to, *message),
-                Event::Timer {
-                    replica,
-                    round,
-                    generation,
-                } => {
-                    if self.replicas[replica].timer_generation == generation {
-                        self.step(replica, Input::Timer { round });
-                    }
-                }
-                Event::Fetch {
-                    requester,
-                    server,
-                    digest,
-                } => self.on_fetch(requester, server, digest),
-                Event::FetchReply { to, blocks } => self.on_fetch_reply(to, blocks),
-                Event::Crash(i) => self.crash(ValidatorIndex(i as u32)),
-                Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
-            }
+            self.dispatch(q.event);
         }
     }
 
