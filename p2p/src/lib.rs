@@ -1,0 +1,31 @@
+//! keel-p2p: Keel's network layer (in progress: identities, framing and protocol types; the
+//! QUIC endpoint, connection management and request/response come next).
+//!
+//! ```text
+//!  network key ──▶ NetworkIdentity (self-signed ed25519 cert) ──▶ rustls configs
+//!                                  peer cert ──▶ PeerVerifier ──▶ AllowedPeers? ──▶ peer identity
+//!  message ──encode_frame(cap)──▶ [u32 len | bcs] ──FrameDecoder(cap)──▶ message
+//! ```
+//!
+//! Invariants:
+//! - A peer is accepted only if its certificate's ed25519 key is in the allowed set, on both
+//!   sides of the handshake, and only over TLS 1.3.
+//! - Every frame is capped per protocol before it is read; bad bytes are a typed error.
+//!
+//! Not here: verification of message contents (signatures, QCs), which consumers do against
+//! the committee; consensus logic; persistence.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod frame;
+pub mod identity;
+pub mod protocol;
+
+pub use error::{Error, Result};
+pub use frame::{FrameDecoder, decode_payload, encode_frame};
+pub use identity::{
+    AllowedPeers, NetworkIdentity, PeerVerifier, client_config, peer_key, server_config,
+};
+pub use protocol::{Notification, Protocol, Request, Response};
