@@ -1,5 +1,5 @@
-//! keel-p2p: Keel's network layer (in progress: identities, framing and protocol types; the
-//! QUIC endpoint, connection management and request/response come next).
+//! keel-p2p: Keel's network layer — QUIC (quinn) endpoints whose TLS identities are bound to the
+//! committee's network keys, capped frames, notifications and request/response.
 //!
 //! ```text
 //!  network key ──▶ NetworkIdentity (self-signed ed25519 cert) ──▶ rustls configs
@@ -18,11 +18,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod endpoint;
 pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod protocol;
 
+pub use endpoint::{EndpointConfig, Handler, Network, NetworkCounters};
 pub use error::{Error, Result};
 pub use frame::{FrameDecoder, decode_payload, encode_frame};
 pub use identity::{

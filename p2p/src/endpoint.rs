@@ -1,0 +1,418 @@
+//! The QUIC endpoint: connections to allowed peers, one-way notifications, request/response.
+//!
+//! - One connection per pair: the peer with the smaller network key dials, the other accepts,
+//!   so simultaneous dials cannot happen. Dials that fail are retried with capped exponential
+//!   back-off.
+//! - Each notification travels on its own unidirectional stream, each request on its own
+//!   bidirectional stream; a stream carries one capped frame, so a bad frame costs one stream.
+//! - Outbound notifications wait in a bounded queue per peer. When it is full the *oldest*
+//!   message is dropped (and counted): for consensus and batch gossip the newest message
+//!   supersedes older ones, and a slow or dead peer must not hold memory or block the others.
+
+use crate::{
+    error::{Error, Result},
+    frame::{LENGTH_PREFIX, check_length, decode_payload, encode_frame},
+    identity::{AllowedPeers, NetworkIdentity, client_config, peer_key, server_config},
+    protocol::{Notification, Protocol, Request, Response},
+};
+use keel_types::PublicKey;
+use parking_lot::Mutex;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::sync::Notify;
+
+const ALPN: &[u8] = b"keel/1";
+
+/// What the node does with what arrives.
+pub trait Handler<C>: Send + Sync + 'static {
+    /// A notification from an authenticated peer.
+    fn on_notification(&self, from: PublicKey, message: Notification<C>);
+    /// A request from an authenticated peer; the answer is sent back.
+    fn on_request(&self, from: PublicKey, request: Request) -> Response;
+}
+
+/// Endpoint parameters.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// UDP address to bind (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Notifications queued per peer before the oldest is dropped.
+    pub queue_capacity: usize,
+    /// How long a request may take.
+    pub request_timeout: Duration,
+    /// Longest wait between dial attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            queue_capacity: 1024,
+            request_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct NetworkCounters {
+    /// Notifications dropped because a peer's queue was full.
+    pub dropped: AtomicU64,
+    /// Frames refused (over the cap or undecodable).
+    pub bad_frames: AtomicU64,
+    /// Notifications delivered to the handler.
+    pub received: AtomicU64,
+}
+
+struct PeerQueue {
+    messages: Mutex<VecDeque<Vec<u8>>>,
+    ready: Notify,
+}
+
+struct Inner<C> {
+    endpoint: quinn::Endpoint,
+    me: PublicKey,
+    allowed: Arc<AllowedPeers>,
+    connections: Mutex<HashMap<PublicKey, quinn::Connection>>,
+    queues: Mutex<HashMap<PublicKey, Arc<PeerQueue>>>,
+    handler: Arc<dyn Handler<C>>,
+    config: EndpointConfig,
+    counters: NetworkCounters,
+    shutdown: std::sync::atomic::AtomicBool,
+}
+
+impl<C> Inner<C> {
+    fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// A running endpoint.
+pub struct Network<C> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for Network<C> {
+    fn clone(&self) -> Self {
+        Network {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
+    /// Binds the endpoint and starts accepting connections from allowed peers.
+    pub fn start(
+        config: EndpointConfig,
+        identity: &NetworkIdentity,
+        allowed: Arc<AllowedPeers>,
+        handler: Arc<dyn Handler<C>>,
+    ) -> Result<Self> {
+        let tls = |e: String| Error::Tls { reason: e };
+        let mut server = server_config(identity, allowed.clone())?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        let mut client = client_config(identity, allowed.clone())?;
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        let server = QuicServerConfig::try_from(server).map_err(|e| tls(e.to_string()))?;
+        let client = QuicClientConfig::try_from(client).map_err(|e| tls(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(server)),
+            config.listen,
+        )
+        .map_err(|e| tls(format!("cannot bind {}: {e}", config.listen)))?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
+        let inner = Arc::new(Inner {
+            endpoint,
+            me: identity.public(),
+            allowed,
+            connections: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            handler,
+            config,
+            counters: NetworkCounters::default(),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(accept_loop(inner.clone()));
+        Ok(Network { inner })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.inner.endpoint.local_addr().map_err(|e| Error::Tls {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Adds a peer to send to; dials it if this node has the smaller key.
+    pub fn add_peer(&self, key: PublicKey, address: SocketAddr) {
+        let queue = Arc::new(PeerQueue {
+            messages: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        });
+        self.inner.queues.lock().insert(key, queue.clone());
+        tokio::spawn(peer_sender(self.inner.clone(), key, address, queue));
+    }
+
+    /// Queues `message` for `peer` (drop-oldest when the queue is full).
+    pub fn send(&self, peer: &PublicKey, message: &Notification<C>) -> Result<()> {
+        let frame = encode_frame(message, Protocol::Consensus.frame_limit(), "notification")?;
+        self.enqueue(peer, frame);
+        Ok(())
+    }
+
+    /// Queues `message` for every peer.
+    pub fn broadcast(&self, message: &Notification<C>) -> Result<()> {
+        let frame = encode_frame(message, Protocol::Consensus.frame_limit(), "notification")?;
+        let peers: Vec<PublicKey> = self.inner.queues.lock().keys().copied().collect();
+        for p in peers {
+            self.enqueue(&p, frame.clone());
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, peer: &PublicKey, frame: Vec<u8>) {
+        let Some(queue) = self.inner.queues.lock().get(peer).cloned() else {
+            return;
+        };
+        let mut messages = queue.messages.lock();
+        if messages.len() >= self.inner.config.queue_capacity {
+            messages.pop_front();
+            self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        messages.push_back(frame);
+        drop(messages);
+        queue.ready.notify_one();
+    }
+
+    /// Sends `request` to `peer` and waits for its response (bounded by the request timeout).
+    pub async fn request(&self, peer: &PublicKey, request: &Request) -> Result<Response> {
+        let connection = self
+            .inner
+            .connections
+            .lock()
+            .get(peer)
+            .cloned()
+            .ok_or_else(|| Error::Tls {
+                reason: format!("not connected to {peer}"),
+            })?;
+        let limit = Protocol::Sync.frame_limit();
+        let frame = encode_frame(request, limit, "sync")?;
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(io)?;
+            send.write_all(&frame).await.map_err(io)?;
+            send.finish().map_err(io)?;
+            read_frame::<Response>(&mut recv, limit, "sync").await
+        };
+        tokio::time::timeout(self.inner.config.request_timeout, exchange)
+            .await
+            .map_err(|_| Error::Tls {
+                reason: format!("request to {peer} timed out"),
+            })?
+    }
+
+    /// Peers with a live connection.
+    pub fn connected_peers(&self) -> Vec<PublicKey> {
+        self.inner
+            .connections
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &NetworkCounters {
+        &self.inner.counters
+    }
+
+    /// Closes every connection, stops the endpoint's tasks and waits until the socket is idle.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        let queues: Vec<Arc<PeerQueue>> = self.inner.queues.lock().values().cloned().collect();
+        for q in queues {
+            q.ready.notify_one();
+        }
+        self.inner.endpoint.close(0u32.into(), b"shutdown");
+        self.inner.endpoint.wait_idle().await;
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> Error {
+    Error::Tls {
+        reason: e.to_string(),
+    }
+}
+
+async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+    protocol: &'static str,
+) -> Result<T> {
+    let mut prefix = [0u8; LENGTH_PREFIX];
+    recv.read_exact(&mut prefix).await.map_err(io)?;
+    let size = check_length(prefix, limit, protocol)?;
+    let mut payload = vec![0u8; size];
+    recv.read_exact(&mut payload).await.map_err(io)?;
+    decode_payload(&payload, protocol)
+}
+
+fn remote_key(connection: &quinn::Connection) -> Option<PublicKey> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    peer_key(certs.first()?).ok()
+}
+
+async fn accept_loop<C: DeserializeOwned + Send + Sync + 'static>(inner: Arc<Inner<C>>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return; // handshake refused (not an allowed peer) or failed
+            };
+            if let Some(key) = remote_key(&connection) {
+                serve(inner, key, connection).await;
+            }
+        });
+    }
+}
+
+/// Registers a connection and serves its incoming streams until it closes.
+async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
+    inner: Arc<Inner<C>>,
+    key: PublicKey,
+    connection: quinn::Connection,
+) {
+    inner.connections.lock().insert(key, connection.clone());
+    if let Some(q) = inner.queues.lock().get(&key) {
+        q.ready.notify_one();
+    }
+    let requests = {
+        let inner = inner.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let limit = Protocol::Sync.frame_limit();
+                    match read_frame::<Request>(&mut recv, limit, "sync").await {
+                        Ok(request) => {
+                            let response = inner.handler.on_request(key, request);
+                            if let Ok(frame) = encode_frame(&response, limit, "sync") {
+                                let _ = send.write_all(&frame).await;
+                                let _ = send.finish();
+                            }
+                        }
+                        Err(_) => {
+                            inner.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        })
+    };
+    while let Ok(mut recv) = connection.accept_uni().await {
+        let limit = Protocol::Consensus.frame_limit();
+        match read_frame::<Notification<C>>(&mut recv, limit, "notification").await {
+            Ok(message) => {
+                inner.counters.received.fetch_add(1, Ordering::Relaxed);
+                inner.handler.on_notification(key, message);
+            }
+            Err(e) => {
+                inner.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %key, error = %e, "bad frame");
+                let _ = recv.stop(1u32.into());
+            }
+        }
+    }
+    requests.abort();
+    let mut connections = inner.connections.lock();
+    if connections
+        .get(&key)
+        .is_some_and(|c| c.stable_id() == connection.stable_id())
+    {
+        connections.remove(&key);
+    }
+}
+
+/// Keeps one peer connected (dialing if this node has the smaller key) and drains its queue.
+async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
+    inner: Arc<Inner<C>>,
+    key: PublicKey,
+    address: SocketAddr,
+    queue: Arc<PeerQueue>,
+) {
+    let dialer = inner.me < key;
+    let mut backoff = Duration::from_millis(50);
+    while !inner.is_shut_down() {
+        if !inner.allowed.contains(&key) {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        let existing = inner
+            .connections
+            .lock()
+            .get(&key)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        let connection = match existing {
+            Some(c) => c,
+            None if dialer => match inner.endpoint.connect(address, "keel") {
+                Ok(connecting) => match connecting.await {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(50);
+                        tokio::spawn(serve(inner.clone(), key, c.clone()));
+                        c
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(inner.config.max_backoff);
+                        continue;
+                    }
+                },
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            },
+            None => {
+                // The peer dials us; wait until it has (or a message arrives).
+                let _ = tokio::time::timeout(backoff, queue.ready.notified()).await;
+                continue;
+            }
+        };
+        let next = queue.messages.lock().pop_front();
+        match next {
+            Some(frame) => {
+                let sent = async {
+                    let mut send = connection.open_uni().await.map_err(io)?;
+                    send.write_all(&frame).await.map_err(io)?;
+                    send.finish().map_err(io)
+                };
+                if sent.await.is_err() {
+                    // Connection lost: the message is dropped; the loop reconnects.
+                    inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = queue.ready.notified() => {}
+                    _ = connection.closed() => {}
+                }
+            }
+        }
+    }
+}
