@@ -186,10 +186,12 @@ impl SimConfig {
             partitions,
             crashes,
             stable_ms,
-            duration_ms: stable_ms + 8_000,
+            // Long enough for two full leader rotations at the longest back-off: with f faulty
+            // leaders up to 3 of 7 rounds in a rotation fail by design.
+            duration_ms: stable_ms + 15_000,
             pacemaker: PacemakerConfig {
                 base_timeout_ms: 4 * max_latency + 100,
-                max_backoff_exponent: 3,
+                max_backoff_exponent: 2,
             },
             persist_safety: true,
             max_future_rounds: 100,
