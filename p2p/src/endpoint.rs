@@ -181,6 +181,12 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         Ok(())
     }
 
+    /// Queues raw bytes as if they were a frame (tests of the receiver's frame checks).
+    #[cfg(feature = "test-utils")]
+    pub fn send_raw_frame(&self, peer: &PublicKey, bytes: Vec<u8>) {
+        self.enqueue(peer, bytes);
+    }
+
     fn enqueue(&self, peer: &PublicKey, frame: Vec<u8>) {
         let Some(queue) = self.inner.queues.lock().get(peer).cloned() else {
             return;

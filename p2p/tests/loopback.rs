@@ -41,12 +41,19 @@ struct Node {
 }
 
 fn start(seed: u8, allowed: Arc<AllowedPeers>, listen: SocketAddr) -> Node {
+    start_with(
+        seed,
+        allowed,
+        EndpointConfig {
+            listen,
+            ..EndpointConfig::default()
+        },
+    )
+}
+
+fn start_with(seed: u8, allowed: Arc<AllowedPeers>, config: EndpointConfig) -> Node {
     let identity = NetworkIdentity::from_seed(&[seed; 32]).unwrap();
     let recorder = Arc::new(Recorder::default());
-    let config = EndpointConfig {
-        listen,
-        ..EndpointConfig::default()
-    };
     let network = Network::start(config, &identity, allowed, recorder.clone()).unwrap();
     let addr = network.local_addr().unwrap();
     Node {
@@ -187,4 +194,96 @@ async fn traffic_resumes_after_a_peer_restarts() {
     assert_eq!(b2.recorder.seen.lock()[0], (a_key, vec![2]));
     a.network.shutdown().await;
     b2.network.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
+    let keys: Vec<PublicKey> = (1..=3u8)
+        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
+        .collect();
+    let allowed = AllowedPeers::new(keys.clone());
+    let nodes: Vec<Node> = (1..=3u8)
+        .map(|s| start(s, allowed.clone(), any_addr()))
+        .collect();
+    for a in &nodes {
+        for b in &nodes {
+            if a.identity.public() != b.identity.public() {
+                a.network.add_peer(b.identity.public(), b.addr);
+            }
+        }
+    }
+    let target = keys[1];
+    // A frame announcing 3 MiB (over the 2 MiB notification cap), then garbage.
+    let mut bad = (3u32 << 20).to_be_bytes().to_vec();
+    bad.extend_from_slice(&[7; 64]);
+    nodes[0].network.send_raw_frame(&target, bad);
+    // An undecodable frame within the cap.
+    nodes[0]
+        .network
+        .send_raw_frame(&target, vec![0, 0, 0, 3, 0xee, 0xee, 0xee]);
+    nodes[0]
+        .network
+        .send(&target, &Notification::Consensus(vec![1]))
+        .unwrap();
+    nodes[2]
+        .network
+        .send(&target, &Notification::Consensus(vec![3]))
+        .unwrap();
+    wait_for("both good messages", || {
+        nodes[1].recorder.seen.lock().len() == 2
+    })
+    .await;
+    assert_eq!(
+        nodes[1]
+            .network
+            .counters()
+            .bad_frames
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    for n in &nodes {
+        n.network.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_does_not_delay_the_others() {
+    let keys: Vec<PublicKey> = (1..=3u8)
+        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
+        .collect();
+    let allowed = AllowedPeers::new(keys.clone());
+    let config = EndpointConfig {
+        listen: any_addr(),
+        queue_capacity: 1_024,
+        ..EndpointConfig::default()
+    };
+    let a = start_with(1, allowed.clone(), config);
+    let b = start(2, allowed.clone(), any_addr());
+    let c = start(3, allowed, any_addr());
+    a.network.add_peer(keys[1], b.addr);
+    a.network.add_peer(keys[2], c.addr);
+    c.network.add_peer(keys[0], a.addr);
+    // B goes silent for good; A keeps broadcasting in batches that C's queue can hold.
+    b.network.shutdown().await;
+    let started = Instant::now();
+    for batch in 0..5u32 {
+        for i in 0..1_000u32 {
+            let n = batch * 1_000 + i;
+            a.network
+                .broadcast(&Notification::Consensus(n.to_be_bytes().to_vec()))
+                .unwrap();
+        }
+        let want = (batch as usize + 1) * 1_000;
+        wait_for("C to keep up", || c.recorder.seen.lock().len() == want).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Nothing for C was lost; B's queue stayed bounded by dropping its oldest messages.
+    let dropped = a
+        .network
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped >= 5_000 - 1_024, "dropped {dropped}");
+    a.network.shutdown().await;
+    c.network.shutdown().await;
 }
