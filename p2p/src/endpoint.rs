@@ -166,14 +166,14 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
 
     /// Queues `message` for `peer` (drop-oldest when the queue is full).
     pub fn send(&self, peer: &PublicKey, message: &Notification<C>) -> Result<()> {
-        let frame = encode_frame(message, Protocol::Consensus.frame_limit(), "notification")?;
+        let frame = encode_notification(message)?;
         self.enqueue(peer, frame);
         Ok(())
     }
 
     /// Queues `message` for every peer.
     pub fn broadcast(&self, message: &Notification<C>) -> Result<()> {
-        let frame = encode_frame(message, Protocol::Consensus.frame_limit(), "notification")?;
+        let frame = encode_notification(message)?;
         let peers: Vec<PublicKey> = self.inner.queues.lock().keys().copied().collect();
         for p in peers {
             self.enqueue(&p, frame.clone());
@@ -255,6 +255,20 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
     }
 }
 
+/// Encodes a notification under its own protocol's cap (batches are larger than consensus
+/// messages).
+fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<Vec<u8>> {
+    let protocol = match message {
+        Notification::Consensus(_) => Protocol::Consensus,
+        Notification::Batch(_) | Notification::BatchAck(_) => Protocol::Batches,
+    };
+    encode_frame(message, protocol.frame_limit(), protocol.name())
+}
+
+/// The receive cap of notification streams: the largest of the notification protocols' caps
+/// (the kind is only known after decoding).
+const NOTIFICATION_LIMIT: usize = Protocol::Batches.frame_limit();
+
 fn io(e: impl std::fmt::Display) -> Error {
     Error::Tls {
         reason: e.to_string(),
@@ -331,7 +345,7 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
         })
     };
     while let Ok(mut recv) = connection.accept_uni().await {
-        let limit = Protocol::Consensus.frame_limit();
+        let limit = NOTIFICATION_LIMIT;
         match read_frame::<Notification<C>>(&mut recv, limit, "notification").await {
             Ok(message) => {
                 inner.counters.received.fetch_add(1, Ordering::Relaxed);

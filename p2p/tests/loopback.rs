@@ -213,8 +213,8 @@ async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
         }
     }
     let target = keys[1];
-    // A frame announcing 3 MiB (over the 2 MiB notification cap), then garbage.
-    let mut bad = (3u32 << 20).to_be_bytes().to_vec();
+    // A frame announcing 6 MiB (over the 5 MiB notification cap), then garbage.
+    let mut bad = (6u32 << 20).to_be_bytes().to_vec();
     bad.extend_from_slice(&[7; 64]);
     nodes[0].network.send_raw_frame(&target, bad);
     // An undecodable frame within the cap.
