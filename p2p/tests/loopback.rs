@@ -287,3 +287,79 @@ async fn a_dead_peer_does_not_delay_the_others() {
     a.network.shutdown().await;
     c.network.shutdown().await;
 }
+
+/// A receiver that accepts the connection but never gets through its messages (its handler
+/// blocks, on its own runtime) must not slow delivery from the same sender to others.
+struct Stalled;
+
+impl Handler<Vec<u8>> for Stalled {
+    fn on_notification(&self, _from: PublicKey, _message: Notification<Vec<u8>>) {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    fn on_request(&self, _from: PublicKey, _request: Request) -> Response {
+        Response::Refused("stalled".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_receiver_does_not_delay_the_others() {
+    let keys: Vec<PublicKey> = (1..=3u8)
+        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
+        .collect();
+    let allowed = AllowedPeers::new(keys.clone());
+    let a = start(1, allowed.clone(), any_addr());
+    let c = start(3, allowed.clone(), any_addr());
+    // B runs on its own single-threaded runtime, which its handler then blocks for good.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let b_allowed = allowed.clone();
+    let a_addr = a.addr;
+    let a_key = keys[0];
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let identity = NetworkIdentity::from_seed(&[2; 32]).unwrap();
+            let network = Network::start(
+                EndpointConfig {
+                    listen: any_addr(),
+                    ..EndpointConfig::default()
+                },
+                &identity,
+                b_allowed,
+                Arc::new(Stalled),
+            )
+            .unwrap();
+            network.add_peer(a_key, a_addr);
+            addr_tx.send(network.local_addr().unwrap()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let b_addr = addr_rx.recv().unwrap();
+    a.network.add_peer(keys[1], b_addr);
+    a.network.add_peer(keys[2], c.addr);
+    c.network.add_peer(keys[0], a.addr);
+    // The first message stalls B; everything after piles up towards it.
+    a.network
+        .send(&keys[1], &Notification::Consensus(vec![0; 1024]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for i in 0..500u32 {
+        a.network
+            .send(&keys[1], &Notification::Consensus(vec![1; 64 * 1024]))
+            .unwrap();
+        a.network
+            .send(&keys[2], &Notification::Consensus(i.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    wait_for("C to get all 500", || c.recorder.seen.lock().len() == 500).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "C was slowed down: {:?}",
+        started.elapsed()
+    );
+    a.network.shutdown().await;
+    c.network.shutdown().await;
+}
