@@ -32,7 +32,9 @@ use tokio::sync::Notify;
 
 const ALPN: &[u8] = b"keel/1";
 
-/// What the node does with what arrives.
+/// What the node does with what arrives. Called on the endpoint's tasks: implementations hand
+/// work to bounded channels or blocking pools and return at once; a handler that blocks stalls
+/// its connection's streams (only that peer's, not the others').
 pub trait Handler<C>: Send + Sync + 'static {
     /// A notification from an authenticated peer.
     fn on_notification(&self, from: PublicKey, message: Notification<C>);
