@@ -307,7 +307,12 @@ async fn a_stalled_receiver_does_not_delay_the_others() {
         .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
         .collect();
     let allowed = AllowedPeers::new(keys.clone());
-    let a = start(1, allowed.clone(), any_addr());
+    let a_config = EndpointConfig {
+        listen: any_addr(),
+        request_timeout: Duration::from_millis(300),
+        ..EndpointConfig::default()
+    };
+    let a = start_with(1, allowed.clone(), a_config);
     let c = start(3, allowed.clone(), any_addr());
     // B runs on its own single-threaded runtime, which its handler then blocks for good.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -360,6 +365,14 @@ async fn a_stalled_receiver_does_not_delay_the_others() {
         "C was slowed down: {:?}",
         started.elapsed()
     );
+    // A request to the stalled peer fails at the timeout instead of hanging.
+    let asked = Instant::now();
+    let answer = a
+        .network
+        .request(&keys[1], &Request::LatestCheckpoint)
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
     a.network.shutdown().await;
     c.network.shutdown().await;
 }
