@@ -1,0 +1,65 @@
+//! Why a transaction is not admitted. Every variant is something a client can read and act on;
+//! [`Rejection::Overloaded`] is the back-pressure signal the API maps to HTTP 429.
+
+use keel_types::{ChainId, Digest, Nonce, TimestampMs};
+
+/// A transaction refused at admission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Malformed or oversize bytes, or a static rule broken (names the field).
+    #[error("invalid transaction: {0}")]
+    Invalid(String),
+    /// Signed for another network.
+    #[error("wrong chain id: this node runs {expected}, the transaction is for {found}")]
+    WrongChain {
+        /// This node's chain.
+        expected: ChainId,
+        /// The transaction's chain.
+        found: ChainId,
+    },
+    /// The expiry has passed.
+    #[error("expired at {expiry} ms, now is {now} ms")]
+    Expired {
+        /// The transaction's expiry.
+        expiry: TimestampMs,
+        /// The node's clock.
+        now: TimestampMs,
+    },
+    /// The expiry is further ahead than the node keeps transactions.
+    #[error("expiry {expiry} ms is more than {max_ms} ms ahead of now ({now} ms)")]
+    ExpiryTooFar {
+        /// The transaction's expiry.
+        expiry: TimestampMs,
+        /// The node's clock.
+        now: TimestampMs,
+        /// The longest lifetime accepted.
+        max_ms: u64,
+    },
+    /// The nonce was already used.
+    #[error("nonce {nonce} already used: the account's next nonce is {next}")]
+    StaleNonce {
+        /// The transaction's nonce.
+        nonce: Nonce,
+        /// The account's next nonce.
+        next: Nonce,
+    },
+    /// The nonce is beyond the window of future nonces the node buffers.
+    #[error("nonce {nonce} is too far ahead of the account's next nonce {next} (window {window})")]
+    NonceTooFarAhead {
+        /// The transaction's nonce.
+        nonce: Nonce,
+        /// The account's next nonce.
+        next: Nonce,
+        /// The window.
+        window: u64,
+    },
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// Already pending (same digest), or another pending transaction has this nonce.
+    #[error("duplicate of pending transaction {0}")]
+    Duplicate(Digest),
+    /// The mempool or this sender's share of it is full; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+}

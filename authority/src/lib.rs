@@ -1,0 +1,22 @@
+//! keel-authority: turns client transactions into batches and committed blocks into state.
+//!
+//! In progress: admission and the mempool ([`Mempool`]). Batching with proofs of availability
+//! and parallel execution come next.
+//!
+//! ```text
+//!  bytes ─decode(limits)─▶ SignedTransaction ─precheck─▶ batch-verify signatures ─▶ Mempool ─take─▶ batch
+//! ```
+//!
+//! Invariants: a transaction is admitted only with a valid signature, the node's chain id, an
+//! unexpired expiry within the lifetime limit, and a nonce inside the account's window; a
+//! digest or (sender, nonce) is pending at most once; the pool never exceeds its limits (a full
+//! pool answers [`Rejection::Overloaded`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod mempool;
+
+pub use error::Rejection;
+pub use mempool::{Mempool, MempoolConfig, NonceReader};

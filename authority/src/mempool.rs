@@ -1,0 +1,231 @@
+//! Admission and the mempool.
+//!
+//! Admission runs the cheap checks first (size and static rules, chain id, expiry, nonce window,
+//! duplicates), then verifies the signatures of everything that passed in one ed25519 batch,
+//! falling back to one-by-one checks only to find the bad ones, so one forged transaction costs
+//! only itself. Admitted transactions wait in a bounded pool (in total and per sender) in arrival
+//! order until a batch takes them; a full pool answers [`Rejection::Overloaded`] and recovers as
+//! batches drain it.
+
+use crate::error::Rejection;
+use keel_types::{
+    Address, ChainId, Digest, Nonce, SignedTransaction, TimestampMs,
+    crypto::{SignedMessage, verify_batch},
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Reads the next nonce of an account from committed state.
+pub trait NonceReader {
+    /// The nonce the account's next transaction must carry.
+    fn next_nonce(&self, address: &Address) -> Nonce;
+}
+
+/// Admission limits.
+#[derive(Debug, Clone)]
+pub struct MempoolConfig {
+    /// The network's chain id.
+    pub chain_id: ChainId,
+    /// How many nonces beyond the account's next one are buffered.
+    pub nonce_window: u64,
+    /// Longest lifetime (expiry minus now) accepted, in ms.
+    pub max_lifetime_ms: u64,
+    /// Pending transactions in total.
+    pub max_pending: usize,
+    /// Pending transactions per sender.
+    pub max_pending_per_sender: usize,
+}
+
+impl MempoolConfig {
+    /// Defaults for `chain_id`.
+    pub fn new(chain_id: ChainId) -> Self {
+        MempoolConfig {
+            chain_id,
+            nonce_window: 64,
+            max_lifetime_ms: 10 * 60 * 1000,
+            max_pending: 200_000,
+            max_pending_per_sender: 64,
+        }
+    }
+}
+
+/// Pending transactions.
+#[derive(Debug)]
+pub struct Mempool {
+    config: MempoolConfig,
+    by_digest: HashMap<Digest, SignedTransaction>,
+    by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
+    order: VecDeque<Digest>,
+}
+
+impl Mempool {
+    /// An empty pool.
+    pub fn new(config: MempoolConfig) -> Self {
+        Mempool {
+            config,
+            by_digest: HashMap::new(),
+            by_sender: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Pending transactions.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Checks that need no signature and no pool state.
+    fn precheck(
+        &self,
+        tx: &SignedTransaction,
+        now: TimestampMs,
+        nonces: &dyn NonceReader,
+    ) -> Result<(), Rejection> {
+        let t = &tx.transaction;
+        if t.chain_id != self.config.chain_id {
+            return Err(Rejection::WrongChain {
+                expected: self.config.chain_id,
+                found: t.chain_id,
+            });
+        }
+        tx.validate(self.config.chain_id)
+            .map_err(|e| Rejection::Invalid(e.to_string()))?;
+        if t.expiry < now {
+            return Err(Rejection::Expired {
+                expiry: t.expiry,
+                now,
+            });
+        }
+        if t.expiry.0.saturating_sub(now.0) > self.config.max_lifetime_ms {
+            return Err(Rejection::ExpiryTooFar {
+                expiry: t.expiry,
+                now,
+                max_ms: self.config.max_lifetime_ms,
+            });
+        }
+        let next = nonces.next_nonce(&t.sender_address());
+        if t.nonce < next {
+            return Err(Rejection::StaleNonce {
+                nonce: t.nonce,
+                next,
+            });
+        }
+        if t.nonce.0 - next.0 >= self.config.nonce_window {
+            return Err(Rejection::NonceTooFarAhead {
+                nonce: t.nonce,
+                next,
+                window: self.config.nonce_window,
+            });
+        }
+        Ok(())
+    }
+
+    /// Admits transactions that arrived together; one result per input, in order.
+    pub fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        now: TimestampMs,
+        nonces: &dyn NonceReader,
+    ) -> Vec<Result<Digest, Rejection>> {
+        let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
+        let mut candidates = Vec::new();
+        for (i, tx) in txs.iter().enumerate() {
+            match self.precheck(tx, now, nonces) {
+                Ok(()) => {
+                    candidates.push(i);
+                    results.push(Ok(Digest::ZERO)); // placeholder, set below
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        // One batch verification for everything that passed the cheap checks.
+        let messages: Vec<[u8; 32]> = candidates
+            .iter()
+            .map(|i| txs[*i].transaction.signing_message())
+            .collect();
+        let items: Vec<SignedMessage<'_>> = candidates
+            .iter()
+            .zip(&messages)
+            .map(|(i, message)| SignedMessage {
+                message,
+                key: &txs[*i].transaction.sender,
+                signature: &txs[*i].signature,
+            })
+            .collect();
+        if let Err(bad) = verify_batch(&items) {
+            for b in bad {
+                if let Some(i) = candidates.get(b) {
+                    results[*i] = Err(Rejection::BadSignature);
+                }
+            }
+        }
+        for (i, tx) in txs.into_iter().enumerate() {
+            if results[i].is_ok() {
+                results[i] = self.insert(tx);
+            }
+        }
+        results
+    }
+
+    fn insert(&mut self, tx: SignedTransaction) -> Result<Digest, Rejection> {
+        let digest = tx.digest();
+        if self.by_digest.contains_key(&digest) {
+            return Err(Rejection::Duplicate(digest));
+        }
+        let sender = tx.transaction.sender_address();
+        let nonce = tx.transaction.nonce;
+        let per_sender = self.by_sender.get(&sender).map_or(0, BTreeMap::len);
+        if let Some(existing) = self.by_sender.get(&sender).and_then(|m| m.get(&nonce)) {
+            return Err(Rejection::Duplicate(*existing));
+        }
+        if self.by_digest.len() >= self.config.max_pending {
+            return Err(Rejection::Overloaded(format!(
+                "{} transactions pending, the limit",
+                self.by_digest.len()
+            )));
+        }
+        if per_sender >= self.config.max_pending_per_sender {
+            return Err(Rejection::Overloaded(format!(
+                "{per_sender} transactions pending from this sender, the limit"
+            )));
+        }
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(nonce, digest);
+        self.by_digest.insert(digest, tx);
+        self.order.push_back(digest);
+        Ok(digest)
+    }
+
+    /// Takes up to `max` transactions in arrival order (for a batch).
+    pub fn take(&mut self, max: usize) -> Vec<SignedTransaction> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(digest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(tx) = self.remove(&digest) {
+                out.push(tx);
+            }
+        }
+        out
+    }
+
+    /// Removes a pending transaction (taken, executed elsewhere or expired).
+    pub fn remove(&mut self, digest: &Digest) -> Option<SignedTransaction> {
+        let tx = self.by_digest.remove(digest)?;
+        let sender = tx.transaction.sender_address();
+        if let Some(m) = self.by_sender.get_mut(&sender) {
+            m.remove(&tx.transaction.nonce);
+            if m.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        Some(tx)
+    }
+}
