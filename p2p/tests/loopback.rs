@@ -76,13 +76,18 @@ fn any_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_endpoints_exchange_notifications_and_requests() {
-    let keys: Vec<PublicKey> = (1..=4u8)
+/// The network keys of seeds 1..=n.
+fn keys_for(n: u8) -> Vec<PublicKey> {
+    (1..=n)
         .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
-        .collect();
+        .collect()
+}
+
+/// `n` endpoints (seeds 1..=n) that all allow and know each other.
+fn mesh(n: u8) -> (Vec<PublicKey>, Vec<Node>) {
+    let keys = keys_for(n);
     let allowed = AllowedPeers::new(keys.clone());
-    let nodes: Vec<Node> = (1..=4u8)
+    let nodes: Vec<Node> = (1..=n)
         .map(|s| start(s, allowed.clone(), any_addr()))
         .collect();
     for a in &nodes {
@@ -92,6 +97,12 @@ async fn four_endpoints_exchange_notifications_and_requests() {
             }
         }
     }
+    (keys, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_endpoints_exchange_notifications_and_requests() {
+    let (keys, nodes) = mesh(4u8);
     for (i, n) in nodes.iter().enumerate() {
         n.network
             .broadcast(&Notification::Consensus(vec![i as u8]))
@@ -198,20 +209,7 @@ async fn traffic_resumes_after_a_peer_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
-    let keys: Vec<PublicKey> = (1..=3u8)
-        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
-        .collect();
-    let allowed = AllowedPeers::new(keys.clone());
-    let nodes: Vec<Node> = (1..=3u8)
-        .map(|s| start(s, allowed.clone(), any_addr()))
-        .collect();
-    for a in &nodes {
-        for b in &nodes {
-            if a.identity.public() != b.identity.public() {
-                a.network.add_peer(b.identity.public(), b.addr);
-            }
-        }
-    }
+    let (keys, nodes) = mesh(3u8);
     let target = keys[1];
     // A frame announcing 6 MiB (over the 5 MiB notification cap), then garbage.
     let mut bad = (6u32 << 20).to_be_bytes().to_vec();
@@ -248,9 +246,7 @@ async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_does_not_delay_the_others() {
-    let keys: Vec<PublicKey> = (1..=3u8)
-        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
-        .collect();
+    let keys = keys_for(3);
     let allowed = AllowedPeers::new(keys.clone());
     let config = EndpointConfig {
         listen: any_addr(),
@@ -303,9 +299,7 @@ impl Handler<Vec<u8>> for Stalled {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_receiver_does_not_delay_the_others() {
-    let keys: Vec<PublicKey> = (1..=3u8)
-        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
-        .collect();
+    let keys = keys_for(3);
     let allowed = AllowedPeers::new(keys.clone());
     let a_config = EndpointConfig {
         listen: any_addr(),
