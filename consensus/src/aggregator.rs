@@ -222,6 +222,38 @@ mod tests {
         assert_eq!(agg.buffered_rounds(), 0);
     }
 
+    proptest::proptest! {
+        /// Whatever the order, duplicates and equivocations, a QC forms exactly when the first
+        /// votes of distinct signers for one block reach a quorum, and it verifies.
+        #[test]
+        fn qc_forms_exactly_at_quorum(votes in proptest::collection::vec((0u32..7, proptest::bool::ANY), 0..30)) {
+            let (c, keys) = committee(7);
+            let mut agg = VoteAggregator::default();
+            let mut first: HashMap<u32, bool> = HashMap::new();
+            let mut formed = None;
+            for (author, which) in votes {
+                let block: &[u8] = if which { b"a" } else { b"b" };
+                first.entry(author).or_insert(which);
+                let outcome = agg.add(&vote(author, &keys, block), &c);
+                if let VoteOutcome::NewQc(qc) = outcome {
+                    proptest::prop_assert!(formed.is_none(), "two QCs in one round");
+                    proptest::prop_assert_eq!(qc.verify(&c, CHAIN), Ok(()));
+                    formed = Some(qc.data.block);
+                }
+            }
+            let for_a = first.values().filter(|w| **w).count() as u64;
+            let for_b = first.values().filter(|w| !**w).count() as u64;
+            let expect = if c.is_quorum(for_a) {
+                Some(Digest::of_bytes(b"a"))
+            } else if c.is_quorum(for_b) {
+                Some(Digest::of_bytes(b"b"))
+            } else {
+                None
+            };
+            proptest::prop_assert_eq!(formed, expect);
+        }
+    }
+
     #[test]
     fn forms_a_verifiable_tc_with_the_highest_qc() {
         let (c, keys) = committee(4);
