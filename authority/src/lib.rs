@@ -1,7 +1,7 @@
 //! keel-authority: turns client transactions into batches and committed blocks into state.
 //!
-//! In progress: admission and the mempool ([`Mempool`]). Batching with proofs of availability
-//! and parallel execution come next.
+//! In progress: admission and the mempool ([`Mempool`]), batching ([`BatchMaker`]) and proofs of
+//! availability ([`ProofBuilder`]). Parallel execution comes next.
 //!
 //! ```text
 //!  bytes ─decode(limits)─▶ SignedTransaction ─precheck─▶ batch-verify signatures ─▶ Mempool ─take─▶ batch
@@ -15,8 +15,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batching;
 pub mod error;
 pub mod mempool;
 
+pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
 pub use error::Rejection;
 pub use mempool::{Mempool, MempoolConfig, NonceReader};

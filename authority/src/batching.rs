@@ -1,0 +1,232 @@
+//! Batching and proofs of availability.
+//!
+//! [`BatchMaker`] seals the transactions it is given into a [`Batch`] when the batch reaches its
+//! transaction or byte limit, or when the oldest transaction in it has waited `seal_after_ms`.
+//! The author broadcasts the batch; each validator that stores it returns a signed
+//! [`BatchAck`]. [`ProofBuilder`] verifies acknowledgements and turns those from more than 1/3
+//! of the stake into a [`ProofOfAvailability`], which the author offers to consensus. Proofs that
+//! are not ordered within `expire_after_ms` are dropped, and the builder holds a bounded number of
+//! batches awaiting acknowledgements.
+
+use keel_types::{
+    Batch, BatchAck, ChainId, Committee, Digest, Epoch, MultiSignature, ProofOfAvailability,
+    Signature, SignedTransaction, Threshold, TimestampMs, ValidatorIndex,
+};
+use std::collections::HashMap;
+
+/// When a batch is sealed.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Most transactions in a batch.
+    pub max_transactions: usize,
+    /// Most encoded transaction bytes in a batch.
+    pub max_bytes: usize,
+    /// Seal a non-empty batch once its oldest transaction has waited this long.
+    pub seal_after_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_transactions: 2_000,
+            max_bytes: 1 << 20,
+            seal_after_ms: 50,
+        }
+    }
+}
+
+/// Seals transactions into batches by size, bytes or time.
+#[derive(Debug)]
+pub struct BatchMaker {
+    config: BatchConfig,
+    author: ValidatorIndex,
+    epoch: Epoch,
+    next_sequence: u64,
+    open: Vec<SignedTransaction>,
+    open_bytes: usize,
+    opened_at: Option<TimestampMs>,
+}
+
+impl BatchMaker {
+    /// A maker for `author`'s batches in `epoch`.
+    pub fn new(config: BatchConfig, author: ValidatorIndex, epoch: Epoch) -> Self {
+        BatchMaker {
+            config,
+            author,
+            epoch,
+            next_sequence: 0,
+            open: Vec::new(),
+            open_bytes: 0,
+            opened_at: None,
+        }
+    }
+
+    /// Adds a transaction; returns a sealed batch if this one filled it.
+    pub fn push(&mut self, tx: SignedTransaction, now: TimestampMs) -> Option<Batch> {
+        let size = tx.encode().len();
+        // A transaction that would overflow the byte limit goes into the next batch.
+        let sealed = if !self.open.is_empty() && self.open_bytes + size > self.config.max_bytes {
+            self.seal()
+        } else {
+            None
+        };
+        if self.open.is_empty() {
+            self.opened_at = Some(now);
+        }
+        self.open.push(tx);
+        self.open_bytes += size;
+        if sealed.is_some() {
+            return sealed;
+        }
+        if self.open.len() >= self.config.max_transactions
+            || self.open_bytes >= self.config.max_bytes
+        {
+            return self.seal();
+        }
+        None
+    }
+
+    /// Seals the open batch if its oldest transaction has waited long enough.
+    pub fn tick(&mut self, now: TimestampMs) -> Option<Batch> {
+        let opened = self.opened_at?;
+        if now.0.saturating_sub(opened.0) >= self.config.seal_after_ms {
+            return self.seal();
+        }
+        None
+    }
+
+    fn seal(&mut self) -> Option<Batch> {
+        if self.open.is_empty() {
+            return None;
+        }
+        let batch = Batch {
+            author: self.author,
+            epoch: self.epoch,
+            sequence: self.next_sequence,
+            transactions: std::mem::take(&mut self.open),
+        };
+        self.next_sequence += 1;
+        self.open_bytes = 0;
+        self.opened_at = None;
+        Some(batch)
+    }
+}
+
+/// Why an acknowledgement was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// The acknowledgement does not verify.
+    #[error("invalid acknowledgement: {0}")]
+    Invalid(String),
+    /// Not for a batch this node is collecting acknowledgements for.
+    #[error("acknowledgement for unknown batch {0}")]
+    UnknownBatch(Digest),
+    /// Already counted.
+    #[error("duplicate acknowledgement from {0}")]
+    Duplicate(ValidatorIndex),
+}
+
+struct Collecting {
+    info: keel_types::BatchInfo,
+    signatures: Vec<(ValidatorIndex, Signature)>,
+    stake: u64,
+    sealed_at: TimestampMs,
+}
+
+/// Turns acknowledgements of this node's batches into proofs of availability.
+pub struct ProofBuilder {
+    committee: Committee,
+    chain_id: ChainId,
+    collecting: HashMap<Digest, Collecting>,
+    max_collecting: usize,
+    expire_after_ms: u64,
+}
+
+impl ProofBuilder {
+    /// A builder for `committee`, holding at most `max_collecting` batches at once and
+    /// forgetting those not certified within `expire_after_ms`.
+    pub fn new(
+        committee: Committee,
+        chain_id: ChainId,
+        max_collecting: usize,
+        expire_after_ms: u64,
+    ) -> Self {
+        ProofBuilder {
+            committee,
+            chain_id,
+            collecting: HashMap::new(),
+            max_collecting,
+            expire_after_ms,
+        }
+    }
+
+    /// Starts collecting acknowledgements for a batch this node sealed. Returns false (and
+    /// does not track it) when too many batches are already waiting.
+    pub fn track(&mut self, batch: &Batch, now: TimestampMs) -> bool {
+        if self.collecting.len() >= self.max_collecting {
+            return false;
+        }
+        let info = batch.info();
+        self.collecting.insert(
+            info.digest,
+            Collecting {
+                info,
+                signatures: Vec::new(),
+                stake: 0,
+                sealed_at: now,
+            },
+        );
+        true
+    }
+
+    /// Adds an acknowledgement; returns the proof when this one completes it.
+    pub fn add(&mut self, ack: &BatchAck) -> Result<Option<ProofOfAvailability>, AckError> {
+        let digest = ack.info.digest;
+        let entry = self
+            .collecting
+            .get_mut(&digest)
+            .ok_or(AckError::UnknownBatch(digest))?;
+        if entry.info != ack.info {
+            return Err(AckError::Invalid(
+                "acknowledged a different batch summary".into(),
+            ));
+        }
+        if entry.signatures.iter().any(|(i, _)| *i == ack.signer) {
+            return Err(AckError::Duplicate(ack.signer));
+        }
+        ack.verify(&self.committee, self.chain_id)
+            .map_err(|e| AckError::Invalid(e.to_string()))?;
+        entry.signatures.push((ack.signer, ack.signature));
+        entry.stake = entry.stake.saturating_add(self.committee.stake(ack.signer));
+        if Threshold::Validity.is_met(&self.committee, entry.stake)
+            && let Some(done) = self.collecting.remove(&digest)
+        {
+            return Ok(Some(ProofOfAvailability {
+                info: done.info,
+                signatures: MultiSignature::from_signatures(done.signatures),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Forgets batches whose acknowledgements did not arrive in time; returns their digests
+    /// (their transactions can be re-batched).
+    pub fn expire(&mut self, now: TimestampMs) -> Vec<Digest> {
+        let limit = self.expire_after_ms;
+        let expired: Vec<Digest> = self
+            .collecting
+            .iter()
+            .filter(|(_, c)| now.0.saturating_sub(c.sealed_at.0) >= limit)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in &expired {
+            self.collecting.remove(d);
+        }
+        expired
+    }
+
+    /// Batches waiting for acknowledgements.
+    pub fn collecting(&self) -> usize {
+        self.collecting.len()
+    }
+}

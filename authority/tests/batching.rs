@@ -1,0 +1,107 @@
+//! Batches seal by count, bytes and time; acknowledgements from more than 1/3 of the stake form
+//! a proof that verifies; bad, duplicate and unknown acknowledgements are refused.
+
+use keel_authority::{AckError, BatchConfig, BatchMaker, ProofBuilder};
+use keel_types::{
+    BatchAck, ChainId, Epoch, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
+    ValidatorIndex,
+    test_utils::{committee, seeded_key},
+};
+
+const CHAIN: ChainId = ChainId(9);
+
+fn tx(i: u64, value_len: usize) -> SignedTransaction {
+    let key = seeded_key("client", i);
+    Transaction {
+        chain_id: CHAIN,
+        sender: key.public(),
+        nonce: Nonce(0),
+        expiry: TimestampMs(u64::MAX),
+        ops: vec![Op::Put {
+            key: b"k".to_vec(),
+            value: vec![1; value_len],
+        }],
+    }
+    .sign(&key)
+}
+
+#[test]
+fn batches_seal_by_count_bytes_and_time() {
+    let config = BatchConfig {
+        max_transactions: 3,
+        max_bytes: 4_000,
+        seal_after_ms: 50,
+    };
+    let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1));
+    assert!(maker.push(tx(0, 10), TimestampMs(0)).is_none());
+    assert!(maker.push(tx(1, 10), TimestampMs(1)).is_none());
+    let by_count = maker.push(tx(2, 10), TimestampMs(2)).unwrap();
+    assert_eq!((by_count.sequence, by_count.transactions.len()), (0, 3));
+    // By bytes: the transaction that would overflow starts the next batch.
+    assert!(maker.push(tx(3, 2_500), TimestampMs(3)).is_none());
+    let by_bytes = maker.push(tx(4, 2_500), TimestampMs(4)).unwrap();
+    assert_eq!((by_bytes.sequence, by_bytes.transactions.len()), (1, 1));
+    // By time: the open batch (tx 4) waited 50 ms.
+    assert!(maker.tick(TimestampMs(53)).is_none());
+    let by_time = maker.tick(TimestampMs(54)).unwrap();
+    assert_eq!((by_time.sequence, by_time.transactions.len()), (2, 1));
+    assert!(maker.tick(TimestampMs(1_000)).is_none(), "nothing open");
+}
+
+#[test]
+fn acknowledgements_form_a_verifiable_proof() {
+    let (c, keys) = committee(4);
+    let mut maker = BatchMaker::new(
+        BatchConfig {
+            max_transactions: 1,
+            ..BatchConfig::default()
+        },
+        ValidatorIndex(0),
+        Epoch(1),
+    );
+    let batch = maker.push(tx(0, 10), TimestampMs(0)).unwrap();
+    let mut builder = ProofBuilder::new(c.clone(), CHAIN, 16, 1_000);
+    assert!(builder.track(&batch, TimestampMs(0)));
+    let ack = |i: u32| BatchAck::new(batch.info(), ValidatorIndex(i), &keys[i as usize], CHAIN);
+    assert_eq!(builder.add(&ack(0)), Ok(None));
+    assert_eq!(
+        builder.add(&ack(0)),
+        Err(AckError::Duplicate(ValidatorIndex(0)))
+    );
+    // Signed by the wrong key.
+    let mut forged = ack(1);
+    forged.signature = ack(2).signature;
+    assert!(matches!(builder.add(&forged), Err(AckError::Invalid(_))));
+    let proof = builder
+        .add(&ack(3))
+        .unwrap()
+        .expect("2 of 4 is more than 1/3");
+    assert_eq!(proof.verify(&c, CHAIN), Ok(()));
+    assert_eq!(builder.collecting(), 0);
+    assert!(matches!(
+        builder.add(&ack(1)),
+        Err(AckError::UnknownBatch(_))
+    ));
+}
+
+#[test]
+fn uncertified_batches_expire_and_tracking_is_bounded() {
+    let (c, _) = committee(4);
+    let mut builder = ProofBuilder::new(c, CHAIN, 2, 100);
+    let mut maker = BatchMaker::new(
+        BatchConfig {
+            max_transactions: 1,
+            ..BatchConfig::default()
+        },
+        ValidatorIndex(0),
+        Epoch(1),
+    );
+    let b0 = maker.push(tx(0, 1), TimestampMs(0)).unwrap();
+    let b1 = maker.push(tx(1, 1), TimestampMs(0)).unwrap();
+    let b2 = maker.push(tx(2, 1), TimestampMs(0)).unwrap();
+    assert!(builder.track(&b0, TimestampMs(0)));
+    assert!(builder.track(&b1, TimestampMs(50)));
+    assert!(!builder.track(&b2, TimestampMs(50)), "bounded");
+    assert_eq!(builder.expire(TimestampMs(120)), vec![b0.digest()]);
+    assert_eq!(builder.collecting(), 1);
+}
