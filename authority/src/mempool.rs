@@ -9,8 +9,9 @@
 
 use crate::error::Rejection;
 use keel_types::{
-    Address, ChainId, Digest, Nonce, SignedTransaction, TimestampMs,
+    Address, ChainId, Digest, MAX_TRANSACTION_BYTES, Nonce, SignedTransaction, TimestampMs,
     crypto::{SignedMessage, verify_batch},
+    transaction::Identified,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -82,6 +83,7 @@ impl Mempool {
     fn precheck(
         &self,
         tx: &SignedTransaction,
+        id: &Identified,
         now: TimestampMs,
         nonces: &dyn NonceReader,
     ) -> Result<(), Rejection> {
@@ -92,7 +94,14 @@ impl Mempool {
                 found: t.chain_id,
             });
         }
-        tx.validate(self.config.chain_id)
+        // The signature is a fixed 64-byte tuple in the signed encoding.
+        let size = id.encoded_len + 64;
+        if size > MAX_TRANSACTION_BYTES {
+            return Err(Rejection::Invalid(format!(
+                "signed transaction is {size} bytes, over the limit of {MAX_TRANSACTION_BYTES}"
+            )));
+        }
+        t.validate()
             .map_err(|e| Rejection::Invalid(e.to_string()))?;
         if t.expiry < now {
             return Err(Rejection::Expired {
@@ -131,27 +140,23 @@ impl Mempool {
         now: TimestampMs,
         nonces: &dyn NonceReader,
     ) -> Vec<Result<Digest, Rejection>> {
+        let ids: Vec<Identified> = txs.iter().map(|t| t.transaction.identify()).collect();
         let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
         let mut candidates = Vec::new();
-        for (i, tx) in txs.iter().enumerate() {
-            match self.precheck(tx, now, nonces) {
+        for (i, (tx, id)) in txs.iter().zip(&ids).enumerate() {
+            match self.precheck(tx, id, now, nonces) {
                 Ok(()) => {
                     candidates.push(i);
-                    results.push(Ok(Digest::ZERO)); // placeholder, set below
+                    results.push(Ok(id.digest));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
         // One batch verification for everything that passed the cheap checks.
-        let messages: Vec<[u8; 32]> = candidates
-            .iter()
-            .map(|i| txs[*i].transaction.signing_message())
-            .collect();
         let items: Vec<SignedMessage<'_>> = candidates
             .iter()
-            .zip(&messages)
-            .map(|(i, message)| SignedMessage {
-                message,
+            .map(|i| SignedMessage {
+                message: &ids[*i].signing_message,
                 key: &txs[*i].transaction.sender,
                 signature: &txs[*i].signature,
             })
@@ -164,15 +169,14 @@ impl Mempool {
             }
         }
         for (i, tx) in txs.into_iter().enumerate() {
-            if results[i].is_ok() {
-                results[i] = self.insert(tx);
+            if let Ok(digest) = results[i] {
+                results[i] = self.insert(tx, digest);
             }
         }
         results
     }
 
-    fn insert(&mut self, tx: SignedTransaction) -> Result<Digest, Rejection> {
-        let digest = tx.digest();
+    fn insert(&mut self, tx: SignedTransaction, digest: Digest) -> Result<Digest, Rejection> {
         if self.by_digest.contains_key(&digest) {
             return Err(Rejection::Duplicate(digest));
         }

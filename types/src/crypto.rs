@@ -58,13 +58,23 @@ pub fn signing_message<T: Serialize + ?Sized>(
     chain_id: ChainId,
     content: &T,
 ) -> [u8; 32] {
+    // INVARIANT: Keel's own types always serialise with bcs.
+    let bytes = bcs::to_bytes(content).expect("INVARIANT: keel types are bcs-serialisable");
+    signing_message_of_encoding(domain, epoch, chain_id, &bytes)
+}
+
+/// [`signing_message`] of content whose bcs encoding is `encoding`.
+pub fn signing_message_of_encoding(
+    domain: Domain,
+    epoch: Epoch,
+    chain_id: ChainId,
+    encoding: &[u8],
+) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     hash_tag(&mut hasher, domain.tag());
     hasher.update(&epoch.0.to_le_bytes());
     hasher.update(&chain_id.0.to_le_bytes());
-    // INVARIANT: Keel's own types always serialise with bcs.
-    let bytes = bcs::to_bytes(content).expect("INVARIANT: keel types are bcs-serialisable");
-    hasher.update(&bytes);
+    hasher.update(encoding);
     *hasher.finalize().as_bytes()
 }
 

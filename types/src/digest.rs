@@ -24,12 +24,18 @@ impl Digest {
 
     /// blake3 of `tag` (length-prefixed) followed by the bcs encoding of `value`.
     pub fn of_tagged<T: Serialize + ?Sized>(tag: &str, value: &T) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        hash_tag(&mut hasher, tag);
         // INVARIANT: bcs serialisation of Keel's own types cannot fail (no maps with
         // non-canonical keys, no unsupported serde features).
         let bytes = bcs::to_bytes(value).expect("INVARIANT: keel types are bcs-serialisable");
-        hasher.update(&bytes);
+        Self::of_tagged_encoding(tag, &bytes)
+    }
+
+    /// [`Digest::of_tagged`] of a value whose bcs encoding is `encoding` (computed once by a
+    /// caller that needs it for several purposes).
+    pub fn of_tagged_encoding(tag: &str, encoding: &[u8]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        hash_tag(&mut hasher, tag);
+        hasher.update(encoding);
         Digest(*hasher.finalize().as_bytes())
     }
 

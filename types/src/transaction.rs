@@ -7,7 +7,7 @@
 
 use crate::{
     account::Address,
-    crypto::{Domain, KeyPair, PublicKey, Signature, signing_message},
+    crypto::{Domain, KeyPair, PublicKey, Signature, signing_message, signing_message_of_encoding},
     digest::Digest,
     encoding,
     error::{Error, Result},
@@ -165,9 +165,38 @@ impl Transaction {
 
     /// The transaction id.
     pub fn digest(&self) -> Digest {
-        Digest::of_tagged("keel/transaction", self)
+        Digest::of_tagged(TRANSACTION_TAG, self)
+    }
+
+    /// The id, the signing message and the encoded size, from one encoding (admission needs
+    /// all three for every transaction).
+    pub fn identify(&self) -> Identified {
+        let encoding = encoding::encode(self);
+        Identified {
+            digest: Digest::of_tagged_encoding(TRANSACTION_TAG, &encoding),
+            signing_message: signing_message_of_encoding(
+                Domain::Transaction,
+                TRANSACTION_EPOCH,
+                self.chain_id,
+                &encoding,
+            ),
+            encoded_len: encoding.len(),
+        }
     }
 }
+
+/// What [`Transaction::identify`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identified {
+    /// The transaction id.
+    pub digest: Digest,
+    /// The message its sender signs.
+    pub signing_message: [u8; 32],
+    /// Bytes of the transaction's encoding (without the signature).
+    pub encoded_len: usize,
+}
+
+const TRANSACTION_TAG: &str = "keel/transaction";
 
 /// A transaction with its sender's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

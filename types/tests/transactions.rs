@@ -212,3 +212,16 @@ proptest! {
         prop_assert_eq!(SignedTransaction::decode(&signed.encode()).unwrap(), signed);
     }
 }
+
+#[test]
+fn identify_matches_the_separate_computations() {
+    let signed = tx(vec![Op::Put {
+        key: b"k".to_vec(),
+        value: vec![3; 100],
+    }])
+    .sign(&seeded_key("client", 0));
+    let id = signed.transaction.identify();
+    assert_eq!(id.digest, signed.digest());
+    assert_eq!(id.signing_message, signed.transaction.signing_message());
+    assert_eq!(id.encoded_len + 64, signed.encode().len());
+}
