@@ -25,6 +25,15 @@ fn tx(i: u64, value_len: usize) -> SignedTransaction {
     .sign(&key)
 }
 
+/// A maker that seals every transaction into its own batch.
+fn one_per_batch() -> BatchMaker {
+    let config = BatchConfig {
+        max_transactions: 1,
+        ..BatchConfig::default()
+    };
+    BatchMaker::new(config, ValidatorIndex(0), Epoch(1))
+}
+
 #[test]
 fn batches_seal_by_count_bytes_and_time() {
     let config = BatchConfig {
@@ -51,14 +60,7 @@ fn batches_seal_by_count_bytes_and_time() {
 #[test]
 fn acknowledgements_form_a_verifiable_proof() {
     let (c, keys) = committee(4);
-    let mut maker = BatchMaker::new(
-        BatchConfig {
-            max_transactions: 1,
-            ..BatchConfig::default()
-        },
-        ValidatorIndex(0),
-        Epoch(1),
-    );
+    let mut maker = one_per_batch();
     let batch = maker.push(tx(0, 10), TimestampMs(0)).unwrap();
     let mut builder = ProofBuilder::new(c.clone(), CHAIN, 16, 1_000);
     assert!(builder.track(&batch, TimestampMs(0)));
@@ -88,14 +90,7 @@ fn acknowledgements_form_a_verifiable_proof() {
 fn uncertified_batches_expire_and_tracking_is_bounded() {
     let (c, _) = committee(4);
     let mut builder = ProofBuilder::new(c, CHAIN, 2, 100);
-    let mut maker = BatchMaker::new(
-        BatchConfig {
-            max_transactions: 1,
-            ..BatchConfig::default()
-        },
-        ValidatorIndex(0),
-        Epoch(1),
-    );
+    let mut maker = one_per_batch();
     let b0 = maker.push(tx(0, 1), TimestampMs(0)).unwrap();
     let b1 = maker.push(tx(1, 1), TimestampMs(0)).unwrap();
     let b2 = maker.push(tx(2, 1), TimestampMs(0)).unwrap();

@@ -10,7 +10,7 @@
 //!   commit prunes (a replica that cannot commit cannot be made to grow without bound).
 
 use keel_types::{Digest, Height, Round, SignedBlock, TimestampMs};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The last committed block (or the epoch's genesis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,13 +184,20 @@ impl BlockTree {
         };
         let root_round = self.root.round;
         self.blocks.retain(|_, n| n.block.block.round > root_round);
-        // Blocks above the root whose ancestry does not pass through it are pruned too.
-        let keep: Vec<Digest> = self
+        // Blocks above the root whose ancestry does not pass through it are pruned too. A parent
+        // has a lower round than its child, so one pass in round order finds the descendants.
+        let mut by_round: Vec<(Round, Digest, Digest)> = self
             .blocks
-            .keys()
-            .filter(|d| self.path_to(d).is_some())
-            .copied()
+            .iter()
+            .map(|(d, n)| (n.block.block.round, *d, n.block.block.parent()))
             .collect();
+        by_round.sort();
+        let mut keep: HashSet<Digest> = HashSet::with_capacity(by_round.len());
+        for (_, d, parent) in by_round {
+            if parent == self.root.digest || keep.contains(&parent) {
+                keep.insert(d);
+            }
+        }
         self.blocks.retain(|d, _| keep.contains(d));
         Some(path)
     }

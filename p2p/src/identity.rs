@@ -180,6 +180,14 @@ impl PeerVerifier {
     }
 }
 
+/// The only handshake signature scheme accepted: network keys are ed25519.
+const SCHEMES: [SignatureScheme; 1] = [SignatureScheme::ED25519];
+
+/// Both sides refuse TLS 1.2 (QUIC needs 1.3, and so do we).
+fn no_tls12() -> rustls::Error {
+    rustls::Error::General("TLS 1.2 is not accepted".into())
+}
+
 fn reject(e: Error) -> rustls::Error {
     rustls::Error::General(e.to_string())
 }
@@ -203,7 +211,7 @@ impl ServerCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+        Err(no_tls12())
     }
 
     fn verify_tls13_signature(
@@ -216,7 +224,7 @@ impl ServerCertVerifier for PeerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        SCHEMES.to_vec()
     }
 }
 
@@ -241,7 +249,7 @@ impl ClientCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+        Err(no_tls12())
     }
 
     fn verify_tls13_signature(
@@ -254,7 +262,7 @@ impl ClientCertVerifier for PeerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        SCHEMES.to_vec()
     }
 }
 
