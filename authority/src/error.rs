@@ -63,3 +63,47 @@ pub enum Rejection {
     #[error("overloaded: {0}")]
     Overloaded(String),
 }
+
+/// Why execution or batch handling could not proceed. These are the node's own problems (or
+/// a caller's sequencing mistake), never a client's.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] keel_storage::Error),
+    /// Something this node stored does not decode.
+    #[error("corrupt {what} in the store: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A block was handed to execution out of order.
+    #[error("block at height {found} handed to execution, expected height {expected}")]
+    OutOfOrder {
+        /// The next height to execute.
+        expected: keel_types::Height,
+        /// The height given.
+        found: keel_types::Height,
+    },
+    /// The store holds another network's genesis.
+    #[error("the data directory holds genesis {found}, the configuration names {expected}")]
+    GenesisMismatch {
+        /// The configured genesis.
+        expected: keel_types::Digest,
+        /// The stored one.
+        found: keel_types::Digest,
+    },
+    /// A batch a committed block orders could not be obtained.
+    #[error("batch {digest} is not stored and could not be fetched: {reason}")]
+    MissingBatch {
+        /// The batch.
+        digest: keel_types::Digest,
+        /// Why the fetch failed.
+        reason: String,
+    },
+}
+
+/// Result of execution and batch handling.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

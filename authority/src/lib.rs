@@ -17,8 +17,15 @@
 
 pub mod batching;
 pub mod error;
+pub mod execution;
+pub mod executor;
 pub mod mempool;
+pub mod state;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
-pub use error::Rejection;
+pub use error::{Error, Rejection, Result};
+pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState};
 pub use mempool::{Mempool, MempoolConfig, NonceReader};
+pub use state::ExecutedMarker;

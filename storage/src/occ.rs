@@ -218,6 +218,28 @@ impl<'a> OccTransaction<'a> {
         Ok(found)
     }
 
+    /// The snapshot this transaction reads; it is `Sync`, so several threads may read it at
+    /// once (parallel execution) and report what they saw with [`OccTransaction::record_read`].
+    pub fn snapshot(&self) -> &StateSnapshot<'a> {
+        &self.snapshot
+    }
+
+    /// Adds `key` to the read set as if [`OccTransaction::get_versioned`] had returned `found`.
+    /// `found` must be what `self.snapshot().get(key)` returns: commit validates the version
+    /// and the state root relies on the value. Lets a caller that read the snapshot elsewhere
+    /// avoid reading the key again.
+    pub fn record_read(&mut self, key: &[u8], found: Option<&Versioned>) -> Result<()> {
+        check_key(key)?;
+        if !self.reads.contains_key(key) && !self.writes.contains_key(key) {
+            let seen = Latest {
+                version: found.map(|v| v.version),
+                seed: found.map(|v| element_seed(key, &v.value)),
+            };
+            self.reads.insert(key.to_vec(), seen);
+        }
+        Ok(())
+    }
+
     /// Buffers a write of `value` to `key`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;

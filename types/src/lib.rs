@@ -10,7 +10,7 @@
 //! Main types: [`Digest`] (blake3; every id), [`PublicKey`]/[`KeyPair`]/[`Signature`] (ed25519),
 //! [`Committee`] (stake and quorum arithmetic), [`SignedTransaction`], [`Batch`],
 //! [`ProofOfAvailability`], [`SignedBlock`], [`Vote`], [`QuorumCertificate`], [`Timeout`],
-//! [`TimeoutCertificate`], [`Checkpoint`], [`CertifiedCheckpoint`].
+//! [`TimeoutCertificate`], [`Checkpoint`], [`CertifiedCheckpoint`], [`Receipt`].
 //!
 //! Invariants:
 //! - Every id is `blake3(tag || bcs(content))`; bcs is canonical, so equal content has one id.
@@ -38,6 +38,7 @@ pub mod encoding;
 pub mod error;
 pub mod ids;
 pub mod multisig;
+pub mod receipt;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod transaction;
@@ -55,6 +56,7 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use ids::{ChainId, Epoch, Height, Nonce, Round, Stake, TimestampMs, ValidatorIndex};
 pub use multisig::{MultiSignature, Threshold};
+pub use receipt::{DiscardReason, Effect, ExecutionStatus, FailureReason, Receipt};
 pub use transaction::{
     MAX_KEY_LEN, MAX_OPS, MAX_TRANSACTION_BYTES, MAX_VALUE_LEN, Op, SignedTransaction, Transaction,
 };

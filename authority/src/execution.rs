@@ -1,0 +1,267 @@
+//! The semantics of one transaction: a pure function of the state values it reads.
+//!
+//! [`execute_transaction`] reads through a [`StateView`] and returns the writes it would make,
+//! without applying them. Because the outcome depends only on the values read, a run whose
+//! reads still hold at its place in the block is exactly the run sequential execution would
+//! make there; the executor relies on this to run transactions optimistically in parallel.
+//!
+//! Rules, in order:
+//! 1. expiry before the block's timestamp: discarded (nothing read);
+//! 2. nonce ahead of the account's: discarded; behind: stale (the executor tells a duplicate
+//!    of an executed transaction from a late one);
+//! 3. ops apply in order on a scratch copy; the first op that cannot apply fails the whole
+//!    transaction, which then only consumes the nonce;
+//! 4. success writes every changed account and object, and the sender's next nonce.
+
+use crate::{
+    error::Result,
+    state::{account_key, decode_account, decode_object, encode, object_key},
+};
+use keel_types::{
+    Account, Address, DiscardReason, Effect, ExecutionStatus, FailureReason, Nonce, Object, Op,
+    TimestampMs, Transaction,
+};
+use std::collections::BTreeMap;
+
+/// Reads state for one transaction.
+pub trait StateView {
+    /// The value of `key` as this view sees it.
+    fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+}
+
+/// State writes in key order (`None` deletes).
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// What running a transaction would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// It ran (succeeded or failed) and consumed its nonce.
+    Executed {
+        /// Success or the failure reason.
+        status: ExecutionStatus,
+        /// The writes to apply.
+        writes: Writes,
+        /// The same writes as a client reads them.
+        effects: Vec<Effect>,
+    },
+    /// It cannot run; nothing changes.
+    Discarded(DiscardReason),
+    /// Its nonce is below the account's.
+    Stale {
+        /// The account's next nonce.
+        next: Nonce,
+    },
+}
+
+/// Runs `tx` (sent by `sender`) in a block with `block_timestamp` against `view`.
+pub fn execute_transaction(
+    tx: &Transaction,
+    sender: Address,
+    block_timestamp: TimestampMs,
+    view: &mut impl StateView,
+) -> Result<TxOutcome> {
+    if tx.expiry < block_timestamp {
+        return Ok(TxOutcome::Discarded(DiscardReason::Expired {
+            expiry: tx.expiry,
+            block_timestamp,
+        }));
+    }
+    let start = decode_account(view.read(&account_key(&sender))?.as_deref())?;
+    if tx.nonce < start.nonce {
+        return Ok(TxOutcome::Stale { next: start.nonce });
+    }
+    if tx.nonce > start.nonce {
+        return Ok(TxOutcome::Discarded(DiscardReason::FutureNonce {
+            nonce: tx.nonce,
+            next: start.nonce,
+        }));
+    }
+    // A nonce cannot advance past u64::MAX: such an account can send no more.
+    let Some(next_nonce) = start.nonce.checked_next() else {
+        return Ok(TxOutcome::Discarded(DiscardReason::FutureNonce {
+            nonce: tx.nonce,
+            next: start.nonce,
+        }));
+    };
+
+    let mut scratch = Scratch {
+        sender,
+        accounts: BTreeMap::from([(sender, start)]),
+        objects: BTreeMap::new(),
+    };
+    let status = match scratch.apply_ops(&tx.ops, view)? {
+        Ok(()) => ExecutionStatus::Success,
+        Err(reason) => {
+            scratch.accounts = BTreeMap::from([(sender, start)]);
+            scratch.objects.clear();
+            ExecutionStatus::Failed(reason)
+        }
+    };
+    if let Some(account) = scratch.accounts.get_mut(&sender) {
+        account.nonce = next_nonce;
+    }
+    let (writes, effects) = scratch.into_writes();
+    Ok(TxOutcome::Executed {
+        status,
+        writes,
+        effects,
+    })
+}
+
+/// A transaction's view of the accounts and objects it touched, changed in place.
+struct Scratch {
+    sender: Address,
+    /// Every account read, with its current value (all are written back).
+    accounts: BTreeMap<Address, Account>,
+    /// Sender's objects read: the current value, and whether the transaction changed it.
+    objects: BTreeMap<Vec<u8>, (Option<Object>, bool)>,
+}
+
+impl Scratch {
+    fn account(&mut self, address: Address, view: &mut impl StateView) -> Result<&mut Account> {
+        match self.accounts.entry(address) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let found = decode_account(view.read(&account_key(&address))?.as_deref())?;
+                Ok(e.insert(found))
+            }
+        }
+    }
+
+    fn object(
+        &mut self,
+        key: &[u8],
+        view: &mut impl StateView,
+    ) -> Result<&mut (Option<Object>, bool)> {
+        if !self.objects.contains_key(key) {
+            let found = decode_object(view.read(&object_key(&self.sender, key))?.as_deref())?;
+            self.objects.insert(key.to_vec(), (found, false));
+        }
+        // INVARIANT: inserted just above if absent.
+        Ok(self.objects.get_mut(key).expect("INVARIANT: object loaded"))
+    }
+
+    /// Applies the ops; the outer error is a storage failure, the inner one the op that failed.
+    fn apply_ops(
+        &mut self,
+        ops: &[Op],
+        view: &mut impl StateView,
+    ) -> Result<Result<(), FailureReason>> {
+        for (i, op) in ops.iter().enumerate() {
+            let op_index = u32::try_from(i).unwrap_or(u32::MAX);
+            if let Err(reason) = self.apply_op(op_index, op, view)? {
+                return Ok(Err(reason));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn apply_op(
+        &mut self,
+        op_index: u32,
+        op: &Op,
+        view: &mut impl StateView,
+    ) -> Result<Result<(), FailureReason>> {
+        match op {
+            Op::Transfer { to, amount } => {
+                let from = self.account(self.sender, view)?;
+                if from.balance < *amount {
+                    return Ok(Err(FailureReason::InsufficientBalance {
+                        op_index,
+                        needed: *amount,
+                        available: from.balance,
+                    }));
+                }
+                from.balance -= amount;
+                let to = self.account(*to, view)?;
+                match to.balance.checked_add(*amount) {
+                    Some(b) => to.balance = b,
+                    None => return Ok(Err(FailureReason::BalanceOverflow { op_index })),
+                }
+            }
+            Op::Put { key, value } => {
+                let entry = self.object(key, view)?;
+                let Some(version) = next_version(&entry.0) else {
+                    return Ok(Err(FailureReason::VersionOverflow { op_index }));
+                };
+                *entry = (
+                    Some(Object {
+                        version,
+                        value: value.clone(),
+                    }),
+                    true,
+                );
+            }
+            Op::Delete { key } => {
+                let entry = self.object(key, view)?;
+                if entry.0.is_some() {
+                    *entry = (None, true);
+                }
+            }
+            Op::CompareAndSwap {
+                key,
+                expected_version,
+                value,
+            } => {
+                let entry = self.object(key, view)?;
+                let found = entry.0.as_ref().map_or(0, |o| o.version);
+                if found != *expected_version {
+                    return Ok(Err(FailureReason::VersionMismatch {
+                        op_index,
+                        expected: *expected_version,
+                        found,
+                    }));
+                }
+                let Some(version) = next_version(&entry.0) else {
+                    return Ok(Err(FailureReason::VersionOverflow { op_index }));
+                };
+                *entry = (
+                    Some(Object {
+                        version,
+                        value: value.clone(),
+                    }),
+                    true,
+                );
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn into_writes(self) -> (Writes, Vec<Effect>) {
+        let mut writes = Writes::new();
+        let mut effects = Vec::with_capacity(self.accounts.len() + self.objects.len());
+        // Accounts (tag `a`) sort before objects (tag `o`), so effects come out in key order.
+        for (address, account) in self.accounts {
+            writes.insert(account_key(&address), Some(encode(&account)));
+            effects.push(Effect::Account {
+                address,
+                balance: account.balance,
+                nonce: account.nonce,
+            });
+        }
+        for (key, (object, changed)) in self.objects {
+            if !changed {
+                continue;
+            }
+            let state_key = object_key(&self.sender, &key);
+            match object {
+                Some(object) => {
+                    effects.push(Effect::ObjectWritten {
+                        key,
+                        version: object.version,
+                    });
+                    writes.insert(state_key, Some(encode(&object)));
+                }
+                None => {
+                    effects.push(Effect::ObjectDeleted { key });
+                    writes.insert(state_key, None);
+                }
+            }
+        }
+        (writes, effects)
+    }
+}
+
+fn next_version(object: &Option<Object>) -> Option<u64> {
+    object.as_ref().map_or(0, |o| o.version).checked_add(1)
+}

@@ -1,0 +1,443 @@
+//! Execution of committed blocks: optimistic in parallel, equal to sequential by construction.
+//!
+//! For each block, in height order:
+//! 1. **Optimistic phase** (a pool of `workers` threads): every transaction runs against the
+//!    pre-block snapshot, recording the snapshot values it read; workers claim transactions in
+//!    small chunks from a shared counter, so skew in cost does not leave a core idle.
+//! 2. **Validation phase** (in block order, one thread): a transaction whose reads all still
+//!    hold — no earlier transaction in the block wrote a different value to any key it read —
+//!    keeps its optimistic result; otherwise it runs again against the snapshot plus the
+//!    writes of the transactions before it. Either way its result is the one sequential
+//!    execution gives at that position (see [`crate::execution`]). Re-runs read mostly from
+//!    memory: every snapshot value any transaction read is kept for the block.
+//! 3. **Commit**: the block's net writes, every receipt and the [`ExecutedMarker`] go to
+//!    RocksDB in one write batch, so a crash leaves the store at a block boundary and
+//!    execution resumes at the marker's height + 1.
+//!
+//! Duplicates are skipped: a transaction whose digest appears earlier in the block, or whose
+//! nonce is stale because it already executed (its receipt says so). A transaction with a stale
+//! nonce that never executed is discarded with a receipt. With `workers == 0` the executor runs
+//! plainly in order, the reference the parallel path is tested against.
+
+use crate::{
+    error::{Error, Result},
+    execution::{StateView, TxOutcome, execute_transaction},
+    state::{self, EXECUTED_KEY, ExecutedMarker, account_key, encode},
+};
+use keel_storage::{Column, StateSnapshot, Store, Versioned, WriteOp};
+use keel_types::{
+    Account, Address, Digest, DiscardReason, ExecutionStatus, Height, Receipt, SignedTransaction,
+    TimestampMs,
+};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+/// Transactions a worker claims at a time in the optimistic phase.
+const CHUNK: usize = 8;
+
+/// Execution parameters.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Threads of the optimistic phase; 0 executes plainly in order.
+    pub workers: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig { workers: 2 }
+    }
+}
+
+/// The state a network starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisState {
+    /// Names the genesis (the digest of the genesis file); it becomes the height-0 block.
+    pub digest: Digest,
+    /// Funded accounts.
+    pub accounts: Vec<(Address, u64)>,
+}
+
+/// A committed block ready to execute: its position and its transactions in order.
+#[derive(Debug, Clone)]
+pub struct BlockToExecute<'a> {
+    /// The block's height.
+    pub height: Height,
+    /// The block id.
+    pub digest: Digest,
+    /// The block's timestamp (transactions expiring before it are discarded).
+    pub timestamp: TimestampMs,
+    /// The transactions of its batches, in proof order then batch order.
+    pub transactions: Vec<&'a SignedTransaction>,
+}
+
+/// What executing a block did.
+#[derive(Debug, Clone)]
+pub struct BlockOutcome {
+    /// The marker after the block.
+    pub marker: ExecutedMarker,
+    /// One receipt per transaction not skipped, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Duplicates skipped.
+    pub skipped: usize,
+    /// Transactions whose optimistic run was invalidated and ran again.
+    pub reexecuted: usize,
+}
+
+/// Executes committed blocks into a store; the only writer of its state.
+pub struct Executor {
+    store: Arc<Store>,
+    config: ExecutorConfig,
+    marker: ExecutedMarker,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("workers", &self.config.workers)
+            .field("marker", &self.marker)
+            .finish()
+    }
+}
+
+/// One transaction's optimistic run.
+struct Run {
+    digest: Digest,
+    sender: Address,
+    outcome: TxOutcome,
+    /// The snapshot values it read.
+    reads: Vec<(Vec<u8>, Option<Versioned>)>,
+}
+
+impl Executor {
+    /// Opens execution on `store`, writing `genesis` if the store is new. A store holding
+    /// another genesis is refused.
+    pub fn open(store: Arc<Store>, config: ExecutorConfig, genesis: &GenesisState) -> Result<Self> {
+        let marker = match state::executed_marker(&store)? {
+            Some(marker) => {
+                let found = genesis_marker_digest(&store)?;
+                if found != Some(genesis.digest) {
+                    return Err(Error::GenesisMismatch {
+                        expected: genesis.digest,
+                        found: found.unwrap_or_default(),
+                    });
+                }
+                marker
+            }
+            None => write_genesis(&store, genesis)?,
+        };
+        Ok(Executor {
+            store,
+            config,
+            marker,
+        })
+    }
+
+    /// How far execution has got.
+    pub fn marker(&self) -> &ExecutedMarker {
+        &self.marker
+    }
+
+    /// The store executed into.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Executes the block at the next height and commits it.
+    pub fn execute_block(&mut self, block: &BlockToExecute<'_>) -> Result<BlockOutcome> {
+        let expected = Height(self.marker.height.0.saturating_add(1));
+        if block.height != expected {
+            return Err(Error::OutOfOrder {
+                expected,
+                found: block.height,
+            });
+        }
+        let mut txn = self.store.begin();
+        let snapshot = txn.snapshot();
+        let runs = if self.config.workers == 0 {
+            Vec::new()
+        } else {
+            optimistic_phase(snapshot, block, self.config.workers)?
+        };
+        let mut runs = runs.into_iter().map(Some);
+
+        let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut base: HashMap<Vec<u8>, Option<Versioned>> = HashMap::new();
+        let mut seen: HashSet<Digest> = HashSet::with_capacity(block.transactions.len());
+        let mut receipts = Vec::with_capacity(block.transactions.len());
+        let (mut skipped, mut reexecuted, mut executed) = (0usize, 0usize, 0u64);
+
+        for (position, tx) in block.transactions.iter().enumerate() {
+            let run = runs.next().flatten();
+            let (digest, sender) = match &run {
+                Some(run) => (run.digest, run.sender),
+                None => (tx.digest(), tx.transaction.sender_address()),
+            };
+            if !seen.insert(digest) {
+                skipped += 1;
+                continue;
+            }
+            let outcome = match run {
+                Some(run) if still_valid(&run.reads, &overlay) => {
+                    for (key, found) in run.reads {
+                        base.entry(key).or_insert(found);
+                    }
+                    run.outcome
+                }
+                other => {
+                    if let Some(run) = other {
+                        reexecuted += 1;
+                        for (key, found) in run.reads {
+                            base.entry(key).or_insert(found);
+                        }
+                    }
+                    let mut view = OverlayView {
+                        overlay: &overlay,
+                        base: &mut base,
+                        snapshot,
+                    };
+                    execute_transaction(&tx.transaction, sender, block.timestamp, &mut view)?
+                }
+            };
+            let (status, effects) = match outcome {
+                TxOutcome::Executed {
+                    status,
+                    writes,
+                    effects,
+                } => {
+                    overlay.extend(writes);
+                    executed += 1;
+                    (status, effects)
+                }
+                TxOutcome::Discarded(reason) => (ExecutionStatus::Discarded(reason), Vec::new()),
+                TxOutcome::Stale { next } => {
+                    let earlier = state::receipt(&self.store, &digest)?;
+                    if earlier.is_some_and(|r| r.status.is_executed()) {
+                        skipped += 1;
+                        continue;
+                    }
+                    let reason = DiscardReason::StaleNonce {
+                        nonce: tx.transaction.nonce,
+                        next,
+                    };
+                    (ExecutionStatus::Discarded(reason), Vec::new())
+                }
+            };
+            receipts.push(Receipt {
+                transaction: digest,
+                sender,
+                nonce: tx.transaction.nonce,
+                status,
+                effects,
+                height: block.height,
+                block: block.digest,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+            });
+        }
+
+        let marker = ExecutedMarker {
+            height: block.height,
+            block: block.digest,
+            executed_transactions: self.marker.executed_transactions.saturating_add(executed),
+        };
+        for (key, value) in overlay {
+            match base.get(&key) {
+                Some(found) => txn.record_read(&key, found.as_ref())?,
+                None => {
+                    txn.get_versioned(&key)?;
+                }
+            }
+            match value {
+                Some(value) => txn.put(&key, &value)?,
+                None => txn.delete(&key)?,
+            }
+        }
+        let mut extra = Vec::with_capacity(receipts.len() + 1);
+        for receipt in &receipts {
+            extra.push(WriteOp {
+                column: Column::Receipts,
+                key: receipt.transaction.0.to_vec(),
+                value: Some(encode(receipt)),
+            });
+        }
+        extra.push(WriteOp {
+            column: Column::Meta,
+            key: EXECUTED_KEY.to_vec(),
+            value: Some(encode(&marker)),
+        });
+        txn.commit_with(extra)?;
+        self.marker = marker.clone();
+        Ok(BlockOutcome {
+            marker,
+            receipts,
+            skipped,
+            reexecuted,
+        })
+    }
+}
+
+/// Whether every value `reads` saw in the snapshot is still the value before this position.
+fn still_valid(
+    reads: &[(Vec<u8>, Option<Versioned>)],
+    overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> bool {
+    reads.iter().all(|(key, found)| match overlay.get(key) {
+        None => true,
+        Some(now) => now.as_deref() == found.as_ref().map(|v| v.value.as_slice()),
+    })
+}
+
+fn optimistic_phase(
+    snapshot: &StateSnapshot<'_>,
+    block: &BlockToExecute<'_>,
+    workers: usize,
+) -> Result<Vec<Run>> {
+    let n = block.transactions.len();
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<Vec<(usize, Run)>> {
+        let mut out = Vec::new();
+        loop {
+            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= n {
+                return Ok(out);
+            }
+            for (i, tx) in block
+                .transactions
+                .iter()
+                .enumerate()
+                .take((start + CHUNK).min(n))
+                .skip(start)
+            {
+                let sender = tx.transaction.sender_address();
+                let mut view = SnapshotView {
+                    snapshot,
+                    reads: Vec::new(),
+                };
+                let outcome =
+                    execute_transaction(&tx.transaction, sender, block.timestamp, &mut view)?;
+                out.push((
+                    i,
+                    Run {
+                        digest: tx.digest(),
+                        sender,
+                        outcome,
+                        reads: view.reads,
+                    },
+                ));
+            }
+        }
+    };
+    let parts: Vec<Result<Vec<(usize, Run)>>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..workers.min(n.div_ceil(CHUNK)).max(1))
+            .map(|_| scope.spawn(work))
+            .collect();
+        let mut parts = vec![work()];
+        for helper in helpers {
+            // A worker only panics on a broken invariant of ours; carry the panic on.
+            parts.push(
+                helper
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+        }
+        parts
+    });
+    let mut slots: Vec<Option<Run>> = (0..n).map(|_| None).collect();
+    for part in parts {
+        for (i, run) in part? {
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(run);
+            }
+        }
+    }
+    // INVARIANT: the chunks cover 0..n exactly once.
+    Ok(slots
+        .into_iter()
+        .map(|r| r.expect("INVARIANT: every transaction ran"))
+        .collect())
+}
+
+/// The pre-block snapshot, recording what it returns.
+struct SnapshotView<'a, 's> {
+    snapshot: &'a StateSnapshot<'s>,
+    reads: Vec<(Vec<u8>, Option<Versioned>)>,
+}
+
+impl StateView for SnapshotView<'_, '_> {
+    fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let found = self.snapshot.get(key)?;
+        let value = found.as_ref().map(|v| v.value.clone());
+        self.reads.push((key.to_vec(), found));
+        Ok(value)
+    }
+}
+
+/// The snapshot plus the writes of the block's earlier transactions.
+struct OverlayView<'a, 's> {
+    overlay: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Snapshot values already read during this block.
+    base: &'a mut HashMap<Vec<u8>, Option<Versioned>>,
+    snapshot: &'a StateSnapshot<'s>,
+}
+
+impl StateView for OverlayView<'_, '_> {
+    fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(now) = self.overlay.get(key) {
+            return Ok(now.clone());
+        }
+        if let Some(found) = self.base.get(key) {
+            return Ok(found.as_ref().map(|v| v.value.clone()));
+        }
+        let found = self.snapshot.get(key)?;
+        let value = found.as_ref().map(|v| v.value.clone());
+        self.base.insert(key.to_vec(), found);
+        Ok(value)
+    }
+}
+
+const GENESIS_KEY: &[u8] = b"genesis";
+
+fn genesis_marker_digest(store: &Store) -> Result<Option<Digest>> {
+    store
+        .get(Column::Meta, GENESIS_KEY)?
+        .map(|b| state::decode(&b, "genesis digest"))
+        .transpose()
+}
+
+fn write_genesis(store: &Store, genesis: &GenesisState) -> Result<ExecutedMarker> {
+    let mut txn = store.begin();
+    let mut balances: HashMap<Address, u64> = HashMap::new();
+    for (address, amount) in &genesis.accounts {
+        let b = balances.entry(*address).or_default();
+        *b = b.saturating_add(*amount);
+    }
+    for (address, balance) in balances {
+        let account = Account {
+            balance,
+            nonce: Default::default(),
+        };
+        txn.put(&account_key(&address), &encode(&account))?;
+    }
+    let marker = ExecutedMarker {
+        height: Height(0),
+        block: genesis.digest,
+        executed_transactions: 0,
+    };
+    txn.commit_with(vec![
+        WriteOp {
+            column: Column::Meta,
+            key: GENESIS_KEY.to_vec(),
+            value: Some(encode(&genesis.digest)),
+        },
+        WriteOp {
+            column: Column::Meta,
+            key: EXECUTED_KEY.to_vec(),
+            value: Some(encode(&marker)),
+        },
+    ])?;
+    Ok(marker)
+}
