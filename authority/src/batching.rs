@@ -95,6 +95,11 @@ impl BatchMaker {
         None
     }
 
+    /// Whether transactions wait in the open batch.
+    pub fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     fn seal(&mut self) -> Option<Batch> {
         if self.open.is_empty() {
             return None;

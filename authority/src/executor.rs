@@ -35,6 +35,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 /// Transactions a worker claims at a time in the optimistic phase.
@@ -86,6 +87,19 @@ pub struct BlockOutcome {
     pub skipped: usize,
     /// Transactions whose optimistic run was invalidated and ran again.
     pub reexecuted: usize,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Time spent in each phase of a block's execution.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Optimistic runs on the worker pool.
+    pub optimistic: Duration,
+    /// In-order validation and re-execution.
+    pub validate: Duration,
+    /// Building and writing the block's write batch.
+    pub commit: Duration,
 }
 
 /// Executes committed blocks into a store; the only writer of its state.
@@ -156,6 +170,8 @@ impl Executor {
                 found: block.height,
             });
         }
+        let started = Instant::now();
+        let mut timings = Timings::default();
         let mut txn = self.store.begin();
         let snapshot = txn.snapshot();
         let runs = if self.config.workers == 0 {
@@ -164,6 +180,7 @@ impl Executor {
             optimistic_phase(snapshot, block, self.config.workers)?
         };
         let mut runs = runs.into_iter().map(Some);
+        timings.optimistic = started.elapsed();
 
         let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut base: HashMap<Vec<u8>, Option<Versioned>> = HashMap::new();
@@ -239,6 +256,7 @@ impl Executor {
             });
         }
 
+        timings.validate = started.elapsed() - timings.optimistic;
         let marker = ExecutedMarker {
             height: block.height,
             block: block.digest,
@@ -264,18 +282,22 @@ impl Executor {
                 value: Some(encode(receipt)),
             });
         }
+        // Key order makes RocksDB's memtable insertions cheaper (each starts near the last).
+        extra.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         extra.push(WriteOp {
             column: Column::Meta,
             key: EXECUTED_KEY.to_vec(),
             value: Some(encode(&marker)),
         });
         txn.commit_with(extra)?;
+        timings.commit = started.elapsed() - timings.optimistic - timings.validate;
         self.marker = marker.clone();
         Ok(BlockOutcome {
             marker,
             receipts,
             skipped,
             reexecuted,
+            timings,
         })
     }
 }

@@ -1,21 +1,35 @@
 //! keel-authority: turns client transactions into batches and committed blocks into state.
 //!
-//! In progress: admission and the mempool ([`Mempool`]), batching ([`BatchMaker`]) and proofs of
-//! availability ([`ProofBuilder`]). Parallel execution comes next.
-//!
 //! ```text
-//!  bytes ─decode(limits)─▶ SignedTransaction ─precheck─▶ batch-verify signatures ─▶ Mempool ─take─▶ batch
+//!  bytes ─decode(limits)─▶ SignedTransaction ─checks, batch-verify─▶ Mempool ─take─▶ Dissemination
+//!  Dissemination: seal batch ─▶ peers verify + store + ack ─▶ proof of availability ─▶ ProofQueue
+//!  consensus (in `node`): ProofQueue::pull as payload, validate_payload before voting
+//!  committed block ─resolve_batches─▶ transactions ─Executor (parallel OCC)─▶ state, receipts, marker
 //! ```
 //!
-//! Invariants: a transaction is admitted only with a valid signature, the node's chain id, an
-//! unexpired expiry within the lifetime limit, and a nonce inside the account's window; a
-//! digest or (sender, nonce) is pending at most once; the pool never exceeds its limits (a full
-//! pool answers [`Rejection::Overloaded`]).
+//! Modules: [`mempool`] (admission), [`batching`] (sealing, acknowledgements → proofs),
+//! [`dissemination`] (the batch/ack/proof protocol over a [`BatchNetwork`] trait, the proof
+//! queue, batch resolution), [`execution`] (one transaction's semantics), [`executor`] (blocks:
+//! optimistic parallel runs, in-order validation, one atomic commit), [`state`] (the key layout).
+//!
+//! Invariants:
+//! - a transaction is admitted only with a valid signature, the node's chain id, an unexpired
+//!   expiry within the lifetime limit, and a nonce inside the account's window; the pool never
+//!   exceeds its limits (a full pool answers [`Rejection::Overloaded`]);
+//! - a validator acknowledges a batch only after storing it and verifying every signature in it;
+//!   a proof carries acknowledgements from more than 1/3 of the stake, so an honest holder exists;
+//! - execution gives the receipts and state of sequential execution in block order, whatever the
+//!   number of workers; a block's writes, receipts and executed marker commit atomically, so
+//!   after a crash execution resumes at the marker's height + 1.
+//!
+//! This crate does not depend on consensus (the node adapts [`Dissemination`] to consensus's
+//! payload traits), does no networking itself, and reads no files or environment.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod batching;
+pub mod dissemination;
 pub mod error;
 pub mod execution;
 pub mod executor;
@@ -25,7 +39,11 @@ pub mod state;
 pub mod test_utils;
 
 pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
+pub use dissemination::{
+    BatchNetwork, BatchRejection, Dissemination, DisseminationConfig, DisseminationDeps,
+    ProofQueue, resolve_batches,
+};
 pub use error::{Error, Rejection, Result};
-pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState};
+pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState, Timings};
 pub use mempool::{Mempool, MempoolConfig, NonceReader};
 pub use state::ExecutedMarker;

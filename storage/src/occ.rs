@@ -335,7 +335,15 @@ impl<'a> OccTransaction<'a> {
         let mut batch = WriteBatch::default();
         let mut journal = Vec::with_capacity(self.writes.len());
         let mut written = Vec::with_capacity(self.writes.len());
-        for (key, new) in &self.writes {
+        // RocksDB inserts a write batch into its memtable skiplist in batch order; writes in
+        // stored-key order make each insertion start next to the previous one.
+        let mut ordered: Vec<_> = self
+            .writes
+            .iter()
+            .map(|(key, new)| (state_key(key), key, new))
+            .collect();
+        ordered.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (skey, key, new) in ordered {
             let seen = self.reads.get(key);
             let (current, changed) = match (latest(key, cs)?, seen) {
                 (Some(now), Some(seen)) => (now, now.version != seen.version),
@@ -361,7 +369,6 @@ impl<'a> OccTransaction<'a> {
                     found: current.version,
                 });
             }
-            let skey = state_key(key);
             let new_seed = match new {
                 Some(value) => {
                     let mut stored = Vec::with_capacity(8 + value.len());
