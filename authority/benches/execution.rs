@@ -25,7 +25,8 @@ fn run(workers: usize, config: &WorkloadConfig) -> (f64, usize, [f64; 3]) {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-    let mut executor = Executor::open(store, ExecutorConfig { workers }, &genesis).unwrap();
+    let mut executor =
+        Executor::open(store, ExecutorConfig::with_workers(workers), &genesis).unwrap();
     let mut reexecuted = 0;
     let mut phases = [0f64; 3];
     let mut start = Instant::now();

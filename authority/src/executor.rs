@@ -20,6 +20,7 @@
 //! plainly in order, the reference the parallel path is tested against.
 
 use crate::{
+    cache::StateCache,
     error::{Error, Result},
     execution::{StateView, TxOutcome, execute_transaction},
     state::{self, EXECUTED_KEY, ExecutedMarker, account_key, encode},
@@ -46,11 +47,26 @@ const CHUNK: usize = 8;
 pub struct ExecutorConfig {
     /// Threads of the optimistic phase; 0 executes plainly in order.
     pub workers: usize,
+    /// State values cached in memory in front of RocksDB (0: none).
+    pub cache_entries: usize,
+}
+
+impl ExecutorConfig {
+    /// `workers` optimistic workers and the default cache.
+    pub fn with_workers(workers: usize) -> Self {
+        ExecutorConfig {
+            workers,
+            ..ExecutorConfig::default()
+        }
+    }
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        ExecutorConfig { workers: 2 }
+        ExecutorConfig {
+            workers: 2,
+            cache_entries: 1 << 20,
+        }
     }
 }
 
@@ -107,6 +123,7 @@ pub struct Executor {
     store: Arc<Store>,
     config: ExecutorConfig,
     marker: ExecutedMarker,
+    cache: StateCache,
 }
 
 impl std::fmt::Debug for Executor {
@@ -146,6 +163,7 @@ impl Executor {
         };
         Ok(Executor {
             store,
+            cache: StateCache::new(config.cache_entries),
             config,
             marker,
         })
@@ -173,11 +191,14 @@ impl Executor {
         let started = Instant::now();
         let mut timings = Timings::default();
         let mut txn = self.store.begin();
-        let snapshot = txn.snapshot();
+        let pre = PreBlock {
+            snapshot: txn.snapshot(),
+            cache: &self.cache,
+        };
         let runs = if self.config.workers == 0 {
             Vec::new()
         } else {
-            optimistic_phase(snapshot, block, self.config.workers)?
+            optimistic_phase(&pre, block, self.config.workers)?
         };
         let mut runs = runs.into_iter().map(Some);
         timings.optimistic = started.elapsed();
@@ -215,7 +236,7 @@ impl Executor {
                     let mut view = OverlayView {
                         overlay: &overlay,
                         base: &mut base,
-                        snapshot,
+                        pre: &pre,
                     };
                     execute_transaction(&tx.transaction, sender, block.timestamp, &mut view)?
                 }
@@ -262,16 +283,16 @@ impl Executor {
             block: block.digest,
             executed_transactions: self.marker.executed_transactions.saturating_add(executed),
         };
-        for (key, value) in overlay {
-            match base.get(&key) {
-                Some(found) => txn.record_read(&key, found.as_ref())?,
+        for (key, value) in &overlay {
+            match base.get(key) {
+                Some(found) => txn.record_read(key, found.as_ref())?,
                 None => {
-                    txn.get_versioned(&key)?;
+                    txn.get_versioned(key)?;
                 }
             }
             match value {
-                Some(value) => txn.put(&key, &value)?,
-                None => txn.delete(&key)?,
+                Some(value) => txn.put(key, value)?,
+                None => txn.delete(key)?,
             }
         }
         let mut extra = Vec::with_capacity(receipts.len() + 1);
@@ -289,7 +310,20 @@ impl Executor {
             key: EXECUTED_KEY.to_vec(),
             value: Some(encode(&marker)),
         });
-        txn.commit_with(extra)?;
+        let info = txn.commit_with(extra)?;
+        // The cache now follows the commit: snapshot values read, then this block's writes.
+        for (key, found) in base {
+            if !overlay.contains_key(&key) {
+                self.cache.insert(key, found);
+            }
+        }
+        for (key, value) in overlay {
+            let value = value.map(|value| Versioned {
+                version: info.seq,
+                value,
+            });
+            self.cache.insert(key, value);
+        }
         timings.commit = started.elapsed() - timings.optimistic - timings.validate;
         self.marker = marker.clone();
         Ok(BlockOutcome {
@@ -313,8 +347,23 @@ fn still_valid(
     })
 }
 
+/// The state before the block: the cache in front of the snapshot.
+struct PreBlock<'a, 's> {
+    snapshot: &'a StateSnapshot<'s>,
+    cache: &'a StateCache,
+}
+
+impl PreBlock<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        match self.cache.get(key) {
+            Some(found) => Ok(found.clone()),
+            None => Ok(self.snapshot.get(key)?),
+        }
+    }
+}
+
 fn optimistic_phase(
-    snapshot: &StateSnapshot<'_>,
+    pre: &PreBlock<'_, '_>,
     block: &BlockToExecute<'_>,
     workers: usize,
 ) -> Result<Vec<Run>> {
@@ -336,7 +385,7 @@ fn optimistic_phase(
             {
                 let sender = tx.transaction.sender_address();
                 let mut view = SnapshotView {
-                    snapshot,
+                    pre,
                     reads: Vec::new(),
                 };
                 let outcome =
@@ -384,14 +433,14 @@ fn optimistic_phase(
 }
 
 /// The pre-block snapshot, recording what it returns.
-struct SnapshotView<'a, 's> {
-    snapshot: &'a StateSnapshot<'s>,
+struct SnapshotView<'a, 'b, 's> {
+    pre: &'a PreBlock<'b, 's>,
     reads: Vec<(Vec<u8>, Option<Versioned>)>,
 }
 
-impl StateView for SnapshotView<'_, '_> {
+impl StateView for SnapshotView<'_, '_, '_> {
     fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let found = self.snapshot.get(key)?;
+        let found = self.pre.get(key)?;
         let value = found.as_ref().map(|v| v.value.clone());
         self.reads.push((key.to_vec(), found));
         Ok(value)
@@ -399,14 +448,14 @@ impl StateView for SnapshotView<'_, '_> {
 }
 
 /// The snapshot plus the writes of the block's earlier transactions.
-struct OverlayView<'a, 's> {
+struct OverlayView<'a, 'b, 's> {
     overlay: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Snapshot values already read during this block.
     base: &'a mut HashMap<Vec<u8>, Option<Versioned>>,
-    snapshot: &'a StateSnapshot<'s>,
+    pre: &'a PreBlock<'b, 's>,
 }
 
-impl StateView for OverlayView<'_, '_> {
+impl StateView for OverlayView<'_, '_, '_> {
     fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(now) = self.overlay.get(key) {
             return Ok(now.clone());
@@ -414,7 +463,7 @@ impl StateView for OverlayView<'_, '_> {
         if let Some(found) = self.base.get(key) {
             return Ok(found.as_ref().map(|v| v.value.clone()));
         }
-        let found = self.snapshot.get(key)?;
+        let found = self.pre.get(key)?;
         let value = found.as_ref().map(|v| v.value.clone());
         self.base.insert(key.to_vec(), found);
         Ok(value)

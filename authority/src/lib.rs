@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod batching;
+pub mod cache;
 pub mod dissemination;
 pub mod error;
 pub mod execution;

@@ -337,7 +337,7 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
     let mut executors: Vec<Executor> = net
         .stores
         .iter()
-        .map(|s| Executor::open(s.clone(), ExecutorConfig { workers: 2 }, &genesis).unwrap())
+        .map(|s| Executor::open(s.clone(), ExecutorConfig::with_workers(2), &genesis).unwrap())
         .collect();
     for height in 1..=5u64 {
         // Clients submit to different validators; validator 3 misses the others' batches in

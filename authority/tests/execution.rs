@@ -15,8 +15,12 @@ use proptest::prelude::*;
 use std::sync::Arc;
 
 fn open(dir: &tempfile::TempDir, workers: usize, genesis: &GenesisState) -> Executor {
+    open_with(dir, ExecutorConfig::with_workers(workers), genesis)
+}
+
+fn open_with(dir: &tempfile::TempDir, config: ExecutorConfig, genesis: &GenesisState) -> Executor {
     let store = Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-    Executor::open(store, ExecutorConfig { workers }, genesis).unwrap()
+    Executor::open(store, config, genesis).unwrap()
 }
 
 fn block_at(height: u64, transactions: &[SignedTransaction]) -> BlockToExecute<'_> {
@@ -30,12 +34,12 @@ fn block_at(height: u64, transactions: &[SignedTransaction]) -> BlockToExecute<'
 
 /// Executes `blocks` with `workers`; returns each block's encoded receipts and state root.
 fn run(
-    workers: usize,
+    config: ExecutorConfig,
     genesis: &GenesisState,
     blocks: &[Vec<SignedTransaction>],
 ) -> (Vec<(Vec<u8>, Digest)>, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut executor = open(&dir, workers, genesis);
+    let mut executor = open_with(&dir, config, genesis);
     let mut reexecuted = 0;
     let per_block = blocks
         .iter()
@@ -64,7 +68,7 @@ proptest! {
     /// Random blocks over few accounts and keys (transfers, puts, deletes, compare-and-swaps,
     /// bad nonces, overdrafts, expired and duplicated transactions): 1, 2 and 4 workers give
     /// byte-identical receipts and the same state root after every block as plain sequential
-    /// execution.
+    /// execution without a state cache (2 workers run with a cache small enough to evict).
     #[test]
     fn parallel_execution_equals_sequential(
         seed in any::<u64>(),
@@ -73,9 +77,10 @@ proptest! {
         let mut workload = Workload::new(seed, WorkloadConfig::adversarial());
         let genesis = workload.genesis();
         let blocks: Vec<_> = sizes.iter().map(|n| workload.block(*n)).collect();
-        let (sequential, _) = run(0, &genesis, &blocks);
-        for workers in [1, 2, 4] {
-            let (parallel, _) = run(workers, &genesis, &blocks);
+        let reference = ExecutorConfig { workers: 0, cache_entries: 0 };
+        let (sequential, _) = run(reference, &genesis, &blocks);
+        for (workers, cache_entries) in [(1, 1 << 20), (2, 8), (4, 1 << 20)] {
+            let (parallel, _) = run(ExecutorConfig { workers, cache_entries }, &genesis, &blocks);
             for (height, (p, s)) in parallel.iter().zip(&sequential).enumerate() {
                 prop_assert!(p.0 == s.0, "receipts differ at height {} with {} workers (seed {})", height + 1, workers, seed);
                 prop_assert_eq!(p.1, s.1, "root differs at height {} with {} workers", height + 1, workers);

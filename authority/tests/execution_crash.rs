@@ -49,7 +49,7 @@ fn block_at(height: usize, transactions: &[SignedTransaction]) -> BlockToExecute
 fn open(dir: &std::path::Path) -> Executor {
     let (genesis, _) = workload();
     let store = Arc::new(Store::open(dir, &StoreConfig::default()).unwrap());
-    Executor::open(store, ExecutorConfig { workers: 2 }, &genesis).unwrap()
+    Executor::open(store, ExecutorConfig::with_workers(2), &genesis).unwrap()
 }
 
 /// The child: execute from the marker to the end of the sequence, announcing each height.
