@@ -230,12 +230,69 @@ impl ProofQueue {
     }
 }
 
+/// Checks peers' batches and signs acknowledgements. Cheap to clone, so the signature work can
+/// run on a blocking pool without holding the [`Dissemination`] state.
+#[derive(Debug, Clone)]
+pub struct BatchVerifier {
+    committee: Committee,
+    chain_id: ChainId,
+    me: ValidatorIndex,
+    key: Arc<KeyPair>,
+}
+
+impl BatchVerifier {
+    /// Validates `batch` from `sender` (author, epoch, sizes, static rules), verifies every
+    /// transaction signature in one batch verification, and signs the acknowledgement.
+    pub fn check(&self, sender: ValidatorIndex, batch: &Batch) -> Result<BatchAck, BatchRejection> {
+        if batch.author != sender {
+            return Err(BatchRejection::NotAuthor {
+                author: batch.author,
+                sender,
+            });
+        }
+        if batch.epoch != self.committee.epoch() {
+            return Err(BatchRejection::Invalid(format!(
+                "epoch {} is not the current epoch {}",
+                batch.epoch,
+                self.committee.epoch()
+            )));
+        }
+        batch
+            .validate(self.chain_id)
+            .map_err(|e| BatchRejection::Invalid(e.to_string()))?;
+        let messages: Vec<[u8; 32]> = batch
+            .transactions
+            .iter()
+            .map(|t| t.transaction.signing_message())
+            .collect();
+        let items: Vec<SignedMessage<'_>> = batch
+            .transactions
+            .iter()
+            .zip(&messages)
+            .map(|(t, m)| SignedMessage {
+                message: m,
+                key: &t.transaction.sender,
+                signature: &t.signature,
+            })
+            .collect();
+        verify_batch(&items).map_err(|bad| BatchRejection::BadSignature {
+            index: bad.first().copied().unwrap_or(0),
+        })?;
+        Ok(BatchAck::new(
+            batch.info(),
+            self.me,
+            &self.key,
+            self.chain_id,
+        ))
+    }
+}
+
 /// One validator's side of batch dissemination.
 pub struct Dissemination<N> {
     config: DisseminationConfig,
     committee: Committee,
     me: ValidatorIndex,
-    key: KeyPair,
+    verifier: BatchVerifier,
     store: Arc<Store>,
     network: N,
     maker: BatchMaker,
@@ -282,6 +339,12 @@ impl<N: BatchNetwork> Dissemination<N> {
             network,
         } = deps;
         Dissemination {
+            verifier: BatchVerifier {
+                committee: committee.clone(),
+                chain_id: config.chain_id,
+                me,
+                key: Arc::new(key),
+            },
             maker: BatchMaker::new(config.batch.clone(), me, committee.epoch()),
             builder: ProofBuilder::new(
                 committee.clone(),
@@ -297,10 +360,14 @@ impl<N: BatchNetwork> Dissemination<N> {
             config,
             committee,
             me,
-            key,
             store,
             network,
         }
+    }
+
+    /// A verifier for peers' batches (to run off this state's lock).
+    pub fn verifier(&self) -> BatchVerifier {
+        self.verifier.clone()
     }
 
     /// Adds admitted transactions to the open batch, publishing every batch they fill.
@@ -341,7 +408,12 @@ impl<N: BatchNetwork> Dissemination<N> {
             // still fetch it) but is not offered; its transactions are lost to this node.
             return Ok(());
         }
-        let own = BatchAck::new(batch.info(), self.me, &self.key, self.config.chain_id);
+        let own = BatchAck::new(
+            batch.info(),
+            self.me,
+            &self.verifier.key,
+            self.config.chain_id,
+        );
         self.on_ack(&own, now)?;
         self.network.broadcast_batch(&batch);
         Ok(())
@@ -355,60 +427,13 @@ impl<N: BatchNetwork> Dissemination<N> {
         sender: ValidatorIndex,
         batch: Batch,
     ) -> Result<Result<BatchAck, BatchRejection>> {
-        let ack = match self.check_batch(sender, &batch) {
+        let ack = match self.verifier.check(sender, &batch) {
             Ok(ack) => ack,
             Err(rejection) => return Ok(Err(rejection)),
         };
         store_batch(&self.store, &batch)?;
         self.network.send_ack(sender, &ack);
         Ok(Ok(ack))
-    }
-
-    fn check_batch(
-        &self,
-        sender: ValidatorIndex,
-        batch: &Batch,
-    ) -> Result<BatchAck, BatchRejection> {
-        if batch.author != sender {
-            return Err(BatchRejection::NotAuthor {
-                author: batch.author,
-                sender,
-            });
-        }
-        if batch.epoch != self.committee.epoch() {
-            return Err(BatchRejection::Invalid(format!(
-                "epoch {} is not the current epoch {}",
-                batch.epoch,
-                self.committee.epoch()
-            )));
-        }
-        batch
-            .validate(self.config.chain_id)
-            .map_err(|e| BatchRejection::Invalid(e.to_string()))?;
-        let messages: Vec<[u8; 32]> = batch
-            .transactions
-            .iter()
-            .map(|t| t.transaction.signing_message())
-            .collect();
-        let items: Vec<SignedMessage<'_>> = batch
-            .transactions
-            .iter()
-            .zip(&messages)
-            .map(|(t, m)| SignedMessage {
-                message: m,
-                key: &t.transaction.sender,
-                signature: &t.signature,
-            })
-            .collect();
-        verify_batch(&items).map_err(|bad| BatchRejection::BadSignature {
-            index: bad.first().copied().unwrap_or(0),
-        })?;
-        Ok(BatchAck::new(
-            batch.info(),
-            self.me,
-            &self.key,
-            self.config.chain_id,
-        ))
     }
 
     /// Counts an acknowledgement of one of this node's batches; a completed proof is queued
@@ -458,7 +483,8 @@ impl<N: BatchNetwork> Dissemination<N> {
     }
 }
 
-fn store_batch(store: &Store, batch: &Batch) -> Result<()> {
+/// Stores a batch under its digest.
+pub fn store_batch(store: &Store, batch: &Batch) -> Result<()> {
     store.put(Column::Batches, &batch.digest().0, &state::encode(batch))?;
     Ok(())
 }

@@ -41,8 +41,8 @@ pub mod test_utils;
 
 pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
 pub use dissemination::{
-    BatchNetwork, BatchRejection, Dissemination, DisseminationConfig, DisseminationDeps,
-    ProofQueue, resolve_batches,
+    BatchNetwork, BatchRejection, BatchVerifier, Dissemination, DisseminationConfig,
+    DisseminationDeps, ProofQueue, resolve_batches,
 };
 pub use error::{Error, Rejection, Result};
 pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState, Timings};

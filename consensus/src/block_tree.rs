@@ -13,7 +13,7 @@ use keel_types::{Digest, Height, Round, SignedBlock, TimestampMs};
 use std::collections::{HashMap, HashSet};
 
 /// The last committed block (or the epoch's genesis).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitRoot {
     /// Its digest.
     pub digest: Digest,

@@ -78,6 +78,9 @@ pub struct CoreConfig {
     pub max_blocks: usize,
     /// How far ahead of this replica's clock a block's timestamp may be for it to vote.
     pub max_clock_drift_ms: u64,
+    /// A leader following a QC proposes no sooner than this long after its parent's
+    /// timestamp, so an idle committee does not spin through empty rounds (0: at once).
+    pub min_block_interval_ms: u64,
 }
 
 impl CoreConfig {
@@ -91,6 +94,7 @@ impl CoreConfig {
             max_pending: 256,
             max_blocks: 4_096,
             max_clock_drift_ms: 10_000,
+            min_block_interval_ms: 0,
         }
     }
 }
@@ -144,6 +148,11 @@ pub enum Input {
     /// Verified blocks answering [`Action::FetchBlock`]: the block asked for and possibly
     /// some of its ancestors, in any order.
     BlocksFetched(Vec<Verified<SignedBlock>>),
+    /// The proposal delay set by [`Action::ProposeAfter`] has passed.
+    ProposeTimer {
+        /// The round to propose in.
+        round: Round,
+    },
 }
 
 /// Something the embedder must do, in order.
@@ -167,6 +176,14 @@ pub enum Action {
     },
     /// Store a block (so that it survives a restart and can be served to peers).
     PersistBlock(SignedBlock),
+    /// Deliver [`Input::ProposeTimer`] for `round` after `after_ms` (the leader waits for the
+    /// minimum block interval).
+    ProposeAfter {
+        /// The round.
+        round: Round,
+        /// Delay in milliseconds.
+        after_ms: u64,
+    },
     /// Deliver [`Input::Timer`] for `round` after `after_ms`, replacing earlier timers.
     SetTimer {
         /// The round.
@@ -338,6 +355,12 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             Input::Timer { round } => {
                 if round == self.round() {
                     self.local_timeout(&mut out);
+                }
+                Ok(())
+            }
+            Input::ProposeTimer { round } => {
+                if round == self.round() {
+                    self.maybe_propose(&mut out);
                 }
                 Ok(())
             }
@@ -513,6 +536,16 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             return; // fetch is in flight; propose when the parent arrives
         };
         let follows_qc = self.high_qc.round().checked_next() == Some(round);
+        let earliest = parent_timestamp
+            .0
+            .saturating_add(self.config.min_block_interval_ms);
+        if follows_qc && self.now.0 < earliest {
+            out.push(Action::ProposeAfter {
+                round,
+                after_ms: earliest - self.now.0,
+            });
+            return;
+        }
         let timeout_cert = match &self.last_tc {
             _ if follows_qc => None,
             Some(tc) if tc.round.checked_next() == Some(round) => Some(tc.clone()),

@@ -108,6 +108,8 @@ pub struct SimConfig {
     pub persist_safety: bool,
     /// The replicas' future-round window (see [`CoreConfig::max_future_rounds`]).
     pub max_future_rounds: u64,
+    /// The replicas' minimum block interval (see [`CoreConfig::min_block_interval_ms`]).
+    pub min_block_interval_ms: u64,
 }
 
 impl SimConfig {
@@ -128,6 +130,7 @@ impl SimConfig {
             },
             persist_safety: true,
             max_future_rounds: 100,
+            min_block_interval_ms: 0,
         }
     }
 
@@ -178,6 +181,12 @@ impl SimConfig {
                 stable_ms = stable_ms.max(restart_ms);
             }
         }
+        // Drawn last, so the rest of a seed's scenario does not depend on it.
+        let min_block_interval_ms = if rng.gen_bool(0.3) {
+            rng.gen_range(10..=max_latency)
+        } else {
+            0
+        };
         SimConfig {
             seed,
             behaviours,
@@ -195,6 +204,7 @@ impl SimConfig {
             },
             persist_safety: true,
             max_future_rounds: 100,
+            min_block_interval_ms,
         }
     }
 }
@@ -231,6 +241,10 @@ impl SimReport {
 }
 
 enum Event {
+    ProposeTimer {
+        replica: usize,
+        round: Round,
+    },
     Deliver {
         from: usize,
         to: usize,
@@ -418,6 +432,7 @@ impl Simulation {
         let mut config = CoreConfig::new(CHAIN, ValidatorIndex(i as u32));
         config.pacemaker = self.config.pacemaker;
         config.max_future_rounds = self.config.max_future_rounds;
+        config.min_block_interval_ms = self.config.min_block_interval_ms;
         Core::new(
             config,
             self.committee.clone(),
@@ -581,6 +596,12 @@ impl Simulation {
                             round,
                             generation,
                         },
+                    );
+                }
+                Action::ProposeAfter { round, after_ms } => {
+                    self.schedule(
+                        self.now + after_ms,
+                        Event::ProposeTimer { replica: i, round },
                     );
                 }
                 Action::Commit(blocks) => self.on_commit(i, blocks),
@@ -814,6 +835,9 @@ impl Simulation {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Deliver { from, to, message } => self.deliver(from, to, *message),
+            Event::ProposeTimer { replica, round } => {
+                self.step(replica, Input::ProposeTimer { round });
+            }
             Event::Timer {
                 replica,
                 round,

@@ -75,6 +75,10 @@ pub struct NetworkCounters {
     pub bad_frames: AtomicU64,
     /// Notifications delivered to the handler.
     pub received: AtomicU64,
+    /// Frame bytes written to peers (notifications, requests and responses).
+    pub bytes_sent: AtomicU64,
+    /// Frame bytes read from peers.
+    pub bytes_received: AtomicU64,
 }
 
 struct PeerQueue {
@@ -220,7 +224,11 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
             let (mut send, mut recv) = connection.open_bi().await.map_err(io)?;
             send.write_all(&frame).await.map_err(io)?;
             send.finish().map_err(io)?;
-            read_frame::<Response>(&mut recv, limit, "sync").await
+            self.inner
+                .counters
+                .bytes_sent
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            read_frame::<Response>(&mut recv, limit, "sync", &self.inner.counters).await
         };
         tokio::time::timeout(self.inner.config.request_timeout, exchange)
             .await
@@ -262,7 +270,9 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
 fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<Vec<u8>> {
     let protocol = match message {
         Notification::Consensus(_) => Protocol::Consensus,
-        Notification::Batch(_) | Notification::BatchAck(_) => Protocol::Batches,
+        Notification::Batch(_) | Notification::BatchAck(_) | Notification::Proof(_) => {
+            Protocol::Batches
+        }
     };
     encode_frame(message, protocol.frame_limit(), protocol.name())
 }
@@ -281,12 +291,16 @@ async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     limit: usize,
     protocol: &'static str,
+    counters: &NetworkCounters,
 ) -> Result<T> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     recv.read_exact(&mut prefix).await.map_err(io)?;
     let size = check_length(prefix, limit, protocol)?;
     let mut payload = vec![0u8; size];
     recv.read_exact(&mut payload).await.map_err(io)?;
+    counters
+        .bytes_received
+        .fetch_add((LENGTH_PREFIX + size) as u64, Ordering::Relaxed);
     decode_payload(&payload, protocol)
 }
 
@@ -330,10 +344,14 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
                 let inner = inner.clone();
                 tokio::spawn(async move {
                     let limit = Protocol::Sync.frame_limit();
-                    match read_frame::<Request>(&mut recv, limit, "sync").await {
+                    match read_frame::<Request>(&mut recv, limit, "sync", &inner.counters).await {
                         Ok(request) => {
                             let response = inner.handler.on_request(key, request);
                             if let Ok(frame) = encode_frame(&response, limit, "sync") {
+                                inner
+                                    .counters
+                                    .bytes_sent
+                                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
                                 let _ = send.write_all(&frame).await;
                                 let _ = send.finish();
                             }
@@ -348,7 +366,8 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
     };
     while let Ok(mut recv) = connection.accept_uni().await {
         let limit = NOTIFICATION_LIMIT;
-        match read_frame::<Notification<C>>(&mut recv, limit, "notification").await {
+        match read_frame::<Notification<C>>(&mut recv, limit, "notification", &inner.counters).await
+        {
             Ok(message) => {
                 inner.counters.received.fetch_add(1, Ordering::Relaxed);
                 inner.handler.on_notification(key, message);
@@ -427,6 +446,11 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
                 if sent.await.is_err() {
                     // Connection lost: the message is dropped; the loop reconnects.
                     inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    inner
+                        .counters
+                        .bytes_sent
+                        .fetch_add(frame.len() as u64, Ordering::Relaxed);
                 }
             }
             None => {

@@ -7,7 +7,8 @@
 //! use; this layer only bounds and decodes.
 
 use keel_types::{
-    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, QuorumCertificate, SignedBlock,
+    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, QuorumCertificate,
+    SignedBlock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,8 @@ pub enum Notification<C> {
     Batch(Batch),
     /// A signed acknowledgement of a batch, sent back to its author.
     BatchAck(BatchAck),
+    /// A proof of availability, broadcast by the batch's author so any leader can order it.
+    Proof(ProofOfAvailability),
 }
 
 /// Sync requests.

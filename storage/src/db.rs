@@ -446,6 +446,40 @@ impl Store {
             .map_err(Error::rocks("synced put"))
     }
 
+    /// Writes several keys of caller-visible columns atomically (all or none survive a
+    /// crash); with `sync`, fsyncs before returning.
+    pub fn write(&self, ops: Vec<crate::WriteOp>, sync: bool) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op.value {
+                Some(v) => batch.put_cf(self.cf(op.column), op.key, v),
+                None => batch.delete_cf(self.cf(op.column), op.key),
+            }
+        }
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(Error::rocks("write"))
+    }
+
+    /// Iterates a caller-visible column's keys starting with `prefix`, in key order.
+    pub fn scan_prefix(&self, column: Column, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(column),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(Error::rocks("scan"))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Deletes a key of a caller-visible column.
     pub fn delete(&self, column: Column, key: &[u8]) -> Result<()> {
         self.db

@@ -1,0 +1,100 @@
+//! The admin router: every route requires `Authorization: Bearer <token>`. The token is
+//! compared in constant time (as blake3 digests, so its length does not leak either).
+//! Reconfiguration routes join this router under `/admin/`.
+
+use crate::{NodeApi, error::ApiError};
+use axum::{
+    Json, Router,
+    extract::{Request, State, rejection::JsonRejection},
+    http::header,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post, put},
+};
+use serde::Deserialize;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest admin request body.
+pub const MAX_ADMIN_BODY: usize = 16 * 1024;
+
+#[derive(Clone)]
+struct AdminState {
+    node: Arc<dyn NodeApi>,
+    token_digest: [u8; 32],
+}
+
+/// The admin API, answering only requests bearing `token`.
+pub fn admin_router(node: Arc<dyn NodeApi>, token: &str) -> Router {
+    let state = AdminState {
+        node,
+        token_digest: *blake3::hash(token.as_bytes()).as_bytes(),
+    };
+    Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/peers", get(peers))
+        .route("/admin/log-level", put(log_level))
+        .route("/admin/shutdown", post(shutdown))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let digest = blake3::hash(presented.as_bytes());
+    if !bool::from(digest.as_bytes().ct_eq(&state.token_digest)) {
+        return Err(ApiError::unauthorized("invalid admin token"));
+    }
+    Ok(next.run(request).await)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such admin endpoint")
+}
+
+async fn status(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let node = state.node.clone();
+    let status = tokio::task::spawn_blocking(move || node.status())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(axum::response::IntoResponse::into_response(Json(status)))
+}
+
+async fn peers(State(state): State<AdminState>) -> Json<Vec<crate::dto::PeerJson>> {
+    Json(state.node.peers())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevel {
+    filter: String,
+}
+
+async fn log_level(
+    State(state): State<AdminState>,
+    body: Result<Json<LogLevel>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    state
+        .node
+        .set_log_level(&body.filter)
+        .map_err(|e| ApiError::bad_request(format!("filter: {e}")))?;
+    Ok(Json(serde_json::json!({ "filter": body.filter })))
+}
+
+async fn shutdown(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    state.node.shutdown();
+    Json(serde_json::json!({ "shutting_down": true }))
+}

@@ -1,0 +1,456 @@
+//! The JSON shapes of the public API and their conversions. Binary values (keys, digests,
+//! signatures, object keys and values) are lowercase hex; amounts and counters are numbers.
+
+use crate::error::ApiError;
+use keel_types::{
+    Account, Address, ChainId, Digest, Effect, ExecutionStatus, Nonce, Object, Op, PublicKey,
+    Receipt, Signature, SignedTransaction, TimestampMs, Transaction,
+};
+use serde::{Deserialize, Serialize};
+
+/// A signed transaction as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionJson {
+    /// The network.
+    pub chain_id: u64,
+    /// The sender's ed25519 public key (64 hex characters).
+    pub sender: String,
+    /// The sender's next nonce.
+    pub nonce: u64,
+    /// Milliseconds since the Unix epoch after which the transaction is void.
+    pub expiry_ms: u64,
+    /// The ops, applied all or none.
+    pub ops: Vec<OpJson>,
+    /// ed25519 signature (128 hex characters) over the transaction's signing message.
+    pub signature: String,
+}
+
+/// One op as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpJson {
+    /// Move `amount` to `to` (an address, 64 hex characters).
+    Transfer {
+        /// Recipient address.
+        to: String,
+        /// Amount.
+        amount: u64,
+    },
+    /// Create or overwrite an object of the sender.
+    Put {
+        /// Object key (hex).
+        key: String,
+        /// Value (hex).
+        value: String,
+    },
+    /// Delete an object of the sender.
+    Delete {
+        /// Object key (hex).
+        key: String,
+    },
+    /// Write only if the object has `expected_version` (0: absent).
+    CompareAndSwap {
+        /// Object key (hex).
+        key: String,
+        /// Expected version.
+        expected_version: u64,
+        /// Value (hex).
+        value: String,
+    },
+}
+
+fn hex_field(value: &str, field: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(value).map_err(|e| ApiError::bad_request(format!("{field}: not hex: {e}")))
+}
+
+fn parse_field<T: std::str::FromStr>(value: &str, field: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+}
+
+impl TransactionJson {
+    /// The transaction it describes (static rules and the signature are checked at admission).
+    pub fn to_signed(&self) -> Result<SignedTransaction, ApiError> {
+        let sender: PublicKey = parse_field(&self.sender, "sender")?;
+        let signature_bytes = hex_field(&self.signature, "signature")?;
+        let signature = Signature(signature_bytes.try_into().map_err(|v: Vec<u8>| {
+            ApiError::bad_request(format!("signature: {} bytes, expected 64", v.len()))
+        })?);
+        let ops = self
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| op.to_op(i))
+            .collect::<Result<_, _>>()?;
+        Ok(SignedTransaction {
+            transaction: Transaction {
+                chain_id: ChainId(self.chain_id),
+                sender,
+                nonce: Nonce(self.nonce),
+                expiry: TimestampMs(self.expiry_ms),
+                ops,
+            },
+            signature,
+        })
+    }
+
+    /// The JSON form of `tx`.
+    pub fn from_signed(tx: &SignedTransaction) -> Self {
+        let t = &tx.transaction;
+        TransactionJson {
+            chain_id: t.chain_id.0,
+            sender: t.sender.to_string(),
+            nonce: t.nonce.0,
+            expiry_ms: t.expiry.0,
+            ops: t.ops.iter().map(OpJson::from_op).collect(),
+            signature: hex::encode(tx.signature.0),
+        }
+    }
+}
+
+impl OpJson {
+    fn to_op(&self, i: usize) -> Result<Op, ApiError> {
+        let f = |name: &str| format!("ops[{i}].{name}");
+        Ok(match self {
+            OpJson::Transfer { to, amount } => Op::Transfer {
+                to: parse_field::<Address>(to, &f("to"))?,
+                amount: *amount,
+            },
+            OpJson::Put { key, value } => Op::Put {
+                key: hex_field(key, &f("key"))?,
+                value: hex_field(value, &f("value"))?,
+            },
+            OpJson::Delete { key } => Op::Delete {
+                key: hex_field(key, &f("key"))?,
+            },
+            OpJson::CompareAndSwap {
+                key,
+                expected_version,
+                value,
+            } => Op::CompareAndSwap {
+                key: hex_field(key, &f("key"))?,
+                expected_version: *expected_version,
+                value: hex_field(value, &f("value"))?,
+            },
+        })
+    }
+
+    fn from_op(op: &Op) -> Self {
+        match op {
+            Op::Transfer { to, amount } => OpJson::Transfer {
+                to: to.to_string(),
+                amount: *amount,
+            },
+            Op::Put { key, value } => OpJson::Put {
+                key: hex::encode(key),
+                value: hex::encode(value),
+            },
+            Op::Delete { key } => OpJson::Delete {
+                key: hex::encode(key),
+            },
+            Op::CompareAndSwap {
+                key,
+                expected_version,
+                value,
+            } => OpJson::CompareAndSwap {
+                key: hex::encode(key),
+                expected_version: *expected_version,
+                value: hex::encode(value),
+            },
+        }
+    }
+}
+
+/// A receipt as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptJson {
+    /// Transaction digest.
+    pub digest: String,
+    /// Sender address.
+    pub sender: String,
+    /// Nonce.
+    pub nonce: u64,
+    /// `success`, `failed` or `discarded`.
+    pub status: String,
+    /// Why it failed or was discarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// State changes.
+    pub effects: Vec<EffectJson>,
+    /// Height of the executing block.
+    pub height: u64,
+    /// Digest of the executing block.
+    pub block: String,
+    /// Position in the block.
+    pub position: u32,
+}
+
+/// One state change as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EffectJson {
+    /// An account's new balance and nonce.
+    Account {
+        /// Address.
+        address: String,
+        /// Balance.
+        balance: u64,
+        /// Next nonce.
+        nonce: u64,
+    },
+    /// An object written.
+    ObjectWritten {
+        /// Key (hex).
+        key: String,
+        /// New version.
+        version: u64,
+    },
+    /// An object deleted.
+    ObjectDeleted {
+        /// Key (hex).
+        key: String,
+    },
+}
+
+impl From<&Receipt> for ReceiptJson {
+    fn from(r: &Receipt) -> Self {
+        let (status, reason) = match &r.status {
+            ExecutionStatus::Success => ("success", None),
+            ExecutionStatus::Failed(why) => ("failed", Some(why.to_string())),
+            ExecutionStatus::Discarded(why) => ("discarded", Some(why.to_string())),
+        };
+        ReceiptJson {
+            digest: r.transaction.to_string(),
+            sender: r.sender.to_string(),
+            nonce: r.nonce.0,
+            status: status.into(),
+            reason,
+            effects: r
+                .effects
+                .iter()
+                .map(|e| match e {
+                    Effect::Account {
+                        address,
+                        balance,
+                        nonce,
+                    } => EffectJson::Account {
+                        address: address.to_string(),
+                        balance: *balance,
+                        nonce: nonce.0,
+                    },
+                    Effect::ObjectWritten { key, version } => EffectJson::ObjectWritten {
+                        key: hex::encode(key),
+                        version: *version,
+                    },
+                    Effect::ObjectDeleted { key } => EffectJson::ObjectDeleted {
+                        key: hex::encode(key),
+                    },
+                })
+                .collect(),
+            height: r.height.0,
+            block: r.block.to_string(),
+            position: r.position,
+        }
+    }
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxLookup {
+    /// Executed (or discarded) in a committed block.
+    Executed(Receipt),
+    /// Admitted by this node, not executed yet.
+    Pending,
+    /// Not known to this node.
+    Unknown,
+}
+
+/// The answer to a transaction query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionStatusJson {
+    /// Transaction digest.
+    pub digest: String,
+    /// `executed` or `pending`.
+    pub status: String,
+    /// The receipt, once executed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptJson>,
+}
+
+/// An account as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountJson {
+    /// Address.
+    pub address: String,
+    /// Balance.
+    pub balance: u64,
+    /// Next nonce.
+    pub nonce: u64,
+}
+
+impl AccountJson {
+    /// The JSON form of `account` at `address`.
+    pub fn new(address: &Address, account: &Account) -> Self {
+        AccountJson {
+            address: address.to_string(),
+            balance: account.balance,
+            nonce: account.nonce.0,
+        }
+    }
+}
+
+/// An object as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectJson {
+    /// Owner address.
+    pub owner: String,
+    /// Key (hex).
+    pub key: String,
+    /// Version.
+    pub version: u64,
+    /// Value (hex).
+    pub value: String,
+}
+
+impl ObjectJson {
+    /// The JSON form of `object`.
+    pub fn new(owner: &Address, key: &[u8], object: &Object) -> Self {
+        ObjectJson {
+            owner: owner.to_string(),
+            key: hex::encode(key),
+            version: object.version,
+            value: hex::encode(&object.value),
+        }
+    }
+}
+
+/// A batch a block orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRefJson {
+    /// Batch digest.
+    pub digest: String,
+    /// Sealing validator.
+    pub author: u32,
+    /// Transactions in it.
+    pub transactions: u32,
+}
+
+/// A committed block as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockJson {
+    /// Height.
+    pub height: u64,
+    /// Digest.
+    pub digest: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Round.
+    pub round: u64,
+    /// Proposer.
+    pub author: u32,
+    /// Proposer's timestamp (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Parent block digest.
+    pub parent: String,
+    /// The batches it orders.
+    pub batches: Vec<BatchRefJson>,
+    /// Whether this node has executed it.
+    pub executed: bool,
+}
+
+/// Node status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusJson {
+    /// Chain id.
+    pub chain_id: u64,
+    /// This validator's index.
+    pub validator: u32,
+    /// Epoch.
+    pub epoch: u64,
+    /// Current consensus round.
+    pub round: u64,
+    /// Highest committed height.
+    pub committed_height: u64,
+    /// Highest executed height.
+    pub executed_height: u64,
+    /// State root after the executed height.
+    pub state_root: String,
+    /// Transactions executed since genesis.
+    pub executed_transactions: u64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Transactions waiting in the mempool.
+    pub mempool_size: usize,
+}
+
+/// A peer as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerJson {
+    /// Validator index.
+    pub validator: u32,
+    /// Network public key.
+    pub network_key: String,
+    /// Configured address.
+    pub address: String,
+    /// Whether a connection is up.
+    pub connected: bool,
+}
+
+/// The result of submitting one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResultJson {
+    /// The digest, when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The error, when refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorJson>,
+}
+
+/// The answer to a batch submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSubmitJson {
+    /// How many were accepted.
+    pub accepted: usize,
+    /// One result per transaction, in order.
+    pub results: Vec<SubmitResultJson>,
+}
+
+/// A committed transaction on the event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedJson {
+    /// Transaction digest.
+    pub digest: String,
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub position: u32,
+    /// `success`, `failed` or `discarded`.
+    pub status: String,
+}
+
+impl From<&Receipt> for CommittedJson {
+    fn from(r: &Receipt) -> Self {
+        CommittedJson {
+            digest: r.transaction.to_string(),
+            height: r.height.0,
+            position: r.position,
+            status: match r.status {
+                ExecutionStatus::Success => "success",
+                ExecutionStatus::Failed(_) => "failed",
+                ExecutionStatus::Discarded(_) => "discarded",
+            }
+            .into(),
+        }
+    }
+}
+
+/// Parses a digest path segment.
+pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    parse_field(s, "digest")
+}

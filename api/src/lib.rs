@@ -1,0 +1,77 @@
+//! keel-api: the node's HTTP surfaces, as axum routers over a [`NodeApi`] handle.
+//!
+//! ```text
+//!  client ─HTTP─▶ public router (/v1/..., /healthz, /readyz, /metrics) ─┐
+//!  operator ─HTTP─▶ admin router (bearer token, /admin/...) ─────────────┼─▶ dyn NodeApi (node)
+//! ```
+//!
+//! - [`public_router`]: submit one transaction (JSON) or a batch (bcs), transaction status and
+//!   receipt, accounts, objects, blocks, node status, a server-sent-events stream of committed
+//!   transactions, health and readiness, Prometheus metrics, and the OpenAPI document at
+//!   [`OPENAPI_PATH`].
+//! - [`admin_router`]: status, peers, log level and graceful shutdown, behind a bearer token
+//!   compared in constant time; reconfiguration routes slot in under `/admin/`.
+//!
+//! Invariants: every body, path and query is size-limited and validated; client mistakes get a
+//! 4xx with the [`error::ErrorJson`] body naming the field at fault; node failures get a 500
+//! that does not leak internals. This crate holds no state of its own and knows nothing of
+//! storage or consensus: the node implements [`NodeApi`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod dto;
+pub mod error;
+pub mod openapi;
+pub mod public;
+
+pub use admin::admin_router;
+pub use error::{ApiError, ErrorJson};
+pub use openapi::OPENAPI_PATH;
+pub use public::public_router;
+
+use dto::{BlockJson, PeerJson, StatusJson, TxLookup};
+use keel_types::{Account, Address, Digest, Height, Object, Receipt, SignedTransaction};
+use std::sync::Arc;
+
+/// Why a submitted transaction was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The transaction is malformed or breaks a rule (the message names it): HTTP 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// The node is full; retry later: HTTP 429.
+    #[error("{0}")]
+    Overloaded(String),
+}
+
+/// What the API needs from the node. Methods may block briefly (storage reads, signature
+/// checks); the routers call them off the async executor where that matters.
+pub trait NodeApi: Send + Sync + 'static {
+    /// Admits transactions; one result per input, in order. A transaction already pending
+    /// is accepted again (submission is idempotent).
+    fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>>;
+    /// Where a transaction stands.
+    fn transaction(&self, digest: &Digest) -> Result<TxLookup, String>;
+    /// An account's committed state (all zero if it never existed).
+    fn account(&self, address: &Address) -> Result<Account, String>;
+    /// An object's committed state.
+    fn object(&self, owner: &Address, key: &[u8]) -> Result<Option<Object>, String>;
+    /// A committed block by height (`None`: the latest).
+    fn block(&self, height: Option<Height>) -> Result<Option<BlockJson>, String>;
+    /// Node status.
+    fn status(&self) -> Result<StatusJson, String>;
+    /// Receipts of each executed block, as it executes.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Receipt>>>;
+    /// Metrics in the Prometheus text format.
+    fn metrics(&self) -> String;
+    /// `Ok` when the node is connected and making progress; otherwise why not.
+    fn readiness(&self) -> Result<(), String>;
+    /// Peers and their connection state.
+    fn peers(&self) -> Vec<PeerJson>;
+    /// Changes the log filter (tracing `EnvFilter` syntax).
+    fn set_log_level(&self, filter: &str) -> Result<(), String>;
+    /// Starts a graceful shutdown.
+    fn shutdown(&self);
+}
