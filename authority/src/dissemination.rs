@@ -298,6 +298,8 @@ pub struct Dissemination<N> {
     maker: BatchMaker,
     builder: ProofBuilder,
     queue: ProofQueue,
+    /// Sizes of batches sealed since the last [`Dissemination::drain_sealed_sizes`].
+    sealed: Vec<usize>,
 }
 
 impl<N> std::fmt::Debug for Dissemination<N> {
@@ -362,6 +364,7 @@ impl<N: BatchNetwork> Dissemination<N> {
             me,
             store,
             network,
+            sealed: Vec::new(),
         }
     }
 
@@ -401,8 +404,16 @@ impl<N: BatchNetwork> Dissemination<N> {
         self.maker.has_open()
     }
 
+    /// Sizes (transactions) of the batches sealed since the last call, for metrics.
+    pub fn drain_sealed_sizes(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.sealed)
+    }
+
     fn publish(&mut self, batch: Batch, now: TimestampMs) -> Result<()> {
         store_batch(&self.store, &batch)?;
+        if self.sealed.len() < 1024 {
+            self.sealed.push(batch.transactions.len());
+        }
         if !self.builder.track(&batch, now) {
             // Too many batches await acknowledgements: the batch stays stored (a peer may
             // still fetch it) but is not offered; its transactions are lost to this node.

@@ -42,7 +42,7 @@ pub mod test_utils;
 pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
 pub use dissemination::{
     BatchNetwork, BatchRejection, BatchVerifier, Dissemination, DisseminationConfig,
-    DisseminationDeps, ProofQueue, resolve_batches,
+    DisseminationDeps, ProofQueue, resolve_batches, store_batch,
 };
 pub use error::{Error, Rejection, Result};
 pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState, Timings};

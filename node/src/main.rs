@@ -1,1 +1,280 @@
-fn main() {}
+//! `keel`: the Keel validator node and its tools.
+//!
+//! ```text
+//!  keel keygen   → protocol.key + network.key (0600)
+//!  keel genesis  → genesis.json + NAME.toml + NAME.token per validator
+//!  keel run      → config → storage → p2p, consensus driver, batching, execution, APIs → wait
+//!  keel localnet → N `keel run` processes on this machine, progress line, apis.txt
+//!  keel bench    → signed transfers at a rate, submit→commit latency percentiles
+//!  keel tx       → sign and submit one transaction from a key file; queries
+//! ```
+//!
+//! This crate only wires: every decision lives in the library crates. It is the only crate
+//! that reads files and the environment.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod client;
+mod config;
+mod driver;
+mod execute;
+mod localnet;
+mod metrics;
+mod net;
+mod persist;
+mod service;
+mod setup;
+mod tx;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Keel BFT validator node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a validator's protocol and network keys.
+    Keygen {
+        /// Directory to write protocol.key and network.key into.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Write a genesis file and one config per validator.
+    Genesis {
+        /// Output directory.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// The chain id.
+        #[arg(long, default_value_t = 1)]
+        chain_id: u64,
+        /// A validator: NAME=KEYDIR@HOST:PORT[/STAKE] (repeat).
+        #[arg(long = "validator", required = true)]
+        validators: Vec<setup::ValidatorSpec>,
+        /// A funded account: ADDRESS:BALANCE (repeat).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Fund COUNT accounts derived from SEED with BALANCE each: SEED:COUNT:BALANCE.
+        #[arg(long)]
+        derived_accounts: Option<String>,
+        /// Public API port = p2p port + this.
+        #[arg(long, default_value_t = 100)]
+        api_port_offset: u16,
+        /// Admin API port = p2p port + this (bound to 127.0.0.1).
+        #[arg(long, default_value_t = 200)]
+        admin_port_offset: u16,
+    },
+    /// Run a validator.
+    Run {
+        /// The validator's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run N validators on this machine.
+    Localnet {
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Directory for keys, configs, data and logs (reused across runs).
+        #[arg(long, default_value = "localnet")]
+        dir: PathBuf,
+        /// Built-in load in transactions per second.
+        #[arg(long)]
+        load: Option<u64>,
+        /// First port of the range used (default: a free range).
+        #[arg(long)]
+        base_port: Option<u16>,
+    },
+    /// Load-generate signed transfers and report throughput and latency.
+    Bench {
+        /// Public API URL (repeat for several nodes).
+        #[arg(long = "api", required = true)]
+        apis: Vec<String>,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Target transactions per second (default: as fast as accepted).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seed of the genesis-derived accounts to sign for.
+        #[arg(long, default_value = localnet::LOCALNET_SEED)]
+        seed: String,
+        /// Accounts to use.
+        #[arg(long, default_value_t = localnet::LOCALNET_ACCOUNTS)]
+        accounts: u64,
+        /// Transactions per submitted batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Seconds to wait for the last commits.
+        #[arg(long, default_value_t = 10)]
+        drain: u64,
+    },
+    /// Sign and submit a transaction, or query.
+    Tx(tx::TxArgs),
+}
+
+fn init_logging(format: &str, filter: &str) -> Result<service::LogReload> {
+    let filter = EnvFilter::try_new(filter).context("config field `log.filter`")?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    if format == "json" {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+    Ok(Box::new(move |f: &str| {
+        let filter = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.build().context("cannot start the async runtime")
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen { out_dir } => {
+            let (protocol, network) = setup::keygen(&out_dir)?;
+            println!("protocol key: {}", protocol.public());
+            println!("network key:  {}", network.public());
+            println!("written to {}", out_dir.display());
+        }
+        Command::Genesis {
+            out_dir,
+            chain_id,
+            validators,
+            accounts,
+            derived_accounts,
+            api_port_offset,
+            admin_port_offset,
+        } => {
+            let accounts = accounts
+                .iter()
+                .map(|a| {
+                    let (address, balance) = a
+                        .split_once(':')
+                        .with_context(|| format!("--account `{a}`: expected ADDRESS:BALANCE"))?;
+                    Ok(config::GenesisAccount {
+                        address: address.into(),
+                        balance: balance
+                            .parse()
+                            .with_context(|| format!("--account `{a}`: balance"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let derived = derived_accounts
+                .map(|d| {
+                    let parts: Vec<&str> = d.rsplitn(3, ':').collect();
+                    let [balance, count, seed] = parts[..] else {
+                        anyhow::bail!("--derived-accounts `{d}`: expected SEED:COUNT:BALANCE");
+                    };
+                    Ok(config::DerivedAccounts {
+                        seed: seed.into(),
+                        count: count
+                            .parse()
+                            .with_context(|| format!("--derived-accounts `{d}`: count"))?,
+                        balance: balance
+                            .parse()
+                            .with_context(|| format!("--derived-accounts `{d}`: balance"))?,
+                    })
+                })
+                .transpose()?;
+            let configs = setup::genesis(
+                &setup::GenesisSpec {
+                    chain_id,
+                    validators,
+                    accounts,
+                    derived,
+                    api_port_offset,
+                    admin_port_offset,
+                },
+                &out_dir,
+            )?;
+            println!("wrote {}", out_dir.join("genesis.json").display());
+            for c in configs {
+                println!("wrote {}", c.display());
+            }
+        }
+        Command::Run { config } => {
+            let config = config::NodeConfig::load(&config)?;
+            let reload = init_logging(&config.log.format, &config.log.filter)?;
+            let rt = runtime(config.runtime_threads)?;
+            rt.block_on(service::run(config, reload))?;
+        }
+        Command::Localnet {
+            validators,
+            dir,
+            load,
+            base_port,
+        } => {
+            let rt = runtime(2)?;
+            rt.block_on(localnet::run(localnet::LocalnetArgs {
+                validators,
+                dir,
+                load,
+                base_port,
+            }))?;
+        }
+        Command::Bench {
+            apis,
+            duration,
+            rate,
+            seed,
+            accounts,
+            batch,
+            drain,
+        } => {
+            let rt = runtime(2)?;
+            let report = rt.block_on(bench::run(bench::BenchArgs {
+                apis,
+                duration_secs: duration,
+                rate,
+                seed,
+                accounts,
+                batch: batch.clamp(1, 10_000),
+                drain_secs: drain,
+            }))?;
+            if report.overloaded > 0 {
+                println!(
+                    "bench: {} submissions refused as overloaded",
+                    report.overloaded
+                );
+            }
+            println!("{report}");
+        }
+        Command::Tx(args) => {
+            let rt = runtime(1)?;
+            rt.block_on(tx::run(args))?;
+        }
+    }
+    Ok(())
+}

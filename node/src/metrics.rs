@@ -1,0 +1,204 @@
+//! The node's Prometheus metrics, registered on one registry (no globals).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Current consensus round.
+    pub round: IntGauge,
+    /// Round timeouts signed (view changes started).
+    pub timeouts: IntCounter,
+    /// Proposals made.
+    pub proposals: IntCounter,
+    /// Blocks committed.
+    pub committed_blocks: IntCounter,
+    /// Highest committed height.
+    pub committed_height: IntGauge,
+    /// Seconds from a block's timestamp to its commit here.
+    pub commit_latency: Histogram,
+    /// Highest executed height.
+    pub executed_height: IntGauge,
+    /// Transactions executed (succeeded or failed).
+    pub executed_transactions: IntCounter,
+    /// Transactions with a receipt (including discarded ones).
+    pub receipts: IntCounter,
+    /// Seconds to execute and commit a block.
+    pub execution_seconds: Histogram,
+    /// Transactions re-executed after optimistic runs were invalidated.
+    pub reexecuted: IntCounter,
+    /// Transactions in the mempool.
+    pub mempool_size: IntGauge,
+    /// Transactions admitted.
+    pub admitted: IntCounter,
+    /// Transactions refused at admission.
+    pub rejected: IntCounter,
+    /// Batches this node sealed.
+    pub batches_sealed: IntCounter,
+    /// Transactions per sealed batch.
+    pub batch_size: Histogram,
+    /// Peer batches acknowledged.
+    pub batches_acknowledged: IntCounter,
+    /// Peer batches refused or dropped for overload.
+    pub batches_refused: IntCounter,
+    /// Proofs waiting to be ordered.
+    pub queued_proofs: IntGauge,
+    /// Connected peers.
+    pub peers: IntGauge,
+    /// Frame bytes sent to peers.
+    pub bytes_out: IntGauge,
+    /// Frame bytes received from peers.
+    pub bytes_in: IntGauge,
+    /// Inbound consensus messages dropped (queue full or failed verification).
+    pub consensus_dropped: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("INVARIANT: valid metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("INVARIANT: metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help)).expect("INVARIANT: valid metric name");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("INVARIANT: metric registered once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("INVARIANT: valid metric name");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("INVARIANT: metric registered once");
+    h
+}
+
+impl Metrics {
+    /// Registers every metric on a new registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let seconds = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0,
+        ];
+        Metrics {
+            round: gauge(&r, "keel_consensus_round", "Current consensus round"),
+            timeouts: counter(
+                &r,
+                "keel_consensus_timeouts_total",
+                "Round timeouts signed (view changes started)",
+            ),
+            proposals: counter(&r, "keel_consensus_proposals_total", "Blocks proposed"),
+            committed_blocks: counter(
+                &r,
+                "keel_consensus_committed_blocks_total",
+                "Blocks committed",
+            ),
+            committed_height: gauge(
+                &r,
+                "keel_consensus_committed_height",
+                "Highest committed height",
+            ),
+            commit_latency: histogram(
+                &r,
+                "keel_consensus_commit_latency_seconds",
+                "From a block's timestamp to its commit on this node",
+                seconds.clone(),
+            ),
+            executed_height: gauge(
+                &r,
+                "keel_execution_executed_height",
+                "Highest executed height",
+            ),
+            executed_transactions: counter(
+                &r,
+                "keel_execution_transactions_total",
+                "Transactions executed (succeeded or failed)",
+            ),
+            receipts: counter(
+                &r,
+                "keel_execution_receipts_total",
+                "Receipts written, including discarded transactions",
+            ),
+            execution_seconds: histogram(
+                &r,
+                "keel_execution_block_seconds",
+                "Time to execute and commit one block",
+                seconds,
+            ),
+            reexecuted: counter(
+                &r,
+                "keel_execution_reexecuted_total",
+                "Transactions re-executed after their optimistic run was invalidated",
+            ),
+            mempool_size: gauge(
+                &r,
+                "keel_mempool_transactions",
+                "Transactions in the mempool",
+            ),
+            admitted: counter(&r, "keel_mempool_admitted_total", "Transactions admitted"),
+            rejected: counter(
+                &r,
+                "keel_mempool_rejected_total",
+                "Transactions refused at admission",
+            ),
+            batches_sealed: counter(&r, "keel_batches_sealed_total", "Batches sealed here"),
+            batch_size: histogram(
+                &r,
+                "keel_batch_size_transactions",
+                "Transactions per sealed batch",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+            ),
+            batches_acknowledged: counter(
+                &r,
+                "keel_batches_acknowledged_total",
+                "Peer batches verified, stored and acknowledged",
+            ),
+            batches_refused: counter(
+                &r,
+                "keel_batches_refused_total",
+                "Peer batches refused (invalid) or dropped (overload)",
+            ),
+            queued_proofs: gauge(
+                &r,
+                "keel_batches_queued_proofs",
+                "Proofs of availability waiting to be ordered",
+            ),
+            peers: gauge(&r, "keel_p2p_peers_connected", "Connected peers"),
+            bytes_out: gauge(&r, "keel_p2p_sent_bytes", "Frame bytes sent to peers"),
+            bytes_in: gauge(
+                &r,
+                "keel_p2p_received_bytes",
+                "Frame bytes received from peers",
+            ),
+            consensus_dropped: counter(
+                &r,
+                "keel_consensus_dropped_messages_total",
+                "Inbound consensus messages dropped (queue full or failed verification)",
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,162 @@
+//! Consensus persistence in the store, and recovery from it.
+//!
+//! | column | key | value |
+//! |---|---|---|
+//! | consensus | `safety` | bcs `SafetyData` (synced write before any vote or timeout leaves) |
+//! | consensus | `root` | bcs `CommitRoot`: the last committed block |
+//! | consensus | `tree/` ‖ digest | bcs `SignedBlock` not yet committed |
+//! | blocks | `h/` ‖ height (big-endian) | bcs [`CommittedRecord`] |
+//! | blocks | `d/` ‖ digest | height (big-endian) |
+//!
+//! A commit writes the committed blocks, their digest index, the new root and the removal of
+//! their `tree/` entries in one write batch, so the committed chain in the store never has gaps.
+
+use anyhow::{Context, Result};
+use keel_consensus::{CommitRoot, CommittedBlock, RecoveryData, SafetyData};
+use keel_storage::{Column, Store, WriteOp};
+use keel_types::{ChainId, Committee, Digest, Height, SignedBlock};
+use serde::{Deserialize, Serialize};
+
+const SAFETY: &[u8] = b"safety";
+const ROOT: &[u8] = b"root";
+const TREE: &[u8] = b"tree/";
+
+/// A committed block as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedRecord {
+    /// Its height.
+    pub height: Height,
+    /// The block.
+    pub block: SignedBlock,
+}
+
+fn tree_key(digest: &Digest) -> Vec<u8> {
+    [TREE, &digest.0[..]].concat()
+}
+
+fn height_key(height: Height) -> Vec<u8> {
+    [&b"h/"[..], &height.0.to_be_bytes()].concat()
+}
+
+fn digest_key(digest: &Digest) -> Vec<u8> {
+    [&b"d/"[..], &digest.0[..]].concat()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // INVARIANT: consensus types always encode with bcs.
+    bcs::to_bytes(value).expect("INVARIANT: bcs encodes consensus types")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    bcs::from_bytes(bytes).with_context(|| format!("corrupt {what} in the store"))
+}
+
+/// Persists safety data with a synced write.
+pub fn save_safety(store: &Store, data: &SafetyData) -> Result<()> {
+    store
+        .put_synced(Column::Consensus, SAFETY, &encode(data))
+        .context("persisting safety data")
+}
+
+/// Persists an uncommitted block.
+pub fn save_block(store: &Store, block: &SignedBlock) -> Result<()> {
+    store
+        .put(
+            Column::Consensus,
+            &tree_key(&block.digest()),
+            &encode(block),
+        )
+        .context("persisting a block")
+}
+
+/// Records committed blocks and the new root, atomically.
+pub fn save_commit(store: &Store, blocks: &[CommittedBlock]) -> Result<()> {
+    let Some(last) = blocks.last() else {
+        return Ok(());
+    };
+    let mut ops = Vec::with_capacity(blocks.len() * 3 + 1);
+    for b in blocks {
+        let digest = b.block.digest();
+        ops.push(WriteOp {
+            column: Column::Blocks,
+            key: height_key(b.height),
+            value: Some(encode(&CommittedRecord {
+                height: b.height,
+                block: b.block.clone(),
+            })),
+        });
+        ops.push(WriteOp {
+            column: Column::Blocks,
+            key: digest_key(&digest),
+            value: Some(b.height.0.to_be_bytes().to_vec()),
+        });
+        ops.push(WriteOp {
+            column: Column::Consensus,
+            key: tree_key(&digest),
+            value: None,
+        });
+    }
+    let root = CommitRoot {
+        digest: last.block.digest(),
+        round: last.block.block.round,
+        height: last.height,
+        timestamp: last.block.block.timestamp,
+    };
+    ops.push(WriteOp {
+        column: Column::Consensus,
+        key: ROOT.to_vec(),
+        value: Some(encode(&root)),
+    });
+    store.write(ops, false).context("persisting a commit")
+}
+
+/// The committed block at `height`.
+pub fn committed_at(store: &Store, height: Height) -> Result<Option<CommittedRecord>> {
+    store
+        .get(Column::Blocks, &height_key(height))?
+        .map(|b| decode(&b, "committed block"))
+        .transpose()
+}
+
+/// A block by digest: committed or still in the tree.
+pub fn block_by_digest(store: &Store, digest: &Digest) -> Result<Option<SignedBlock>> {
+    if let Some(b) = store.get(Column::Consensus, &tree_key(digest))? {
+        return decode(&b, "block").map(Some);
+    }
+    let Some(h) = store.get(Column::Blocks, &digest_key(digest))? else {
+        return Ok(None);
+    };
+    let height = Height(u64::from_be_bytes(
+        h.as_slice().try_into().context("corrupt height index")?,
+    ));
+    Ok(committed_at(store, height)?.map(|r| r.block))
+}
+
+/// The last committed block, if any block was committed.
+pub fn commit_root(store: &Store) -> Result<Option<CommitRoot>> {
+    store
+        .get(Column::Consensus, ROOT)?
+        .map(|b| decode(&b, "commit root"))
+        .transpose()
+}
+
+/// What the consensus core restarts from: persisted safety data, the last committed block and
+/// the uncommitted blocks above it (stale tree entries are deleted).
+pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Result<RecoveryData> {
+    let mut recovery = RecoveryData::genesis(committee, chain_id);
+    if let Some(b) = store.get(Column::Consensus, SAFETY)? {
+        recovery.safety = decode(&b, "safety data")?;
+    }
+    if let Some(root) = commit_root(store)? {
+        recovery.root = root;
+    }
+    for (key, value) in store.scan_prefix(Column::Consensus, TREE)? {
+        let block: SignedBlock = decode(&value, "block")?;
+        if block.block.round <= recovery.root.round {
+            store.delete(Column::Consensus, &key)?;
+        } else {
+            recovery.blocks.push(block);
+        }
+    }
+    Ok(recovery)
+}
