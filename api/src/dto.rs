@@ -361,6 +361,9 @@ pub struct BlockJson {
     pub batches: Vec<BatchRefJson>,
     /// Whether this node has executed it.
     pub executed: bool,
+    /// The state root after executing it, while this node remembers it (recent heights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_root: Option<String>,
 }
 
 /// Node status.

@@ -12,7 +12,10 @@ use crate::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
+    extract::{
+        DefaultBodyLimit, Path, State,
+        rejection::{BytesRejection, JsonRejection},
+    },
     http::{StatusCode, header},
     response::{
         IntoResponse, Response,
@@ -100,7 +103,11 @@ async fn submit_one(
     }
 }
 
-async fn submit_batch(State(node): State<Api>, body: Bytes) -> Result<Response, ApiError> {
+async fn submit_batch(
+    State(node): State<Api>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
     if body.len() > MAX_BATCH_BODY {
         return Err(ApiError::too_large(format!(
             "batch body is {} bytes, the limit is {MAX_BATCH_BODY}",

@@ -152,7 +152,9 @@ impl ProofQueue {
         true
     }
 
-    /// Up to `max` proofs not recently proposed, oldest first; they count as proposed now.
+    /// Up to `max` proofs not recently proposed, the oldest ones, ordered by author and batch
+    /// sequence (so one author's batches, and the nonces in them, execute in the order they
+    /// were sealed); they count as proposed now.
     pub fn pull(&mut self, max: usize, now: TimestampMs) -> Vec<ProofOfAvailability> {
         let mut out = Vec::new();
         for digest in &self.order {
@@ -170,6 +172,7 @@ impl ProofQueue {
                 out.push(q.proof.clone());
             }
         }
+        out.sort_by_key(|p| (p.info.author, p.info.sequence));
         out
     }
 

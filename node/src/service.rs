@@ -113,8 +113,13 @@ pub struct Shared {
     last_progress: Mutex<Instant>,
     receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
     submitted: Mutex<Submitted>,
+    /// State roots of recently executed heights, oldest first.
+    roots: Mutex<VecDeque<(Height, Digest)>>,
     log_reload: LogReload,
 }
+
+/// Executed heights whose state root is remembered.
+const REMEMBERED_ROOTS: usize = 100_000;
 
 struct StoreNonces<'a>(&'a Store);
 
@@ -188,6 +193,13 @@ impl Shared {
             root,
             transactions: outcome.marker.executed_transactions,
         };
+        {
+            let mut roots = self.roots.lock();
+            roots.push_back((outcome.marker.height, root));
+            if roots.len() > REMEMBERED_ROOTS {
+                roots.pop_front();
+            }
+        }
         {
             let mut submitted = self.submitted.lock();
             for r in &outcome.receipts {
@@ -305,6 +317,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         last_progress: Mutex::new(Instant::now()),
         receipts: broadcast::channel(1024).0,
         submitted: Mutex::new(Submitted::default()),
+        roots: Mutex::new(VecDeque::new()),
         log_reload,
         config,
     });
@@ -571,6 +584,14 @@ impl NodeApi for NodeView {
                 })
                 .collect(),
             executed: height <= self.shared.executed.lock().height,
+            state_root: {
+                let roots = self.shared.roots.lock();
+                let i = roots.partition_point(|(h, _)| *h < height);
+                roots
+                    .get(i)
+                    .filter(|(h, _)| *h == height)
+                    .map(|(_, r)| r.to_string())
+            },
         }))
     }
 

@@ -1,0 +1,322 @@
+//! A committee of real `keel run` processes on loopback, set up through the CLI (`keel keygen`,
+//! `keel genesis`), with helpers to load it, kill and restart validators, and query them.
+
+#![allow(dead_code)]
+
+use keel_types::{
+    Address, ChainId, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
+    test_utils::seeded_key,
+};
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Tests share the machine's two cores: one committee at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub const CHAIN: u64 = 7;
+pub const ACCOUNTS: u64 = 64;
+
+pub fn keel() -> &'static str {
+    env!("CARGO_BIN_EXE_keel")
+}
+
+fn run_cli(args: &[&str]) {
+    let out = Command::new(keel()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "keel {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ports_free(base: u16, n: u16) -> bool {
+    (0..n).all(|i| {
+        std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", base + 200 + i)).is_ok()
+    })
+}
+
+pub fn account_key(i: u64) -> KeyPair {
+    seeded_key("integration-account", i)
+}
+
+pub fn address(key: &KeyPair) -> Address {
+    Address::from_public_key(&key.public())
+}
+
+pub struct Committee {
+    pub dir: tempfile::TempDir,
+    pub apis: Vec<String>,
+    pub admin: Vec<String>,
+    pub tokens: Vec<String>,
+    configs: Vec<PathBuf>,
+    children: Vec<Option<Child>>,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Committee {
+    /// Keys, genesis and configs for `n` validators through the CLI; nothing started.
+    pub fn create(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = loop {
+            let base = 20_000 + rand_port() % 30_000;
+            if ports_free(base, n as u16) {
+                break base;
+            }
+        };
+        let mut args: Vec<String> = vec![
+            "genesis".into(),
+            "--out-dir".into(),
+            dir.path().join("net").display().to_string(),
+            "--chain-id".into(),
+            CHAIN.to_string(),
+        ];
+        for i in 0..n {
+            let keys = dir.path().join(format!("keys-{i}"));
+            run_cli(&["keygen", "--out-dir", keys.to_str().unwrap()]);
+            args.push("--validator".into());
+            args.push(format!(
+                "v{i}={}@127.0.0.1:{}",
+                keys.display(),
+                base + i as u16
+            ));
+        }
+        for a in 0..ACCOUNTS {
+            args.push("--account".into());
+            args.push(format!("{}:1000000000", address(&account_key(a))));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&refs);
+        let net = dir.path().join("net");
+        let configs = (0..n).map(|i| net.join(format!("v{i}.toml"))).collect();
+        let tokens = (0..n)
+            .map(|i| {
+                std::fs::read_to_string(net.join(format!("v{i}.token")))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        Committee {
+            apis: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", base + 100 + i as u16))
+                .collect(),
+            admin: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", base + 200 + i as u16))
+                .collect(),
+            tokens,
+            configs,
+            children: (0..n).map(|_| None).collect(),
+            dir,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn start(n: usize) -> Self {
+        let mut c = Self::create(n);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_ready(i, Duration::from_secs(60));
+        }
+        c
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("v{i}.log"))
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .unwrap();
+        let child = Command::new(keel())
+            .args(["run", "--config", self.configs[i].to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+    }
+
+    pub fn sigkill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut c = self.children[i].take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator {i} did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match &mut self.children[i] {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn wait_ready(&mut self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.apis[i])).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                self.is_running(i),
+                "validator {i} exited; log:\n{}",
+                self.log_tail(i)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "validator {i} not ready in time; log:\n{}",
+                self.log_tail(i)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log_tail(&self, i: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.apis[i]))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn status(&self, i: usize) -> Value {
+        let (code, v) = self.get(i, "/v1/status");
+        assert_eq!(code, 200, "status of {i}: {v}");
+        v
+    }
+
+    pub fn executed_height(&self, i: usize) -> u64 {
+        self.status(i)["executed_height"].as_u64().unwrap()
+    }
+
+    pub fn executed_transactions(&self, i: usize) -> u64 {
+        self.status(i)["executed_transactions"].as_u64().unwrap()
+    }
+
+    pub fn submit_batch(&self, i: usize, txs: &[SignedTransaction]) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/v1/transactions/batch", self.apis[i]))
+            .header("content-type", "application/octet-stream")
+            .body(bcs::to_bytes(txs).unwrap())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "batch submit: {}", r.status());
+        r.json().unwrap()
+    }
+
+    /// Waits until `cond` holds, polling; panics with `what` after `within`.
+    pub fn wait_for(&self, within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The state root each running validator reports for `height` (all must have executed it).
+    pub fn root_at(&self, i: usize, height: u64) -> Option<String> {
+        let (code, v) = self.get(i, &format!("/v1/blocks/{height}"));
+        if code != 200 {
+            return None;
+        }
+        v["state_root"].as_str().map(str::to_string)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Committee {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rand_port() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (t ^ std::process::id().wrapping_mul(2_654_435_761)) as u16
+}
+
+/// Signs transfers: `per_account` from each of `accounts` accounts (nonces from `first_nonce`),
+/// account a paying account a+1.
+pub fn transfers(accounts: u64, first_nonce: u64, per_account: u64) -> Vec<SignedTransaction> {
+    let keys: Vec<KeyPair> = (0..accounts).map(account_key).collect();
+    let mut out = Vec::new();
+    for nonce in first_nonce..first_nonce + per_account {
+        for (a, key) in keys.iter().enumerate() {
+            let to = address(&keys[(a + 1) % keys.len()]);
+            out.push(
+                Transaction {
+                    chain_id: ChainId(CHAIN),
+                    sender: key.public(),
+                    nonce: Nonce(nonce),
+                    expiry: TimestampMs(now_ms() + 600_000),
+                    ops: vec![Op::Transfer { to, amount: 3 }],
+                }
+                .sign(key),
+            );
+        }
+    }
+    out
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

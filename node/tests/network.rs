@@ -1,0 +1,394 @@
+//! A real committee: four `keel run` processes on loopback, driven through the public API.
+//!
+//! - signed transactions submitted through the API commit, every node reaches the same state
+//!   root at the same height, and every receipt is queryable on every node;
+//! - a SIGKILLed validator does not stop the others, and after a restart catches up to the
+//!   same state root;
+//! - stopping the current leader again and again forces view changes, and commits continue;
+//! - garbage, oversize and unauthenticated requests get 4xx answers and the node keeps serving;
+//! - `keel localnet` writes `apis.txt` once ready and stops every validator on SIGTERM.
+
+mod common;
+
+use common::{ACCOUNTS, Committee, SERIAL, transfers};
+use keel_types::SignedTransaction;
+use std::time::Duration;
+
+/// Submits each account's transactions to the same validator (account `a` to `a % n`), in
+/// nonce order, in batches of at most 500.
+fn submit_spread(c: &Committee, nodes: &[usize], txs: &[SignedTransaction]) -> usize {
+    let mut per_node: Vec<Vec<SignedTransaction>> = vec![Vec::new(); nodes.len()];
+    for (i, tx) in txs.iter().enumerate() {
+        let account = i % ACCOUNTS as usize;
+        per_node[account % nodes.len()].push(tx.clone());
+    }
+    let mut accepted = 0;
+    for (k, txs) in per_node.iter().enumerate() {
+        for chunk in txs.chunks(500) {
+            let answer = c.submit_batch(nodes[k], chunk);
+            accepted += answer["accepted"].as_u64().unwrap() as usize;
+        }
+    }
+    accepted
+}
+
+/// Waits until every listed node has executed `height`, then returns their roots there.
+fn roots_at(c: &Committee, nodes: &[usize], height: u64) -> Vec<String> {
+    c.wait_for(
+        Duration::from_secs(60),
+        "every node to execute the height",
+        || nodes.iter().all(|i| c.executed_height(*i) >= height),
+    );
+    nodes
+        .iter()
+        .map(|i| {
+            c.root_at(*i, height)
+                .unwrap_or_else(|| panic!("node {i} has no root for height {height}"))
+        })
+        .collect()
+}
+
+#[test]
+fn four_validators_commit_signed_transactions_and_agree() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Committee::start(4);
+    let txs = transfers(ACCOUNTS, 0, 32);
+    assert!(txs.len() >= 2_000);
+    let accepted = submit_spread(&c, &[0, 1, 2, 3], &txs);
+    assert_eq!(accepted, txs.len(), "every transaction admitted");
+
+    c.wait_for(
+        Duration::from_secs(120),
+        "2,048 executed transactions",
+        || (0..4).all(|i| c.executed_transactions(i) >= txs.len() as u64),
+    );
+    let height = (0..4).map(|i| c.executed_height(i)).max().unwrap();
+    let roots = roots_at(&c, &[0, 1, 2, 3], height);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "roots differ at height {height}: {roots:?}"
+    );
+    // Every receipt, on every node, says success.
+    for i in 0..4 {
+        for tx in &txs {
+            let (code, v) = c.get(i, &format!("/v1/transactions/{}", tx.digest()));
+            assert_eq!(code, 200, "node {i}: {v}");
+            assert_eq!(v["receipt"]["status"], "success", "node {i}: {v}");
+        }
+    }
+    // Balances moved: each account paid 32 x 3 and received the same.
+    let (_, account) = c.get(
+        2,
+        &format!("/v1/accounts/{}", common::address(&common::account_key(5))),
+    );
+    assert_eq!(account["nonce"], 32);
+    assert_eq!(account["balance"], 1_000_000_000u64);
+    println!(
+        "committed {} transactions; roots agree at height {height}",
+        txs.len()
+    );
+}
+
+#[test]
+fn a_killed_validator_does_not_stop_the_others_and_catches_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Committee::start(4);
+    let first = transfers(ACCOUNTS, 0, 4);
+    submit_spread(&c, &[0, 1, 2, 3], &first);
+    c.wait_for(Duration::from_secs(60), "the first load to execute", || {
+        c.executed_transactions(0) >= first.len() as u64
+    });
+
+    // Kill validator 3 under load; the others keep committing.
+    c.sigkill(3);
+    let before = c.executed_height(0);
+    let second = transfers(ACCOUNTS, 4, 8);
+    submit_spread(&c, &[0, 1, 2], &second);
+    let total = (first.len() + second.len()) as u64;
+    c.wait_for(
+        Duration::from_secs(90),
+        "the others to execute the load",
+        || (0..3).all(|i| c.executed_transactions(i) >= total),
+    );
+    c.wait_for(
+        Duration::from_secs(60),
+        "20 more blocks without validator 3",
+        || c.executed_height(0) > before + 20,
+    );
+
+    // Restart: it catches up by block sync and reaches the same state.
+    c.spawn(3);
+    c.wait_ready(3, Duration::from_secs(60));
+    let height = c.executed_height(0);
+    let roots = roots_at(&c, &[0, 1, 2, 3], height);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "restarted validator diverged at {height}: {roots:?}"
+    );
+    assert!(c.executed_transactions(3) >= total);
+    let (code, v) = c.get(3, &format!("/v1/transactions/{}", second[7].digest()));
+    assert_eq!(code, 200, "{v}");
+}
+
+#[test]
+fn stopping_the_leader_again_and_again_forces_view_changes_and_commits_continue() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Committee::start(4);
+    let mut stopped = Vec::new();
+    for _ in 0..3 {
+        let round = c.status(0)["round"].as_u64().unwrap();
+        // Equal stakes: the leader of round r is validator r mod 4.
+        let mut leader = (round % 4) as usize;
+        if !c.is_running(leader) {
+            leader = (leader + 1) % 4;
+        }
+        let status = c.stop(leader);
+        assert!(
+            status.success(),
+            "graceful stop of {leader} failed: {status}"
+        );
+        stopped.push(leader);
+        let observer = (leader + 1) % 4;
+        let h = c.executed_height(observer);
+        c.wait_for(
+            Duration::from_secs(60),
+            "commits without the leader",
+            || c.executed_height(observer) >= h + 10,
+        );
+        c.spawn(leader);
+        c.wait_ready(leader, Duration::from_secs(60));
+    }
+    let (_, metrics) = {
+        let r = c.http.get(format!("{}/metrics", c.apis[0])).send().unwrap();
+        (r.status(), r.text().unwrap())
+    };
+    let timeouts: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keel_consensus_timeouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        timeouts >= 1.0,
+        "no view change happened (stopped {stopped:?})"
+    );
+    let txs = transfers(ACCOUNTS, 0, 2);
+    submit_spread(&c, &[0, 1, 2, 3], &txs);
+    c.wait_for(Duration::from_secs(60), "load after the restarts", || {
+        c.executed_transactions(1) >= txs.len() as u64
+    });
+}
+
+#[test]
+fn bad_requests_get_4xx_and_the_node_keeps_serving() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Committee::start(4);
+    let api = &c.apis[0];
+    // A fresh connection per request: the server closes a connection whose oversize body it
+    // refused without reading, and a pooled client would reuse it.
+    let http = &reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let check = |what: &str, r: reqwest::blocking::Response, want: u16| {
+        let code = r.status().as_u16();
+        let body: serde_json::Value = r.json().unwrap_or_default();
+        assert_eq!(code, want, "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: no error message in {body}"
+        );
+        body
+    };
+    let post_json = |body: &str| {
+        http.post(format!("{api}/v1/transactions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    check("garbage JSON", post_json("{not json"), 400);
+    check("wrong shape", post_json(r#"{"chain_id": "x"}"#), 422);
+    let bad_hex = serde_json::json!({
+        "chain_id": 7, "sender": "zz", "nonce": 0, "expiry_ms": 1,
+        "ops": [], "signature": "00"
+    });
+    let body = check("bad sender hex", post_json(&bad_hex.to_string()), 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sender")
+    );
+    // A well-formed but invalid transaction: the message names the field.
+    let mut tx = serde_json::to_value(keel_api::dto::TransactionJson::from_signed(
+        &transfers(1, 0, 1)[0],
+    ))
+    .unwrap();
+    tx["ops"][0]["amount"] = 0.into();
+    let body = check("zero amount", post_json(&tx.to_string()), 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ops[0]"),
+        "{body}"
+    );
+    check(
+        "oversize JSON",
+        post_json(&format!("{{\"pad\": \"{}\"}}", "a".repeat(1 << 20))),
+        413,
+    );
+    check(
+        "garbage batch",
+        http.post(format!("{api}/v1/transactions/batch"))
+            .body(vec![0xffu8; 100])
+            .send()
+            .unwrap(),
+        400,
+    );
+    check(
+        "oversize batch",
+        http.post(format!("{api}/v1/transactions/batch"))
+            .body(vec![0u8; 17 << 20])
+            .send()
+            .unwrap(),
+        413,
+    );
+    check(
+        "bad digest",
+        http.get(format!("{api}/v1/transactions/xyz"))
+            .send()
+            .unwrap(),
+        400,
+    );
+    check(
+        "unknown digest",
+        http.get(format!("{api}/v1/transactions/{}", "ab".repeat(32)))
+            .send()
+            .unwrap(),
+        404,
+    );
+    check(
+        "bad height",
+        http.get(format!("{api}/v1/blocks/-1")).send().unwrap(),
+        400,
+    );
+    check(
+        "long object key",
+        http.get(format!(
+            "{api}/v1/objects/{}/{}",
+            "00".repeat(32),
+            "ab".repeat(300)
+        ))
+        .send()
+        .unwrap(),
+        400,
+    );
+    check(
+        "unknown path",
+        http.get(format!("{api}/v2/nothing")).send().unwrap(),
+        404,
+    );
+
+    let admin = &c.admin[0];
+    check(
+        "admin without token",
+        http.get(format!("{admin}/admin/status")).send().unwrap(),
+        401,
+    );
+    check(
+        "admin with a wrong token",
+        http.get(format!("{admin}/admin/status"))
+            .bearer_auth("not-the-token")
+            .send()
+            .unwrap(),
+        401,
+    );
+    check(
+        "bad log filter",
+        http.put(format!("{admin}/admin/log-level"))
+            .bearer_auth(&c.tokens[0])
+            .json(&serde_json::json!({"filter": "keel=notalevel[["}))
+            .send()
+            .unwrap(),
+        400,
+    );
+    let ok = http
+        .get(format!("{admin}/admin/peers"))
+        .bearer_auth(&c.tokens[0])
+        .send()
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let peers: serde_json::Value = ok.json().unwrap();
+    assert_eq!(peers.as_array().unwrap().len(), 3);
+
+    // Still serving, and the OpenAPI document is there.
+    assert_eq!(
+        http.get(format!("{api}/healthz")).send().unwrap().status(),
+        200
+    );
+    assert_eq!(c.get(0, "/v1/openapi.json").0, 200);
+    let h = c.executed_height(0);
+    c.wait_for(
+        Duration::from_secs(30),
+        "commits after bad requests",
+        || c.executed_height(0) > h,
+    );
+}
+
+#[test]
+fn localnet_writes_apis_once_ready_and_stops_on_sigterm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::keel())
+        .args(["localnet", "--validators", "4", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let apis_path = dir.path().join("apis.txt");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !apis_path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apis.txt never appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "localnet exited early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let apis: Vec<String> = std::fs::read_to_string(&apis_path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(apis.len(), 4);
+    for api in &apis {
+        let r = reqwest::blocking::get(format!("{api}/readyz")).unwrap();
+        assert!(r.status().is_success(), "{api} not ready");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "localnet did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "localnet exit: {status}");
+    // Every validator is gone: its API no longer answers, and its data directory can be
+    // opened again (the lock was released).
+    for api in &apis {
+        assert!(reqwest::blocking::get(format!("{api}/healthz")).is_err());
+    }
+}
