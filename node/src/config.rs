@@ -449,3 +449,96 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_localnet_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/localnet");
+        for i in 0..4 {
+            let config = NodeConfig::load(&dir.join(format!("validator-{i}.toml"))).unwrap();
+            assert_eq!(config.p2p_listen.port(), 7100 + i);
+            assert!(config.genesis.ends_with("generated/genesis.json"));
+            assert!(config.genesis.is_absolute() || config.genesis.starts_with(&dir));
+        }
+    }
+
+    fn load_str(text: &str) -> anyhow::Result<NodeConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    const MINIMAL: &str = r#"
+genesis = "g.json"
+protocol_key = "p.key"
+network_key = "n.key"
+data_dir = "data"
+p2p_listen = "127.0.0.1:1"
+api_listen = "127.0.0.1:2"
+admin_token_file = "t"
+"#;
+
+    #[test]
+    fn config_errors_name_the_field() {
+        assert!(load_str(MINIMAL).is_ok());
+        let cases = [
+            ("p2p_listen = \"nowhere\"", "p2p_listen"),
+            ("[execution]\nworkers = 1000", "execution.workers"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[consensus]\nmin_block_interval_ms = 5000",
+                "consensus.min_block_interval_ms",
+            ),
+            (
+                "[batching]\nmax_transactions = 0",
+                "batching.max_transactions",
+            ),
+            ("unknown_field = 1", "unknown_field"),
+        ];
+        for (extra, field) in cases {
+            let text = if extra.starts_with("p2p_listen") {
+                MINIMAL.replace("p2p_listen = \"127.0.0.1:1\"", extra)
+            } else {
+                format!("{MINIMAL}\n{extra}\n")
+            };
+            let err = format!("{:#}", load_str(&text).unwrap_err());
+            assert!(
+                err.contains(field),
+                "`{extra}`: error does not name {field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn genesis_errors_name_the_field() {
+        let genesis = Genesis {
+            chain_id: 1,
+            epoch: 1,
+            validators: vec![GenesisValidator {
+                name: "a".into(),
+                protocol_key: "zz".into(),
+                network_key: "00".repeat(32),
+                stake: 1,
+                address: "127.0.0.1:1".into(),
+            }],
+            accounts: vec![],
+            derived_accounts: None,
+        };
+        let err = genesis.committee().unwrap_err().to_string();
+        assert!(err.contains("validators[0].protocol_key"), "{err}");
+        let too_many = Genesis {
+            derived_accounts: Some(DerivedAccounts {
+                seed: "s".into(),
+                count: MAX_DERIVED_ACCOUNTS + 1,
+                balance: 1,
+            }),
+            ..genesis
+        };
+        let err = too_many.funded().unwrap_err().to_string();
+        assert!(err.contains("derived_accounts.count"), "{err}");
+    }
+}

@@ -78,28 +78,39 @@ pub fn signing_message_of_encoding(
     *hasher.finalize().as_bytes()
 }
 
-/// An ed25519 public key, validated (a curve point) when constructed or decoded.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
+/// An ed25519 public key, held in its 32-byte compressed encoding.
+///
+/// Parsing text or certificates ([`PublicKey::from_bytes`], `FromStr`) checks that the bytes
+/// are a curve point; decoding bcs does not, and the point is decompressed only when a
+/// signature is verified (a key that is not a point verifies nothing). Decompression costs
+/// about as much as half a signature check, and most decoded keys (a batch read back for
+/// execution, whose address is a hash of the bytes) are never used to verify.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     /// Parses 32 bytes, rejecting encodings that are not curve points.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
         VerifyingKey::from_bytes(bytes)
-            .map(PublicKey)
+            .map(|_| PublicKey(*bytes))
             .map_err(|e| Error::InvalidPublicKey {
                 reason: e.to_string(),
             })
     }
 
+    /// The curve point.
+    fn point(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
+    }
+
     /// The compressed encoding.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes()
+        self.0
     }
 
     /// The compressed encoding, borrowed.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Verifies `signature` over `content` in `domain` for `epoch` and `chain_id`.
@@ -124,27 +135,10 @@ impl PublicKey {
         what: &'static str,
     ) -> Result<()> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0
+        self.point()
+            .ok_or(Error::InvalidSignature { what })?
             .verify_strict(message, &sig)
             .map_err(|_| Error::InvalidSignature { what })
-    }
-}
-
-impl std::hash::Hash for PublicKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state)
-    }
-}
-
-impl PartialOrd for PublicKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PublicKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
@@ -179,9 +173,9 @@ impl Serialize for PublicKey {
 }
 
 impl<'de> Deserialize<'de> for PublicKey {
+    /// Any 32 bytes: the point is checked when the key verifies a signature.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let bytes = <[u8; 32]>::deserialize(d)?;
-        PublicKey::from_bytes(&bytes).map_err(serde::de::Error::custom)
+        <[u8; 32]>::deserialize(d).map(PublicKey)
     }
 }
 
@@ -258,7 +252,7 @@ impl KeyPair {
 
     /// The public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.secret.verifying_key())
+        PublicKey(self.secret.verifying_key().to_bytes())
     }
 
     /// Signs `content` in `domain` for `epoch` and `chain_id`.
@@ -315,11 +309,13 @@ pub fn verify_batch(items: &[SignedMessage<'_>]) -> std::result::Result<(), Vec<
         .iter()
         .map(|i| ed25519_dalek::Signature::from_bytes(&i.signature.0))
         .collect();
-    let keys: Vec<VerifyingKey> = items.iter().map(|i| i.key.0).collect();
+    let keys: Option<Vec<VerifyingKey>> = items.iter().map(|i| i.key.point()).collect();
     // The batch equation is checked first; strict per-item checks still run when it passes so
     // that the batch path accepts exactly what the single path accepts (no small-order keys).
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-        && items.iter().all(|i| !i.key.0.is_weak())
+    // A key that is not a point fails the batch; the per-item checks find it.
+    if let Some(keys) = keys
+        && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+        && keys.iter().all(|k| !k.is_weak())
     {
         return Ok(());
     }

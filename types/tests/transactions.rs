@@ -225,3 +225,23 @@ fn identify_matches_the_separate_computations() {
     assert_eq!(id.signing_message, signed.transaction.signing_message());
     assert_eq!(id.encoded_len + 64, signed.encode().len());
 }
+
+#[test]
+fn a_sender_key_that_is_not_a_curve_point_decodes_but_verifies_nothing() {
+    let signed = tx(vec![Op::Delete { key: b"k".to_vec() }]).sign(&seeded_key("client", 0));
+    let mut bytes = signed.encode();
+    // The sender key follows the 8-byte chain id. y = 2 is not the y-coordinate of a point.
+    let mut not_a_point = [0u8; 32];
+    not_a_point[0] = 2;
+    assert!(keel_types::PublicKey::from_bytes(&not_a_point).is_err());
+    bytes[8..40].copy_from_slice(&not_a_point);
+    let decoded = SignedTransaction::decode(&bytes).unwrap();
+    assert!(decoded.verify_signature().is_err());
+    let message = decoded.transaction.signing_message();
+    let items = [keel_types::crypto::SignedMessage {
+        message: &message,
+        key: &decoded.transaction.sender,
+        signature: &decoded.signature,
+    }; 3];
+    assert_eq!(keel_types::crypto::verify_batch(&items), Err(vec![0, 1, 2]));
+}
