@@ -181,16 +181,7 @@ impl Scratch {
             }
             Op::Put { key, value } => {
                 let entry = self.object(key, view)?;
-                let Some(version) = next_version(&entry.0) else {
-                    return Ok(Err(FailureReason::VersionOverflow { op_index }));
-                };
-                *entry = (
-                    Some(Object {
-                        version,
-                        value: value.clone(),
-                    }),
-                    true,
-                );
+                return Ok(write_next_version(entry, value, op_index));
             }
             Op::Delete { key } => {
                 let entry = self.object(key, view)?;
@@ -212,16 +203,7 @@ impl Scratch {
                         found,
                     }));
                 }
-                let Some(version) = next_version(&entry.0) else {
-                    return Ok(Err(FailureReason::VersionOverflow { op_index }));
-                };
-                *entry = (
-                    Some(Object {
-                        version,
-                        value: value.clone(),
-                    }),
-                    true,
-                );
+                return Ok(write_next_version(entry, value, op_index));
             }
         }
         Ok(Ok(()))
@@ -262,6 +244,21 @@ impl Scratch {
     }
 }
 
-fn next_version(object: &Option<Object>) -> Option<u64> {
-    object.as_ref().map_or(0, |o| o.version).checked_add(1)
+/// Writes `value` as the object's next version (1 for a new object).
+fn write_next_version(
+    entry: &mut (Option<Object>, bool),
+    value: &[u8],
+    op_index: u32,
+) -> Result<(), FailureReason> {
+    let Some(version) = entry.0.as_ref().map_or(0, |o| o.version).checked_add(1) else {
+        return Err(FailureReason::VersionOverflow { op_index });
+    };
+    *entry = (
+        Some(Object {
+            version,
+            value: value.to_vec(),
+        }),
+        true,
+    );
+    Ok(())
 }
