@@ -13,14 +13,10 @@ use keel_authority::{
     test_utils::{BLOCK_TIME, Workload, WorkloadConfig},
 };
 use keel_storage::{Store, StoreConfig};
+use keel_types::test_utils::TestChild;
 use keel_types::{Digest, Height, SignedTransaction};
 use rand::{Rng, SeedableRng};
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 const CHILD_ENV: &str = "KEEL_EXEC_CRASH_CHILD_DIR";
 const WORKLOAD_SEED: u64 = 42;
@@ -113,51 +109,17 @@ fn execution_resumes_after_sigkill_with_identical_results() {
     let (_, blocks) = workload();
     let (roots, expected_receipts) = reference(&blocks);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
 
     let mut kills = 0;
     let mut killed_mid_run = 0;
     loop {
-        let mut child = Command::new(&exe)
-            .args([
-                "execution_crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("child never became ready");
-            if line.contains("ready at") {
-                break;
-            }
-        }
+        let child = TestChild::spawn("execution_crash_child", &[(CHILD_ENV, dir.path())]);
+        child.wait_for_line("ready at", Duration::from_secs(120));
         let finished;
         if kills < rounds {
             std::thread::sleep(Duration::from_millis(rng.gen_range(0..60)));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            let lines = child.kill(); // SIGKILL
             kills += 1;
-            reader.join().unwrap();
-            let lines: Vec<String> = rx.try_iter().collect();
             finished = lines.iter().any(|l| l == "done");
             if !finished {
                 killed_mid_run += 1;
@@ -180,10 +142,9 @@ fn execution_resumes_after_sigkill_with_identical_results() {
             );
             println!("kill {kills}: store at height {height}");
         } else {
-            let status = child.wait().unwrap();
-            reader.join().unwrap();
+            let (status, lines) = child.wait(Duration::from_secs(300));
             assert!(status.success(), "final child failed: {status}");
-            finished = rx.try_iter().any(|l| l == "done");
+            finished = lines.iter().any(|l| l == "done");
             assert!(finished, "final child did not finish");
         }
         if finished {

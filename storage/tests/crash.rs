@@ -7,12 +7,9 @@
 //! run (the seed is printed).
 
 use keel_storage::{Column, Store, StoreConfig, WriteOp};
+use keel_types::test_utils::TestChild;
 use rand::{Rng, SeedableRng};
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 const CHILD_ENV: &str = "KEEL_CRASH_CHILD_DIR";
 const TOTAL: u64 = 1 << 60;
@@ -80,50 +77,17 @@ fn crash_recovery_keeps_every_acknowledged_commit() {
     println!("crash test seed {seed} ({rounds} rounds); replay with KEEL_CRASH_SEED={seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut max_acked = 0u64;
     let mut total_acked = 0usize;
 
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let child = TestChild::spawn("crash_child", &[(CHILD_ENV, dir.path())]);
         // Kill at a random moment after the child is ready: sometimes at once, sometimes late.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("child never became ready");
-            if line.ends_with("ready") {
-                break;
-            }
-        }
+        child.wait_for_line("ready", Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..120)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let acked: Vec<u64> = rx
-            .try_iter()
+        let acked: Vec<u64> = child
+            .kill()
+            .iter()
             .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok()))
             .collect();
         total_acked += acked.len();

@@ -1,10 +1,8 @@
 //! A second process opening a held data directory fails at once with a clear error.
 
 use keel_storage::{Error, Store, StoreConfig};
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use keel_types::test_utils::TestChild;
+use std::time::Duration;
 
 const CHILD_ENV: &str = "KEEL_LOCK_CHILD_DIR";
 
@@ -33,32 +31,10 @@ fn lock_child() {
 fn a_second_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _held = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "lock_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = TestChild::spawn("lock_child", &[(CHILD_ENV, dir.path())]);
     // Never hang: the child must finish promptly.
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("second open hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    let (status, lines) = child.wait(Duration::from_secs(30));
+    let out = lines.join("\n");
     assert!(status.success(), "child exited {status}: {out}");
     // The harness prints the test name on the same line, before the child's message.
     let line = out
