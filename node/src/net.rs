@@ -11,7 +11,7 @@ use keel_types::{
 };
 use std::{
     collections::HashMap,
-    sync::{Arc, OnceLock, Weak},
+    sync::{Arc, OnceLock, Weak, atomic::Ordering},
 };
 
 /// The network type the node runs.
@@ -221,31 +221,44 @@ fn blocks_with_ancestors(shared: &Shared, digests: &[Digest]) -> anyhow::Result<
     Ok(out)
 }
 
-/// Verifies a peer's batch on the blocking pool, stores it and acknowledges it; at most a few
-/// at once (beyond that the batch is dropped and counted: the author gathers enough
-/// acknowledgements from the others, or its proof expires).
+/// Verifies a peer's batch on the blocking pool, stores it and acknowledges it. At most
+/// [`BATCH_VERIFIERS`] run at once; up to [`MAX_WAITING_BATCHES`] more wait their turn, and
+/// beyond that a batch is dropped and counted (the author gathers enough acknowledgements
+/// from the others; this node fetches the batch if a block orders it).
 fn on_batch(shared: &Arc<Shared>, sender: ValidatorIndex, batch: Batch) {
-    let Ok(permit) = shared.batch_permits.clone().try_acquire_owned() else {
+    if shared.batches_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_BATCHES {
+        shared.batches_waiting.fetch_sub(1, Ordering::AcqRel);
         shared.metrics.batches_refused.inc();
         return;
-    };
+    }
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let verifier = shared.dissemination.lock().verifier();
-        match verifier.check(sender, &batch) {
-            Ok(ack) => {
-                if let Err(e) = store_batch(&shared.store, &batch) {
-                    tracing::error!(error = %e, "cannot store a batch");
-                    return;
+    tokio::spawn(async move {
+        let permit = shared.batch_permits.clone().acquire_owned().await;
+        shared.batches_waiting.fetch_sub(1, Ordering::AcqRel);
+        let Ok(permit) = permit else { return };
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let verifier = shared.dissemination.lock().verifier();
+            match verifier.check(sender, &batch) {
+                Ok(ack) => {
+                    if let Err(e) = store_batch(&shared.store, &batch) {
+                        tracing::error!(error = %e, "cannot store a batch");
+                        return;
+                    }
+                    shared.metrics.batches_acknowledged.inc();
+                    shared.net.send_ack(sender, &ack);
                 }
-                shared.metrics.batches_acknowledged.inc();
-                shared.net.send_ack(sender, &ack);
+                Err(e) => {
+                    shared.metrics.batches_refused.inc();
+                    tracing::warn!(%sender, error = %e, "refused a batch");
+                }
             }
-            Err(e) => {
-                shared.metrics.batches_refused.inc();
-                tracing::warn!(%sender, error = %e, "refused a batch");
-            }
-        }
+        });
+        let _ = verified.await;
     });
 }
+
+/// Peer batches verified at once.
+pub const BATCH_VERIFIERS: usize = 4;
+/// Peer batches waiting for a verifier before new ones are dropped.
+pub const MAX_WAITING_BATCHES: usize = 256;

@@ -106,6 +106,8 @@ pub struct Shared {
     pub runtime: tokio::runtime::Handle,
     /// Peer batches verified at once.
     pub batch_permits: Arc<Semaphore>,
+    /// Peer batches waiting for a verification permit.
+    pub batches_waiting: std::sync::atomic::AtomicUsize,
     driver_tx: mpsc::Sender<DriverInput>,
     committed: watch::Sender<Height>,
     round: AtomicU64,
@@ -305,7 +307,8 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         metrics: Metrics::new(),
         shutdown: CancellationToken::new(),
         runtime: tokio::runtime::Handle::current(),
-        batch_permits: Arc::new(Semaphore::new(4)),
+        batch_permits: Arc::new(Semaphore::new(crate::net::BATCH_VERIFIERS)),
+        batches_waiting: std::sync::atomic::AtomicUsize::new(0),
         driver_tx: driver_tx.clone(),
         committed: watch::channel(committed_height).0,
         round: AtomicU64::new(0),
