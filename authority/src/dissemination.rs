@@ -222,6 +222,13 @@ impl ProofQueue {
         self.order.retain(|d| proofs.contains_key(d));
     }
 
+    /// Whether this exact proof (summary and signatures) is queued; queued proofs verified.
+    pub fn contains(&self, proof: &ProofOfAvailability) -> bool {
+        self.proofs
+            .get(&proof.info.digest)
+            .is_some_and(|q| q.proof == *proof)
+    }
+
     /// Proofs queued.
     pub fn len(&self) -> usize {
         self.proofs.len()
@@ -479,10 +486,15 @@ impl<N: BatchNetwork> Dissemination<N> {
     }
 
     /// Whether a proposal's proofs may be voted for: each verifies, none repeats.
+    ///
+    /// A proof identical to one already queued here was verified when it was queued and is
+    /// not verified again; any other proof (a different copy included) is.
     pub fn validate_payload(&self, proofs: &[ProofOfAvailability]) -> bool {
         let mut seen = HashSet::with_capacity(proofs.len());
         proofs.iter().all(|p| {
-            seen.insert(p.info.digest) && p.verify(&self.committee, self.config.chain_id).is_ok()
+            seen.insert(p.info.digest)
+                && (self.queue.contains(p)
+                    || p.verify(&self.committee, self.config.chain_id).is_ok())
         })
     }
 

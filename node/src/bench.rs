@@ -146,6 +146,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     if args.apis.is_empty() {
         bail!("--api: at least one API URL is needed");
     }
+    if args.accounts == 0 || args.accounts > crate::config::MAX_DERIVED_ACCOUNTS {
+        bail!(
+            "--accounts: {} is not in 1..={}",
+            args.accounts,
+            crate::config::MAX_DERIVED_ACCOUNTS
+        );
+    }
     let clients: Vec<Client> = args
         .apis
         .iter()
