@@ -13,7 +13,7 @@ use keel_authority::{
     test_utils::{BLOCK_TIME, Workload, WorkloadConfig},
 };
 use keel_storage::{Store, StoreConfig};
-use keel_types::test_utils::TestChild;
+use keel_types::test_utils::{TestChild, env_knob};
 use keel_types::{Digest, Height, SignedTransaction};
 use rand::{Rng, SeedableRng};
 use std::{sync::Arc, time::Duration};
@@ -94,14 +94,8 @@ fn receipts(store: &Store, blocks: &[Vec<SignedTransaction>]) -> Vec<Option<Vec<
 
 #[test]
 fn execution_resumes_after_sigkill_with_identical_results() {
-    let rounds: usize = std::env::var("KEEL_EXEC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let seed: u64 = std::env::var("KEEL_EXEC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let rounds: usize = env_knob("KEEL_EXEC_CRASH_ROUNDS").unwrap_or(8);
+    let seed: u64 = env_knob("KEEL_EXEC_CRASH_SEED").unwrap_or_else(rand::random);
     println!(
         "execution crash seed {seed} ({rounds} kills); replay with KEEL_EXEC_CRASH_SEED={seed}"
     );

@@ -9,7 +9,7 @@ use keel_consensus::{
     ConsensusMessage,
     sim::{Behaviour, Crash, SimConfig, Simulation},
 };
-use keel_types::{Round, TimestampMs, ValidatorIndex};
+use keel_types::{Round, TimestampMs, ValidatorIndex, test_utils::env_knob};
 
 fn assert_safe(report: &keel_consensus::sim::SimReport, what: &str) {
     assert!(
@@ -54,7 +54,7 @@ fn a_minimum_block_interval_paces_an_idle_committee() {
 
 #[test]
 fn random_byzantine_scenarios_stay_safe_and_live() {
-    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let env = env_knob::<u64>;
     let seeds = env("KEEL_SIM_SEEDS").unwrap_or(100);
     let first = env("KEEL_SIM_FIRST_SEED").unwrap_or(0);
     let single = env("KEEL_SIM_SEED");

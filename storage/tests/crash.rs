@@ -7,7 +7,7 @@
 //! run (the seed is printed).
 
 use keel_storage::{Column, Store, StoreConfig, WriteOp};
-use keel_types::test_utils::TestChild;
+use keel_types::test_utils::{TestChild, env_knob};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
@@ -66,14 +66,8 @@ fn crash_child() {
 
 #[test]
 fn crash_recovery_keeps_every_acknowledged_commit() {
-    let rounds: usize = std::env::var("KEEL_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("KEEL_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let rounds: usize = env_knob("KEEL_CRASH_ROUNDS").unwrap_or(20);
+    let seed: u64 = env_knob("KEEL_CRASH_SEED").unwrap_or_else(rand::random);
     println!("crash test seed {seed} ({rounds} rounds); replay with KEEL_CRASH_SEED={seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();

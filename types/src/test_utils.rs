@@ -131,3 +131,9 @@ impl TestChild {
         self.lines.try_iter().collect()
     }
 }
+
+/// The value of environment variable `name` parsed as `T`, if set and valid (test knobs such
+/// as seeds and round counts).
+pub fn env_knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
