@@ -1,24 +1,20 @@
-//! The RocksDB handle: column families, the data-directory lock, plain reads and writes, and
-//! the recovery of the state hash at open.
+//! The RocksDB handle: opening a data directory (lock, column families, tuning), plain reads
+//! and writes of the caller-visible columns, and the recovery of the state hash at open.
 //!
-//! Layout (one RocksDB instance per data directory):
-//!
-//! | column family | key | value |
-//! |---|---|---|
-//! | `state` | `bucket(key) ‖ key` | `version (u64 LE) ‖ value` |
-//! | `receipts`, `blocks`, `batches`, `consensus`, `meta` | caller-defined | caller-defined |
-//! | `internal` | `seq`, `lattice_seq`, `lattice/<bucket>`, `journal/<seq BE>` | see below |
-//!
-//! `internal` belongs to this crate: the last commit sequence, the bucket lattices as of
-//! `lattice_seq`, and a journal of element seeds changed by each commit after `lattice_seq`
-//! (see [`crate::root`]). At open the lattices are loaded and the journal replayed, so the state
-//! hash always equals the hash of the committed state, whatever moment a crash happened at.
+//! The on-disk format is [`crate::layout`]'s. At open the bucket lattices are loaded and the
+//! journal written after them replayed (see [`crate::root_keeper`]), so the state hash always
+//! equals the hash of the committed state, whatever moment a crash happened at.
 
 use crate::{
+    config::StoreConfig,
     error::{Error, Result},
+    layout::{
+        Column, DB_DIR, INTERNAL_CF, KEY_LATTICE_SEQ, KEY_SEQ, LOCK_FILE, PREFIX_JOURNAL, STATE_CF,
+        journal_key, lattice_key, split_value,
+    },
+    lthash::{BUCKETS, LtHash, StateHash, bucket_of},
     recent::RecentWrites,
-    root::{JournalEntry, Recovered, RootKeeper, journal_key},
-    state_root::{BUCKETS, LtHash, StateHash, bucket_of},
+    root_keeper::{JournalEntry, Recovered, RootKeeper},
 };
 use parking_lot::Mutex;
 use rocksdb::{
@@ -32,82 +28,19 @@ use std::{
     sync::{Arc, atomic::AtomicU64},
 };
 
-/// Longest state key accepted, in bytes.
-pub const MAX_STATE_KEY: usize = 512;
-/// Largest state value accepted, in bytes.
-pub const MAX_STATE_VALUE: usize = 128 * 1024;
 /// Keys the recent-writes index holds (about 64 bytes of overhead each, plus the key).
 const RECENT_WRITES_CAPACITY: usize = 1 << 16;
-/// Commits between two writes of the full bucket lattices (the journal is at most this long).
-pub const LATTICE_FLUSH_INTERVAL: u64 = 1024;
 
-/// The column families callers may read and write directly. State is only written through
-/// [`crate::OccTransaction`], so that the state hash follows every change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Column {
-    /// Transaction receipts.
-    Receipts,
-    /// Blocks and certificates.
-    Blocks,
-    /// Transaction batches.
-    Batches,
-    /// Consensus safety data and other consensus persistence.
-    Consensus,
-    /// Node metadata (e.g. the executed-height marker).
-    Meta,
-}
-
-impl Column {
-    /// All caller-visible columns.
-    pub const ALL: [Column; 5] = [
-        Column::Receipts,
-        Column::Blocks,
-        Column::Batches,
-        Column::Consensus,
-        Column::Meta,
-    ];
-
-    /// The RocksDB column family name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Column::Receipts => "receipts",
-            Column::Blocks => "blocks",
-            Column::Batches => "batches",
-            Column::Consensus => "consensus",
-            Column::Meta => "meta",
-        }
-    }
-}
-
-pub(crate) const STATE_CF: &str = "state";
-pub(crate) const INTERNAL_CF: &str = "internal";
-const LOCK_FILE: &str = "keel.lock";
-
-pub(crate) const KEY_SEQ: &[u8] = b"seq";
-pub(crate) const KEY_LATTICE_SEQ: &[u8] = b"lattice_seq";
-pub(crate) const PREFIX_LATTICE: &[u8] = b"lattice/";
-pub(crate) const PREFIX_JOURNAL: &[u8] = b"journal/";
-
-/// Tuning knobs for the store.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// fsync every state commit (survives power loss, not just process crashes). Safety data
-    /// written with [`Store::put_synced`] is always synced, whatever this says.
-    pub sync_commits: bool,
-    /// Size of the shared block cache in bytes.
-    pub block_cache_bytes: usize,
-    /// Background flush and compaction threads.
-    pub background_jobs: i32,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            sync_commits: false,
-            block_cache_bytes: 256 << 20,
-            background_jobs: 2,
-        }
-    }
+/// A write to a caller-visible column, committed atomically with a transaction's state writes
+/// ([`crate::OccTransaction::commit_with`]) or with other such writes ([`Store::write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// The column.
+    pub column: Column,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
 }
 
 /// What commits serialise on: the sequence counter and the options of the commit path.
@@ -237,7 +170,7 @@ fn recover_state_hash(db: &DB) -> Result<Recovered> {
     let mut hash = StateHash::default();
     for b in 0..BUCKETS {
         let bucket = b as u8;
-        let key = [PREFIX_LATTICE, &[bucket]].concat();
+        let key = lattice_key(bucket);
         if let Some(raw) = db
             .get_pinned_cf(internal_cf(db), &key)
             .map_err(Error::rocks("get"))?
@@ -303,7 +236,7 @@ impl Store {
                 cf_options(&cache, compress),
             ));
         }
-        let db = DB::open_cf_descriptors(&db_opts, path.join("db"), families).map_err(|e| {
+        let db = DB::open_cf_descriptors(&db_opts, path.join(DB_DIR), families).map_err(|e| {
             let reason = e.into_string();
             if reason.contains("LOCK") {
                 Error::Locked {
@@ -402,7 +335,7 @@ impl Store {
                     reason: format!("key {} stored in bucket {bucket}", hex::encode(user_key)),
                 });
             }
-            let (_, payload) = crate::occ::split_value(&value)?;
+            let (_, payload) = split_value(&value)?;
             hash.bucket_mut(*bucket).insert(user_key, payload);
         }
         Ok(hash)
@@ -448,7 +381,7 @@ impl Store {
 
     /// Writes several keys of caller-visible columns atomically (all or none survive a
     /// crash); with `sync`, fsyncs before returning.
-    pub fn write(&self, ops: Vec<crate::WriteOp>, sync: bool) -> Result<()> {
+    pub fn write(&self, ops: Vec<WriteOp>, sync: bool) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let mut batch = WriteBatch::default();

@@ -10,9 +10,18 @@
 //!        state-root thread: StateHash (LtHash per bucket) → state_root()
 //! ```
 //!
-//! Main types: [`Store`] (one data directory, exclusively locked), [`OccTransaction`]
-//! (optimistic transaction), [`StateHash`]/[`LtHash`] (the incremental state root), [`Column`]
-//! (the caller-visible column families).
+//! Main types: [`Store`] (one data directory, exclusively locked), [`StoreConfig`] (its tuning,
+//! a serde section with `DEFAULT_*` constants), [`OccTransaction`] (optimistic transaction),
+//! [`StateHash`]/[`LtHash`] (the incremental state root), [`Column`] (the caller-visible column
+//! families).
+//!
+//! Modules, each depending only on those listed before it (no import cycles):
+//! - `error`, `config`, `lthash` (the lattice hash per bucket; public, also as `state_root`),
+//!   `recent` (the recent-writes index);
+//! - `layout`: the on-disk format (column families, key and value encodings, size limits);
+//! - `root_keeper`: the thread owning the bucket lattices and the state-hash journal;
+//! - `db`: [`Store`] itself (open, lock, recovery, plain column reads and writes);
+//! - `occ`: snapshots and optimistic transactions over the `state` column.
 //!
 //! Invariants:
 //! - Committed transactions are serialisable in commit order; a transaction never sees another's
@@ -33,14 +42,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
 mod db;
 mod error;
+mod layout;
+pub mod lthash;
 mod occ;
 mod recent;
-mod root;
-pub mod state_root;
+mod root_keeper;
 
-pub use db::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE, Store, StoreConfig};
+/// [`lthash`] under its other public name (it computes the state root); both paths work.
+pub use lthash as state_root;
+
+pub use config::{
+    DEFAULT_BACKGROUND_JOBS, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_SYNC_COMMITS, StoreConfig,
+};
+pub use db::{Store, WriteOp};
 pub use error::{Error, Result};
-pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned, WriteOp};
-pub use state_root::{LtHash, StateHash};
+pub use layout::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE};
+pub use lthash::{LtHash, StateHash};
+pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned};

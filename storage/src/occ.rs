@@ -18,35 +18,20 @@
 //! Committed transactions are serialisable in commit-sequence order.
 
 use crate::{
-    db::{Column, CommitState, KEY_SEQ, MAX_STATE_KEY, MAX_STATE_VALUE, Store},
+    db::{CommitState, Store, WriteOp},
     error::{Error, Result},
+    layout::{
+        KEY_SEQ, MAX_STATE_KEY, MAX_STATE_VALUE, journal_key, split_value, state_key, state_value,
+    },
+    lthash::element_seed,
     recent::{Latest, Lookup},
-    root::{JournalEntry, journal_key},
-    state_root::{bucket_of, element_seed},
+    root_keeper::JournalEntry,
 };
 use rocksdb::{DB, ReadOptions, SnapshotWithThreadMode, WriteBatch};
 use std::{collections::BTreeMap, sync::atomic::Ordering};
 
 /// Journal entries handed to the state-root thread at a time.
 const ROOT_BATCH: usize = 512;
-
-fn state_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    out.push(bucket_of(key));
-    out.extend_from_slice(key);
-    out
-}
-
-/// Splits a stored state value into its version and payload.
-pub(crate) fn split_value(raw: &[u8]) -> Result<(u64, &[u8])> {
-    match raw.split_first_chunk::<8>() {
-        Some((version, payload)) => Ok((u64::from_le_bytes(*version), payload)),
-        None => Err(Error::Corrupt {
-            what: "state value",
-            reason: format!("{} bytes, shorter than its 8-byte version", raw.len()),
-        }),
-    }
-}
 
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > MAX_STATE_KEY {
@@ -56,17 +41,6 @@ fn check_key(key: &[u8]) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A write to a caller-visible column, committed atomically with a transaction's state writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteOp {
-    /// The column.
-    pub column: Column,
-    /// The key.
-    pub key: Vec<u8>,
-    /// The value, or `None` to delete.
-    pub value: Option<Vec<u8>>,
 }
 
 /// What a successful commit reports.
@@ -371,10 +345,7 @@ impl<'a> OccTransaction<'a> {
             }
             let new_seed = match new {
                 Some(value) => {
-                    let mut stored = Vec::with_capacity(8 + value.len());
-                    stored.extend_from_slice(&seq.to_le_bytes());
-                    stored.extend_from_slice(value);
-                    batch.put_cf(state_cf, &skey, stored);
+                    batch.put_cf(state_cf, &skey, state_value(seq, value));
                     Some(element_seed(key, value))
                 }
                 None => {

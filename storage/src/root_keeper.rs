@@ -14,9 +14,9 @@
 //! Queries ([`RootKeeper::state_hash`]) wait until every commit sent before them is applied.
 
 use crate::{
-    db::{INTERNAL_CF, KEY_LATTICE_SEQ, LATTICE_FLUSH_INTERVAL, PREFIX_LATTICE},
     error::{Error, Result},
-    state_root::{BUCKETS, StateHash},
+    layout::{INTERNAL_CF, KEY_LATTICE_SEQ, LATTICE_FLUSH_INTERVAL, journal_key, lattice_key},
+    lthash::{BUCKETS, StateHash},
 };
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -49,10 +49,6 @@ impl JournalEntry {
             lattice.insert_seed(new);
         }
     }
-}
-
-pub(crate) fn journal_key(seq: u64) -> Vec<u8> {
-    [crate::db::PREFIX_JOURNAL, &seq.to_be_bytes()].concat()
 }
 
 enum Message {
@@ -115,11 +111,7 @@ impl Keeper {
         for (b, dirty) in self.dirty.iter().enumerate() {
             if *dirty {
                 let bucket = b as u8;
-                batch.put_cf(
-                    cf,
-                    [PREFIX_LATTICE, &[bucket]].concat(),
-                    self.hash.bucket(bucket).to_bytes(),
-                );
+                batch.put_cf(cf, lattice_key(bucket), self.hash.bucket(bucket).to_bytes());
             }
         }
         batch.put_cf(cf, KEY_LATTICE_SEQ, self.applied_seq.to_le_bytes());
