@@ -18,7 +18,7 @@ use crate::{
 use keel_types::PublicKey;
 use parking_lot::Mutex;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
@@ -42,27 +42,63 @@ pub trait Handler<C>: Send + Sync + 'static {
     fn on_request(&self, from: PublicKey, request: Request) -> Response;
 }
 
-/// Endpoint parameters.
-#[derive(Debug, Clone)]
+/// Default of [`EndpointConfig::listen`]: loopback, any free port (what tests want; the node
+/// always sets its own `p2p_listen`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+/// Default of [`EndpointConfig::queue_capacity`]: notifications queued per peer.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Default of [`EndpointConfig::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`EndpointConfig::max_backoff`].
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Endpoint parameters: a serde section (durations in milliseconds, under `*_ms` names) that
+/// the node embeds in its config file. Every field has a default (the `DEFAULT_*` constants);
+/// unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EndpointConfig {
-    /// UDP address to bind (port 0 picks one).
+    /// UDP address to bind (port 0 picks one). Not part of the serde section: the node sets
+    /// it from its own `p2p_listen`, which must match the address genesis lists for it.
+    /// Default: [`DEFAULT_LISTEN`].
+    #[serde(skip)]
     pub listen: SocketAddr,
     /// Notifications queued per peer before the oldest is dropped.
+    /// Default: [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
-    /// How long a request may take.
+    /// How long a request may take (`request_timeout_ms`). Default: [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
-    /// Longest wait between dial attempts.
+    /// Longest wait between dial attempts (`max_backoff_ms`). Default: [`DEFAULT_MAX_BACKOFF`].
+    #[serde(rename = "max_backoff_ms", with = "millis")]
     pub max_backoff: Duration,
 }
 
 impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            queue_capacity: 1024,
-            request_timeout: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(5),
+            listen: DEFAULT_LISTEN,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_backoff: DEFAULT_MAX_BACKOFF,
         }
+    }
+}
+
+/// A [`Duration`] as a whole number of milliseconds (saturating at `u64::MAX`).
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 
@@ -460,5 +496,67 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::{
+        IntoDeserializer,
+        value::{Error as DeError, MapDeserializer},
+    };
+
+    fn from_pairs<V: IntoDeserializer<'static, DeError>>(
+        pairs: Vec<(&'static str, V)>,
+    ) -> std::result::Result<EndpointConfig, DeError> {
+        EndpointConfig::deserialize(MapDeserializer::new(pairs.into_iter()))
+    }
+
+    #[test]
+    fn an_empty_section_is_the_default() {
+        let config = from_pairs::<u64>(vec![]).unwrap();
+        assert_eq!(config, EndpointConfig::default());
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.queue_capacity, 1024);
+        assert_eq!(config.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_backoff, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn durations_are_milliseconds() {
+        let config =
+            from_pairs(vec![("request_timeout_ms", 300_u64), ("max_backoff_ms", 7)]).unwrap();
+        assert_eq!(config.request_timeout, Duration::from_millis(300));
+        assert_eq!(config.max_backoff, Duration::from_millis(7));
+        assert_eq!(config.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+    }
+
+    #[test]
+    fn listen_and_unknown_fields_are_refused() {
+        // `listen` comes from the node's own `p2p_listen`, never from this section.
+        for field in ["listen", "request_timeout", "queue_capacit"] {
+            let err = from_pairs(vec![(field, 1_u64)]).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn serialises_every_field_but_listen() {
+        let config = EndpointConfig {
+            listen: SocketAddr::from(([10, 0, 0, 1], 7100)),
+            queue_capacity: 3,
+            request_timeout: Duration::from_millis(1500),
+            max_backoff: Duration::from_secs(2),
+        };
+        let bytes = bcs::to_bytes(&config).unwrap();
+        let back: EndpointConfig = bcs::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            back,
+            EndpointConfig {
+                listen: DEFAULT_LISTEN,
+                ..config
+            }
+        );
     }
 }

@@ -7,6 +7,11 @@
 //!  message ──encode_frame(cap)──▶ [u32 len | bcs] ──FrameDecoder(cap)──▶ message
 //! ```
 //!
+//! Main types: [`Network`] (a running endpoint), [`EndpointConfig`] (its parameters, a serde
+//! section with `DEFAULT_*` constants; the listen address is set by the node, not the section),
+//! [`NetworkIdentity`]/[`AllowedPeers`] (who we are, whom we accept), [`Protocol`] and its
+//! messages.
+//!
 //! Invariants:
 //! - A peer is accepted only if its certificate's ed25519 key is in the allowed set, on both
 //!   sides of the handshake, and only over TLS 1.3.
@@ -24,7 +29,10 @@ pub mod frame;
 pub mod identity;
 pub mod protocol;
 
-pub use endpoint::{EndpointConfig, Handler, Network, NetworkCounters};
+pub use endpoint::{
+    DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT,
+    EndpointConfig, Handler, Network, NetworkCounters,
+};
 pub use error::{Error, Result};
 pub use frame::{FrameDecoder, decode_payload, encode_frame};
 pub use identity::{
