@@ -40,9 +40,11 @@ fn main() {
     let n = 20_000u64;
     let txs = transactions(n);
     for group in [1usize, 64] {
-        let mut config = MempoolConfig::new(CHAIN);
-        config.max_pending = n as usize;
-        let mut pool = Mempool::new(config);
+        let config = MempoolConfig {
+            max_pending: n as usize,
+            ..MempoolConfig::default()
+        };
+        let mut pool = Mempool::new(config, CHAIN);
         let start = Instant::now();
         let mut admitted = 0;
         for chunk in txs.chunks(group) {

@@ -8,32 +8,12 @@
 //! are not ordered within `expire_after_ms` are dropped, and the builder holds a bounded number of
 //! batches awaiting acknowledgements.
 
+use crate::config::BatchConfig;
 use keel_types::{
     Batch, BatchAck, ChainId, Committee, Digest, Epoch, MultiSignature, ProofOfAvailability,
     Signature, SignedTransaction, Threshold, TimestampMs, ValidatorIndex,
 };
 use std::collections::HashMap;
-
-/// When a batch is sealed.
-#[derive(Debug, Clone)]
-pub struct BatchConfig {
-    /// Most transactions in a batch.
-    pub max_transactions: usize,
-    /// Most encoded transaction bytes in a batch.
-    pub max_bytes: usize,
-    /// Seal a non-empty batch once its oldest transaction has waited this long.
-    pub seal_after_ms: u64,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_transactions: 2_000,
-            max_bytes: 1 << 20,
-            seal_after_ms: 50,
-        }
-    }
-}
 
 /// Seals transactions into batches by size, bytes or time.
 #[derive(Debug)]

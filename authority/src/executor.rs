@@ -21,6 +21,7 @@
 
 use crate::{
     cache::StateCache,
+    config::ExecutorConfig,
     error::{Error, Result},
     execution::{StateView, TxOutcome, execute_transaction},
     state::{self, EXECUTED_KEY, ExecutedMarker, account_key, encode},
@@ -41,34 +42,6 @@ use std::{
 
 /// Transactions a worker claims at a time in the optimistic phase.
 const CHUNK: usize = 8;
-
-/// Execution parameters.
-#[derive(Debug, Clone)]
-pub struct ExecutorConfig {
-    /// Threads of the optimistic phase; 0 executes plainly in order.
-    pub workers: usize,
-    /// State values cached in memory in front of RocksDB (0: none).
-    pub cache_entries: usize,
-}
-
-impl ExecutorConfig {
-    /// `workers` optimistic workers and the default cache.
-    pub fn with_workers(workers: usize) -> Self {
-        ExecutorConfig {
-            workers,
-            ..ExecutorConfig::default()
-        }
-    }
-}
-
-impl Default for ExecutorConfig {
-    fn default() -> Self {
-        ExecutorConfig {
-            workers: 2,
-            cache_entries: 1 << 20,
-        }
-    }
-}
 
 /// The state a network starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,49 +2,68 @@
 //!
 //! ```text
 //!  bytes ─decode(limits)─▶ SignedTransaction ─checks, batch-verify─▶ Mempool ─take─▶ Dissemination
-//!  Dissemination: seal batch ─▶ peers verify + store + ack ─▶ proof of availability ─▶ ProofQueue
-//!  consensus (in `node`): ProofQueue::pull as payload, validate_payload before voting
-//!  committed block ─resolve_batches─▶ transactions ─Executor (parallel OCC)─▶ state, receipts, marker
+//!  Dissemination (pure): seal ─▶ [StoreBatch, BroadcastBatch] ─▶ acks ─▶ [ProofReady]
+//!  peer batch ─accept_peer_batch (verify every signature, blocking pool)─▶ [StoreBatch, SendAck]
+//!  proofs (own, and peers' after proof.verify) ─▶ ProofQueue (owned by the consensus driver):
+//!      pull ─▶ leader's payload;   validate ─▶ vote (marks proposed);   remove_committed
+//!  committed block ─resolve_batches (store, else BatchFetcher)─▶ transactions
+//!      ─Executor (parallel OCC)─▶ state, receipts, executed marker (one atomic write)
 //! ```
 //!
-//! Modules: [`mempool`] (admission), [`batching`] (sealing, acknowledgements → proofs),
-//! [`dissemination`] (the batch/ack/proof protocol over a [`BatchNetwork`] trait, the proof
-//! queue, batch resolution), [`execution`] (one transaction's semantics), [`executor`] (blocks:
+//! Modules: [`config`] (every parameter struct and its `DEFAULT_*`), [`mempool`] (admission),
+//! [`batching`] (sealing, acknowledgements → proofs), [`dissemination`] (this validator's
+//! batch/ack/proof state machine and its [`DisseminationAction`]s), [`peer_batch`] (checking
+//! and acknowledging peers' batches), [`proof_queue`] (proofs awaiting ordering, payload
+//! validation), [`resolve`] (storing batches, resolving committed proofs through a
+//! [`BatchFetcher`]), [`execution`] (one transaction's semantics), [`executor`] (blocks:
 //! optimistic parallel runs, in-order validation, one atomic commit), [`state`] (the key layout).
 //!
 //! Invariants:
 //! - a transaction is admitted only with a valid signature, the node's chain id, an unexpired
 //!   expiry within the lifetime limit, and a nonce inside the account's window; the pool never
 //!   exceeds its limits (a full pool answers [`Rejection::Overloaded`]);
-//! - a validator acknowledges a batch only after storing it and verifying every signature in it;
-//!   a proof carries acknowledgements from more than 1/3 of the stake, so an honest holder exists;
+//! - a validator acknowledges a batch only after verifying every signature in it and storing
+//!   it. Dissemination does no I/O, so this is an ordering contract the node honours: it
+//!   carries out each returned action list in order, and a `StoreBatch` completes before the
+//!   actions after it ([`accept_peer_batch`] answers `[StoreBatch, SendAck]`; an own batch is
+//!   stored before it is broadcast or its proof, which carries the own acknowledgement, is
+//!   ready);
+//! - a proof carries acknowledgements from more than 1/3 of the stake, so an honest holder
+//!   exists; only verified proofs enter a [`ProofQueue`], and a proposal is voted for only if
+//!   each of its proofs verifies (or is identical to a queued one) and none repeats;
 //! - execution gives the receipts and state of sequential execution in block order, whatever the
 //!   number of workers; a block's writes, receipts and executed marker commit atomically, so
 //!   after a crash execution resumes at the marker's height + 1.
 //!
-//! This crate does not depend on consensus (the node adapts [`Dissemination`] to consensus's
-//! payload traits), does no networking itself, and reads no files or environment.
+//! This crate does not depend on consensus (the node adapts the [`ProofQueue`] to consensus's
+//! payload traits), does no networking itself (sends are actions, fetches go through
+//! [`BatchFetcher`]), and reads no files or environment.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod batching;
 pub mod cache;
+pub mod config;
 pub mod dissemination;
 pub mod error;
 pub mod execution;
 pub mod executor;
 pub mod mempool;
+pub mod peer_batch;
+pub mod proof_queue;
+pub mod resolve;
 pub mod state;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use batching::{AckError, BatchConfig, BatchMaker, ProofBuilder};
-pub use dissemination::{
-    BatchNetwork, BatchRejection, BatchVerifier, Dissemination, DisseminationConfig,
-    DisseminationDeps, ProofQueue, resolve_batches, store_batch,
-};
+pub use batching::{AckError, BatchMaker, ProofBuilder};
+pub use config::{BatchConfig, DisseminationConfig, ExecutorConfig, MempoolConfig};
+pub use dissemination::{Dissemination, DisseminationAction, DisseminationDeps};
 pub use error::{Error, Rejection, Result};
-pub use executor::{BlockOutcome, BlockToExecute, Executor, ExecutorConfig, GenesisState, Timings};
-pub use mempool::{Mempool, MempoolConfig, NonceReader};
+pub use executor::{BlockOutcome, BlockToExecute, Executor, GenesisState, Timings};
+pub use mempool::{Mempool, NonceReader};
+pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
+pub use proof_queue::ProofQueue;
+pub use resolve::{BatchFetcher, resolve_batches, store_batch};
 pub use state::ExecutedMarker;

@@ -7,7 +7,7 @@
 //! order until a batch takes them; a full pool answers [`Rejection::Overloaded`] and recovers as
 //! batches drain it.
 
-use crate::error::Rejection;
+use crate::{config::MempoolConfig, error::Rejection};
 use keel_types::{
     Address, ChainId, Digest, MAX_TRANSACTION_BYTES, Nonce, SignedTransaction, TimestampMs,
     crypto::{SignedMessage, verify_batch},
@@ -21,48 +21,22 @@ pub trait NonceReader {
     fn next_nonce(&self, address: &Address) -> Nonce;
 }
 
-/// Admission limits.
-#[derive(Debug, Clone)]
-pub struct MempoolConfig {
-    /// The network's chain id.
-    pub chain_id: ChainId,
-    /// How many nonces beyond the account's next one are buffered.
-    pub nonce_window: u64,
-    /// Longest lifetime (expiry minus now) accepted, in ms.
-    pub max_lifetime_ms: u64,
-    /// Pending transactions in total.
-    pub max_pending: usize,
-    /// Pending transactions per sender.
-    pub max_pending_per_sender: usize,
-}
-
-impl MempoolConfig {
-    /// Defaults for `chain_id`.
-    pub fn new(chain_id: ChainId) -> Self {
-        MempoolConfig {
-            chain_id,
-            nonce_window: 64,
-            max_lifetime_ms: 10 * 60 * 1000,
-            max_pending: 200_000,
-            max_pending_per_sender: 64,
-        }
-    }
-}
-
 /// Pending transactions.
 #[derive(Debug)]
 pub struct Mempool {
     config: MempoolConfig,
+    chain_id: ChainId,
     by_digest: HashMap<Digest, SignedTransaction>,
     by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
     order: VecDeque<Digest>,
 }
 
 impl Mempool {
-    /// An empty pool.
-    pub fn new(config: MempoolConfig) -> Self {
+    /// An empty pool admitting transactions for `chain_id`.
+    pub fn new(config: MempoolConfig, chain_id: ChainId) -> Self {
         Mempool {
             config,
+            chain_id,
             by_digest: HashMap::new(),
             by_sender: HashMap::new(),
             order: VecDeque::new(),
@@ -88,9 +62,9 @@ impl Mempool {
         nonces: &dyn NonceReader,
     ) -> Result<(), Rejection> {
         let t = &tx.transaction;
-        if t.chain_id != self.config.chain_id {
+        if t.chain_id != self.chain_id {
             return Err(Rejection::WrongChain {
-                expected: self.config.chain_id,
+                expected: self.chain_id,
                 found: t.chain_id,
             });
         }

@@ -36,7 +36,7 @@ fn tx(sender: u64, nonce: u64) -> SignedTransaction {
 }
 
 fn pool() -> Mempool {
-    Mempool::new(MempoolConfig::new(CHAIN))
+    Mempool::new(MempoolConfig::default(), CHAIN)
 }
 
 #[test]
@@ -120,9 +120,11 @@ fn bad_inputs_get_clear_errors() {
 
 #[test]
 fn a_full_pool_answers_overloaded_and_recovers() {
-    let mut config = MempoolConfig::new(CHAIN);
-    config.max_pending = 10;
-    let mut pool = Mempool::new(config);
+    let config = MempoolConfig {
+        max_pending: 10,
+        ..MempoolConfig::default()
+    };
+    let mut pool = Mempool::new(config, CHAIN);
     let nonces = Nonces::default();
     let results = pool.admit((0..12).map(|i| tx(i, 0)).collect(), NOW, &nonces);
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
@@ -133,9 +135,11 @@ fn a_full_pool_answers_overloaded_and_recovers() {
 
 #[test]
 fn one_sender_cannot_take_the_whole_pool() {
-    let mut config = MempoolConfig::new(CHAIN);
-    config.max_pending_per_sender = 3;
-    let mut pool = Mempool::new(config);
+    let config = MempoolConfig {
+        max_pending_per_sender: 3,
+        ..MempoolConfig::default()
+    };
+    let mut pool = Mempool::new(config, CHAIN);
     let results = pool.admit((0..5).map(|n| tx(1, n)).collect(), NOW, &Nonces::default());
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
     assert!(matches!(results[4], Err(Rejection::Overloaded(_))));

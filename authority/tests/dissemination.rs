@@ -1,19 +1,22 @@
-//! Dissemination among four validators over an in-memory network: batches become proofs that
-//! every validator queues and accepts; bad batches get no acknowledgement; proofs are re-offered
-//! after a failed proposal and dropped once committed or expired; missing batches are fetched
-//! and checked against their digest.
+//! Dissemination among four validators over an in-memory network that carries out the actions
+//! as the node does, in order (`StoreBatch` into the validator's store; batches, acks and proofs
+//! into inboxes; proofs into each validator's own `ProofQueue`, peers' ones after
+//! `proof.verify`): batches become proofs that every validator queues and accepts; bad batches
+//! get no acknowledgement; proofs are re-offered after a failed proposal and dropped once
+//! committed or expired; a refused proposal marks nothing proposed; missing batches are
+//! fetched and checked against their digest.
 
 use keel_authority::{
-    BatchConfig, BatchNetwork, BatchRejection, BlockToExecute, Dissemination, DisseminationConfig,
-    DisseminationDeps, Executor, ExecutorConfig, ProofQueue, resolve_batches,
+    BatchConfig, BatchFetcher, BatchRejection, BatchVerifier, BlockToExecute, Dissemination,
+    DisseminationAction, DisseminationConfig, DisseminationDeps, Executor, ExecutorConfig,
+    ProofQueue, accept_peer_batch, resolve_batches, store_batch,
     test_utils::{BLOCK_TIME, CHAIN, Workload, WorkloadConfig},
 };
-use keel_storage::{Store, StoreConfig};
+use keel_storage::{Column, Store, StoreConfig};
 use keel_types::{
-    Batch, BatchAck, Digest, Height, ProofOfAvailability, TimestampMs, ValidatorIndex,
+    Batch, BatchAck, Committee, Digest, Height, ProofOfAvailability, TimestampMs, ValidatorIndex,
     test_utils::committee,
 };
-use parking_lot::Mutex;
 use std::{collections::VecDeque, sync::Arc};
 
 enum Msg {
@@ -22,47 +25,37 @@ enum Msg {
     Proof(ProofOfAvailability),
 }
 
-type Inboxes = Arc<Vec<Mutex<VecDeque<(ValidatorIndex, Msg)>>>>;
+/// One validator as the node runs it: the dissemination state machine, the verifier its
+/// blocking pool uses for peers' batches, its consensus driver's proof queue, and its store.
+struct Validator {
+    dissemination: Dissemination,
+    verifier: BatchVerifier,
+    queue: ProofQueue,
+    store: Arc<Store>,
+}
 
-struct LocalNet {
-    me: ValidatorIndex,
-    inboxes: Inboxes,
-    stores: Arc<Mutex<Vec<Arc<Store>>>>,
+struct Net {
+    nodes: Vec<Validator>,
+    inboxes: Vec<VecDeque<(ValidatorIndex, Msg)>>,
+    committee: Committee,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Answers fetches from the validators' stores, or lies with `liar`.
+struct LocalFetcher {
+    stores: Vec<Arc<Store>>,
     /// Answers fetches with this batch instead of the one asked for.
     liar: Option<Batch>,
 }
 
-impl LocalNet {
-    fn to_others(&self, msg: impl Fn() -> Msg) {
-        for (i, inbox) in self.inboxes.iter().enumerate() {
-            if i as u32 != self.me.0 {
-                inbox.lock().push_back((self.me, msg()));
-            }
-        }
-    }
-}
-
-impl BatchNetwork for LocalNet {
-    fn broadcast_batch(&self, batch: &Batch) {
-        self.to_others(|| Msg::Batch(batch.clone()));
-    }
-    fn send_ack(&self, to: ValidatorIndex, ack: &BatchAck) {
-        self.inboxes[to.0 as usize]
-            .lock()
-            .push_back((self.me, Msg::Ack(ack.clone())));
-    }
-    fn broadcast_proof(&self, proof: &ProofOfAvailability) {
-        self.to_others(|| Msg::Proof(proof.clone()));
-    }
+impl BatchFetcher for LocalFetcher {
     fn fetch_batch(&self, digest: &Digest, holders: &[ValidatorIndex]) -> Result<Batch, String> {
         if let Some(lie) = &self.liar {
             return Ok(lie.clone());
         }
-        let stores = self.stores.lock();
         for h in holders {
-            if let Some(bytes) = stores[h.0 as usize]
-                .get(keel_storage::Column::Batches, &digest.0)
-                .unwrap()
+            if let Some(store) = self.stores.get(h.0 as usize)
+                && let Some(bytes) = store.get(Column::Batches, &digest.0).unwrap()
             {
                 return Ok(bcs::from_bytes(&bytes).unwrap());
             }
@@ -71,64 +64,126 @@ impl BatchNetwork for LocalNet {
     }
 }
 
-struct Net {
-    nodes: Vec<Dissemination<LocalNet>>,
-    inboxes: Inboxes,
-    stores: Vec<Arc<Store>>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
 const NOW: TimestampMs = TimestampMs(1_000);
 
 fn config() -> DisseminationConfig {
     DisseminationConfig {
-        batch: BatchConfig {
-            max_transactions: 10,
-            ..BatchConfig::default()
-        },
         reoffer_after_ms: 500,
         expire_after_ms: 10_000,
-        ..DisseminationConfig::new(CHAIN)
+        ..DisseminationConfig::default()
+    }
+}
+
+fn batch_config() -> BatchConfig {
+    BatchConfig {
+        max_transactions: 10,
+        max_bytes: 1 << 20,
+        seal_after_ms: 50,
     }
 }
 
 fn net() -> Net {
     let (committee, keys) = committee(4);
-    let inboxes: Inboxes = Arc::new((0..4).map(|_| Mutex::new(VecDeque::new())).collect());
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let stores: Vec<Arc<Store>> = dirs
-        .iter()
-        .map(|d| Arc::new(Store::open(d.path(), &StoreConfig::default()).unwrap()))
-        .collect();
-    let shared = Arc::new(Mutex::new(stores.clone()));
     let nodes = keys
         .into_iter()
+        .zip(&dirs)
         .enumerate()
-        .map(|(i, key)| {
-            Dissemination::new(DisseminationDeps {
-                config: config(),
-                committee: committee.clone(),
-                me: ValidatorIndex(i as u32),
-                key,
-                store: stores[i].clone(),
-                network: LocalNet {
-                    me: ValidatorIndex(i as u32),
-                    inboxes: inboxes.clone(),
-                    stores: shared.clone(),
-                    liar: None,
-                },
-            })
+        .map(|(i, (key, dir))| {
+            let me = ValidatorIndex(i as u32);
+            let key = Arc::new(key);
+            Validator {
+                dissemination: Dissemination::new(DisseminationDeps {
+                    config: config(),
+                    batch: batch_config(),
+                    chain_id: CHAIN,
+                    committee: committee.clone(),
+                    me,
+                    key: key.clone(),
+                }),
+                verifier: BatchVerifier::new(committee.clone(), CHAIN, me, key),
+                queue: ProofQueue::from_config(&config()),
+                store: Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap()),
+            }
         })
         .collect();
     Net {
         nodes,
-        inboxes,
-        stores,
+        inboxes: (0..4).map(|_| VecDeque::new()).collect(),
+        committee,
         _dirs: dirs,
     }
 }
 
 impl Net {
+    fn send_to_others(&mut self, from: usize, msg: impl Fn() -> Msg) {
+        for (i, inbox) in self.inboxes.iter_mut().enumerate() {
+            if i != from {
+                inbox.push_back((ValidatorIndex(from as u32), msg()));
+            }
+        }
+    }
+
+    /// Carries out validator `v`'s actions in order, as the node does.
+    fn carry_out(&mut self, v: usize, actions: impl IntoIterator<Item = DisseminationAction>) {
+        for action in actions {
+            match action {
+                DisseminationAction::StoreBatch(batch) => {
+                    store_batch(&self.nodes[v].store, &batch).unwrap();
+                }
+                DisseminationAction::BroadcastBatch(batch) => {
+                    self.send_to_others(v, || Msg::Batch((*batch).clone()));
+                }
+                DisseminationAction::SendAck { to, ack } => {
+                    self.inboxes[to.0 as usize]
+                        .push_back((ValidatorIndex(v as u32), Msg::Ack(ack)));
+                }
+                DisseminationAction::ProofReady(proof) => {
+                    self.nodes[v].queue.insert(proof.clone(), NOW);
+                    self.send_to_others(v, || Msg::Proof(proof.clone()));
+                }
+            }
+        }
+    }
+
+    /// Hands client transactions to validator `v`; returns how many batches they sealed.
+    fn submit(&mut self, v: usize, txs: Vec<keel_types::SignedTransaction>) -> usize {
+        let actions = self.nodes[v].dissemination.on_transactions(txs, NOW);
+        let sealed = actions
+            .iter()
+            .filter(|a| matches!(a, DisseminationAction::StoreBatch(_)))
+            .count();
+        self.carry_out(v, actions);
+        sealed
+    }
+
+    /// Validator `v`'s periodic tick: the dissemination timer, then the queue's expiry.
+    fn tick(&mut self, v: usize, now: TimestampMs) {
+        let actions = self.nodes[v].dissemination.tick(now);
+        self.carry_out(v, actions);
+        self.nodes[v].queue.expire(now);
+    }
+
+    /// A peer's proof reaching validator `v`: verified, then queued. False if either refused.
+    fn on_proof(&mut self, v: usize, proof: ProofOfAvailability) -> bool {
+        proof.verify(&self.committee, CHAIN).is_ok() && self.nodes[v].queue.insert(proof, NOW)
+    }
+
+    /// Whether validator `v` votes for a proposal carrying `proofs`.
+    fn validate(&mut self, v: usize, proofs: &[ProofOfAvailability]) -> bool {
+        self.nodes[v]
+            .queue
+            .validate(proofs, &self.committee, CHAIN, NOW)
+    }
+
+    /// Fetches from every validator's store.
+    fn fetcher(&self) -> LocalFetcher {
+        LocalFetcher {
+            stores: self.nodes.iter().map(|n| n.store.clone()).collect(),
+            liar: None,
+        }
+    }
+
     /// Delivers messages until none is left (batches to `skip` are lost); returns the
     /// refusals seen.
     fn pump(&mut self, skip: Option<usize>) -> Vec<BatchRejection> {
@@ -136,23 +191,24 @@ impl Net {
         loop {
             let mut idle = true;
             for i in 0..self.nodes.len() {
-                while let Some((from, msg)) = self.inboxes[i].lock().pop_front() {
+                while let Some((from, msg)) = self.inboxes[i].pop_front() {
                     idle = false;
                     if Some(i) == skip && matches!(msg, Msg::Batch(_)) {
                         continue;
                     }
-                    let node = &mut self.nodes[i];
                     match msg {
                         Msg::Batch(b) => {
-                            if let Err(r) = node.on_batch(from, b).unwrap() {
-                                refusals.push(r);
+                            match accept_peer_batch(&self.nodes[i].verifier, from, b) {
+                                Ok(actions) => self.carry_out(i, actions),
+                                Err(r) => refusals.push(r),
                             }
                         }
                         Msg::Ack(a) => {
-                            node.on_ack(&a, NOW).unwrap();
+                            let actions = self.nodes[i].dissemination.on_ack(&a, NOW);
+                            self.carry_out(i, actions);
                         }
                         Msg::Proof(p) => {
-                            node.on_proof(p, NOW);
+                            self.on_proof(i, p);
                         }
                     }
                 }
@@ -171,119 +227,205 @@ fn transactions(n: usize) -> Vec<keel_types::SignedTransaction> {
 #[test]
 fn a_full_batch_becomes_a_proof_every_validator_queues_and_accepts() {
     let mut net = net();
-    let published = net.nodes[0].on_transactions(transactions(10), NOW).unwrap();
-    assert_eq!(published, 1);
+    assert_eq!(net.submit(0, transactions(10)), 1);
     assert!(net.pump(None).is_empty());
-    for node in &mut net.nodes {
-        let proofs = node.pull(10, NOW);
-        assert_eq!(proofs.len(), 1, "{node:?}");
-        assert!(node.validate_payload(&proofs));
+    for v in 0..4 {
+        let proofs = net.nodes[v].queue.pull(10, NOW);
+        assert_eq!(
+            proofs.len(),
+            1,
+            "validator {v}: {:?}",
+            net.nodes[v].dissemination
+        );
+        assert!(net.validate(v, &proofs));
     }
-    // Every validator stored the batch: resolution needs no fetch.
+    // Every validator stored the batch: resolution needs no fetch (this fetcher has no peer).
     let proof = net.nodes[3]
-        .queue()
+        .queue
         .pull(1, TimestampMs(NOW.0 + 1_000))
         .remove(0);
-    let batches = resolve_batches(&net.stores[3], net.nodes[3].network(), &[proof]);
+    let no_peers = LocalFetcher {
+        stores: Vec::new(),
+        liar: None,
+    };
+    let batches = resolve_batches(&net.nodes[3].store, &no_peers, &[proof]);
     assert_eq!(batches.unwrap()[0].transactions.len(), 10);
 }
 
 #[test]
 fn a_partial_batch_is_sealed_by_its_timer() {
     let mut net = net();
-    assert_eq!(
-        net.nodes[1].on_transactions(transactions(3), NOW).unwrap(),
-        0
+    assert_eq!(net.submit(1, transactions(3)), 0);
+    assert!(net.nodes[1].dissemination.has_open_batch());
+    net.tick(1, TimestampMs(NOW.0 + 10));
+    assert!(
+        net.nodes[1].dissemination.has_open_batch(),
+        "sealed before its timer"
     );
-    assert!(net.nodes[1].has_open_batch());
-    net.nodes[1].tick(TimestampMs(NOW.0 + 10)).unwrap();
-    assert!(net.nodes[1].has_open_batch(), "sealed before its timer");
-    net.nodes[1].tick(TimestampMs(NOW.0 + 60)).unwrap();
-    assert!(!net.nodes[1].has_open_batch());
+    net.tick(1, TimestampMs(NOW.0 + 60));
+    assert!(!net.nodes[1].dissemination.has_open_batch());
     net.pump(None);
-    assert_eq!(net.nodes[2].pull(10, NOW).len(), 1);
+    assert_eq!(net.nodes[2].queue.pull(10, NOW).len(), 1);
+}
+
+fn forged_batch() -> Batch {
+    let mut txs = transactions(5);
+    txs[3].signature.0[0] ^= 1;
+    Batch {
+        author: ValidatorIndex(0),
+        epoch: keel_types::Epoch(1),
+        sequence: 0,
+        transactions: txs,
+    }
 }
 
 #[test]
 fn a_forged_signature_or_wrong_sender_gets_no_acknowledgement() {
     let mut net = net();
-    let mut txs = transactions(5);
-    txs[3].signature.0[0] ^= 1;
-    let forged = Batch {
-        author: ValidatorIndex(0),
-        epoch: keel_types::Epoch(1),
-        sequence: 0,
-        transactions: txs,
-    };
+    let forged = forged_batch();
     for peer in 1..4 {
-        let refusal = net.nodes[peer]
-            .on_batch(ValidatorIndex(0), forged.clone())
-            .unwrap()
-            .unwrap_err();
+        let refusal =
+            accept_peer_batch(&net.nodes[peer].verifier, ValidatorIndex(0), forged.clone())
+                .unwrap_err();
         assert_eq!(refusal, BatchRejection::BadSignature { index: 3 });
     }
     let honest = Batch {
         transactions: transactions(5),
         ..forged
     };
-    let refusal = net.nodes[2]
-        .on_batch(ValidatorIndex(1), honest)
-        .unwrap()
-        .unwrap_err();
+    let refusal = accept_peer_batch(&net.nodes[2].verifier, ValidatorIndex(1), honest).unwrap_err();
     assert!(
         matches!(refusal, BatchRejection::NotAuthor { .. }),
         "{refusal}"
     );
     assert!(net.pump(None).is_empty());
-    assert!(net.nodes[0].pull(10, NOW).is_empty());
+    assert!(net.nodes[0].queue.pull(10, NOW).is_empty());
+}
+
+#[test]
+fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature() {
+    let mut net = net();
+    let forged = forged_batch();
+    let digest = forged.digest();
+    // Delivered over the network: every peer refuses it, none stores or acknowledges it.
+    for peer in 1..4 {
+        net.inboxes[peer].push_back((ValidatorIndex(0), Msg::Batch(forged.clone())));
+    }
+    assert_eq!(
+        net.pump(None),
+        vec![BatchRejection::BadSignature { index: 3 }; 3]
+    );
+    for node in &net.nodes {
+        assert!(
+            node.store
+                .get(Column::Batches, &digest.0)
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(net.nodes[0].dissemination.collecting(), 0);
+
+    // An honest batch: store it, then acknowledge it to its author, in that order.
+    let honest = Batch {
+        transactions: transactions(5),
+        ..forged
+    };
+    let [first, second] =
+        accept_peer_batch(&net.nodes[2].verifier, ValidatorIndex(0), honest.clone()).unwrap();
+    assert_eq!(
+        first,
+        DisseminationAction::StoreBatch(Arc::new(honest.clone()))
+    );
+    let (to, ack) = match second {
+        DisseminationAction::SendAck { to, ack } => (to, ack),
+        other => panic!("second action is {other:?}"),
+    };
+    assert_eq!(to, ValidatorIndex(0));
+    assert_eq!(ack.info, honest.info());
+    assert_eq!(ack.signer, ValidatorIndex(2));
+    assert_eq!(ack.verify(&net.committee, CHAIN), Ok(()));
 }
 
 #[test]
 fn forged_or_repeated_proofs_are_not_voted_for() {
     let mut net = net();
-    net.nodes[0].on_transactions(transactions(10), NOW).unwrap();
+    net.submit(0, transactions(10));
     net.pump(None);
-    let proof = net.nodes[1].pull(1, NOW).remove(0);
-    assert!(net.nodes[2].validate_payload(std::slice::from_ref(&proof)));
-    assert!(!net.nodes[2].validate_payload(&[proof.clone(), proof.clone()]));
+    let proof = net.nodes[1].queue.pull(1, NOW).remove(0);
+    assert!(net.validate(2, std::slice::from_ref(&proof)));
+    assert!(!net.validate(2, &[proof.clone(), proof.clone()]));
     let mut forged = proof.clone();
     forged.signatures.signatures_mut()[0].1.0[5] ^= 1;
-    assert!(!net.nodes[2].validate_payload(&[forged.clone()]));
-    assert!(!net.nodes[2].on_proof(forged, NOW));
+    assert!(!net.validate(2, &[forged.clone()]));
+    assert!(!net.on_proof(2, forged));
     let mut short = proof;
     short.signatures.signatures_mut().truncate(1);
-    assert!(!net.nodes[2].validate_payload(&[short]));
+    assert!(!net.validate(2, &[short]));
+}
+
+#[test]
+fn a_payload_marks_its_proofs_proposed_only_when_it_is_accepted() {
+    let mut net = net();
+    net.submit(0, transactions(20));
+    net.pump(None);
+    let good = net.nodes[1].queue.pull(10, NOW);
+    assert_eq!(good.len(), 2);
+    let mut forged = good[1].clone();
+    forged.signatures.signatures_mut()[0].1.0[5] ^= 1;
+
+    // Refused proposals (a forged proof; a repeated one) leave validator 2's queue as it was.
+    assert!(!net.validate(2, &[good[0].clone(), forged]));
+    assert!(!net.validate(2, &[good[0].clone(), good[0].clone()]));
+    assert_eq!(
+        net.nodes[2].queue.pull(10, NOW).len(),
+        2,
+        "a refused payload held back good proofs"
+    );
+
+    // An accepted proposal holds its proofs back until they are re-offered.
+    assert!(net.validate(3, &good));
+    assert!(net.nodes[3].queue.pull(10, NOW).is_empty());
+    assert!(
+        net.nodes[3]
+            .queue
+            .pull(10, TimestampMs(NOW.0 + 499))
+            .is_empty()
+    );
+    assert_eq!(
+        net.nodes[3].queue.pull(10, TimestampMs(NOW.0 + 500)).len(),
+        2
+    );
 }
 
 #[test]
 fn proofs_are_reoffered_after_a_failed_proposal_and_dropped_when_committed_or_expired() {
     let mut net = net();
-    net.nodes[0].on_transactions(transactions(20), NOW).unwrap();
+    net.submit(0, transactions(20));
     net.pump(None);
-    let node = &mut net.nodes[2];
-    let first = node.pull(1, NOW);
+    let queue = &mut net.nodes[2].queue;
+    let first = queue.pull(1, NOW);
     assert_eq!(first.len(), 1);
     // Oldest first; the one just offered is held back.
-    let second = node.pull(10, NOW);
+    let second = queue.pull(10, NOW);
     assert_eq!(second.len(), 1);
     assert_ne!(first[0].info.digest, second[0].info.digest);
-    assert!(node.pull(10, TimestampMs(NOW.0 + 499)).is_empty());
+    assert!(queue.pull(10, TimestampMs(NOW.0 + 499)).is_empty());
     // No commit within the re-offer delay: both are offered again.
-    assert_eq!(node.pull(10, TimestampMs(NOW.0 + 500)).len(), 2);
-    node.queue().remove_committed([first[0].info.digest]);
-    assert_eq!(node.pull(10, TimestampMs(NOW.0 + 1_500)).len(), 1);
+    assert_eq!(queue.pull(10, TimestampMs(NOW.0 + 500)).len(), 2);
+    queue.remove_committed([first[0].info.digest]);
+    assert_eq!(queue.pull(10, TimestampMs(NOW.0 + 1_500)).len(), 1);
     // A late copy of a committed proof is not queued again.
-    assert!(!node.on_proof(first[0].clone(), NOW));
-    node.tick(TimestampMs(NOW.0 + 10_000)).unwrap();
-    assert!(node.queue().is_empty(), "expired proof still queued");
+    assert!(!net.on_proof(2, first[0].clone()));
+    net.tick(2, TimestampMs(NOW.0 + 10_000));
+    assert!(net.nodes[2].queue.is_empty(), "expired proof still queued");
 }
 
 #[test]
 fn the_proof_queue_is_bounded() {
     let mut net = net();
-    net.nodes[0].on_transactions(transactions(30), NOW).unwrap();
+    net.submit(0, transactions(30));
     net.pump(None);
-    let proofs = net.nodes[1].pull(10, NOW);
+    let proofs = net.nodes[1].queue.pull(10, NOW);
     assert_eq!(proofs.len(), 3);
     let mut queue = ProofQueue::new(2, 100, 1_000);
     let inserted: Vec<bool> = proofs.into_iter().map(|p| queue.insert(p, NOW)).collect();
@@ -294,38 +436,38 @@ fn the_proof_queue_is_bounded() {
 #[test]
 fn a_missing_batch_is_fetched_and_a_wrong_answer_refused() {
     let mut net = net();
-    net.nodes[0].on_transactions(transactions(10), NOW).unwrap();
+    net.submit(0, transactions(10));
     // Validator 3 misses the batch.
     net.pump(Some(3));
-    let proof = net.nodes[1].pull(1, NOW).remove(0);
-    let network = net.nodes[3].network();
-    let fetched = resolve_batches(&net.stores[3], network, std::slice::from_ref(&proof)).unwrap();
+    let proof = net.nodes[1].queue.pull(1, NOW).remove(0);
+    let fetcher = net.fetcher();
+    let fetched =
+        resolve_batches(&net.nodes[3].store, &fetcher, std::slice::from_ref(&proof)).unwrap();
     assert_eq!(fetched[0].digest(), proof.info.digest);
     // Now stored locally.
     assert!(
-        net.stores[3]
-            .get(keel_storage::Column::Batches, &proof.info.digest.0)
+        net.nodes[3]
+            .store
+            .get(Column::Batches, &proof.info.digest.0)
             .unwrap()
             .is_some()
     );
 
-    let liar = LocalNet {
-        me: network.me,
-        inboxes: network.inboxes.clone(),
-        stores: network.stores.clone(),
+    let liar = LocalFetcher {
         liar: Some(Batch {
             author: ValidatorIndex(0),
             epoch: keel_types::Epoch(1),
             sequence: 9,
             transactions: transactions(2),
         }),
+        ..net.fetcher()
     };
     let other_proof = {
-        net.nodes[0].on_transactions(transactions(10), NOW).unwrap();
+        net.submit(0, transactions(10));
         net.pump(Some(3));
-        net.nodes[1].pull(1, NOW).remove(0)
+        net.nodes[1].queue.pull(1, NOW).remove(0)
     };
-    let err = resolve_batches(&net.stores[3], &liar, &[other_proof]).unwrap_err();
+    let err = resolve_batches(&net.nodes[3].store, &liar, &[other_proof]).unwrap_err();
     assert!(err.to_string().contains("another batch"), "{err}");
 }
 
@@ -335,21 +477,22 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
     let mut workload = Workload::new(5, WorkloadConfig::transfers(200));
     let genesis = workload.genesis();
     let mut executors: Vec<Executor> = net
-        .stores
+        .nodes
         .iter()
-        .map(|s| Executor::open(s.clone(), ExecutorConfig::with_workers(2), &genesis).unwrap())
+        .map(|n| {
+            Executor::open(n.store.clone(), ExecutorConfig::with_workers(2), &genesis).unwrap()
+        })
         .collect();
+    let fetcher = net.fetcher();
     for height in 1..=5u64 {
         // Clients submit to different validators; validator 3 misses the others' batches in
         // odd blocks and must fetch them.
         for v in 0..4 {
-            net.nodes[v]
-                .on_transactions(workload.block(10), NOW)
-                .unwrap();
+            net.submit(v, workload.block(10));
         }
         net.pump((height % 2 == 1).then_some(3));
         let leader = (height % 4) as usize;
-        let payload = net.nodes[leader].pull(100, NOW);
+        let payload = net.nodes[leader].queue.pull(100, NOW);
         assert_eq!(
             payload.len(),
             4,
@@ -357,9 +500,8 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
         );
         let mut roots = Vec::new();
         for (v, executor) in executors.iter_mut().enumerate() {
-            assert!(net.nodes[v].validate_payload(&payload));
-            let batches =
-                resolve_batches(&net.stores[v], net.nodes[v].network(), &payload).unwrap();
+            assert!(net.validate(v, &payload));
+            let batches = resolve_batches(&net.nodes[v].store, &fetcher, &payload).unwrap();
             let block = BlockToExecute {
                 height: Height(height),
                 digest: Digest::of_tagged("block", &height),
@@ -369,7 +511,7 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
             let outcome = executor.execute_block(&block).unwrap();
             assert_eq!(outcome.receipts.len(), 40);
             net.nodes[v]
-                .queue()
+                .queue
                 .remove_committed(payload.iter().map(|p| p.info.digest));
             roots.push((
                 bcs::to_bytes(&outcome.receipts).unwrap(),
@@ -382,6 +524,6 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
         );
     }
     for node in &mut net.nodes {
-        assert!(node.pull(100, TimestampMs(NOW.0 + 5_000)).is_empty());
+        assert!(node.queue.pull(100, TimestampMs(NOW.0 + 5_000)).is_empty());
     }
 }

@@ -10,260 +10,84 @@
 //! - Entering round `r` (on a QC or TC for `r - 1`) arms the round timer; the leader of `r`
 //!   proposes a block on its highest QC, carrying the TC when the previous round timed out.
 //! - A replica processes a proposal's certificates first (which may advance its round and
-//!   commit), then votes for it if the safety rules allow, sending the vote to the leader of
+//!   commit), then, if it is the current round leader's, votes for it if the safety rules
+//!   allow and the payload validator accepts its payload, sending the vote to the leader of
 //!   `r + 1`, which forms the QC and proposes on it.
 //! - On timer expiry a replica broadcasts a signed timeout with its highest QC; more than 1/3 of
 //!   the stake timing out makes the others time out too; 2/3 form a TC.
 //! - A QC for block `B` whose parent `P` is one round below `B` commits `P` and its ancestors.
 //! - Messages more than `max_future_rounds` ahead are dropped; blocks whose parent is unknown
-//!   wait (bounded) while the parent is fetched.
+//!   wait (bounded) while the parent is fetched (see [`block_sync`]).
+//!
+//! The embedder-facing types live in [`crate::interface`] and are re-exported here; the cheap
+//! checks an embedder runs before verifying a message are in [`crate::precheck`].
+
+pub use crate::interface::{
+    Action, CoreConfig, CoreDeps, CoreStats, EmptyPayload, Input, PayloadSource, PayloadValidator,
+    RecoveryData,
+};
+
+pub mod block_sync;
 
 use crate::{
     aggregator::{TimeoutAggregator, TimeoutOutcome, VoteAggregator, VoteOutcome},
-    block_tree::{BlockTree, CommitRoot, CommittedBlock, InsertOutcome},
+    block_tree::{BlockTree, CommitRoot},
     error::{Error, Result},
     leader::LeaderElection,
     message::{ConsensusMessage, Verified},
-    pacemaker::{Pacemaker, PacemakerConfig},
+    pacemaker::Pacemaker,
     safety::{SafetyData, SafetyRules},
 };
+use block_sync::BlockSync;
 use keel_types::{
-    Block, ChainId, Committee, Digest, KeyPair, ProofOfAvailability, QuorumCertificate, Round,
-    SignedBlock, Timeout, TimeoutCertificate, TimestampMs, ValidatorIndex,
+    Block, ChainId, Committee, Digest, QuorumCertificate, Round, SignedBlock, Timeout,
+    TimeoutCertificate, TimestampMs, ValidatorIndex, consensus::MAX_BLOCK_PAYLOAD,
 };
-use std::collections::{BTreeMap, HashSet};
-
-/// Supplies the payload (proofs of availability) of this replica's proposals.
-pub trait PayloadSource {
-    /// Proofs to include in a block at `round` extending `parent`.
-    fn pull(&mut self, round: Round, parent: Digest) -> Vec<ProofOfAvailability>;
-}
-
-/// Decides whether a proposal's payload may be voted for.
-pub trait PayloadValidator {
-    /// Whether this replica may vote for `block`'s payload.
-    fn validate(&self, block: &Block) -> bool;
-}
-
-/// A payload source and validator for committees that order nothing (tests, benchmarks).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EmptyPayload;
-
-impl PayloadSource for EmptyPayload {
-    fn pull(&mut self, _round: Round, _parent: Digest) -> Vec<ProofOfAvailability> {
-        Vec::new()
-    }
-}
-
-impl PayloadValidator for EmptyPayload {
-    fn validate(&self, _block: &Block) -> bool {
-        true
-    }
-}
-
-/// Parameters of the core.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// The chain this committee runs.
-    pub chain_id: ChainId,
-    /// This replica's index in the committee.
-    pub me: ValidatorIndex,
-    /// Round timers.
-    pub pacemaker: PacemakerConfig,
-    /// Messages further ahead than this many rounds are dropped.
-    pub max_future_rounds: u64,
-    /// Most proposals kept while their parents are fetched.
-    pub max_pending: usize,
-    /// Most uncommitted blocks kept.
-    pub max_blocks: usize,
-    /// How far ahead of this replica's clock a block's timestamp may be for it to vote.
-    pub max_clock_drift_ms: u64,
-    /// A leader following a QC proposes no sooner than this long after its parent's
-    /// timestamp, so an idle committee does not spin through empty rounds (0: at once).
-    pub min_block_interval_ms: u64,
-}
-
-impl CoreConfig {
-    /// Defaults for `me` on `chain_id`.
-    pub fn new(chain_id: ChainId, me: ValidatorIndex) -> Self {
-        CoreConfig {
-            chain_id,
-            me,
-            pacemaker: PacemakerConfig::default(),
-            max_future_rounds: 100,
-            max_pending: 256,
-            max_blocks: 4_096,
-            max_clock_drift_ms: 10_000,
-            min_block_interval_ms: 0,
-        }
-    }
-}
-
-/// What the core needs to start, fresh or after a crash.
-#[derive(Debug, Clone)]
-pub struct RecoveryData {
-    /// Persisted safety data (default for a fresh replica).
-    pub safety: SafetyData,
-    /// The last committed block.
-    pub root: CommitRoot,
-    /// Persisted blocks; those not above the root are ignored.
-    pub blocks: Vec<SignedBlock>,
-    /// The highest QC persisted, if any.
-    pub high_qc: Option<QuorumCertificate>,
-}
-
-impl RecoveryData {
-    /// The starting point of a fresh epoch: genesis root, no blocks, no votes.
-    pub fn genesis(committee: &Committee, chain_id: ChainId) -> Self {
-        let epoch = committee.epoch();
-        RecoveryData {
-            safety: SafetyData {
-                epoch,
-                ..SafetyData::default()
-            },
-            root: CommitRoot {
-                digest: keel_types::genesis_digest(epoch, chain_id),
-                round: Round(0),
-                height: keel_types::Height(0),
-                timestamp: TimestampMs(0),
-            },
-            blocks: Vec::new(),
-            high_qc: None,
-        }
-    }
-}
-
-/// An input to the core.
-#[derive(Debug, Clone)]
-pub enum Input {
-    /// Start (or restart) participating: arms the timer and proposes if leading.
-    Start,
-    /// A verified message from a replica (possibly this one).
-    Message(Box<Verified<ConsensusMessage>>),
-    /// The round timer set by [`Action::SetTimer`] expired.
-    Timer {
-        /// The round the timer was set for.
-        round: Round,
-    },
-    /// Verified blocks answering [`Action::FetchBlock`]: the block asked for and possibly
-    /// some of its ancestors, in any order.
-    BlocksFetched(Vec<Verified<SignedBlock>>),
-    /// The proposal delay set by [`Action::ProposeAfter`] has passed.
-    ProposeTimer {
-        /// The round to propose in.
-        round: Round,
-    },
-}
-
-/// Something the embedder must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send to one replica (possibly this one).
-    Send {
-        /// The recipient.
-        to: ValidatorIndex,
-        /// The message.
-        message: ConsensusMessage,
-    },
-    /// Send to every replica, this one included.
-    Broadcast(ConsensusMessage),
-    /// Write `data` with a synced write, *then* carry out `then`.
-    PersistSafety {
-        /// The safety data to persist.
-        data: SafetyData,
-        /// Actions released once the write is durable.
-        then: Vec<Action>,
-    },
-    /// Store a block (so that it survives a restart and can be served to peers).
-    PersistBlock(SignedBlock),
-    /// Deliver [`Input::ProposeTimer`] for `round` after `after_ms` (the leader waits for the
-    /// minimum block interval).
-    ProposeAfter {
-        /// The round.
-        round: Round,
-        /// Delay in milliseconds.
-        after_ms: u64,
-    },
-    /// Deliver [`Input::Timer`] for `round` after `after_ms`, replacing earlier timers.
-    SetTimer {
-        /// The round.
-        round: Round,
-        /// Delay in milliseconds.
-        after_ms: u64,
-    },
-    /// These blocks are committed, in order.
-    Commit(Vec<CommittedBlock>),
-    /// Fetch the block `digest` (and, to save round trips, some of its ancestors) from `from`,
-    /// and feed the answer back as [`Input::BlocksFetched`].
-    FetchBlock {
-        /// The block wanted.
-        digest: Digest,
-        /// A replica likely to have it.
-        from: ValidatorIndex,
-    },
-}
-
-/// Counters of what the core has seen and done.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CoreStats {
-    /// Blocks proposed.
-    pub proposals: u64,
-    /// Votes signed.
-    pub votes: u64,
-    /// Timeouts signed.
-    pub timeouts: u64,
-    /// QCs formed here.
-    pub qcs_formed: u64,
-    /// TCs formed here.
-    pub tcs_formed: u64,
-    /// Blocks committed.
-    pub committed_blocks: u64,
-    /// Equivocations detected (two proposals or two votes by one validator in one round).
-    pub equivocations: u64,
-    /// Messages dropped as stale, too far ahead, from a non-leader or refused by safety rules.
-    pub dropped: u64,
-}
+use std::collections::BTreeMap;
 
 /// The consensus state machine of one replica.
-pub struct Core<L, P, V> {
-    config: CoreConfig,
-    committee: Committee,
-    leader: L,
-    payload_source: P,
-    payload_validator: V,
+pub struct Core<L, P> {
+    pub(crate) config: CoreConfig,
+    chain_id: ChainId,
+    me: ValidatorIndex,
+    pub(crate) committee: Committee,
+    pub(crate) leader: L,
+    payload: P,
     safety: SafetyRules,
     pacemaker: Pacemaker,
-    tree: BlockTree,
-    high_qc: QuorumCertificate,
+    pub(crate) tree: BlockTree,
+    pub(crate) high_qc: QuorumCertificate,
     last_tc: Option<TimeoutCertificate>,
     votes: VoteAggregator,
     timeouts: TimeoutAggregator,
-    pending: Vec<SignedBlock>,
-    proposals_seen: BTreeMap<Round, Digest>,
+    pub(crate) proposals_seen: BTreeMap<Round, Digest>,
     proposed_round: Option<Round>,
     last_timeout: Option<Timeout>,
-    /// Blocks asked for (certified ones, or parents of waiting proposals): only these and their
-    /// ancestors are accepted from fetch replies.
-    requested: HashSet<Digest>,
-    fetch_attempts: usize,
+    pub(crate) sync: BlockSync,
     now: TimestampMs,
     stats: CoreStats,
 }
 
-impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
-    /// Builds the core from recovery data (genesis for a fresh replica).
-    pub fn new(
-        config: CoreConfig,
-        committee: Committee,
-        key: KeyPair,
-        leader: L,
-        payload: (P, V),
-        recovery: RecoveryData,
-    ) -> Self {
+impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
+    /// Builds the core from its deps, starting from their recovery data (genesis for a fresh
+    /// replica). A `max_block_proofs` above the block payload limit is lowered to it (see
+    /// [`CoreConfig::validate`] to refuse such a config instead).
+    pub fn new(deps: CoreDeps<L, P>) -> Self {
+        let CoreDeps {
+            mut config,
+            chain_id,
+            me,
+            committee,
+            key,
+            leader,
+            payload,
+            recovery,
+        } = deps;
+        config.max_block_proofs = config.max_block_proofs.min(MAX_BLOCK_PAYLOAD);
         let mut tree = BlockTree::new(recovery.root, config.max_blocks);
         let mut blocks = recovery.blocks;
         blocks.sort_by_key(|b| b.block.round);
-        let genesis_qc = QuorumCertificate::genesis(committee.epoch(), config.chain_id);
+        let genesis_qc = QuorumCertificate::genesis(committee.epoch(), chain_id);
         let mut high_qc = recovery.high_qc.unwrap_or(genesis_qc);
         if let Some(qc) = &recovery.safety.high_qc
             && qc.round() > high_qc.round()
@@ -288,13 +112,14 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         let last_tc = last_tc.filter(|tc| tc.round.checked_next() == Some(start));
         let f = (committee.size().saturating_sub(1) / 3) as u32;
         let pacemaker = Pacemaker::new(start, config.pacemaker, 2 * f);
-        let safety = SafetyRules::new(recovery.safety, key, config.me, config.chain_id);
+        let safety = SafetyRules::new(recovery.safety, key, me, chain_id);
         Core {
             config,
+            chain_id,
+            me,
             committee,
             leader,
-            payload_source: payload.0,
-            payload_validator: payload.1,
+            payload,
             safety,
             pacemaker,
             tree,
@@ -302,12 +127,10 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             last_tc,
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
-            pending: Vec::new(),
             proposals_seen: BTreeMap::new(),
             proposed_round: None,
             last_timeout: None,
-            requested: HashSet::new(),
-            fetch_attempts: 0,
+            sync: BlockSync::default(),
             now: TimestampMs(0),
             stats: CoreStats::default(),
         }
@@ -341,6 +164,21 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
     /// The committee.
     pub fn committee(&self) -> &Committee {
         &self.committee
+    }
+
+    /// The tunables this core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The payload object (source of this replica's proposals, validator of others').
+    pub fn payload(&self) -> &P {
+        &self.payload
+    }
+
+    /// The payload object, mutably (e.g. to hand it proofs that became available).
+    pub fn payload_mut(&mut self) -> &mut P {
+        &mut self.payload
     }
 
     /// Handles one input at time `now`; returns the actions to carry out, in order.
@@ -382,7 +220,7 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
     /// Rejects rounds beyond the window this replica buffers. Certificates carried by a message
     /// are processed before this check (they are verified and safe at any distance, and are how
     /// a replica far behind catches up); only what would be buffered is bounded.
-    fn check_window(&self, round: Round) -> Result<()> {
+    pub(crate) fn check_window(&self, round: Round) -> Result<()> {
         let current = self.round();
         if round.0 > current.0.saturating_add(self.config.max_future_rounds) {
             return Err(Error::TooFarAhead {
@@ -462,19 +300,8 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         if qc.round() > self.high_qc.round() {
             self.high_qc = qc.clone();
         }
-        let signers = qc.signatures.signatures();
-        if !self.tree.contains(&qc.block())
-            && qc.round() > self.tree.root().round
-            && !signers.is_empty()
-        {
-            // Rotate over the signers (all hold the block) so a crashed one is not asked forever.
-            self.fetch_attempts = self.fetch_attempts.wrapping_add(1);
-            let (signer, _) = signers[self.fetch_attempts % signers.len()];
-            self.requested.insert(qc.block());
-            out.push(Action::FetchBlock {
-                digest: qc.block(),
-                from: signer,
-            });
+        if let Some(fetch) = self.sync.fetch_certified(&qc, &self.tree) {
+            out.push(fetch);
         }
         self.try_commit(&qc, out);
         if self.pacemaker.on_qc(qc.round()).is_some() {
@@ -492,7 +319,7 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
     }
 
     /// The 2-chain rule: a QC for `B` whose parent `P` has round `B.round - 1` commits `P`.
-    fn try_commit(&mut self, qc: &QuorumCertificate, out: &mut Vec<Action>) {
+    pub(crate) fn try_commit(&mut self, qc: &QuorumCertificate, out: &mut Vec<Action>) {
         let Some(block) = self.tree.get(&qc.block()) else {
             return;
         };
@@ -509,7 +336,7 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             self.stats.committed_blocks += committed.len() as u64;
             let root_round = self.tree.root().round;
             self.proposals_seen = self.proposals_seen.split_off(&root_round);
-            self.pending.retain(|b| b.block.round > root_round);
+            self.sync.prune(root_round);
             out.push(Action::Commit(committed));
         }
     }
@@ -526,9 +353,9 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         self.maybe_propose(out);
     }
 
-    fn maybe_propose(&mut self, out: &mut Vec<Action>) {
+    pub(crate) fn maybe_propose(&mut self, out: &mut Vec<Action>) {
         let round = self.round();
-        if self.proposed_round == Some(round) || self.leader.leader(round) != self.config.me {
+        if self.proposed_round == Some(round) || self.leader.leader(round) != self.me {
             return;
         }
         let parent = self.high_qc.block();
@@ -551,16 +378,19 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             Some(tc) if tc.round.checked_next() == Some(round) => Some(tc.clone()),
             _ => return,
         };
+        let max = self.config.max_block_proofs;
+        let mut payload = self.payload.pull(round, parent, max);
+        payload.truncate(max);
         let block = Block {
             epoch: self.committee.epoch(),
             round,
-            author: self.config.me,
+            author: self.me,
             parent_qc: self.high_qc.clone(),
             timeout_cert,
-            payload: self.payload_source.pull(round, parent),
+            payload,
             timestamp: self.now.max(parent_timestamp),
         }
-        .sign(self.safety.key(), self.config.chain_id);
+        .sign(self.safety.key(), self.chain_id);
         self.proposed_round = Some(round);
         self.stats.proposals += 1;
         out.push(Action::Broadcast(ConsensusMessage::Proposal(block)));
@@ -605,37 +435,13 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
         Ok(())
     }
 
-    /// Inserts a block, persisting it; a block with an unknown parent waits (bounded) while
-    /// the parent is fetched. Returns whether the block is now in the tree.
-    fn insert_block(&mut self, block: SignedBlock, out: &mut Vec<Action>) -> bool {
-        match self.tree.insert(block.clone()) {
-            InsertOutcome::Inserted => {
-                out.push(Action::PersistBlock(block));
-                true
-            }
-            InsertOutcome::Known => true,
-            InsertOutcome::MissingParent(parent) => {
-                let digest = block.digest();
-                if self.pending.len() < self.config.max_pending
-                    && !self.pending.iter().any(|b| b.digest() == digest)
-                {
-                    // Ask for the parent unless it is itself waiting for its own parent.
-                    if !self.pending.iter().any(|b| b.digest() == parent) {
-                        self.requested.insert(parent);
-                        out.push(Action::FetchBlock {
-                            digest: parent,
-                            from: block.block.author,
-                        });
-                    }
-                    self.pending.push(block);
-                }
-                false
-            }
-            InsertOutcome::Stale | InsertOutcome::Full => false,
-        }
-    }
-
-    fn vote_for(&mut self, block: &SignedBlock, out: &mut Vec<Action>) -> Result<()> {
+    /// Votes for `block`, the current round leader's proposal, now in the tree: the only path
+    /// to a vote. In order: the timestamp must not precede the parent's nor run ahead of this
+    /// replica's clock by more than `max_clock_drift_ms`; the payload must be within
+    /// `max_block_proofs`; the safety rules must allow the vote; then, and only then, the
+    /// payload validator checks the payload (its proofs included, which verification left to
+    /// it); then the vote is signed and released only after its safety data is persisted.
+    pub(crate) fn vote_for(&mut self, block: &SignedBlock, out: &mut Vec<Action>) -> Result<()> {
         let b = &block.block;
         let parent = b.parent();
         let parent_timestamp = self.tree.timestamp_of(&parent).unwrap_or_default();
@@ -651,7 +457,14 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
                 b.timestamp, self.config.max_clock_drift_ms, self.now
             )));
         }
-        if !self.payload_validator.validate(b) {
+        if b.payload.len() > self.config.max_block_proofs {
+            return Err(Error::PayloadTooLarge {
+                len: b.payload.len(),
+                limit: self.config.max_block_proofs,
+            });
+        }
+        self.safety.check_vote(block)?;
+        if !self.payload.validate(b) {
             return Err(Error::Unsafe("payload refused".into()));
         }
         let parent_parent_round = self.tree.parent_round_of(&parent).unwrap_or_default();
@@ -709,53 +522,5 @@ impl<L: LeaderElection, P: PayloadSource, V: PayloadValidator> Core<L, P, V> {
             round,
             after_ms: self.pacemaker.timeout_ms(),
         });
-    }
-
-    fn on_fetched(&mut self, mut blocks: Vec<SignedBlock>, out: &mut Vec<Action>) {
-        // Keep only blocks asked for and their ancestors: each is certified (by the QC that
-        // named it, or by its child's parent QC), so a reply cannot smuggle in other blocks.
-        blocks.sort_by_key(|b| std::cmp::Reverse(b.block.round));
-        let mut accepted = Vec::new();
-        for block in blocks {
-            let digest = block.digest();
-            if self.requested.remove(&digest) {
-                if !self.tree.contains(&block.block.parent()) {
-                    self.requested.insert(block.block.parent());
-                }
-                accepted.push(block);
-            }
-        }
-        if self.requested.len() > self.config.max_pending {
-            // Bounded: forget the oldest wishes; they are asked for again when needed.
-            self.requested.clear();
-        }
-        accepted.reverse();
-        for block in accepted {
-            self.insert_block(block, out);
-        }
-        // Pending blocks whose parent is now known join the tree, repeatedly.
-        loop {
-            let ready: Vec<SignedBlock> = {
-                let tree = &self.tree;
-                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-                    .into_iter()
-                    .partition(|b| tree.contains(&b.block.parent()));
-                self.pending = waiting;
-                ready
-            };
-            if ready.is_empty() {
-                break;
-            }
-            for b in ready {
-                let current_proposal = b.block.round == self.round()
-                    && self.proposals_seen.get(&b.block.round) == Some(&b.digest());
-                if self.insert_block(b.clone(), out) && current_proposal {
-                    let _ = self.vote_for(&b, out);
-                }
-            }
-        }
-        let high_qc = self.high_qc.clone();
-        self.try_commit(&high_qc, out);
-        self.maybe_propose(out);
     }
 }

@@ -1,8 +1,11 @@
 //! The error type of keel-consensus.
 //!
 //! Errors are split by cause: [`Error::Invalid`] (a peer sent something that fails
-//! verification), [`Error::Unsafe`] (the safety rules refuse to sign), [`Error::Stale`] /
-//! [`Error::TooFarAhead`] (a message outside the window this replica keeps).
+//! verification), [`Error::WrongSender`] / [`Error::NotLeader`] / [`Error::PayloadTooLarge`]
+//! (a peer sent something no honest peer sends; found by [`crate::Core::precheck`] before any
+//! signature check), [`Error::Unsafe`] (the safety rules refuse to sign), [`Error::Stale`] /
+//! [`Error::TooFarAhead`] (a message outside the window this replica keeps), and
+//! [`Error::Config`] (this replica's own configuration is unusable).
 
 use keel_types::{Round, ValidatorIndex};
 
@@ -40,9 +43,33 @@ pub enum Error {
         /// Who leads.
         leader: ValidatorIndex,
     },
+    /// A message whose sender is not its author (a peer relaying or impersonating).
+    #[error("message authored by {author} arrived from {from}")]
+    WrongSender {
+        /// The peer it came from.
+        from: ValidatorIndex,
+        /// The author it names.
+        author: ValidatorIndex,
+    },
+    /// A proposal carrying more proofs of availability than the configured limit.
+    #[error("proposal carries {len} proofs, the limit is {limit}")]
+    PayloadTooLarge {
+        /// Proofs carried.
+        len: usize,
+        /// [`crate::CoreConfig::max_block_proofs`].
+        limit: usize,
+    },
     /// The safety rules refuse to sign.
     #[error("safety rules refuse: {0}")]
     Unsafe(String),
+    /// A configuration value the core cannot run with (our own setup is wrong, no peer is).
+    #[error("invalid consensus config: {field}: {reason}")]
+    Config {
+        /// The field, as written in a config file.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Result with keel-consensus' [`Error`].

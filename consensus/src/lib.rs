@@ -1,18 +1,32 @@
 //! keel-consensus: pipelined two-chain HotStuff (Jolteon / DiemBFT v4) as a deterministic state
-//! machine, and a simulator that runs whole committees under faults.
+//! machine, and (behind the `sim` feature) a simulator that runs whole committees under faults.
 //!
 //! ```text
-//!   network ─▶ ConsensusMessage::verify(committee) ─▶ Verified ─┐
-//!   timers, fetched blocks ──────────────────────────────────────┼─▶ Core::handle(now, Input)
-//!                                                                │        │
-//!        embedder carries out, in order ◀── Vec<Action> ◀────────┘        │
+//!   network ─▶ Core::precheck(from, &msg) ─▶ ConsensusMessage::verify(committee) ─▶ Verified ─┐
+//!              (no signature work)            (proposals: header only)                      │
+//!   timers, fetched blocks (verify_block: in full) ─────────────────────────────────────────┤
+//!                                                                                           ▼
+//!        embedder carries out, in order ◀── Vec<Action> ◀──────────── Core::handle(now, Input)
 //!   (PersistSafety = synced write, then release its messages; Broadcast; SetTimer; Commit; …)
 //! ```
 //!
-//! Main types: [`Core`] (the state machine), [`SafetyRules`]/[`SafetyData`] (what may be signed,
-//! and the state persisted before any signature leaves), [`Pacemaker`] (rounds and back-off),
-//! [`VoteAggregator`]/[`TimeoutAggregator`] (QCs and TCs), [`BlockTree`] (2-chain commits),
-//! [`LeaderElection`] (who proposes), [`sim::Simulation`] (deterministic committee simulator).
+//! Main types: [`Core`] (the state machine, built from [`CoreDeps`]; tunables in
+//! [`CoreConfig`], serde-loadable with `DEFAULT_*` constants), [`SafetyRules`]/[`SafetyData`]
+//! (what may be signed, and the state persisted before any signature leaves), [`Pacemaker`]
+//! (rounds and back-off), [`VoteAggregator`]/[`TimeoutAggregator`] (QCs and TCs),
+//! [`BlockTree`] (2-chain commits), [`LeaderElection`] (who proposes), and `sim::Simulation`
+//! (deterministic committee simulator).
+//!
+//! Receiving a message takes three steps, cheapest first: [`Core::precheck`] refuses, from
+//! the message's fields and the core's round alone, what the core would drop or no honest
+//! peer sends (see [`precheck`]); verification checks signatures and certificates (a
+//! proposal's header only); the core's payload validator checks a proposal's payload proofs,
+//! only for the current leader's proposal it is about to vote for.
+//!
+//! Features: `sim` compiles the simulator module `sim` (and its RNG dependencies). It is
+//! test machinery: this crate's tests and benchmarks turn it on through a dev-dependency on
+//! the crate itself, so a normal build (the node's) neither compiles it nor depends, through
+//! this crate, on `rand` or `rand_chacha`.
 //!
 //! Invariants:
 //! - The core does no I/O, reads no clock and draws no randomness: equal inputs give equal
@@ -20,11 +34,15 @@
 //! - No vote or timeout leaves before the safety data that records it is durable.
 //! - A replica never votes twice in a round, and never votes for a block that does not extend
 //!   the highest QC a quorum may have committed on (see [`safety`]).
+//! - A replica votes only for its current round leader's proposal, and only after its
+//!   [`PayloadValidator`] accepted the payload (the one path to a vote, fetched parents
+//!   included).
 //! - Committed blocks are delivered in height order, each exactly once per replica life.
 //! - Every buffer is bounded: rounds in aggregators, pending blocks, the block tree.
 //!
 //! Not here: transports (keel-p2p), persistence (the embedder writes through keel-storage),
-//! payload dissemination (keel-authority implements [`PayloadSource`]/[`PayloadValidator`]).
+//! payload dissemination (the node implements [`PayloadSource`]/[`PayloadValidator`] over
+//! keel-authority), reading config files (the node loads [`CoreConfig`] and passes it in).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -33,20 +51,28 @@ pub mod aggregator;
 pub mod block_tree;
 pub mod core;
 pub mod error;
+pub mod interface;
 pub mod leader;
 pub mod message;
 pub mod pacemaker;
+pub mod precheck;
 pub mod safety;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use aggregator::{TimeoutAggregator, TimeoutOutcome, VoteAggregator, VoteOutcome};
 pub use block_tree::{BlockTree, CommitRoot, CommittedBlock, InsertOutcome};
-pub use core::{
-    Action, Core, CoreConfig, CoreStats, EmptyPayload, Input, PayloadSource, PayloadValidator,
+pub use core::Core;
+pub use error::{Error, Result};
+pub use interface::{
+    Action, CoreConfig, CoreDeps, CoreStats, DEFAULT_MAX_BLOCK_PROOFS, DEFAULT_MAX_BLOCKS,
+    DEFAULT_MAX_CLOCK_DRIFT_MS, DEFAULT_MAX_FUTURE_ROUNDS, DEFAULT_MAX_PENDING,
+    DEFAULT_MIN_BLOCK_INTERVAL_MS, EmptyPayload, Input, PayloadSource, PayloadValidator,
     RecoveryData,
 };
-pub use error::{Error, Result};
 pub use leader::{LeaderElection, WeightedRoundRobin};
 pub use message::{CertificateCache, ConsensusMessage, Verified, verify_block};
-pub use pacemaker::{Pacemaker, PacemakerConfig};
+pub use pacemaker::{
+    DEFAULT_BASE_TIMEOUT_MS, DEFAULT_MAX_BACKOFF_EXPONENT, Pacemaker, PacemakerConfig,
+};
 pub use safety::{SafetyData, SafetyRules};

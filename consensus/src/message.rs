@@ -2,7 +2,8 @@
 //!
 //! Bytes from the network decode into [`ConsensusMessage`]; only [`ConsensusMessage::verify`]
 //! turns one into a [`Verified`] message, and the core accepts nothing else, so an unverified
-//! message cannot reach a handler by mistake.
+//! message cannot reach a handler by mistake. Before paying for signatures, the embedder asks
+//! [`crate::Core::precheck`] whether an unverified message is worth verifying at all.
 
 use keel_types::{
     CertificateVerifier, ChainId, Committee, Digest, QuorumCertificate, Round, SignedBlock,
@@ -51,7 +52,9 @@ impl ConsensusMessage {
         }
     }
 
-    /// Verifies signatures, certificates and epoch against `committee`.
+    /// Verifies signatures, certificates and epoch against `committee`. A proposal's header is
+    /// verified ([`SignedBlock::verify_header_with`]) but not its payload's proofs of
+    /// availability: those are the [`crate::PayloadValidator`]'s to check, before any vote.
     pub fn verify(self, committee: &Committee, chain_id: ChainId) -> Result<Verified<Self>> {
         self.verify_with(committee, chain_id, &mut Uncached)
     }
@@ -65,7 +68,10 @@ impl ConsensusMessage {
         certs: &mut dyn CertificateVerifier,
     ) -> Result<Verified<Self>> {
         match &self {
-            ConsensusMessage::Proposal(b) => b.verify_with(committee, chain_id, certs)?,
+            // The payload's proofs are checked by the payload validator, and only for the
+            // proposal this replica is about to vote for: a replayed or non-leader proposal
+            // costs no proof verification at all.
+            ConsensusMessage::Proposal(b) => b.verify_header_with(committee, chain_id, certs)?,
             ConsensusMessage::Vote(v) => v.verify(committee, chain_id)?,
             ConsensusMessage::Timeout(t) => t.verify_with(committee, chain_id, certs)?,
             ConsensusMessage::TimeoutCertificate(tc) => certs.verify_tc(tc, committee, chain_id)?,
@@ -75,6 +81,11 @@ impl ConsensusMessage {
 }
 
 /// A value that passed verification against the committee.
+///
+/// For a [`ConsensusMessage::Proposal`] that means its header (signature, certificates, round
+/// rules, size limit), not its payload: a verified proposal's proofs of availability are
+/// checked by the core's [`crate::PayloadValidator`] before any vote for it, and that check
+/// is the only way to a vote. A fetched block ([`verify_block`]) is verified in full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified<T>(T);
 
@@ -98,7 +109,7 @@ impl<T> Verified<T> {
     }
 }
 
-/// Verifies a fetched block.
+/// Verifies a fetched block in full, payload proofs included ([`SignedBlock::verify_with`]).
 pub fn verify_block(
     block: SignedBlock,
     committee: &Committee,

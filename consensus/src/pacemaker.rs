@@ -11,9 +11,18 @@
 //!   so the core sets `grace = 2f`; backing off for those would only slow the honest rounds.
 
 use keel_types::Round;
+use serde::{Deserialize, Serialize};
 
-/// Round-timer parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Default of [`PacemakerConfig::base_timeout_ms`]: a round lasts 1 s after progress.
+pub const DEFAULT_BASE_TIMEOUT_MS: u64 = 1_000;
+/// Default of [`PacemakerConfig::max_backoff_exponent`]: failing rounds double the wait up to
+/// 6 times (64 s with the default base).
+pub const DEFAULT_MAX_BACKOFF_EXPONENT: u32 = 6;
+
+/// Round-timer parameters (loadable from a config file: every field defaults to its
+/// `DEFAULT_*` constant, unknown fields are refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PacemakerConfig {
     /// Wait in a round after progress, in milliseconds.
     pub base_timeout_ms: u64,
@@ -24,8 +33,8 @@ pub struct PacemakerConfig {
 impl Default for PacemakerConfig {
     fn default() -> Self {
         PacemakerConfig {
-            base_timeout_ms: 1_000,
-            max_backoff_exponent: 6,
+            base_timeout_ms: DEFAULT_BASE_TIMEOUT_MS,
+            max_backoff_exponent: DEFAULT_MAX_BACKOFF_EXPONENT,
         }
     }
 }

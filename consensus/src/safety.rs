@@ -106,10 +106,11 @@ impl SafetyRules {
         self.data.preferred_round = self.data.preferred_round.max(qc_parent_round);
     }
 
-    /// Signs a vote for `block` if the rules allow. `parent_parent_round` is the round of the
-    /// parent QC's block's own parent (for the lock). Returns the vote; the caller must persist
-    /// [`SafetyRules::data`] before the vote leaves the node.
-    pub fn vote(&mut self, block: &SignedBlock, parent_parent_round: Round) -> Result<Vote> {
+    /// Whether the rules allow a vote for `block` (rules 1 and 2), without signing anything:
+    /// `Ok` exactly when [`SafetyRules::vote`] would sign a vote for it, or re-send the vote
+    /// already signed for it. The core asks this before asking the payload validator, so the
+    /// validator only ever sees proposals this replica is about to vote for.
+    pub fn check_vote(&self, block: &SignedBlock) -> Result<()> {
         let b = &block.block;
         if b.epoch != self.data.epoch {
             return Err(Error::Unsafe(format!(
@@ -122,7 +123,7 @@ impl SafetyRules {
                 && last.data.round == b.round
                 && last.data.block == block.digest()
             {
-                return Ok(last.clone());
+                return Ok(());
             }
             return Err(Error::Unsafe(format!(
                 "round {} is not above the last voted round {}",
@@ -140,6 +141,23 @@ impl SafetyRules {
                 b.round
             )));
         }
+        Ok(())
+    }
+
+    /// Signs a vote for `block` if the rules allow ([`SafetyRules::check_vote`]).
+    /// `parent_parent_round` is the round of the parent QC's block's own parent (for the lock).
+    /// Returns the vote; the caller must persist [`SafetyRules::data`] before the vote leaves
+    /// the node.
+    pub fn vote(&mut self, block: &SignedBlock, parent_parent_round: Round) -> Result<Vote> {
+        self.check_vote(block)?;
+        let b = &block.block;
+        if b.round <= self.data.last_voted_round
+            && let Some(last) = &self.data.last_vote
+        {
+            // check_vote allows a round already voted in only to re-send the same vote.
+            return Ok(last.clone());
+        }
+        let qc_round = b.parent_qc.round();
         self.observe_qc(qc_round, parent_parent_round);
         self.data.last_voted_round = b.round;
         let vote = Vote::new(

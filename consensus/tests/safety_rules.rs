@@ -91,7 +91,13 @@ proptest! {
                         timestamp: TimestampMs(u64::from(tag)),
                     }
                     .sign(&proposer, CHAIN);
-                    if let Ok(vote) = rules.vote(&block, Round(0)) {
+                    // The side-effect-free check agrees with signing, and changes nothing.
+                    let before = rules.data().clone();
+                    let allowed = rules.check_vote(&block).is_ok();
+                    prop_assert_eq!(rules.data(), &before);
+                    let signed = rules.vote(&block, Round(0));
+                    prop_assert_eq!(allowed, signed.is_ok(), "check_vote disagrees with vote in round {}", round);
+                    if let Ok(vote) = signed {
                         prop_assert_eq!(vote.data.round, Round(round));
                         match voted.insert(round, vote.data.block) {
                             // Re-sending the vote already signed in this round is allowed.

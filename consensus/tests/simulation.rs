@@ -121,6 +121,14 @@ fn each_byzantine_behaviour_alone_is_tolerated() {
             if behaviour == Behaviour::ForgeSignatures {
                 assert!(report.rejected > 0, "forged messages were not rejected");
             }
+            if matches!(behaviour, Behaviour::ForgeSignatures | Behaviour::Replay) {
+                // Votes in another's name and replayed messages arrive from a peer that is not
+                // their author: the precheck drops them before any signature check.
+                assert!(
+                    report.dropped_unverified > 0,
+                    "{behaviour:?} n={n}: nothing was dropped unverified"
+                );
+            }
         }
     }
 }

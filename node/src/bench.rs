@@ -3,7 +3,7 @@
 //! batches at a target rate (each account always to the same node, so its nonces arrive in
 //! order), and measures submit→commit latency from the first node's commit stream.
 
-use crate::{client::Client, config::derived_account_key};
+use crate::{client::Client, genesis::derived_account_key};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use keel_api::dto::CommittedJson;
@@ -146,11 +146,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     if args.apis.is_empty() {
         bail!("--api: at least one API URL is needed");
     }
-    if args.accounts == 0 || args.accounts > crate::config::MAX_DERIVED_ACCOUNTS {
+    if args.accounts == 0 || args.accounts > crate::genesis::MAX_DERIVED_ACCOUNTS {
         bail!(
             "--accounts: {} is not in 1..={}",
             args.accounts,
-            crate::config::MAX_DERIVED_ACCOUNTS
+            crate::genesis::MAX_DERIVED_ACCOUNTS
         );
     }
     let clients: Vec<Client> = args
@@ -189,7 +189,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
 
     let rate = args.rate.unwrap_or(20_000).max(1);
     let total = (rate * args.duration_secs) as usize;
-    let expiry = TimestampMs(crate::service::now_ms().0 + 600_000);
+    let expiry = TimestampMs(crate::clock::now_ms().0 + 600_000);
     eprintln!(
         "bench: signing {total} transfers from {} accounts",
         keys.len()

@@ -1,82 +1,149 @@
-//! The consensus driver: owns the core, feeds it verified inputs and carries out its actions.
-//! It decides nothing: safety data is written with a synced write before the messages that
-//! depend on it are sent; own messages loop back without verification; fetches run as tasks
-//! whose verified answers come back through the same queue.
+//! The consensus driver task: owns the core and the proof queue (the core's payload), feeds the
+//! core checked inputs and carries out its actions. It decides nothing:
+//! - a peer's message passes the core's cheap checks ([`Core::precheck`]: sender, leader,
+//!   round window, size) before any signature is verified, then verification, then the core;
+//! - safety data is written with a synced write before the messages that depend on it leave;
+//! - own messages loop back without verification;
+//! - block fetches run as tasks whose answers come back, unverified, through a bounded queue;
+//! - commits are persisted, then published (status, the executor's watch) and their proofs
+//!   leave the queue.
 
-use crate::{persist, service::Shared, service::now_ms};
+use crate::{
+    clock::now_ms, metrics::Metrics, payload::ProofPayload, peers::Outbound, persist,
+    status::StatusWriter,
+};
 use keel_consensus::{
-    Action, CertificateCache, ConsensusMessage, Core, Input, PayloadSource, PayloadValidator,
-    Verified, WeightedRoundRobin, verify_block,
+    Action, CertificateCache, CommittedBlock, ConsensusMessage, Core, Input, Verified,
+    WeightedRoundRobin, verify_block,
 };
 use keel_p2p::{Notification, Request, Response};
-use keel_types::{Block, Digest, ProofOfAvailability, Round, SignedBlock, ValidatorIndex};
+use keel_storage::Store;
+use keel_types::{
+    ChainId, Digest, Height, ProofOfAvailability, Round, SignedBlock, ValidatorIndex,
+};
 use std::{collections::VecDeque, sync::Arc, time::Duration};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
-/// What reaches the driver from outside.
-#[derive(Debug)]
-pub enum DriverInput {
-    /// A consensus message from a peer (unverified).
-    Message(ValidatorIndex, Box<ConsensusMessage>),
-    /// Blocks a peer sent in answer to a fetch (unverified).
-    Fetched(Vec<SignedBlock>),
-}
-
-/// Consensus payload: proofs from the dissemination queue; votes only for verified proofs.
-#[derive(Clone)]
-pub struct Payload(pub Arc<Shared>);
-
-impl PayloadSource for Payload {
-    fn pull(&mut self, _round: Round, _parent: Digest) -> Vec<ProofOfAvailability> {
-        let max = self.0.config.consensus.max_block_proofs;
-        self.0.dissemination.lock().pull(max, now_ms())
-    }
-}
-
-impl PayloadValidator for Payload {
-    fn validate(&self, block: &Block) -> bool {
-        self.0.dissemination.lock().validate_payload(&block.payload)
-    }
-}
-
 /// The consensus core type the node runs.
-pub type NodeCore = Core<WeightedRoundRobin, Payload, Payload>;
+pub type NodeCore = Core<WeightedRoundRobin, ProofPayload>;
+
+/// A peer's consensus message, unverified.
+pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
+
+/// What the driver is built from.
+pub struct DriverDeps {
+    /// The core, recovered from the store.
+    pub core: NodeCore,
+    /// The chain (for verification).
+    pub chain_id: ChainId,
+    /// This validator.
+    pub me: ValidatorIndex,
+    /// Where blocks, commits and safety data are persisted.
+    pub store: Arc<Store>,
+    /// Sends to peers.
+    pub outbound: Outbound,
+    /// Round and committed height for the API.
+    pub status: StatusWriter,
+    /// The committed height, for the execution thread.
+    pub committed: watch::Sender<Height>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown; the driver fires it itself when it cannot persist.
+    pub shutdown: CancellationToken,
+    /// Peers' consensus messages (from the router).
+    pub messages: mpsc::Receiver<PeerMessage>,
+    /// Verified proofs of availability (own ones from batching, peers' from the verifiers).
+    pub proofs: mpsc::Receiver<ProofOfAvailability>,
+    /// The fetch tasks' answers, and the sender they use.
+    pub fetched: (
+        mpsc::Sender<Vec<SignedBlock>>,
+        mpsc::Receiver<Vec<SignedBlock>>,
+    ),
+    /// Certificates remembered as verified.
+    pub certificate_cache: usize,
+    /// How often expired proofs are dropped.
+    pub proof_expiry_interval: Duration,
+}
 
 /// Owns the core.
 pub struct Driver {
     core: NodeCore,
-    shared: Arc<Shared>,
-    rx: mpsc::Receiver<DriverInput>,
-    fetch_tx: mpsc::Sender<DriverInput>,
+    chain_id: ChainId,
+    me: ValidatorIndex,
+    store: Arc<Store>,
+    outbound: Outbound,
+    status: StatusWriter,
+    committed: watch::Sender<Height>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    fetched_tx: mpsc::Sender<Vec<SignedBlock>>,
     certs: CertificateCache,
     timer: Option<(Round, Instant)>,
     propose_timer: Option<(Round, Instant)>,
 }
 
+/// The driver's inputs.
+struct Inputs {
+    messages: mpsc::Receiver<PeerMessage>,
+    proofs: mpsc::Receiver<ProofOfAvailability>,
+    fetched: mpsc::Receiver<Vec<SignedBlock>>,
+    expiry: tokio::time::Interval,
+}
+
 impl Driver {
-    /// A driver for `core`; `fetch_tx` feeds fetched blocks back into `rx`.
-    pub fn new(
-        core: NodeCore,
-        shared: Arc<Shared>,
-        rx: mpsc::Receiver<DriverInput>,
-        fetch_tx: mpsc::Sender<DriverInput>,
-    ) -> Self {
-        Driver {
+    /// Starts the driver task; it runs until shutdown.
+    pub fn spawn(deps: DriverDeps) -> JoinHandle<()> {
+        let DriverDeps {
             core,
-            shared,
-            rx,
-            fetch_tx,
-            certs: CertificateCache::new(1024),
+            chain_id,
+            me,
+            store,
+            outbound,
+            status,
+            committed,
+            metrics,
+            shutdown,
+            messages,
+            proofs,
+            fetched: (fetched_tx, fetched),
+            certificate_cache,
+            proof_expiry_interval,
+        } = deps;
+        let mut expiry = tokio::time::interval(proof_expiry_interval);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let driver = Driver {
+            core,
+            chain_id,
+            me,
+            store,
+            outbound,
+            status,
+            committed,
+            metrics,
+            shutdown,
+            fetched_tx,
+            certs: CertificateCache::new(certificate_cache),
             timer: None,
             propose_timer: None,
-        }
+        };
+        let inputs = Inputs {
+            messages,
+            proofs,
+            fetched,
+            expiry,
+        };
+        tokio::spawn(driver.run(inputs))
     }
 
-    /// Runs until `cancel` fires.
     #[tracing::instrument(skip_all, name = "consensus")]
-    pub async fn run(mut self, cancel: CancellationToken) {
+    async fn run(mut self, mut inputs: Inputs) {
         self.process(Input::Start).await;
+        let cancel = self.shutdown.clone();
         loop {
             let timer = self.timer;
             let propose = self.propose_timer;
@@ -95,46 +162,49 @@ impl Driver {
                         self.process(Input::ProposeTimer { round }).await;
                     }
                 }
-                input = self.rx.recv() => match input {
-                    Some(input) => self.on_input(input).await,
-                    None => break,
-                },
+                Some(blocks) = inputs.fetched.recv() => self.on_fetched(blocks).await,
+                Some(proof) = inputs.proofs.recv() => {
+                    self.core.payload_mut().queue().insert(proof, now_ms());
+                    self.metrics.queued_proofs.set(self.core.payload().len() as i64);
+                }
+                Some((from, message)) = inputs.messages.recv() => {
+                    self.on_message(from, message).await;
+                }
+                _ = inputs.expiry.tick() => {
+                    self.core.payload_mut().queue().expire(now_ms());
+                    self.metrics.queued_proofs.set(self.core.payload().len() as i64);
+                }
+                else => break,
             }
         }
     }
 
-    async fn on_input(&mut self, input: DriverInput) {
+    /// Cheap checks first, then signatures, then the core.
+    async fn on_message(&mut self, from: ValidatorIndex, message: ConsensusMessage) {
+        if let Err(e) = self.core.precheck(from, &message) {
+            self.metrics.consensus_dropped.inc();
+            tracing::debug!(%from, error = %e, "consensus message failed the cheap checks");
+            return;
+        }
         let committee = self.core.committee().clone();
-        let chain_id = self.shared.chain_id;
-        match input {
-            DriverInput::Message(from, message) => {
-                match (*message).verify_with(&committee, chain_id, &mut self.certs) {
-                    Ok(verified) => {
-                        if let ConsensusMessage::Proposal(b) = verified.inner() {
-                            let digests = b.block.payload.iter().map(|p| p.info.digest);
-                            self.shared
-                                .dissemination
-                                .lock()
-                                .queue()
-                                .mark_proposed(digests, now_ms());
-                        }
-                        self.process(Input::Message(Box::new(verified))).await;
-                    }
-                    Err(e) => {
-                        self.shared.metrics.consensus_dropped.inc();
-                        tracing::warn!(%from, error = %e, "consensus message failed verification");
-                    }
-                }
+        match message.verify_with(&committee, self.chain_id, &mut self.certs) {
+            Ok(verified) => self.process(Input::Message(Box::new(verified))).await,
+            Err(e) => {
+                // Counted, and logged at debug only: a hostile peer must not flood the log.
+                self.metrics.consensus_dropped.inc();
+                tracing::debug!(%from, error = %e, "consensus message failed verification");
             }
-            DriverInput::Fetched(blocks) => {
-                let verified: Vec<Verified<SignedBlock>> = blocks
-                    .into_iter()
-                    .filter_map(|b| verify_block(b, &committee, chain_id, &mut self.certs).ok())
-                    .collect();
-                if !verified.is_empty() {
-                    self.process(Input::BlocksFetched(verified)).await;
-                }
-            }
+        }
+    }
+
+    async fn on_fetched(&mut self, blocks: Vec<SignedBlock>) {
+        let committee = self.core.committee().clone();
+        let verified: Vec<Verified<SignedBlock>> = blocks
+            .into_iter()
+            .filter_map(|b| verify_block(b, &committee, self.chain_id, &mut self.certs).ok())
+            .collect();
+        if !verified.is_empty() {
+            self.process(Input::BlocksFetched(verified)).await;
         }
     }
 
@@ -145,13 +215,18 @@ impl Driver {
             self.apply(actions, &mut inputs).await;
         }
         let stats = self.core.stats();
-        let m = &self.shared.metrics;
+        let m = &self.metrics;
         m.round.set(self.core.round().0 as i64);
         m.timeouts
             .inc_by(stats.timeouts.saturating_sub(m.timeouts.get()));
         m.proposals
             .inc_by(stats.proposals.saturating_sub(m.proposals.get()));
-        self.shared.set_round(self.core.round());
+        let round = self.core.round();
+        self.status.send_if_modified(|s| {
+            let changed = s.round != round;
+            s.round = round;
+            changed
+        });
     }
 
     async fn apply(&mut self, actions: Vec<Action>, inputs: &mut VecDeque<Input>) {
@@ -159,24 +234,22 @@ impl Driver {
         while let Some(action) = work.pop_front() {
             match action {
                 Action::Send { to, message } => {
-                    if to == self.shared.me {
+                    if to == self.me {
                         inputs.push_back(Input::Message(Box::new(Verified::own(message))));
                     } else {
-                        self.shared.net.send_consensus(to, message);
+                        self.outbound.send(to, &Notification::Consensus(message));
                     }
                 }
                 Action::Broadcast(message) => {
-                    self.shared
-                        .net
+                    self.outbound
                         .broadcast(&Notification::Consensus(message.clone()));
                     inputs.push_back(Input::Message(Box::new(Verified::own(message))));
                 }
                 Action::PersistSafety { data, then } => {
-                    let shared = self.shared.clone();
-                    let saved = tokio::task::spawn_blocking(move || {
-                        persist::save_safety(&shared.store, &data)
-                    })
-                    .await;
+                    let store = self.store.clone();
+                    let saved =
+                        tokio::task::spawn_blocking(move || persist::save_safety(&store, &data))
+                            .await;
                     match saved {
                         Ok(Ok(())) => {
                             for a in then.into_iter().rev() {
@@ -186,18 +259,18 @@ impl Driver {
                         // Without durable safety data nothing may be signed: stop the node.
                         Ok(Err(e)) => {
                             tracing::error!(error = %e, "cannot persist safety data; shutting down");
-                            self.shared.shutdown.cancel();
+                            self.shutdown.cancel();
                             return;
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "safety write task failed; shutting down");
-                            self.shared.shutdown.cancel();
+                            self.shutdown.cancel();
                             return;
                         }
                     }
                 }
                 Action::PersistBlock(block) => {
-                    if let Err(e) = persist::save_block(&self.shared.store, &block) {
+                    if let Err(e) = persist::save_block(&self.store, &block) {
                         tracing::error!(error = %e, "cannot persist a block");
                     }
                 }
@@ -209,28 +282,53 @@ impl Driver {
                         Some((round, Instant::now() + Duration::from_millis(after_ms)));
                 }
                 Action::Commit(blocks) => {
-                    if let Err(e) = persist::save_commit(&self.shared.store, &blocks) {
+                    if let Err(e) = persist::save_commit(&self.store, &blocks) {
                         tracing::error!(error = %e, "cannot persist a commit; shutting down");
-                        self.shared.shutdown.cancel();
+                        self.shutdown.cancel();
                         return;
                     }
-                    self.shared.on_committed(&blocks);
+                    self.on_committed(&blocks);
                 }
                 Action::FetchBlock { digest, from } => self.fetch(digest, from),
             }
         }
     }
 
+    /// Publishes persisted commits: metrics, the proof queue, the status and the executor.
+    fn on_committed(&mut self, blocks: &[CommittedBlock]) {
+        let now = now_ms();
+        let mut digests = Vec::new();
+        for b in blocks {
+            self.metrics.committed_blocks.inc();
+            let latency = now.0.saturating_sub(b.block.block.timestamp.0) as f64 / 1e3;
+            self.metrics.commit_latency.observe(latency);
+            digests.extend(b.block.block.payload.iter().map(|p| p.info.digest));
+        }
+        self.core.payload_mut().queue().remove_committed(digests);
+        self.metrics
+            .queued_proofs
+            .set(self.core.payload().len() as i64);
+        if let Some(last) = blocks.last() {
+            self.metrics.committed_height.set(last.height.0 as i64);
+            self.committed.send_replace(last.height);
+            self.status.send_modify(|s| {
+                s.committed = last.height;
+                s.last_progress = std::time::Instant::now();
+            });
+        }
+    }
+
     fn fetch(&self, digest: Digest, from: ValidatorIndex) {
-        let net = self.shared.net.clone();
-        let tx = self.fetch_tx.clone();
+        let outbound = self.outbound.clone();
+        let tx = self.fetched_tx.clone();
         tokio::spawn(async move {
             let request = Request::Blocks {
                 digests: vec![digest],
             };
-            match net.request(from, &request).await {
+            match outbound.request(from, &request).await {
                 Ok(Response::Blocks(blocks)) if !blocks.is_empty() => {
-                    let _ = tx.send(DriverInput::Fetched(blocks)).await;
+                    // Waits for room: answers are few (one per fetch) and each unblocks the core.
+                    let _ = tx.send(blocks).await;
                 }
                 Ok(other) => tracing::debug!(%from, ?other, "block fetch answered without blocks"),
                 Err(e) => tracing::debug!(%from, error = %e, "block fetch failed"),

@@ -1,42 +1,89 @@
-//! The execution thread: executes committed blocks in height order as they appear in the store
-//! (so after a restart it simply resumes at the executed marker + 1), fetching batches it lacks
-//! from the validators that signed their proofs.
+//! The execution thread: owns the executor and executes committed blocks in height order as
+//! they appear in the store (so after a restart it simply resumes at the executed marker + 1),
+//! fetching batches it lacks from the validators that signed their proofs. It publishes what it
+//! executed: the status (height, root, counts), the receipts stream (a broadcast: a lagging
+//! subscriber skips the oldest blocks and is told so), and the pending set.
 
-use crate::{persist, service::Shared};
-use keel_authority::{BlockToExecute, Executor, resolve_batches};
-use keel_types::Height;
+use crate::{
+    metrics::Metrics, peers::Outbound, pending::PendingTxs, persist, status::StatusWriter,
+};
+use keel_authority::{BlockOutcome, BlockToExecute, Executor, resolve_batches};
+use keel_types::{Digest, Height, Receipt};
 use std::{sync::Arc, time::Duration};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
-/// Runs until shutdown; the thread's body.
-pub fn run(mut executor: Executor, shared: Arc<Shared>) {
-    let mut committed = shared.committed_rx();
-    while !shared.shutdown.is_cancelled() {
+/// What the execution thread is built from.
+pub struct ExecuteDeps {
+    /// The executor, opened on the store.
+    pub executor: Executor,
+    /// Fetches batches this node lacks.
+    pub outbound: Outbound,
+    /// The committed height (from the driver): wakes the thread.
+    pub committed: watch::Receiver<Height>,
+    /// Executed height and root for the API.
+    pub status: StatusWriter,
+    /// Receipts of each executed block, for the event stream.
+    pub receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
+    /// Transactions reported pending until executed.
+    pub pending: Arc<PendingTxs>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown; fired here when execution cannot go on.
+    pub shutdown: CancellationToken,
+    /// Waits on it (the thread is not an async task).
+    pub runtime: tokio::runtime::Handle,
+    /// Wait before re-reading the store or retrying a batch fetch.
+    pub retry: Duration,
+}
+
+/// Starts the execution thread.
+pub fn spawn(deps: ExecuteDeps) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("keel-execution".into())
+        .spawn(move || run(deps))
+}
+
+fn run(deps: ExecuteDeps) {
+    let ExecuteDeps {
+        mut executor,
+        outbound,
+        mut committed,
+        status,
+        receipts,
+        pending,
+        metrics,
+        shutdown,
+        runtime,
+        retry,
+    } = deps;
+    let store = executor.store().clone();
+    while !shutdown.is_cancelled() {
         let next = Height(executor.marker().height.0 + 1);
-        let record = match persist::committed_at(&shared.store, next) {
+        let record = match persist::committed_at(&store, next) {
             Ok(Some(record)) => record,
             Ok(None) => {
                 // Wait for the next commit (or poll, in case a notification was missed).
-                let _ = shared.runtime.block_on(async {
-                    tokio::time::timeout(Duration::from_millis(200), committed.changed()).await
-                });
+                let _ = runtime
+                    .block_on(async { tokio::time::timeout(retry, committed.changed()).await });
                 continue;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a committed block; stopping");
-                shared.shutdown.cancel();
+                shutdown.cancel();
                 return;
             }
         };
         let block = &record.block;
         let batches = loop {
-            match resolve_batches(&shared.store, &shared.net, &block.block.payload) {
+            match resolve_batches(&store, &outbound, &block.block.payload) {
                 Ok(batches) => break batches,
                 Err(e) => {
                     tracing::warn!(height = %next, error = %e, "waiting for a batch");
-                    if shared.shutdown.is_cancelled() {
+                    if shutdown.is_cancelled() {
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(retry);
                 }
             }
         };
@@ -51,7 +98,7 @@ pub fn run(mut executor: Executor, shared: Arc<Shared>) {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(height = %next, error = %e, "execution failed; stopping");
-                shared.shutdown.cancel();
+                shutdown.cancel();
                 return;
             }
         };
@@ -59,10 +106,51 @@ pub fn run(mut executor: Executor, shared: Arc<Shared>) {
             Ok(root) => root,
             Err(e) => {
                 tracing::error!(error = %e, "cannot compute the state root; stopping");
-                shared.shutdown.cancel();
+                shutdown.cancel();
                 return;
             }
         };
-        shared.on_executed(outcome, root, started.elapsed());
+        publish(
+            &status,
+            &metrics,
+            &pending,
+            &receipts,
+            outcome,
+            root,
+            started.elapsed(),
+        );
     }
+}
+
+/// Publishes an executed block.
+fn publish(
+    status: &StatusWriter,
+    metrics: &Metrics,
+    pending: &PendingTxs,
+    receipts: &broadcast::Sender<Arc<Vec<Receipt>>>,
+    outcome: BlockOutcome,
+    root: Digest,
+    took: Duration,
+) {
+    let m = metrics;
+    m.executed_height.set(outcome.marker.height.0 as i64);
+    m.execution_seconds.observe(took.as_secs_f64());
+    m.reexecuted.inc_by(outcome.reexecuted as u64);
+    m.receipts.inc_by(outcome.receipts.len() as u64);
+    let marker = outcome.marker.clone();
+    status.send_modify(|s| {
+        m.executed_transactions.inc_by(
+            marker
+                .executed_transactions
+                .saturating_sub(s.executed_transactions),
+        );
+        s.executed = marker.height;
+        s.root = root;
+        s.executed_transactions = marker.executed_transactions;
+        s.record_root(marker.height, root);
+        s.last_progress = std::time::Instant::now();
+    });
+    pending.remove_all(outcome.receipts.iter().map(|r| &r.transaction));
+    // No subscriber is not an error.
+    let _ = receipts.send(Arc::new(outcome.receipts));
 }

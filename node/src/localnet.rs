@@ -9,7 +9,8 @@
 use crate::{
     bench::{self, BenchArgs},
     client::Client,
-    config::{DerivedAccounts, NodeConfig},
+    config::NodeConfig,
+    genesis::DerivedAccounts,
     setup::{self, GenesisSpec, ValidatorSpec},
 };
 use anyhow::{Context, Result, bail};

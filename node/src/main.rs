@@ -1,31 +1,73 @@
 //! `keel`: the Keel validator node and its tools.
 //!
 //! ```text
-//!  keel keygen   → protocol.key + network.key (0600)
-//!  keel genesis  → genesis.json + NAME.toml + NAME.token per validator
-//!  keel run      → config → storage → p2p, consensus driver, batching, execution, APIs → wait
-//!  keel localnet → N `keel run` processes on this machine, progress line, apis.txt
-//!  keel bench    → signed transfers at a rate, submit→commit latency percentiles
-//!  keel tx       → sign and submit one transaction from a key file; queries
+//!  keel keygen      → protocol.key + network.key (0600)
+//!  keel genesis     → genesis.json + NAME.toml + NAME.token per validator
+//!  keel run         → config → storage → channels → p2p → tasks → wait for shutdown
+//!  keel config show → the effective config, every default filled in
+//!  keel localnet    → N `keel run` processes on this machine, progress line, apis.txt
+//!  keel bench       → signed transfers at a rate, submit→commit latency percentiles
+//!  keel tx          → sign and submit one transaction from a key file; queries
 //! ```
 //!
-//! This crate only wires: every decision lives in the library crates. It is the only crate
-//! that reads files and the environment.
+//! # Tasks and channels of `keel run`
+//!
+//! Each long-lived component is a task that owns its state and is built from its own `…Deps`
+//! struct (`service.rs` only wires). Every channel is bounded by a `[limits]` field; the
+//! policy when it is full is written beside each arrow.
+//!
+//! ```text
+//!  QUIC ─▶ router (p2p handler: decode + forward, never waits)
+//!           ├─ consensus msg ─[consensus_queue, try_send: drop+count]──────────▶ driver
+//!           ├─ batch ─[batch_verify_queue, try_send: drop+count]─▶ batch verifier (blocking pool,
+//!           │                      batch_verifiers at once): verify, store, then ack ─▶ QUIC
+//!           ├─ proof ─[proof_verify_queue, try_send: drop+count]─▶ proof verifier ─┐
+//!           │                    [proof_queue, try_send: drop+count] ◀─────────────┘
+//!           │                                                     ▼
+//!           └─ ack ─[ack_queue, try_send: drop+count]─▶ batching ─[proof_queue, send: waits]─▶ driver
+//!  API submit ─▶ mempool (Arc<Mutex>, bounded, 429 when full) ◀─take─ batching ─store, then
+//!                                                                broadcast batch/proof ─▶ QUIC
+//!  driver: owns Core + proof queue; precheck → verify → Core::handle → actions (synced safety
+//!          write before votes/timeouts, blocks, commits) ─▶ QUIC
+//!          fetch tasks ─[fetched_queue, send: waits]─▶ driver
+//!          commits ─▶ committed watch (latest value) ─▶ execution thread
+//!  execution thread: owns Executor; store ─▶ execute ─▶ status watch, receipts broadcast
+//!          [receipt_stream_buffer: a slow subscriber skips the oldest], pending set
+//!  status watch (round, heights, roots, last progress) ◀─ driver, execution; ─▶ API
+//!  gauges task: endpoint and mempool gauges every gauges_interval_ms
+//! ```
+//!
+//! Shutdown: one cancellation token reaches every task; `run` waits for each with a grace
+//! period, then closes the endpoint, joins the execution thread and flushes the store.
+//!
+//! This crate only wires: every protocol decision lives in the library crates. It is the only
+//! crate that reads files and the environment.
 
 #![forbid(unsafe_code)]
 
+mod api_view;
+mod batching;
 mod bench;
 mod client;
+mod clock;
 mod config;
 mod driver;
 mod execute;
+mod gauges;
+mod genesis;
+mod limits;
 mod localnet;
 mod metrics;
-mod net;
+mod payload;
+mod peers;
+mod pending;
 mod persist;
+mod router;
 mod service;
 mod setup;
+mod status;
 mod tx;
+mod verify;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -77,6 +119,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Inspect a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run N validators on this machine.
     Localnet {
         /// Number of validators.
@@ -120,7 +165,17 @@ enum Command {
     Tx(tx::TxArgs),
 }
 
-fn init_logging(format: &str, filter: &str) -> Result<service::LogReload> {
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective config (validated, every default filled in, paths resolved).
+    Show {
+        /// The validator's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: &str, filter: &str) -> Result<api_view::LogReload> {
     let filter = EnvFilter::try_new(filter).context("config field `log.filter`")?;
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
@@ -183,7 +238,7 @@ fn real_main() -> Result<()> {
                     let (address, balance) = a
                         .split_once(':')
                         .with_context(|| format!("--account `{a}`: expected ADDRESS:BALANCE"))?;
-                    Ok(config::GenesisAccount {
+                    Ok(genesis::GenesisAccount {
                         address: address.into(),
                         balance: balance
                             .parse()
@@ -197,7 +252,7 @@ fn real_main() -> Result<()> {
                     let [balance, count, seed] = parts[..] else {
                         anyhow::bail!("--derived-accounts `{d}`: expected SEED:COUNT:BALANCE");
                     };
-                    Ok(config::DerivedAccounts {
+                    Ok(genesis::DerivedAccounts {
                         seed: seed.into(),
                         count: count
                             .parse()
@@ -229,6 +284,9 @@ fn real_main() -> Result<()> {
             let reload = init_logging(&config.log.format, &config.log.filter)?;
             let rt = runtime(config.runtime_threads)?;
             rt.block_on(service::run(config, reload))?;
+        }
+        Command::Config(ConfigCommand::Show { config }) => {
+            print!("{}", config::NodeConfig::load(&config)?.to_toml()?);
         }
         Command::Localnet {
             validators,

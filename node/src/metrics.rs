@@ -51,8 +51,12 @@ pub struct Metrics {
     pub bytes_out: IntGauge,
     /// Frame bytes received from peers.
     pub bytes_in: IntGauge,
-    /// Inbound consensus messages dropped (queue full or failed verification).
+    /// Inbound consensus messages dropped (queue full, cheap checks, failed verification).
     pub consensus_dropped: IntCounter,
+    /// Inbound acknowledgements dropped because the batching task's queue was full.
+    pub acks_dropped: IntCounter,
+    /// Peer proofs dropped (invalid, or a full verification or proof queue).
+    pub proofs_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -180,7 +184,17 @@ impl Metrics {
             consensus_dropped: counter(
                 &r,
                 "keel_consensus_dropped_messages_total",
-                "Inbound consensus messages dropped (queue full or failed verification)",
+                "Inbound consensus messages dropped (queue full, cheap checks, failed verification)",
+            ),
+            acks_dropped: counter(
+                &r,
+                "keel_batches_acks_dropped_total",
+                "Inbound batch acknowledgements dropped (batching queue full)",
+            ),
+            proofs_dropped: counter(
+                &r,
+                "keel_batches_proofs_dropped_total",
+                "Peer proofs of availability dropped (invalid, or a full queue)",
             ),
             registry: r,
         }

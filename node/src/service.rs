@@ -1,218 +1,37 @@
-//! Wiring: config → storage → components → tasks → wait for shutdown. Also the state the tasks
-//! and the API share, and the API's view of the node.
+//! Wiring: config → storage → channels → network → tasks → wait for shutdown. Every decision
+//! lives in the tasks; this file only builds them from their deps and waits. The task and
+//! channel map is drawn at the top of `main.rs`.
 
 use crate::{
-    config::{Genesis, NodeConfig, read_key},
-    driver::{Driver, DriverInput, Payload},
-    execute,
+    api_view::{LogReload, NodeView},
+    batching::{self, BatchingDeps},
+    config::NodeConfig,
+    driver::{Driver, DriverDeps},
+    execute::{self, ExecuteDeps},
+    gauges,
+    genesis::{Genesis, read_key},
     metrics::Metrics,
-    net::{NetHandle, NodeHandler, Peers},
+    payload::ProofPayload,
+    peers::{Outbound, Peers},
+    pending::PendingTxs,
     persist,
+    router::Router,
+    status::NodeStatus,
+    verify::{self, BatchVerifyDeps, ProofVerifyDeps},
 };
 use anyhow::{Context, Result, bail};
-use keel_api::{
-    NodeApi, SubmitError,
-    dto::{BatchRefJson, BlockJson, PeerJson, StatusJson, TxLookup},
-};
+use keel_api::NodeApi;
 use keel_authority::{
-    BatchConfig, BlockOutcome, Dissemination, DisseminationConfig, DisseminationDeps, Executor,
-    ExecutorConfig, GenesisState, Mempool, MempoolConfig, NonceReader, Rejection, state,
+    BatchVerifier, Dissemination, DisseminationDeps, Executor, GenesisState, Mempool, ProofQueue,
 };
-use keel_consensus::{CommittedBlock, Core, CoreConfig, WeightedRoundRobin};
+use keel_consensus::{Core, CoreDeps, WeightedRoundRobin};
 use keel_p2p::{AllowedPeers, EndpointConfig, Network, NetworkIdentity};
-use keel_storage::{Store, StoreConfig};
-use keel_types::{
-    Account, Address, ChainId, Committee, Digest, Height, KeyPair, Nonce, Object, Receipt, Round,
-    SignedTransaction, TimestampMs, ValidatorIndex,
-};
+use keel_storage::Store;
+use keel_types::KeyPair;
 use parking_lot::Mutex;
-use std::{
-    collections::{HashSet, VecDeque},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> TimestampMs {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    TimestampMs(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Changes the log filter at run time.
-pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// The executed state the API reports.
-#[derive(Debug, Clone, Default)]
-struct ExecutedState {
-    height: Height,
-    root: Digest,
-    transactions: u64,
-}
-
-/// Digests admitted here and not yet executed (bounded; the oldest are forgotten first).
-#[derive(Default)]
-struct Submitted {
-    set: HashSet<Digest>,
-    order: VecDeque<Digest>,
-}
-
-const MAX_SUBMITTED: usize = 1 << 20;
-
-impl Submitted {
-    fn insert(&mut self, d: Digest) {
-        if self.set.insert(d) {
-            self.order.push_back(d);
-        }
-        while self.order.len() > MAX_SUBMITTED {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
-/// What the node's tasks and its API share.
-pub struct Shared {
-    /// The validated config.
-    pub config: NodeConfig,
-    /// The chain.
-    pub chain_id: ChainId,
-    /// This validator.
-    pub me: ValidatorIndex,
-    /// The committee.
-    pub committee: Committee,
-    /// The data directory.
-    pub store: Arc<Store>,
-    /// Admitted transactions waiting for a batch.
-    pub mempool: Mutex<Mempool>,
-    /// Batches, acknowledgements and proofs.
-    pub dissemination: Mutex<Dissemination<NetHandle>>,
-    /// The network.
-    pub net: NetHandle,
-    /// Validator indexes and network keys.
-    pub peers: Peers,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Fires on shutdown.
-    pub shutdown: CancellationToken,
-    /// The async runtime (for blocking threads that must wait on it).
-    pub runtime: tokio::runtime::Handle,
-    /// Peer batches verified at once.
-    pub batch_permits: Arc<Semaphore>,
-    /// Peer batches waiting for a verification permit.
-    pub batches_waiting: std::sync::atomic::AtomicUsize,
-    driver_tx: mpsc::Sender<DriverInput>,
-    committed: watch::Sender<Height>,
-    round: AtomicU64,
-    executed: Mutex<ExecutedState>,
-    last_progress: Mutex<Instant>,
-    receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
-    submitted: Mutex<Submitted>,
-    /// State roots of recently executed heights, oldest first.
-    roots: Mutex<VecDeque<(Height, Digest)>>,
-    log_reload: LogReload,
-}
-
-/// Executed heights whose state root is remembered.
-const REMEMBERED_ROOTS: usize = 100_000;
-
-struct StoreNonces<'a>(&'a Store);
-
-impl NonceReader for StoreNonces<'_> {
-    fn next_nonce(&self, address: &Address) -> Nonce {
-        state::account(self.0, address).map_or(Nonce(0), |a| a.nonce)
-    }
-}
-
-impl Shared {
-    /// A consensus message from a peer: queued for the driver, dropped (and counted) if the
-    /// queue is full.
-    pub fn on_consensus_message(
-        &self,
-        from: ValidatorIndex,
-        message: keel_consensus::ConsensusMessage,
-    ) {
-        if self
-            .driver_tx
-            .try_send(DriverInput::Message(from, Box::new(message)))
-            .is_err()
-        {
-            self.metrics.consensus_dropped.inc();
-        }
-    }
-
-    /// Records the current round.
-    pub fn set_round(&self, round: Round) {
-        self.round.store(round.0, Ordering::Relaxed);
-    }
-
-    /// Blocks committed by consensus (already persisted).
-    pub fn on_committed(&self, blocks: &[CommittedBlock]) {
-        let now = now_ms();
-        let mut digests = Vec::new();
-        for b in blocks {
-            self.metrics.committed_blocks.inc();
-            let latency = now.0.saturating_sub(b.block.block.timestamp.0) as f64 / 1e3;
-            self.metrics.commit_latency.observe(latency);
-            digests.extend(b.block.block.payload.iter().map(|p| p.info.digest));
-        }
-        self.dissemination.lock().queue().remove_committed(digests);
-        if let Some(last) = blocks.last() {
-            self.metrics.committed_height.set(last.height.0 as i64);
-            self.committed.send_replace(last.height);
-        }
-        *self.last_progress.lock() = Instant::now();
-    }
-
-    /// Wakes the executor on commits.
-    pub fn committed_rx(&self) -> watch::Receiver<Height> {
-        self.committed.subscribe()
-    }
-
-    /// A block was executed and committed to the store.
-    pub fn on_executed(&self, outcome: BlockOutcome, root: Digest, took: Duration) {
-        let m = &self.metrics;
-        m.executed_height.set(outcome.marker.height.0 as i64);
-        m.execution_seconds.observe(took.as_secs_f64());
-        m.reexecuted.inc_by(outcome.reexecuted as u64);
-        m.receipts.inc_by(outcome.receipts.len() as u64);
-        let executed_before = self.executed.lock().transactions;
-        m.executed_transactions.inc_by(
-            outcome
-                .marker
-                .executed_transactions
-                .saturating_sub(executed_before),
-        );
-        *self.executed.lock() = ExecutedState {
-            height: outcome.marker.height,
-            root,
-            transactions: outcome.marker.executed_transactions,
-        };
-        {
-            let mut roots = self.roots.lock();
-            roots.push_back((outcome.marker.height, root));
-            if roots.len() > REMEMBERED_ROOTS {
-                roots.pop_front();
-            }
-        }
-        {
-            let mut submitted = self.submitted.lock();
-            for r in &outcome.receipts {
-                submitted.set.remove(&r.transaction);
-            }
-        }
-        // No subscriber is not an error.
-        let _ = self.receipts.send(Arc::new(outcome.receipts));
-        *self.last_progress.lock() = Instant::now();
-    }
-}
 
 /// Starts every component and runs until SIGINT, SIGTERM or an admin shutdown.
 pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
@@ -236,6 +55,229 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
             network_key.public()
         );
     }
+    let token = read_token(&config)?;
+    let limits = config.limits.clone();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = Arc::new(Store::open(&config.data_dir, &config.storage)?);
+    let executor = Executor::open(
+        store.clone(),
+        config.execution.clone(),
+        &GenesisState {
+            digest: genesis.digest(),
+            accounts: genesis.funded()?,
+        },
+    )?;
+    let recovery = persist::recover(&store, &committee, chain_id)?;
+    let executed = executor.marker().clone();
+    tracing::info!(
+        validator = %me,
+        chain = %chain_id,
+        committed = %recovery.root.height,
+        executed = %executed.height,
+        "starting"
+    );
+
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let peers = Peers::new(&committee);
+    let (status, status_rx) = watch::channel(NodeStatus::new(
+        recovery.root.height,
+        executed.height,
+        store.state_root()?,
+        executed.executed_transactions,
+        limits.remembered_roots,
+    ));
+    let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
+    let (receipts, _) = broadcast::channel(limits.receipt_stream_buffer);
+    let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool.clone(), chain_id)));
+    let pending = Arc::new(PendingTxs::new(limits.tracked_pending));
+    let (consensus_tx, consensus_rx) = mpsc::channel(limits.consensus_queue);
+    let (proof_tx, proof_rx) = mpsc::channel(limits.proof_queue);
+    let fetched = mpsc::channel(limits.fetched_queue);
+    let (ack_tx, ack_rx) = mpsc::channel(limits.ack_queue);
+    let (peer_batch_tx, peer_batch_rx) = mpsc::channel(limits.batch_verify_queue);
+    let (peer_proof_tx, peer_proof_rx) = mpsc::channel(limits.proof_verify_queue);
+
+    // P2P: the router only forwards into the channels above.
+    let identity = NetworkIdentity::from_seed(&network_key.seed())?;
+    let allowed = AllowedPeers::new(committee.validators().iter().map(|v| v.network_key));
+    let router = Arc::new(Router {
+        peers: peers.clone(),
+        consensus: consensus_tx,
+        batches: peer_batch_tx,
+        acks: ack_tx,
+        proofs: peer_proof_tx,
+        store: store.clone(),
+        served_ancestors: limits.served_ancestors,
+        metrics: metrics.clone(),
+    });
+    let endpoint = Network::start(
+        EndpointConfig {
+            listen: config.p2p_listen,
+            ..config.p2p.clone()
+        },
+        &identity,
+        allowed,
+        router,
+    )
+    .with_context(|| {
+        format!(
+            "config field `p2p_listen`: cannot start QUIC on {}",
+            config.p2p_listen
+        )
+    })?;
+    for (i, v) in committee.validators().iter().enumerate() {
+        if i != me.as_usize() {
+            let address = v
+                .address
+                .parse()
+                .with_context(|| format!("genesis validators[{i}].address"))?;
+            endpoint.add_peer(v.network_key, address);
+        }
+    }
+    let outbound = Outbound::new(endpoint.clone(), peers, tokio::runtime::Handle::current());
+
+    // Tasks.
+    let key = || KeyPair::from_seed(&protocol_key.seed());
+    let protocol = Arc::new(key());
+    let core = Core::new(CoreDeps {
+        config: config.consensus.clone(),
+        chain_id,
+        me,
+        committee: committee.clone(),
+        key: key(),
+        leader: WeightedRoundRobin::new(&committee),
+        payload: ProofPayload::new(
+            ProofQueue::from_config(&config.dissemination),
+            committee.clone(),
+            chain_id,
+        ),
+        recovery,
+    });
+    let driver = Driver::spawn(DriverDeps {
+        core,
+        chain_id,
+        me,
+        store: store.clone(),
+        outbound: outbound.clone(),
+        status: status.clone(),
+        committed: committed_tx,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        messages: consensus_rx,
+        proofs: proof_rx,
+        fetched,
+        certificate_cache: limits.certificate_cache,
+        proof_expiry_interval: Duration::from_millis(limits.proof_expiry_interval_ms),
+    });
+    let batching = batching::spawn(BatchingDeps {
+        dissemination: Dissemination::new(DisseminationDeps {
+            config: config.dissemination.clone(),
+            batch: config.batching.clone(),
+            chain_id,
+            committee: committee.clone(),
+            me,
+            key: protocol.clone(),
+        }),
+        mempool: mempool.clone(),
+        store: store.clone(),
+        outbound: outbound.clone(),
+        acks: ack_rx,
+        proofs: proof_tx.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        tick: Duration::from_millis(limits.batching_tick_ms),
+        take: limits.batching_take,
+    });
+    let batch_verifier = verify::spawn_batches(BatchVerifyDeps {
+        verifier: BatchVerifier::new(committee.clone(), chain_id, me, protocol.clone()),
+        store: store.clone(),
+        outbound: outbound.clone(),
+        batches: peer_batch_rx,
+        parallel: limits.batch_verifiers,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let proof_verifier = verify::spawn_proofs(ProofVerifyDeps {
+        committee: committee.clone(),
+        chain_id,
+        proofs: peer_proof_rx,
+        driver: proof_tx,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let gauges = tokio::spawn(gauges::run(
+        metrics.clone(),
+        endpoint.clone(),
+        mempool.clone(),
+        shutdown.clone(),
+        Duration::from_millis(limits.gauges_interval_ms),
+    ));
+    let execution = execute::spawn(ExecuteDeps {
+        executor,
+        outbound,
+        committed: committed_rx,
+        status,
+        receipts: receipts.clone(),
+        pending: pending.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        retry: Duration::from_millis(limits.execution_retry_ms),
+    })
+    .context("cannot start the execution thread")?;
+
+    // APIs.
+    let api: Arc<dyn NodeApi> = Arc::new(NodeView {
+        chain_id,
+        me,
+        committee,
+        store: store.clone(),
+        mempool,
+        pending,
+        status: status_rx,
+        receipts,
+        net: endpoint.clone(),
+        metrics,
+        stall_after: Duration::from_secs(limits.stall_after_secs),
+        log_reload,
+        shutdown: shutdown.clone(),
+    });
+    let public = bind(config.api_listen, "api_listen").await?;
+    let admin = bind(config.admin_listen, "admin_listen").await?;
+    tracing::info!(api = %public.local_addr()?, admin = %admin.local_addr()?, p2p = %endpoint.local_addr()?, "listening");
+    let public_api = serve(public, keel_api::public_router(api.clone()), &shutdown);
+    let admin_api = serve(admin, keel_api::admin_router(api, &token), &shutdown);
+
+    wait_for_signal(&shutdown).await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    for (name, task) in [
+        ("consensus", driver),
+        ("batching", batching),
+        ("batch verifier", batch_verifier),
+        ("proof verifier", proof_verifier),
+        ("gauges", gauges),
+        ("public api", public_api),
+        ("admin api", admin_api),
+    ] {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!(task = name, "did not stop in time");
+        }
+    }
+    endpoint.shutdown().await;
+    let joined = tokio::task::spawn_blocking(move || execution.join());
+    if tokio::time::timeout(grace, joined).await.is_err() {
+        tracing::warn!("execution thread did not stop in time");
+    }
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn read_token(config: &NodeConfig) -> Result<String> {
     let token = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| {
             format!(
@@ -248,200 +290,29 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     if token.len() < 16 {
         bail!("config field `admin_token_file`: the token must be at least 16 characters");
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(Store::open(&config.data_dir, &StoreConfig::default())?);
-    let executor = Executor::open(
-        store.clone(),
-        ExecutorConfig {
-            workers: config.execution.workers,
-            cache_entries: config.execution.cache_entries,
-        },
-        &GenesisState {
-            digest: genesis.digest(),
-            accounts: genesis.funded()?,
-        },
-    )?;
-    let recovery = persist::recover(&store, &committee, chain_id)?;
-    let committed_height = recovery.root.height;
-    tracing::info!(
-        validator = %me,
-        chain = %chain_id,
-        committed = %committed_height,
-        executed = %executor.marker().height,
-        "starting"
-    );
+    Ok(token)
+}
 
-    let net = NetHandle::default();
-    let mut mempool_config = MempoolConfig::new(chain_id);
-    mempool_config.max_pending = config.mempool.max_pending;
-    mempool_config.max_pending_per_sender = config.mempool.max_pending_per_sender;
-    mempool_config.nonce_window = config.mempool.nonce_window;
-    mempool_config.max_lifetime_ms = config.mempool.max_lifetime_ms;
-    let dissemination = Dissemination::new(DisseminationDeps {
-        config: DisseminationConfig {
-            batch: BatchConfig {
-                max_transactions: config.batching.max_transactions,
-                max_bytes: config.batching.max_bytes,
-                seal_after_ms: config.batching.seal_after_ms,
-            },
-            ..DisseminationConfig::new(chain_id)
-        },
-        committee: committee.clone(),
-        me,
-        key: KeyPair::from_seed(&protocol_key.seed()),
-        store: store.clone(),
-        network: net.clone(),
-    });
-    let (driver_tx, driver_rx) = mpsc::channel(10_000);
-    let executed = executor.marker().clone();
-    let shared = Arc::new(Shared {
-        chain_id,
-        me,
-        committee: committee.clone(),
-        store: store.clone(),
-        mempool: Mutex::new(Mempool::new(mempool_config)),
-        dissemination: Mutex::new(dissemination),
-        net: net.clone(),
-        peers: Peers::new(&committee),
-        metrics: Metrics::new(),
-        shutdown: CancellationToken::new(),
-        runtime: tokio::runtime::Handle::current(),
-        batch_permits: Arc::new(Semaphore::new(crate::net::BATCH_VERIFIERS)),
-        batches_waiting: std::sync::atomic::AtomicUsize::new(0),
-        driver_tx: driver_tx.clone(),
-        committed: watch::channel(committed_height).0,
-        round: AtomicU64::new(0),
-        executed: Mutex::new(ExecutedState {
-            height: executed.height,
-            root: store.state_root()?,
-            transactions: executed.executed_transactions,
-        }),
-        last_progress: Mutex::new(Instant::now()),
-        receipts: broadcast::channel(1024).0,
-        submitted: Mutex::new(Submitted::default()),
-        roots: Mutex::new(VecDeque::new()),
-        log_reload,
-        config,
-    });
-
-    // P2P.
-    let identity = NetworkIdentity::from_seed(&network_key.seed())?;
-    let allowed = AllowedPeers::new(committee.validators().iter().map(|v| v.network_key));
-    let handler = Arc::new(NodeHandler {
-        shared: Arc::downgrade(&shared),
-    });
-    let endpoint = Network::start(
-        EndpointConfig {
-            listen: shared.config.p2p_listen,
-            ..EndpointConfig::default()
-        },
-        &identity,
-        allowed,
-        handler,
-    )
-    .with_context(|| {
-        format!(
-            "config field `p2p_listen`: cannot start QUIC on {}",
-            shared.config.p2p_listen
-        )
-    })?;
-    for (i, v) in committee.validators().iter().enumerate() {
-        if i != me.as_usize() {
-            let address = v
-                .address
-                .parse()
-                .with_context(|| format!("genesis validators[{i}].address"))?;
-            endpoint.add_peer(v.network_key, address);
-        }
-    }
-    net.set(
-        endpoint.clone(),
-        shared.peers.clone(),
-        tokio::runtime::Handle::current(),
-    );
-
-    // Consensus.
-    let mut core_config = CoreConfig::new(chain_id, me);
-    core_config.pacemaker.base_timeout_ms = shared.config.consensus.round_timeout_ms;
-    core_config.min_block_interval_ms = shared.config.consensus.min_block_interval_ms;
-    let core = Core::new(
-        core_config,
-        committee.clone(),
-        KeyPair::from_seed(&protocol_key.seed()),
-        WeightedRoundRobin::new(&committee),
-        (Payload(shared.clone()), Payload(shared.clone())),
-        recovery,
-    );
-    let driver = Driver::new(core, shared.clone(), driver_rx, driver_tx);
-    let driver_task = tokio::spawn(driver.run(shared.shutdown.clone()));
-    let batching_task = tokio::spawn(batching_loop(shared.clone()));
-    let gauges_task = tokio::spawn(gauges_loop(shared.clone(), endpoint.clone()));
-    let exec_shared = shared.clone();
-    let executor_thread = std::thread::Builder::new()
-        .name("keel-execution".into())
-        .spawn(move || execute::run(executor, exec_shared))
-        .context("cannot start the execution thread")?;
-
-    // APIs.
-    let api: Arc<dyn NodeApi> = Arc::new(NodeView {
-        shared: shared.clone(),
-        endpoint: endpoint.clone(),
-    });
-    let public = tokio::net::TcpListener::bind(shared.config.api_listen)
+async fn bind(address: std::net::SocketAddr, field: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| {
-            format!(
-                "config field `api_listen`: cannot bind {}",
-                shared.config.api_listen
-            )
-        })?;
-    let admin = tokio::net::TcpListener::bind(shared.config.admin_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "config field `admin_listen`: cannot bind {}",
-                shared.config.admin_listen
-            )
-        })?;
-    tracing::info!(api = %public.local_addr()?, admin = %admin.local_addr()?, p2p = %endpoint.local_addr()?, "listening");
-    let cancel = shared.shutdown.clone();
-    let public_task = tokio::spawn(
-        axum::serve(public, keel_api::public_router(api.clone()))
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .into_future(),
-    );
-    let cancel = shared.shutdown.clone();
-    let admin_task = tokio::spawn(
-        axum::serve(admin, keel_api::admin_router(api, &token))
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .into_future(),
-    );
+        .with_context(|| format!("config field `{field}`: cannot bind {address}"))
+}
 
-    wait_for_signal(&shared.shutdown).await;
-    tracing::info!("shutting down");
-    shared.shutdown.cancel();
-    let grace = Duration::from_secs(10);
-    for (name, task) in [
-        ("consensus", driver_task),
-        ("batching", batching_task),
-        ("gauges", gauges_task),
-    ] {
-        if tokio::time::timeout(grace, task).await.is_err() {
-            tracing::warn!(task = name, "did not stop in time");
+fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let cancel = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "an API listener failed");
         }
-    }
-    for task in [public_task, admin_task] {
-        let _ = tokio::time::timeout(grace, task).await;
-    }
-    endpoint.shutdown().await;
-    let joined = tokio::task::spawn_blocking(move || executor_thread.join());
-    if tokio::time::timeout(grace, joined).await.is_err() {
-        tracing::warn!("execution thread did not stop in time");
-    }
-    store.flush()?;
-    tracing::info!("stopped");
-    Ok(())
+    })
 }
 
 async fn wait_for_signal(shutdown: &CancellationToken) {
@@ -457,210 +328,5 @@ async fn wait_for_signal(shutdown: &CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = shutdown.cancelled() => {}
-    }
-}
-
-/// Moves admitted transactions into batches and seals batches whose timer ran out.
-async fn batching_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let txs = shared.mempool.lock().take(10_000);
-        let now = now_ms();
-        let mut d = shared.dissemination.lock();
-        if let Err(e) = d.on_transactions(txs, now).and_then(|_| d.tick(now)) {
-            tracing::error!(error = %e, "cannot store a batch");
-        }
-        for size in d.drain_sealed_sizes() {
-            shared.metrics.batches_sealed.inc();
-            shared.metrics.batch_size.observe(size as f64);
-        }
-        shared.metrics.queued_proofs.set(d.queue().len() as i64);
-    }
-}
-
-/// Refreshes gauges that are read from elsewhere.
-async fn gauges_loop(shared: Arc<Shared>, endpoint: Network<keel_consensus::ConsensusMessage>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let m = &shared.metrics;
-        m.peers.set(endpoint.connected_peers().len() as i64);
-        let c = endpoint.counters();
-        m.bytes_out.set(c.bytes_sent.load(Ordering::Relaxed) as i64);
-        m.bytes_in
-            .set(c.bytes_received.load(Ordering::Relaxed) as i64);
-        m.mempool_size.set(shared.mempool.lock().len() as i64);
-    }
-}
-
-/// The API's view of the node.
-struct NodeView {
-    shared: Arc<Shared>,
-    endpoint: Network<keel_consensus::ConsensusMessage>,
-}
-
-impl NodeApi for NodeView {
-    fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>> {
-        let s = &self.shared;
-        let results = s
-            .mempool
-            .lock()
-            .admit(txs, now_ms(), &StoreNonces(&s.store));
-        let mut submitted = s.submitted.lock();
-        results
-            .into_iter()
-            .map(|r| match r {
-                Ok(d) | Err(Rejection::Duplicate(d)) => {
-                    s.metrics.admitted.inc();
-                    submitted.insert(d);
-                    Ok(d)
-                }
-                Err(Rejection::Overloaded(m)) => {
-                    s.metrics.rejected.inc();
-                    Err(SubmitError::Overloaded(m))
-                }
-                Err(e) => {
-                    s.metrics.rejected.inc();
-                    Err(SubmitError::Invalid(e.to_string()))
-                }
-            })
-            .collect()
-    }
-
-    fn transaction(&self, digest: &Digest) -> Result<TxLookup, String> {
-        if let Some(r) = state::receipt(&self.shared.store, digest).map_err(|e| e.to_string())? {
-            return Ok(TxLookup::Executed(r));
-        }
-        if self.shared.submitted.lock().set.contains(digest) {
-            return Ok(TxLookup::Pending);
-        }
-        Ok(TxLookup::Unknown)
-    }
-
-    fn account(&self, address: &Address) -> Result<Account, String> {
-        state::account(&self.shared.store, address).map_err(|e| e.to_string())
-    }
-
-    fn object(&self, owner: &Address, key: &[u8]) -> Result<Option<Object>, String> {
-        state::object(&self.shared.store, owner, key).map_err(|e| e.to_string())
-    }
-
-    fn block(&self, height: Option<Height>) -> Result<Option<BlockJson>, String> {
-        let height = match height {
-            Some(h) => h,
-            None => *self.shared.committed.borrow(),
-        };
-        if height.0 == 0 {
-            return Ok(None);
-        }
-        let Some(record) =
-            persist::committed_at(&self.shared.store, height).map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let b = &record.block.block;
-        Ok(Some(BlockJson {
-            height: height.0,
-            digest: record.block.digest().to_string(),
-            epoch: b.epoch.0,
-            round: b.round.0,
-            author: b.author.0,
-            timestamp_ms: b.timestamp.0,
-            parent: b.parent_qc.block().to_string(),
-            batches: b
-                .payload
-                .iter()
-                .map(|p| BatchRefJson {
-                    digest: p.info.digest.to_string(),
-                    author: p.info.author.0,
-                    transactions: p.info.num_transactions,
-                })
-                .collect(),
-            executed: height <= self.shared.executed.lock().height,
-            state_root: {
-                let roots = self.shared.roots.lock();
-                let i = roots.partition_point(|(h, _)| *h < height);
-                roots
-                    .get(i)
-                    .filter(|(h, _)| *h == height)
-                    .map(|(_, r)| r.to_string())
-            },
-        }))
-    }
-
-    fn status(&self) -> Result<StatusJson, String> {
-        let s = &self.shared;
-        let executed = s.executed.lock().clone();
-        Ok(StatusJson {
-            chain_id: s.chain_id.0,
-            validator: s.me.0,
-            epoch: s.committee.epoch().0,
-            round: s.round.load(Ordering::Relaxed),
-            committed_height: s.committed.borrow().0,
-            executed_height: executed.height.0,
-            state_root: executed.root.to_string(),
-            executed_transactions: executed.transactions,
-            peers: self.endpoint.connected_peers().len(),
-            mempool_size: s.mempool.lock().len(),
-        })
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Receipt>>> {
-        self.shared.receipts.subscribe()
-    }
-
-    fn metrics(&self) -> String {
-        self.shared.metrics.render()
-    }
-
-    fn readiness(&self) -> Result<(), String> {
-        let s = &self.shared;
-        let connected = self.endpoint.connected_peers().len();
-        let others_needed = (2 * (s.committee.size().saturating_sub(1) / 3)).max(1);
-        if s.committee.size() > 1 && connected < others_needed {
-            return Err(format!(
-                "connected to {connected} peers; {others_needed} needed for a quorum"
-            ));
-        }
-        let idle = s.last_progress.lock().elapsed();
-        if idle > Duration::from_secs(30) {
-            return Err(format!("no commit or execution for {} s", idle.as_secs()));
-        }
-        Ok(())
-    }
-
-    fn peers(&self) -> Vec<PeerJson> {
-        let connected: HashSet<_> = self.endpoint.connected_peers().into_iter().collect();
-        self.shared
-            .committee
-            .validators()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != self.shared.me.as_usize())
-            .map(|(i, v)| PeerJson {
-                validator: i as u32,
-                network_key: v.network_key.to_string(),
-                address: v.address.clone(),
-                connected: connected.contains(&v.network_key),
-            })
-            .collect()
-    }
-
-    fn set_log_level(&self, filter: &str) -> Result<(), String> {
-        (self.shared.log_reload)(filter)
-    }
-
-    fn shutdown(&self) {
-        self.shared.shutdown.cancel();
     }
 }

@@ -1,8 +1,11 @@
 //! `keel keygen` and `keel genesis`: key files, the genesis file and one config per validator.
 
-use crate::config::{
-    DerivedAccounts, Genesis, GenesisAccount, GenesisValidator, NodeConfig, read_key, write_key,
-    write_private,
+use crate::{
+    config::NodeConfig,
+    genesis::{
+        DerivedAccounts, Genesis, GenesisAccount, GenesisValidator, read_key, write_key,
+        write_private,
+    },
 };
 use anyhow::{Context, Result, bail};
 use keel_types::KeyPair;
@@ -155,12 +158,16 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
                 port(v.p2p, spec.admin_port_offset)?.port(),
             ),
             admin_token_file: token_path,
-            log: Default::default(),
             runtime_threads: 0,
+            log: Default::default(),
             mempool: Default::default(),
             batching: Default::default(),
+            dissemination: Default::default(),
             consensus: Default::default(),
             execution: Default::default(),
+            storage: Default::default(),
+            p2p: Default::default(),
+            limits: Default::default(),
         };
         config.validate()?;
         let path = out.join(format!("{}.toml", v.name));

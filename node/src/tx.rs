@@ -1,6 +1,6 @@
 //! `keel tx`: sign and submit one transaction from a key file, or query the API.
 
-use crate::{client::Client, config::read_key};
+use crate::{client::Client, genesis::read_key};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use keel_types::{Address, ChainId, Nonce, Op, TimestampMs, Transaction};
@@ -75,7 +75,7 @@ async fn sign_and_submit(client: &Client, key: &std::path::Path, ops: Vec<Op>) -
         chain_id: ChainId(status.chain_id),
         sender: key.public(),
         nonce: Nonce(account.nonce),
-        expiry: TimestampMs(crate::service::now_ms().0 + 60_000),
+        expiry: TimestampMs(crate::clock::now_ms().0 + 60_000),
         ops,
     }
     .sign(&key);

@@ -238,8 +238,27 @@ impl SignedBlock {
         self.verify_with(committee, chain_id, &mut Uncached)
     }
 
-    /// [`SignedBlock::verify`] with certificates checked by `certs`.
+    /// [`SignedBlock::verify`] with certificates checked by `certs`: the header
+    /// ([`SignedBlock::verify_header_with`]), then every proof of availability in the payload.
     pub fn verify_with(
+        &self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<()> {
+        self.verify_header_with(committee, chain_id, certs)?;
+        for proof in &self.block.payload {
+            proof.verify(committee, chain_id)?;
+        }
+        Ok(())
+    }
+
+    /// Everything [`SignedBlock::verify_with`] checks except the payload's proofs of
+    /// availability: the epochs, the payload size limit ([`MAX_BLOCK_PAYLOAD`]), the round
+    /// rules, the author's signature, the parent QC and the optional TC. Whoever accepts a
+    /// block checked this way must check its proofs before relying on them (consensus does so
+    /// through its payload validator before voting).
+    pub fn verify_header_with(
         &self,
         committee: &Committee,
         chain_id: ChainId,
@@ -333,9 +352,6 @@ impl SignedBlock {
         }
         if let Some(tc) = &b.timeout_cert {
             certs.verify_tc(tc, committee, chain_id)?;
-        }
-        for proof in &b.payload {
-            proof.verify(committee, chain_id)?;
         }
         Ok(())
     }
@@ -521,5 +537,76 @@ impl TimeoutCertificate {
             what: "timeout certificate",
         })?;
         certs.verify_qc(&self.high_qc, committee, chain_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{batch::BatchInfo, multisig::MultiSignature, test_utils::committee};
+
+    const CHAIN: ChainId = ChainId(7);
+
+    /// A proof of availability whose signature is junk.
+    fn bad_proof(sequence: u64) -> ProofOfAvailability {
+        ProofOfAvailability {
+            info: BatchInfo {
+                author: ValidatorIndex(0),
+                epoch: Epoch(1),
+                sequence,
+                digest: Digest::of_bytes(&sequence.to_le_bytes()),
+                num_transactions: 1,
+                num_bytes: 100,
+            },
+            signatures: MultiSignature::from_raw(vec![
+                (ValidatorIndex(0), Signature([7; 64])),
+                (ValidatorIndex(1), Signature([7; 64])),
+            ]),
+        }
+    }
+
+    fn block(payload: Vec<ProofOfAvailability>, key: &KeyPair) -> SignedBlock {
+        Block {
+            epoch: Epoch(1),
+            round: Round(1),
+            author: ValidatorIndex(0),
+            parent_qc: QuorumCertificate::genesis(Epoch(1), CHAIN),
+            timeout_cert: None,
+            payload,
+            timestamp: TimestampMs(5),
+        }
+        .sign(key, CHAIN)
+    }
+
+    #[test]
+    fn the_header_check_leaves_the_proofs_to_the_caller() {
+        let (committee, keys) = committee(4);
+        let b = block(vec![bad_proof(1)], &keys[0]);
+        assert_eq!(
+            b.verify_header_with(&committee, CHAIN, &mut Uncached),
+            Ok(())
+        );
+        assert!(
+            b.verify_with(&committee, CHAIN, &mut Uncached).is_err(),
+            "full verification checks the proofs"
+        );
+        assert!(b.verify(&committee, CHAIN).is_err());
+        // Everything else is still checked by the header check: the author's signature...
+        let mut forged = b.clone();
+        forged.signature.0[3] ^= 0x40;
+        assert!(
+            forged
+                .verify_header_with(&committee, CHAIN, &mut Uncached)
+                .is_err()
+        );
+        // ...and the size limit.
+        let big = block(
+            (0..=MAX_BLOCK_PAYLOAD as u64).map(bad_proof).collect(),
+            &keys[0],
+        );
+        assert!(matches!(
+            big.verify_header_with(&committee, CHAIN, &mut Uncached),
+            Err(Error::TooLarge { .. })
+        ));
     }
 }

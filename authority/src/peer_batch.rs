@@ -1,0 +1,124 @@
+//! A peer's batch on receipt: checked, every transaction signature verified once, then stored
+//! and acknowledged — in that order.
+//!
+//! [`accept_peer_batch`] needs no shared state (a [`BatchVerifier`] is a cheap clone of the
+//! committee and this node's key), so the node runs it on a blocking pool, off every lock. It
+//! does no I/O either: it answers with the two actions the node carries out in order,
+//! `StoreBatch` then `SendAck`, so an acknowledgement — this validator's signed word that it
+//! holds the batch — never leaves before the batch is stored.
+
+use crate::dissemination::DisseminationAction;
+use keel_types::{
+    Batch, BatchAck, ChainId, Committee, KeyPair, ValidatorIndex,
+    crypto::{SignedMessage, verify_batch},
+};
+use std::sync::Arc;
+
+/// Why a batch from a peer was refused (no acknowledgement is sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchRejection {
+    /// The sender is not the batch's author.
+    #[error("batch authored by {author} arrived from {sender}")]
+    NotAuthor {
+        /// The batch's author.
+        author: ValidatorIndex,
+        /// Who sent it.
+        sender: ValidatorIndex,
+    },
+    /// Wrong epoch, oversize, or a transaction breaks a static rule (names it).
+    #[error("invalid batch: {0}")]
+    Invalid(String),
+    /// A transaction's signature does not verify.
+    #[error("transactions[{index}] has an invalid signature")]
+    BadSignature {
+        /// The first bad transaction.
+        index: usize,
+    },
+}
+
+/// Checks peers' batches and signs acknowledgements for this validator. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BatchVerifier {
+    committee: Committee,
+    chain_id: ChainId,
+    me: ValidatorIndex,
+    key: Arc<KeyPair>,
+}
+
+impl BatchVerifier {
+    /// A verifier for batches of `committee`'s epoch on `chain_id`, acknowledging as `me`
+    /// with `key` (this validator's protocol key).
+    pub fn new(
+        committee: Committee,
+        chain_id: ChainId,
+        me: ValidatorIndex,
+        key: Arc<KeyPair>,
+    ) -> Self {
+        BatchVerifier {
+            committee,
+            chain_id,
+            me,
+            key,
+        }
+    }
+
+    /// Validates `batch` from `sender` (author, epoch, sizes, static rules), verifies every
+    /// transaction signature in one batch verification, and signs the acknowledgement.
+    fn check(&self, sender: ValidatorIndex, batch: &Batch) -> Result<BatchAck, BatchRejection> {
+        if batch.author != sender {
+            return Err(BatchRejection::NotAuthor {
+                author: batch.author,
+                sender,
+            });
+        }
+        if batch.epoch != self.committee.epoch() {
+            return Err(BatchRejection::Invalid(format!(
+                "epoch {} is not the current epoch {}",
+                batch.epoch,
+                self.committee.epoch()
+            )));
+        }
+        batch
+            .validate(self.chain_id)
+            .map_err(|e| BatchRejection::Invalid(e.to_string()))?;
+        let messages: Vec<[u8; 32]> = batch
+            .transactions
+            .iter()
+            .map(|t| t.transaction.signing_message())
+            .collect();
+        let items: Vec<SignedMessage<'_>> = batch
+            .transactions
+            .iter()
+            .zip(&messages)
+            .map(|(t, m)| SignedMessage {
+                message: m,
+                key: &t.transaction.sender,
+                signature: &t.signature,
+            })
+            .collect();
+        verify_batch(&items).map_err(|bad| BatchRejection::BadSignature {
+            index: bad.first().copied().unwrap_or(0),
+        })?;
+        Ok(BatchAck::new(
+            batch.info(),
+            self.me,
+            &self.key,
+            self.chain_id,
+        ))
+    }
+}
+
+/// Accepts a batch `sender` sent: checks it with `verifier` and answers
+/// `[StoreBatch(batch), SendAck { to: sender, ack }]`, to be carried out in that order (the
+/// acknowledgement leaves only once the batch is stored). A refused batch yields no action.
+pub fn accept_peer_batch(
+    verifier: &BatchVerifier,
+    sender: ValidatorIndex,
+    batch: Batch,
+) -> Result<[DisseminationAction; 2], BatchRejection> {
+    let ack = verifier.check(sender, &batch)?;
+    Ok([
+        DisseminationAction::StoreBatch(Arc::new(batch)),
+        DisseminationAction::SendAck { to: sender, ack },
+    ])
+}

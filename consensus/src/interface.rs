@@ -1,0 +1,346 @@
+//! The core's interface with its embedder: what goes in and what comes out. The payload traits
+//! ([`PayloadSource`], [`PayloadValidator`]) are how a dissemination layer plugs in without
+//! consensus depending on it; [`CoreConfig`] holds the tunables (serde, with `DEFAULT_*`
+//! constants); [`CoreDeps`] is what a core is built from; [`RecoveryData`] is where a
+//! replica starts (fresh or after a crash); [`Input`] and [`Action`] are the one entry point's
+//! vocabulary; [`CoreStats`] counts what the core saw and did.
+
+use crate::{
+    block_tree::{CommitRoot, CommittedBlock},
+    error::{Error, Result},
+    message::{ConsensusMessage, Verified},
+    pacemaker::PacemakerConfig,
+    safety::SafetyData,
+};
+use keel_types::{
+    Block, ChainId, Committee, Digest, KeyPair, ProofOfAvailability, QuorumCertificate, Round,
+    SignedBlock, TimestampMs, ValidatorIndex, consensus::MAX_BLOCK_PAYLOAD,
+};
+use serde::{Deserialize, Serialize};
+
+/// Supplies the payload (proofs of availability) of this replica's proposals.
+pub trait PayloadSource {
+    /// At most `max` proofs to include in a block at `round` extending `parent` (the core
+    /// passes [`CoreConfig::max_block_proofs`] and drops anything beyond `max`).
+    fn pull(&mut self, round: Round, parent: Digest, max: usize) -> Vec<ProofOfAvailability>;
+}
+
+/// Decides whether a proposal's payload may be voted for.
+///
+/// A verified proposal's proofs of availability have *not* been checked (see
+/// [`crate::Verified`]): the validator must check them. The core calls it only when it is
+/// about to vote: for the proposal of the current round's leader, after the proposal's
+/// timestamp and the safety rules allow a vote, immediately before the vote is signed. So an
+/// implementation may record the proposal's proofs as proposed when it returns `true`.
+pub trait PayloadValidator {
+    /// Whether this replica may vote for `block`'s payload.
+    fn validate(&mut self, block: &Block) -> bool;
+}
+
+/// A payload source and validator for committees that order nothing (tests, benchmarks).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmptyPayload;
+
+impl PayloadSource for EmptyPayload {
+    fn pull(&mut self, _round: Round, _parent: Digest, _max: usize) -> Vec<ProofOfAvailability> {
+        Vec::new()
+    }
+}
+
+impl PayloadValidator for EmptyPayload {
+    fn validate(&mut self, _block: &Block) -> bool {
+        true
+    }
+}
+
+/// Default of [`CoreConfig::max_future_rounds`]: messages up to 100 rounds ahead are kept.
+pub const DEFAULT_MAX_FUTURE_ROUNDS: u64 = 100;
+/// Default of [`CoreConfig::max_pending`]: 256 proposals may wait for their parents.
+pub const DEFAULT_MAX_PENDING: usize = 256;
+/// Default of [`CoreConfig::max_blocks`]: 4,096 uncommitted blocks are kept.
+pub const DEFAULT_MAX_BLOCKS: usize = 4_096;
+/// Default of [`CoreConfig::max_clock_drift_ms`]: a block may be stamped up to 10 s ahead of
+/// this replica's clock.
+pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 10_000;
+/// Default of [`CoreConfig::min_block_interval_ms`]: a leader following a QC waits until 20 ms
+/// after its parent's timestamp, so an idle committee makes at most 50 empty blocks a second.
+pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 20;
+/// Default of [`CoreConfig::max_block_proofs`]: at most 200 proofs of availability per block.
+pub const DEFAULT_MAX_BLOCK_PROOFS: usize = 200;
+
+// The default must be a limit the verification of any block allows.
+const _: () = assert!(DEFAULT_MAX_BLOCK_PROOFS <= MAX_BLOCK_PAYLOAD);
+
+/// The core's tunables: pure parameters, the same on every replica of a committee, loadable
+/// from a config file (every field is optional there and defaults to its `DEFAULT_*`
+/// constant; unknown fields are refused). Who this replica is and which chain it runs are not
+/// tunables: they come with [`CoreDeps`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// Round timers.
+    pub pacemaker: PacemakerConfig,
+    /// Messages further ahead than this many rounds are dropped.
+    pub max_future_rounds: u64,
+    /// Most proposals kept while their parents are fetched.
+    pub max_pending: usize,
+    /// Most uncommitted blocks kept.
+    pub max_blocks: usize,
+    /// How far ahead of this replica's clock a block's timestamp may be for it to vote.
+    pub max_clock_drift_ms: u64,
+    /// A leader following a QC proposes no sooner than this long after its parent's
+    /// timestamp, so an idle committee does not spin through empty rounds (0: at once).
+    pub min_block_interval_ms: u64,
+    /// Most proofs of availability in a block: the most a leader pulls from its
+    /// [`PayloadSource`], and the most a proposal may carry to pass [`crate::Core::precheck`].
+    /// A committee-wide parameter (a replica with a lower value drops larger proposals); never
+    /// above [`MAX_BLOCK_PAYLOAD`], the limit of block verification.
+    pub max_block_proofs: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            pacemaker: PacemakerConfig::default(),
+            max_future_rounds: DEFAULT_MAX_FUTURE_ROUNDS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_blocks: DEFAULT_MAX_BLOCKS,
+            max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
+            min_block_interval_ms: DEFAULT_MIN_BLOCK_INTERVAL_MS,
+            max_block_proofs: DEFAULT_MAX_BLOCK_PROOFS,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Checks the values a core cannot run with; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
+        if self.max_block_proofs > MAX_BLOCK_PAYLOAD {
+            return bad(
+                "max_block_proofs",
+                format!(
+                    "{} is above the block payload limit {MAX_BLOCK_PAYLOAD}",
+                    self.max_block_proofs
+                ),
+            );
+        }
+        if self.pacemaker.base_timeout_ms == 0 {
+            return bad("pacemaker.base_timeout_ms", "must be positive".into());
+        }
+        if self.max_future_rounds == 0 {
+            return bad("max_future_rounds", "must be positive".into());
+        }
+        if self.max_blocks == 0 {
+            return bad("max_blocks", "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Everything a [`crate::Core`] is built from.
+pub struct CoreDeps<L, P> {
+    /// Tunables.
+    pub config: CoreConfig,
+    /// The chain this committee runs.
+    pub chain_id: ChainId,
+    /// This replica's index in the committee.
+    pub me: ValidatorIndex,
+    /// The committee of the epoch.
+    pub committee: Committee,
+    /// This replica's protocol key (signs proposals, votes and timeouts).
+    pub key: KeyPair,
+    /// Who leads each round.
+    pub leader: L,
+    /// The payload object: pulls proofs for this replica's proposals and validates others'.
+    pub payload: P,
+    /// Where to start (genesis for a fresh replica, persisted state after a crash).
+    pub recovery: RecoveryData,
+}
+
+/// What the core needs to start, fresh or after a crash.
+#[derive(Debug, Clone)]
+pub struct RecoveryData {
+    /// Persisted safety data (default for a fresh replica).
+    pub safety: SafetyData,
+    /// The last committed block.
+    pub root: CommitRoot,
+    /// Persisted blocks; those not above the root are ignored.
+    pub blocks: Vec<SignedBlock>,
+    /// The highest QC persisted, if any.
+    pub high_qc: Option<QuorumCertificate>,
+}
+
+impl RecoveryData {
+    /// The starting point of a fresh epoch: genesis root, no blocks, no votes.
+    pub fn genesis(committee: &Committee, chain_id: ChainId) -> Self {
+        let epoch = committee.epoch();
+        RecoveryData {
+            safety: SafetyData {
+                epoch,
+                ..SafetyData::default()
+            },
+            root: CommitRoot {
+                digest: keel_types::genesis_digest(epoch, chain_id),
+                round: Round(0),
+                height: keel_types::Height(0),
+                timestamp: TimestampMs(0),
+            },
+            blocks: Vec::new(),
+            high_qc: None,
+        }
+    }
+}
+
+/// An input to the core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start (or restart) participating: arms the timer and proposes if leading.
+    Start,
+    /// A verified message from a replica (possibly this one).
+    Message(Box<Verified<ConsensusMessage>>),
+    /// The round timer set by [`Action::SetTimer`] expired.
+    Timer {
+        /// The round the timer was set for.
+        round: Round,
+    },
+    /// Verified blocks answering [`Action::FetchBlock`]: the block asked for and possibly
+    /// some of its ancestors, in any order.
+    BlocksFetched(Vec<Verified<SignedBlock>>),
+    /// The proposal delay set by [`Action::ProposeAfter`] has passed.
+    ProposeTimer {
+        /// The round to propose in.
+        round: Round,
+    },
+}
+
+/// Something the embedder must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send to one replica (possibly this one).
+    Send {
+        /// The recipient.
+        to: ValidatorIndex,
+        /// The message.
+        message: ConsensusMessage,
+    },
+    /// Send to every replica, this one included.
+    Broadcast(ConsensusMessage),
+    /// Write `data` with a synced write, *then* carry out `then`.
+    PersistSafety {
+        /// The safety data to persist.
+        data: SafetyData,
+        /// Actions released once the write is durable.
+        then: Vec<Action>,
+    },
+    /// Store a block (so that it survives a restart and can be served to peers).
+    PersistBlock(SignedBlock),
+    /// Deliver [`Input::ProposeTimer`] for `round` after `after_ms` (the leader waits for the
+    /// minimum block interval).
+    ProposeAfter {
+        /// The round.
+        round: Round,
+        /// Delay in milliseconds.
+        after_ms: u64,
+    },
+    /// Deliver [`Input::Timer`] for `round` after `after_ms`, replacing earlier timers.
+    SetTimer {
+        /// The round.
+        round: Round,
+        /// Delay in milliseconds.
+        after_ms: u64,
+    },
+    /// These blocks are committed, in order.
+    Commit(Vec<CommittedBlock>),
+    /// Fetch the block `digest` (and, to save round trips, some of its ancestors) from `from`,
+    /// and feed the answer back as [`Input::BlocksFetched`].
+    FetchBlock {
+        /// The block wanted.
+        digest: Digest,
+        /// A replica likely to have it.
+        from: ValidatorIndex,
+    },
+}
+
+/// Counters of what the core has seen and done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Blocks proposed.
+    pub proposals: u64,
+    /// Votes signed.
+    pub votes: u64,
+    /// Timeouts signed.
+    pub timeouts: u64,
+    /// QCs formed here.
+    pub qcs_formed: u64,
+    /// TCs formed here.
+    pub tcs_formed: u64,
+    /// Blocks committed.
+    pub committed_blocks: u64,
+    /// Equivocations detected (two proposals or two votes by one validator in one round).
+    pub equivocations: u64,
+    /// Messages dropped as stale, too far ahead, from a non-leader or refused by safety rules.
+    pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_the_documented_constants() {
+        let c = CoreConfig::default();
+        assert_eq!(c.min_block_interval_ms, 20);
+        assert_eq!(c.max_block_proofs, 200);
+        assert_eq!(c.pacemaker.base_timeout_ms, 1_000);
+        assert_eq!(c.max_future_rounds, DEFAULT_MAX_FUTURE_ROUNDS);
+        assert_eq!(c.max_pending, DEFAULT_MAX_PENDING);
+        assert_eq!(c.max_blocks, DEFAULT_MAX_BLOCKS);
+        assert_eq!(c.max_clock_drift_ms, DEFAULT_MAX_CLOCK_DRIFT_MS);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn config_loads_partially_and_refuses_unknown_fields() {
+        let empty: CoreConfig = toml::from_str("").expect("all fields default");
+        assert_eq!(empty, CoreConfig::default());
+        let some: CoreConfig =
+            toml::from_str("max_block_proofs = 50\n[pacemaker]\nbase_timeout_ms = 300\n")
+                .expect("a partial config loads");
+        assert_eq!(some.max_block_proofs, 50);
+        assert_eq!(some.pacemaker.base_timeout_ms, 300);
+        assert_eq!(
+            some.pacemaker.max_backoff_exponent,
+            crate::pacemaker::DEFAULT_MAX_BACKOFF_EXPONENT
+        );
+        assert_eq!(some.min_block_interval_ms, DEFAULT_MIN_BLOCK_INTERVAL_MS);
+        assert!(toml::from_str::<CoreConfig>("max_block_proof = 50").is_err());
+        assert!(toml::from_str::<CoreConfig>("[pacemaker]\nbase_timeout = 5").is_err());
+        // Identity is not a tunable.
+        assert!(toml::from_str::<CoreConfig>("me = 1").is_err());
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let c = CoreConfig {
+            max_block_proofs: MAX_BLOCK_PAYLOAD + 1,
+            ..CoreConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "max_block_proofs",
+                ..
+            })
+        ));
+        let mut c = CoreConfig::default();
+        c.pacemaker.base_timeout_ms = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "pacemaker.base_timeout_ms",
+                ..
+            })
+        ));
+    }
+}

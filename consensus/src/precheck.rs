@@ -1,0 +1,93 @@
+//! Cheap checks first: what an embedder asks [`Core::precheck`] about an *unverified* message
+//! before paying for its signatures.
+//!
+//! Signature and certificate verification is the expensive part of receiving a message, and a
+//! faulty peer can send any number of messages. The precheck refuses, from the message's
+//! fields, this replica's round and its configuration alone, every message the core would
+//! drop anyway or that no honest peer sends, so such messages cost no signature work. It is
+//! pure (no state changes) and does no cryptography; a message that passes must still be
+//! verified before it reaches [`Core::handle`].
+//!
+//! Rules:
+//! 1. **The sender is the author.** A proposal, vote or timeout must arrive from the validator
+//!    that signed it ([`Error::WrongSender`]). Honest replicas send only their own proposals,
+//!    votes and timeouts, so one arriving from another peer is a replay or an impersonation.
+//!    (Transports bind a peer to its committee identity, so `from` is trustworthy.)
+//! 2. **A proposal comes from its round's leader** ([`Error::NotLeader`]): the core accepts no
+//!    other, so nobody else's block is worth verifying.
+//! 3. **A proposal is not stale.** A proposal for a round below the current one is dropped
+//!    ([`Error::Stale`]): the core inserts only the current round's proposal (an old block it
+//!    needs is fetched when a QC names it), so a replayed proposal is refused unverified.
+//!    Proposals *above* the future window pass: their certificates are how a replica far
+//!    behind catches up, and the core itself refuses to insert such a block.
+//! 4. **A proposal's payload is bounded** by [`CoreConfig::max_block_proofs`]
+//!    ([`Error::PayloadTooLarge`]), a committee-wide parameter: an honest leader never pulls
+//!    more, and each proof would cost a verification.
+//! 5. **A vote is within the window:** for the previous round or later (`round + 1 >=
+//!    current`, a vote for the previous round can still complete the QC this replica is
+//!    forming as leader; [`Error::Stale`]) and at most `max_future_rounds` ahead
+//!    ([`Error::TooFarAhead`]).
+//! 6. **A timeout is at most `max_future_rounds` ahead** ([`Error::TooFarAhead`]). Stale
+//!    timeouts pass: the core answers one with the TC that ended its round, which is how the
+//!    lagging sender catches up.
+//! 7. **A timeout certificate has no precheck:** it has many signers (none of them need be
+//!    the sender) and, however old, it is harmless once verified and may help this replica.
+//!
+//! [`CoreConfig::max_block_proofs`]: crate::CoreConfig::max_block_proofs
+
+use crate::{
+    core::{Core, PayloadSource, PayloadValidator},
+    error::{Error, Result},
+    leader::LeaderElection,
+    message::ConsensusMessage,
+};
+use keel_types::ValidatorIndex;
+
+impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
+    /// Checks an *unverified* message `msg` received from peer `from` against the rules above,
+    /// without any signature work; `Ok` means it is worth verifying. Pure: nothing changes.
+    pub fn precheck(&self, from: ValidatorIndex, msg: &ConsensusMessage) -> Result<()> {
+        let author = match msg {
+            ConsensusMessage::TimeoutCertificate(_) => return Ok(()),
+            ConsensusMessage::Proposal(b) => b.block.author,
+            ConsensusMessage::Vote(v) => v.author,
+            ConsensusMessage::Timeout(t) => t.author,
+        };
+        if from != author {
+            return Err(Error::WrongSender { from, author });
+        }
+        let round = msg.round();
+        let current = self.round();
+        match msg {
+            ConsensusMessage::Proposal(b) => {
+                let leader = self.leader.leader(round);
+                if author != leader {
+                    return Err(Error::NotLeader {
+                        round,
+                        author,
+                        leader,
+                    });
+                }
+                if round < current {
+                    return Err(Error::Stale { round, current });
+                }
+                let limit = self.config.max_block_proofs;
+                if b.block.payload.len() > limit {
+                    return Err(Error::PayloadTooLarge {
+                        len: b.block.payload.len(),
+                        limit,
+                    });
+                }
+                Ok(())
+            }
+            ConsensusMessage::Vote(_) => {
+                if round.0.saturating_add(1) < current.0 {
+                    return Err(Error::Stale { round, current });
+                }
+                self.check_window(round)
+            }
+            ConsensusMessage::Timeout(_) => self.check_window(round),
+            ConsensusMessage::TimeoutCertificate(_) => Ok(()),
+        }
+    }
+}

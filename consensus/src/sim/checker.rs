@@ -1,0 +1,132 @@
+//! The safety checker, run after every step of a simulation. It asserts what must hold
+//! whatever the adversary does: honest replicas never commit different blocks at one height
+//! and every honest chain is a prefix of one canonical chain; an honest replica's commit
+//! heights are contiguous; no honest replica signs votes for two blocks in one round; a live
+//! honest replica's round never goes back; and (when safety data is persisted) its last voted
+//! round never goes back either. Violations are collected as messages, not panics, so a test
+//! can print the seed and the whole list.
+
+use keel_types::{Digest, Height, Round, Vote};
+use std::collections::HashMap;
+
+/// What the checker has seen, and what it found.
+pub(super) struct Checker {
+    /// The first block committed at each height by any honest replica.
+    canonical: Vec<Digest>,
+    /// The block each honest replica voted for in each round.
+    honest_votes: HashMap<(usize, Round), Digest>,
+    /// Per replica: its round after its last step (0 after a crash).
+    rounds: Vec<Round>,
+    /// Per replica: its last voted round after its last step.
+    voted: Vec<Round>,
+    /// Whether the last voted round must survive crashes (safety data is persisted).
+    voted_survives_crashes: bool,
+    violations: Vec<String>,
+}
+
+impl Checker {
+    /// A checker for `n` replicas.
+    pub(super) fn new(n: usize, voted_survives_crashes: bool) -> Self {
+        Checker {
+            canonical: Vec::new(),
+            honest_votes: HashMap::new(),
+            rounds: vec![Round(0); n],
+            voted: vec![Round(0); n],
+            voted_survives_crashes,
+            violations: Vec::new(),
+        }
+    }
+
+    /// The violations found so far.
+    pub(super) fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Ends the check: every honest replica's committed chain must be a prefix of the
+    /// canonical one. Returns every violation found.
+    pub(super) fn finish<'a>(
+        mut self,
+        honest_chains: impl Iterator<Item = (usize, &'a [Digest])>,
+    ) -> Vec<String> {
+        for (i, chain) in honest_chains {
+            if let Some(h) = chain.iter().zip(&self.canonical).position(|(a, b)| a != b) {
+                self.violations.push(format!(
+                    "replica {i} diverges from the canonical chain at height {}",
+                    h + 1
+                ));
+            }
+        }
+        self.violations
+    }
+
+    /// Honest replica `from` sends `vote` at `now`: it must not have voted for another block
+    /// in that round.
+    pub(super) fn honest_vote(&mut self, now: u64, from: usize, vote: &Vote) {
+        match self.honest_votes.get(&(from, vote.data.round)) {
+            Some(d) if *d != vote.data.block => self.violations.push(format!(
+                "t={now}ms: honest replica {from} voted for two blocks in round {}",
+                vote.data.round
+            )),
+            _ => {
+                self.honest_votes
+                    .insert((from, vote.data.round), vote.data.block);
+            }
+        }
+    }
+
+    /// Honest replica `i`, which had committed `committed` blocks, commits `digest` at
+    /// `height`: the height must be the next one, and the block the canonical one there.
+    pub(super) fn honest_commit(
+        &mut self,
+        now: u64,
+        i: usize,
+        committed: u64,
+        digest: Digest,
+        height: Height,
+    ) {
+        let expected = committed + 1;
+        if height.0 != expected {
+            self.violations.push(format!(
+                "t={now}ms: replica {i} committed height {height} after height {}",
+                expected - 1
+            ));
+        }
+        let h = height.0 as usize;
+        if h == self.canonical.len() + 1 {
+            self.canonical.push(digest);
+        } else if let Some(c) = self.canonical.get(h.wrapping_sub(1))
+            && *c != digest
+        {
+            self.violations.push(format!(
+                "t={now}ms: replica {i} committed {} at height {h}, others committed {}",
+                digest.short(),
+                c.short()
+            ));
+        }
+    }
+
+    /// Honest replica `i` finished a step in `round` with last voted round `voted`: neither
+    /// may go back.
+    pub(super) fn honest_step(&mut self, now: u64, i: usize, round: Round, voted: Round) {
+        if round < self.rounds[i] {
+            self.violations.push(format!(
+                "t={now}ms: replica {i} went back from round {} to {round}",
+                self.rounds[i]
+            ));
+        }
+        self.rounds[i] = round;
+        if self.voted_survives_crashes {
+            if voted < self.voted[i] {
+                self.violations.push(format!(
+                    "t={now}ms: replica {i} last voted round went back to {voted}"
+                ));
+            }
+            self.voted[i] = voted;
+        }
+    }
+
+    /// Replica `i` crashed: its round restarts from what it persisted.
+    pub(super) fn crashed(&mut self, i: usize) {
+        self.rounds[i] = Round(0);
+    }
+}

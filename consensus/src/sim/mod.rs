@@ -1,0 +1,375 @@
+//! A deterministic simulator: whole committees in one thread, under a seeded adversary.
+//!
+//! Events sit in a queue ordered by (virtual time, sequence number); one seeded RNG draws link
+//! latencies, losses and Byzantine choices, so a seed replays exactly. The simulator models
+//! per-link latency and loss, partitions that start and heal, crashes and restarts from
+//! persisted state (safety data, blocks, committed root), and Byzantine replicas that
+//! equivocate, double-vote, forge signatures, stay silent or replay old messages. Every message
+//! a replica receives from another passes the core's precheck and is then verified against the
+//! committee, exactly as a node does.
+//!
+//! After every step a checker asserts safety: honest replicas never commit different blocks at
+//! one height, commit heights are contiguous, no honest replica signs votes for two blocks in
+//! one round, and a live replica's round never goes back. The report measures liveness: blocks
+//! each honest replica committed after the network stabilised, and how many rounds commits took
+//! to resume.
+//!
+//! Test machinery only: compiled with the `sim` feature, which this crate's tests and
+//! benchmarks enable. Parts: `scenario` ([`SimConfig`]: what a run looks like), `network`
+//! (event queue and links), `adversary` (Byzantine behaviours), `replica` (a core and its
+//! in-memory embedder), `checker` (safety checks) and `report` ([`SimReport`], liveness).
+
+mod adversary;
+mod checker;
+mod network;
+mod replica;
+mod report;
+mod scenario;
+
+pub use report::SimReport;
+pub use scenario::{Behaviour, Crash, Partition, SimConfig};
+
+use crate::{
+    core::Input,
+    leader::WeightedRoundRobin,
+    message::{ConsensusMessage, Verified, verify_block},
+};
+use checker::Checker;
+use keel_types::{
+    Committee, Digest, Epoch, KeyPair, Round, SignedBlock, Stake, ValidatorIndex, ValidatorInfo,
+};
+use network::{Event, Network};
+use replica::Replica;
+use report::Liveness;
+use scenario::{CHAIN, key_for};
+
+/// Most ancestors returned with a fetched block.
+const FETCH_ANCESTORS: usize = 32;
+
+/// A committee under simulation.
+pub struct Simulation {
+    config: SimConfig,
+    committee: Committee,
+    keys: Vec<KeyPair>,
+    leader: WeightedRoundRobin,
+    replicas: Vec<Replica>,
+    net: Network,
+    checker: Checker,
+    liveness: Liveness,
+    report: SimReport,
+    started: bool,
+}
+
+impl Simulation {
+    /// Builds the committee and schedules the scenario's crashes.
+    pub fn new(config: SimConfig) -> Self {
+        let n = config.behaviours.len();
+        let keys: Vec<KeyPair> = (0..n).map(|i| key_for(config.seed, i)).collect();
+        let validators = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ValidatorInfo {
+                protocol_key: k.public(),
+                network_key: key_for(config.seed ^ 0xffff, i).public(),
+                stake: Stake(1),
+                address: format!("sim-{i}"),
+            })
+            .collect();
+        // INVARIANT: distinct seeded keys and positive stakes make a valid committee.
+        let committee = Committee::new(Epoch(1), validators).expect("INVARIANT: valid committee");
+        let leader = WeightedRoundRobin::new(&committee);
+        let replicas = config.behaviours.iter().map(|b| Replica::new(*b)).collect();
+        let mut sim = Simulation {
+            report: SimReport::new(n),
+            checker: Checker::new(n, config.persist_safety),
+            liveness: Liveness::new(n),
+            net: Network::new(&config),
+            config,
+            committee,
+            keys,
+            leader,
+            replicas,
+            started: false,
+        };
+        for c in sim.config.crashes.clone() {
+            sim.net
+                .schedule(c.at_ms, Event::Crash(c.replica.as_usize()));
+            if let Some(r) = c.restart_ms {
+                sim.net.schedule(r, Event::Restart(c.replica.as_usize()));
+            }
+        }
+        sim
+    }
+
+    fn is_honest(&self, i: usize) -> bool {
+        self.replicas[i].behaviour == Behaviour::Honest
+    }
+
+    /// Sends `message` from `from`: checks honest votes, then applies `from`'s behaviour.
+    fn send(&mut self, from: usize, to: usize, message: ConsensusMessage) {
+        if let ConsensusMessage::Vote(v) = &message
+            && self.is_honest(from)
+        {
+            self.checker.honest_vote(self.net.now, from, v);
+        }
+        self.send_as(from, to, message);
+    }
+
+    /// Delivers `message` from replica `from` (`None`: a scripted message claiming to come
+    /// from its author) to `to`, as a node receives it: its own messages loop back unchecked;
+    /// others pass the core's precheck, then verification, before reaching the core.
+    fn deliver(&mut self, from: Option<usize>, to: usize, message: ConsensusMessage) {
+        let Some(core) = self.replicas[to].core.as_ref() else {
+            return;
+        };
+        if from == Some(to) {
+            // The replica's own message, looped back: nothing to verify.
+            self.step(to, Input::Message(Box::new(Verified::own(message))));
+            return;
+        }
+        let sender = from.map_or_else(|| message.author(), |i| ValidatorIndex(i as u32));
+        if core.precheck(sender, &message).is_err() {
+            self.report.dropped_unverified += 1;
+            return;
+        }
+        let checked = message.clone().verify_with(
+            &self.committee,
+            CHAIN,
+            &mut self.replicas[to].certificates,
+        );
+        let Ok(verified) = checked else {
+            self.report.rejected += 1;
+            return;
+        };
+        self.report.delivered += 1;
+        self.byzantine_receive(to, &message);
+        self.step(to, Input::Message(Box::new(verified)));
+    }
+
+    fn on_fetch(&mut self, requester: usize, server: usize, digest: Digest) {
+        let r = &self.replicas[server];
+        if r.core.is_none() || r.behaviour == Behaviour::Silent {
+            return;
+        }
+        let mut blocks = Vec::new();
+        let mut cursor = digest;
+        while let Some(b) = r.persisted.blocks.get(&cursor) {
+            blocks.push(b.clone());
+            if blocks.len() > FETCH_ANCESTORS {
+                break;
+            }
+            cursor = b.block.parent();
+        }
+        if blocks.is_empty() {
+            return;
+        }
+        self.net.reply(server, requester, blocks);
+    }
+
+    fn on_fetch_reply(&mut self, to: usize, blocks: Vec<SignedBlock>) {
+        if self.replicas[to].core.is_none() {
+            return;
+        }
+        let mut verified = Vec::new();
+        for b in blocks {
+            match verify_block(
+                b,
+                &self.committee,
+                CHAIN,
+                &mut self.replicas[to].certificates,
+            ) {
+                Ok(v) => verified.push(v),
+                Err(_) => self.report.rejected += 1,
+            }
+        }
+        self.step(to, Input::BlocksFetched(verified));
+    }
+
+    /// Runs the scenario to its end and returns the report.
+    pub fn run(mut self) -> SimReport {
+        let end = self.config.duration_ms;
+        self.run_until(end);
+        self.finish()
+    }
+
+    fn start_all(&mut self) {
+        self.started = true;
+        for i in 0..self.replicas.len() {
+            let core = self.make_core(i);
+            self.replicas[i].core = Some(core);
+            self.step(i, Input::Start);
+        }
+    }
+
+    /// Processes events up to virtual time `until_ms` (inclusive).
+    pub fn run_until(&mut self, until_ms: u64) {
+        if !self.started {
+            self.start_all();
+        }
+        while self.net.next_at().is_some_and(|at| at <= until_ms) {
+            let Some(event) = self.net.pop() else { break };
+            if !self.liveness.is_marked() && self.net.now >= self.config.stable_ms {
+                self.mark_stable();
+            }
+            self.dispatch(event);
+        }
+        self.net.now = self.net.now.max(until_ms);
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, message } => self.deliver(Some(from), to, *message),
+            Event::ProposeTimer { replica, round } => {
+                self.step(replica, Input::ProposeTimer { round });
+            }
+            Event::Timer {
+                replica,
+                round,
+                generation,
+            } => {
+                if self.replicas[replica].timer_generation == generation {
+                    self.step(replica, Input::Timer { round });
+                }
+            }
+            Event::Fetch {
+                requester,
+                server,
+                digest,
+            } => self.on_fetch(requester, server, digest),
+            Event::FetchReply { to, blocks } => self.on_fetch_reply(to, blocks),
+            Event::Crash(i) => self.crash(ValidatorIndex(i as u32)),
+            Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
+        }
+    }
+
+    /// Processes events until some replica reaches `round` (or the queue empties). With zero
+    /// latency virtual time stands still, so this is how benchmarks bound a run.
+    pub fn run_rounds(&mut self, round: u64) {
+        if !self.started {
+            self.start_all();
+        }
+        while self.report.max_round < round {
+            let Some(event) = self.net.pop() else { break };
+            self.dispatch(event);
+        }
+    }
+
+    /// One line per replica: round, high QC round, safety data, stats (for failure messages).
+    pub fn describe(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match &r.core {
+                Some(c) => format!(
+                    "replica {i} ({:?}): round {} high_qc {} root {} safety {:?} stats {:?}",
+                    r.behaviour,
+                    c.round(),
+                    c.high_qc().round(),
+                    c.committed_root().round,
+                    (
+                        c.safety_data().last_voted_round,
+                        c.safety_data().one_chain_round,
+                        c.safety_data().highest_timeout_round
+                    ),
+                    c.stats()
+                ),
+                None => format!("replica {i}: down"),
+            })
+            .collect()
+    }
+
+    /// Current round of each replica (0 while down).
+    pub fn rounds(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .map(|r| r.core.as_ref().map_or(0, |c| c.round().0))
+            .collect()
+    }
+
+    /// Committed height of each replica so far.
+    pub fn heights(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .map(|r| r.persisted.committed.len() as u64)
+            .collect()
+    }
+
+    /// Crashes a replica now: its in-memory state is lost, its persisted state kept.
+    pub fn crash(&mut self, replica: ValidatorIndex) {
+        let i = replica.as_usize();
+        self.replicas[i].core = None;
+        self.checker.crashed(i);
+    }
+
+    /// Restarts a replica now from its persisted state.
+    pub fn restart(&mut self, replica: ValidatorIndex) {
+        let i = replica.as_usize();
+        let core = self.make_core(i);
+        self.replicas[i].core = Some(core);
+        self.step(i, Input::Start);
+    }
+
+    /// Delivers `message` to `to` now, as if a peer had sent it (scripted adversaries).
+    pub fn inject(&mut self, to: ValidatorIndex, message: ConsensusMessage) {
+        // Scripted messages come from "the network": always prechecked and verified.
+        self.deliver(None, to.as_usize(), message);
+    }
+
+    /// The blocks `replica` has persisted.
+    pub fn persisted_blocks(&self, replica: ValidatorIndex) -> Vec<SignedBlock> {
+        self.replicas[replica.as_usize()]
+            .persisted
+            .blocks
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Signs `block` with `signer`'s key (scripted equivocation).
+    pub fn sign_block(&self, signer: ValidatorIndex, block: keel_types::Block) -> SignedBlock {
+        block.sign(&self.keys[signer.as_usize()], CHAIN)
+    }
+
+    /// The safety violations found so far.
+    pub fn violations(&self) -> &[String] {
+        self.checker.violations()
+    }
+
+    /// Marks the stabilisation time for the liveness measures.
+    fn mark_stable(&mut self) {
+        let round = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.core.as_ref().map(|c| c.round()))
+            .max()
+            .unwrap_or(Round(0));
+        let heights = self.heights();
+        self.liveness.mark_stable(&heights, round);
+    }
+
+    /// Ends the run and returns the report.
+    pub fn finish(mut self) -> SimReport {
+        if !self.liveness.is_marked() {
+            self.mark_stable();
+        }
+        for (i, r) in self.replicas.iter().enumerate() {
+            let honest_and_up = r.behaviour == Behaviour::Honest && r.core.is_some();
+            let height = r.persisted.committed.len() as u64;
+            self.liveness
+                .fill(&mut self.report, i, height, honest_and_up);
+        }
+        let honest_chains = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.behaviour == Behaviour::Honest)
+            .map(|(i, r)| (i, r.persisted.committed.as_slice()));
+        self.report.violations = self.checker.finish(honest_chains);
+        self.report
+    }
+
+    /// The committee (for tests that script messages).
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+}

@@ -1,0 +1,195 @@
+//! A simulated replica: an ordinary `Core` and the embedder around it. The embedder carries
+//! out the core's actions the way a node does — it persists safety data *before* releasing the
+//! messages that depend on it, stores blocks, arms timers (a newer timer replaces an older
+//! one), sends fetches and applies commits — but into memory and the simulated network. What a
+//! replica persisted (`Persisted`) survives a crash; everything else is rebuilt from it on
+//! restart, exactly as `RecoveryData` describes.
+
+use super::{Simulation, network::Event, scenario::Behaviour, scenario::CHAIN};
+use crate::{
+    block_tree::{CommitRoot, CommittedBlock},
+    core::{Action, Core, CoreConfig, CoreDeps, EmptyPayload, Input, RecoveryData},
+    leader::WeightedRoundRobin,
+    message::{CertificateCache, ConsensusMessage},
+    safety::SafetyData,
+};
+use keel_types::{Committee, Digest, KeyPair, Round, SignedBlock, TimestampMs, ValidatorIndex};
+use std::collections::{HashMap, VecDeque};
+
+/// The core every simulated replica runs.
+pub(super) type SimCore = Core<WeightedRoundRobin, EmptyPayload>;
+
+/// What survives a crash.
+#[derive(Default)]
+pub(super) struct Persisted {
+    pub(super) safety: Option<SafetyData>,
+    pub(super) blocks: HashMap<Digest, SignedBlock>,
+    pub(super) root: Option<CommitRoot>,
+    pub(super) committed: Vec<Digest>,
+}
+
+impl Persisted {
+    /// What a core restarting from this state starts with.
+    fn recovery(&self, committee: &Committee) -> RecoveryData {
+        let mut recovery = RecoveryData::genesis(committee, CHAIN);
+        if let Some(s) = &self.safety {
+            recovery.safety = s.clone();
+        }
+        if let Some(root) = self.root {
+            recovery.root = root;
+        }
+        recovery.blocks = self.blocks.values().cloned().collect();
+        recovery
+    }
+
+    /// Records a committed block as the new root.
+    fn commit(&mut self, cb: &CommittedBlock) {
+        let digest = cb.block.digest();
+        self.committed.push(digest);
+        self.root = Some(CommitRoot {
+            digest,
+            round: cb.block.block.round,
+            height: cb.height,
+            timestamp: cb.block.block.timestamp,
+        });
+    }
+}
+
+/// One replica: its core while up, its persisted state always.
+pub(super) struct Replica {
+    pub(super) core: Option<SimCore>,
+    pub(super) persisted: Persisted,
+    pub(super) behaviour: Behaviour,
+    /// Bumped by every timer set, so only the latest one fires.
+    pub(super) timer_generation: u64,
+    /// Messages a replaying replica received.
+    pub(super) seen: VecDeque<ConsensusMessage>,
+    pub(super) certificates: CertificateCache,
+}
+
+impl Replica {
+    /// A replica that has not started yet.
+    pub(super) fn new(behaviour: Behaviour) -> Self {
+        Replica {
+            core: None,
+            persisted: Persisted::default(),
+            behaviour,
+            timer_generation: 0,
+            seen: VecDeque::new(),
+            certificates: CertificateCache::new(256),
+        }
+    }
+}
+
+impl Simulation {
+    /// A core for replica `i`, recovered from what it persisted.
+    pub(super) fn make_core(&self, i: usize) -> SimCore {
+        let config = CoreConfig {
+            pacemaker: self.config.pacemaker,
+            max_future_rounds: self.config.max_future_rounds,
+            // Set explicitly: the scenario's value (often 0), not the library default.
+            min_block_interval_ms: self.config.min_block_interval_ms,
+            ..CoreConfig::default()
+        };
+        Core::new(CoreDeps {
+            config,
+            chain_id: CHAIN,
+            me: ValidatorIndex(i as u32),
+            committee: self.committee.clone(),
+            key: KeyPair::from_seed(&self.keys[i].seed()),
+            leader: self.leader.clone(),
+            payload: EmptyPayload,
+            recovery: self.replicas[i].persisted.recovery(&self.committee),
+        })
+    }
+
+    /// Feeds `input` to replica `i`'s core (if up), carries out its actions, then checks.
+    pub(super) fn step(&mut self, i: usize, input: Input) {
+        let now = TimestampMs(self.net.now);
+        let Some(core) = self.replicas[i].core.as_mut() else {
+            return;
+        };
+        let actions = core.handle(now, input);
+        let round = core.round();
+        let voted = core.safety_data().last_voted_round;
+        self.execute(i, actions);
+        if self.is_honest(i) {
+            self.checker.honest_step(self.net.now, i, round, voted);
+        }
+        self.report.max_round = self.report.max_round.max(round.0);
+    }
+
+    /// Carries out replica `i`'s actions, in order.
+    fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.send(i, to.as_usize(), message),
+                Action::Broadcast(message) => {
+                    for to in 0..self.replicas.len() {
+                        self.send(i, to, message.clone());
+                    }
+                }
+                Action::PersistSafety { data, then } => {
+                    if self.config.persist_safety {
+                        self.replicas[i].persisted.safety = Some(data);
+                    }
+                    self.execute(i, then);
+                }
+                Action::PersistBlock(block) => {
+                    self.replicas[i]
+                        .persisted
+                        .blocks
+                        .insert(block.digest(), block);
+                }
+                Action::SetTimer { round, after_ms } => {
+                    let r = &mut self.replicas[i];
+                    r.timer_generation += 1;
+                    let generation = r.timer_generation;
+                    self.net.schedule(
+                        self.net.now + after_ms,
+                        Event::Timer {
+                            replica: i,
+                            round,
+                            generation,
+                        },
+                    );
+                }
+                Action::ProposeAfter { round, after_ms } => {
+                    self.net.schedule(
+                        self.net.now + after_ms,
+                        Event::ProposeTimer { replica: i, round },
+                    );
+                }
+                Action::Commit(blocks) => self.on_commit(i, blocks),
+                Action::FetchBlock { digest, from } => {
+                    self.net.request(i, from.as_usize(), digest);
+                }
+            }
+        }
+    }
+
+    /// Replica `i` commits `blocks`: persist them, check them, measure liveness.
+    fn on_commit(&mut self, i: usize, blocks: Vec<CommittedBlock>) {
+        let honest = self.is_honest(i);
+        for cb in blocks {
+            if honest {
+                let committed = self.replicas[i].persisted.committed.len() as u64;
+                self.checker.honest_commit(
+                    self.net.now,
+                    i,
+                    committed,
+                    cb.block.digest(),
+                    cb.height,
+                );
+            }
+            self.replicas[i].persisted.commit(&cb);
+            if honest {
+                let round = self.replicas[i]
+                    .core
+                    .as_ref()
+                    .map_or(Round(0), |c| c.round());
+                self.liveness.honest_commit(i, round);
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Direct tests of the core, one replica at a time, on the keel-types fixtures: signed
+//! messages leave only after their safety data is persisted; the precheck refuses what it
+//! must without any signature; the payload validator sees only the proposal the core is about
+//! to vote for, and its refusal means no vote; the leader pulls at most `max_block_proofs`.
+
+use keel_consensus::{
+    Action, ConsensusMessage, Core, CoreConfig, CoreDeps, Error, Input, LeaderElection,
+    PayloadSource, PayloadValidator, RecoveryData, Verified, VoteAggregator, VoteOutcome,
+    WeightedRoundRobin, verify_block,
+};
+use keel_types::{
+    BatchInfo, Block, ChainId, Committee, Digest, Epoch, KeyPair, MultiSignature,
+    ProofOfAvailability, QuorumCertificate, Round, Signature, SignedBlock, Timeout, TimestampMs,
+    Uncached, ValidatorIndex, Vote, VoteData, test_utils::committee,
+};
+
+const CHAIN: ChainId = ChainId(1);
+const NOW: TimestampMs = TimestampMs(1_000);
+/// The replica under test: with 4 equal stakes round `r` is led by `r % 4`, so replica 0 leads
+/// none of rounds 1 to 3.
+const ME: ValidatorIndex = ValidatorIndex(0);
+
+/// A payload object that records what the core asks of it.
+#[derive(Debug, Default)]
+struct Recording {
+    /// Whether `validate` accepts.
+    accept: bool,
+    /// Proofs `pull` returns, whatever the limit (to check the core enforces it).
+    supply: usize,
+    /// Rounds of the blocks `validate` was asked about, in order.
+    validated: Vec<Round>,
+    /// The `max` of every `pull`.
+    pulled: Vec<usize>,
+}
+
+impl PayloadSource for Recording {
+    fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
+        self.pulled.push(max);
+        (0..self.supply as u64).map(junk_proof).collect()
+    }
+}
+
+impl PayloadValidator for Recording {
+    fn validate(&mut self, block: &Block) -> bool {
+        self.validated.push(block.round);
+        self.accept
+    }
+}
+
+type TestCore = Core<WeightedRoundRobin, Recording>;
+
+struct Fixture {
+    committee: Committee,
+    keys: Vec<KeyPair>,
+    leader: WeightedRoundRobin,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let (committee, keys) = committee(4);
+        let leader = WeightedRoundRobin::new(&committee);
+        Fixture {
+            committee,
+            keys,
+            leader,
+        }
+    }
+
+    /// Replica `me`'s core, started (`Input::Start` handled), with `payload`.
+    fn core(&self, me: ValidatorIndex, config: CoreConfig, payload: Recording) -> TestCore {
+        let mut core = Core::new(CoreDeps {
+            config,
+            chain_id: CHAIN,
+            me,
+            committee: self.committee.clone(),
+            key: KeyPair::from_seed(&self.keys[me.as_usize()].seed()),
+            leader: self.leader.clone(),
+            payload,
+            recovery: RecoveryData::genesis(&self.committee, CHAIN),
+        });
+        core.handle(NOW, Input::Start);
+        core
+    }
+
+    /// A core for [`ME`] whose validator accepts everything.
+    fn accepting(&self) -> TestCore {
+        let payload = Recording {
+            accept: true,
+            ..Recording::default()
+        };
+        self.core(ME, CoreConfig::default(), payload)
+    }
+
+    fn genesis_qc(&self) -> QuorumCertificate {
+        QuorumCertificate::genesis(self.committee.epoch(), CHAIN)
+    }
+
+    /// The leader of `round`'s proposal on `parent_qc`, properly signed.
+    fn proposal(&self, round: u64, parent_qc: QuorumCertificate) -> SignedBlock {
+        let author = self.leader.leader(Round(round));
+        self.block_by(author, round, parent_qc)
+            .sign(&self.keys[author.as_usize()], CHAIN)
+    }
+
+    fn block_by(&self, author: ValidatorIndex, round: u64, parent_qc: QuorumCertificate) -> Block {
+        Block {
+            epoch: self.committee.epoch(),
+            round: Round(round),
+            author,
+            parent_qc,
+            timeout_cert: None,
+            payload: vec![],
+            timestamp: TimestampMs(100 + round),
+        }
+    }
+
+    /// A QC for `block`, signed by validators 1, 2 and 3 (a quorum of 4).
+    fn qc_for(&self, block: &SignedBlock) -> QuorumCertificate {
+        let data = VoteData {
+            epoch: block.block.epoch,
+            round: block.block.round,
+            block: block.digest(),
+        };
+        let mut votes = VoteAggregator::default();
+        for i in 1..4u32 {
+            let vote = Vote::new(data, ValidatorIndex(i), &self.keys[i as usize], CHAIN);
+            if let VoteOutcome::NewQc(qc) = votes.add(&vote, &self.committee) {
+                return qc;
+            }
+        }
+        panic!("three of four votes form a QC");
+    }
+
+    /// `block` as it reaches the core from the network: verified.
+    fn verified(&self, block: &SignedBlock) -> Input {
+        let message = ConsensusMessage::Proposal(block.clone())
+            .verify(&self.committee, CHAIN)
+            .expect("a properly signed proposal verifies");
+        Input::Message(Box::new(message))
+    }
+
+    /// The chain B1 <- B2 <- ... <- Bn, each the proposal of its round's leader.
+    fn chain(&self, n: u64) -> Vec<SignedBlock> {
+        let mut blocks: Vec<SignedBlock> = Vec::new();
+        for round in 1..=n {
+            let parent_qc = blocks
+                .last()
+                .map_or_else(|| self.genesis_qc(), |b| self.qc_for(b));
+            blocks.push(self.proposal(round, parent_qc));
+        }
+        blocks
+    }
+}
+
+/// A proposal with an all-zero signature: no verification could pass it.
+fn junk_proposal(author: ValidatorIndex, round: u64, payload: usize) -> SignedBlock {
+    SignedBlock {
+        block: Block {
+            epoch: Epoch(1),
+            round: Round(round),
+            author,
+            parent_qc: QuorumCertificate::genesis(Epoch(1), CHAIN),
+            timeout_cert: None,
+            payload: (0..payload as u64).map(junk_proof).collect(),
+            timestamp: TimestampMs(7),
+        },
+        signature: Signature([0; 64]),
+    }
+}
+
+/// A proof of availability with junk signatures.
+fn junk_proof(sequence: u64) -> ProofOfAvailability {
+    ProofOfAvailability {
+        info: BatchInfo {
+            author: ValidatorIndex(1),
+            epoch: Epoch(1),
+            sequence,
+            digest: Digest::of_bytes(&sequence.to_le_bytes()),
+            num_transactions: 1,
+            num_bytes: 1,
+        },
+        signatures: MultiSignature::from_raw(vec![(ValidatorIndex(1), Signature([0; 64]))]),
+    }
+}
+
+fn junk_vote(author: ValidatorIndex, round: u64) -> ConsensusMessage {
+    ConsensusMessage::Vote(Vote {
+        data: VoteData {
+            epoch: Epoch(1),
+            round: Round(round),
+            block: Digest::of_bytes(b"junk"),
+        },
+        author,
+        signature: Signature([0; 64]),
+    })
+}
+
+fn junk_timeout(author: ValidatorIndex, round: u64) -> ConsensusMessage {
+    ConsensusMessage::Timeout(Timeout {
+        epoch: Epoch(1),
+        round: Round(round),
+        high_qc: QuorumCertificate::genesis(Epoch(1), CHAIN),
+        author,
+        signature: Signature([0; 64]),
+    })
+}
+
+/// Signed votes and timeouts in `actions`: those sent at once, and those released only after
+/// a `PersistSafety` write.
+fn signed_messages(actions: &[Action]) -> (Vec<ConsensusMessage>, Vec<ConsensusMessage>) {
+    fn walk(
+        actions: &[Action],
+        persisted: bool,
+        at_once: &mut Vec<ConsensusMessage>,
+        released: &mut Vec<ConsensusMessage>,
+    ) {
+        for action in actions {
+            let message = match action {
+                Action::PersistSafety { then, .. } => {
+                    walk(then, true, at_once, released);
+                    continue;
+                }
+                Action::Send { message, .. } | Action::Broadcast(message) => message,
+                _ => continue,
+            };
+            if matches!(
+                message,
+                ConsensusMessage::Vote(_) | ConsensusMessage::Timeout(_)
+            ) {
+                if persisted {
+                    released.push(message.clone());
+                } else {
+                    at_once.push(message.clone());
+                }
+            }
+        }
+    }
+    let (mut at_once, mut released) = (Vec::new(), Vec::new());
+    walk(actions, false, &mut at_once, &mut released);
+    (at_once, released)
+}
+
+fn votes_in(messages: &[ConsensusMessage]) -> Vec<Round> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            ConsensusMessage::Vote(v) => Some(v.data.round),
+            _ => None,
+        })
+        .collect()
+}
+
+fn any_vote(actions: &[Action]) -> bool {
+    let (at_once, released) = signed_messages(actions);
+    !votes_in(&at_once).is_empty() || !votes_in(&released).is_empty()
+}
+
+// (i) Durable before visible.
+
+#[test]
+fn votes_leave_only_after_their_safety_data_is_persisted() {
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    for block in f.chain(3) {
+        let actions = core.handle(NOW, f.verified(&block));
+        let (at_once, released) = signed_messages(&actions);
+        assert!(
+            at_once.is_empty(),
+            "round {}: signed before persisting: {at_once:?}",
+            block.block.round
+        );
+        assert_eq!(votes_in(&released), vec![block.block.round]);
+    }
+    assert_eq!(core.stats().votes, 3);
+}
+
+#[test]
+fn timeouts_leave_only_after_their_safety_data_is_persisted() {
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    // Twice: the first expiry signs the timeout, the second re-broadcasts it.
+    for _ in 0..2 {
+        let actions = core.handle(
+            NOW,
+            Input::Timer {
+                round: core.round(),
+            },
+        );
+        let (at_once, released) = signed_messages(&actions);
+        assert!(at_once.is_empty(), "signed before persisting: {at_once:?}");
+        assert!(
+            matches!(released.as_slice(), [ConsensusMessage::Timeout(t)] if t.round == Round(1)),
+            "{released:?}"
+        );
+    }
+    // Timeouts from others that push this replica to time out too (more than 1/3 of stake).
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    let mut all = Vec::new();
+    for i in 1..3u32 {
+        let timeout = Timeout::new(
+            Epoch(1),
+            Round(1),
+            f.genesis_qc(),
+            ValidatorIndex(i),
+            &f.keys[i as usize],
+            CHAIN,
+        );
+        let message = ConsensusMessage::Timeout(timeout)
+            .verify(&f.committee, CHAIN)
+            .expect("verifies");
+        all.extend(core.handle(NOW, Input::Message(Box::new(message))));
+    }
+    let (at_once, released) = signed_messages(&all);
+    assert!(at_once.is_empty(), "signed before persisting: {at_once:?}");
+    assert!(
+        released
+            .iter()
+            .any(|m| matches!(m, ConsensusMessage::Timeout(t) if t.author == ME)),
+        "the replica joined the timeout: {released:?}"
+    );
+}
+
+// (ii) The precheck: no signature needed to refuse.
+
+#[test]
+fn precheck_refuses_without_verifying_anything() {
+    let f = Fixture::new();
+    let config = CoreConfig {
+        max_block_proofs: 2,
+        ..CoreConfig::default()
+    };
+    let mut core = f.core(ME, config, Recording::default());
+    assert_eq!(core.round(), Round(1));
+    let leader = f.leader.leader(Round(1));
+    let other = ValidatorIndex(3);
+    assert_ne!(leader, other);
+
+    // A non-leader's proposal.
+    let p = ConsensusMessage::Proposal(junk_proposal(other, 1, 0));
+    assert_eq!(
+        core.precheck(other, &p),
+        Err(Error::NotLeader {
+            round: Round(1),
+            author: other,
+            leader
+        })
+    );
+    // The leader's proposal, from someone else.
+    let p = ConsensusMessage::Proposal(junk_proposal(leader, 1, 0));
+    assert_eq!(
+        core.precheck(other, &p),
+        Err(Error::WrongSender {
+            from: other,
+            author: leader
+        })
+    );
+    // An oversized payload.
+    let p = ConsensusMessage::Proposal(junk_proposal(leader, 1, 3));
+    assert_eq!(
+        core.precheck(leader, &p),
+        Err(Error::PayloadTooLarge { len: 3, limit: 2 })
+    );
+    // The precheck verifies nothing: a junk-signed proposal that breaks no rule passes.
+    let p = ConsensusMessage::Proposal(junk_proposal(leader, 1, 2));
+    assert_eq!(core.precheck(leader, &p), Ok(()));
+
+    // A replayed proposal of an older round, once the replica has moved on.
+    let chain = f.chain(3);
+    for block in &chain {
+        core.handle(NOW, f.verified(block));
+    }
+    assert_eq!(core.round(), Round(3));
+    let old = ConsensusMessage::Proposal(junk_proposal(leader, 1, 0));
+    assert_eq!(
+        core.precheck(leader, &old),
+        Err(Error::Stale {
+            round: Round(1),
+            current: Round(3)
+        })
+    );
+    let replayed = ConsensusMessage::Proposal(chain[0].clone());
+    assert!(matches!(
+        core.precheck(leader, &replayed),
+        Err(Error::Stale { .. })
+    ));
+    // Far ahead is allowed for proposals (catching up), but not for votes and timeouts.
+    let window = CoreConfig::default().max_future_rounds;
+    let far = 3 + window + 1;
+    let far_leader = f.leader.leader(Round(far));
+    let p = ConsensusMessage::Proposal(junk_proposal(far_leader, far, 0));
+    assert_eq!(core.precheck(far_leader, &p), Ok(()));
+    assert!(matches!(
+        core.precheck(other, &junk_vote(other, far)),
+        Err(Error::TooFarAhead { .. })
+    ));
+    assert!(matches!(
+        core.precheck(other, &junk_timeout(other, far)),
+        Err(Error::TooFarAhead { .. })
+    ));
+    // Votes: sender is author, and not older than the previous round.
+    assert_eq!(core.precheck(other, &junk_vote(other, 2)), Ok(()));
+    assert!(matches!(
+        core.precheck(other, &junk_vote(other, 1)),
+        Err(Error::Stale { .. })
+    ));
+    assert!(matches!(
+        core.precheck(leader, &junk_vote(other, 3)),
+        Err(Error::WrongSender { .. })
+    ));
+    // Timeouts: stale ones pass (the core answers them with its TC); sender is author.
+    assert_eq!(core.precheck(other, &junk_timeout(other, 1)), Ok(()));
+    assert!(matches!(
+        core.precheck(leader, &junk_timeout(other, 3)),
+        Err(Error::WrongSender { .. })
+    ));
+}
+
+// (iii) The validator sees only the proposal the core is about to vote for.
+
+#[test]
+fn the_validator_sees_only_the_current_leaders_proposal() {
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    let chain = f.chain(3);
+    for block in &chain {
+        core.handle(NOW, f.verified(block));
+    }
+    assert_eq!(core.payload().validated, vec![Round(1), Round(2), Round(3)]);
+
+    // A replayed old proposal, even handed to the core as verified.
+    let replay = core.handle(
+        NOW,
+        Input::Message(Box::new(Verified::own(ConsensusMessage::Proposal(
+            chain[0].clone(),
+        )))),
+    );
+    // A current-round proposal by a validator that does not lead the round.
+    let intruder = ValidatorIndex(1);
+    assert_ne!(f.leader.leader(Round(3)), intruder);
+    let mut block = f.block_by(intruder, 3, f.qc_for(&chain[1]));
+    block.timestamp = TimestampMs(500);
+    let block = block.sign(&f.keys[1], CHAIN);
+    let not_leader = core.handle(
+        NOW,
+        Input::Message(Box::new(Verified::own(ConsensusMessage::Proposal(block)))),
+    );
+    assert_eq!(
+        core.payload().validated,
+        vec![Round(1), Round(2), Round(3)],
+        "an old or non-leader proposal reached the validator"
+    );
+    assert!(!any_vote(&replay) && !any_vote(&not_leader));
+}
+
+#[test]
+fn the_validator_is_not_asked_when_the_safety_rules_refuse() {
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    // The replica times out in round 1, then round 1's proposal arrives: it may not vote.
+    core.handle(NOW, Input::Timer { round: Round(1) });
+    let actions = core.handle(NOW, f.verified(&f.chain(1)[0]));
+    assert!(!any_vote(&actions));
+    assert!(core.payload().validated.is_empty());
+}
+
+// (iv) A refused payload gets no vote, on either path to a vote.
+
+#[test]
+fn a_refused_payload_gets_no_vote() {
+    let f = Fixture::new();
+    let mut core = f.core(ME, CoreConfig::default(), Recording::default());
+    let chain = f.chain(2);
+    for block in &chain {
+        let actions = core.handle(NOW, f.verified(block));
+        assert!(!any_vote(&actions), "voted for a refused payload");
+    }
+    assert_eq!(core.payload().validated, vec![Round(1), Round(2)]);
+    assert_eq!(core.stats().votes, 0);
+    assert_eq!(core.safety_data().last_voted_round, Round(0));
+}
+
+#[test]
+fn a_proposal_waiting_for_its_parent_is_voted_for_through_the_validator() {
+    for accept in [true, false] {
+        let f = Fixture::new();
+        let payload = Recording {
+            accept,
+            ..Recording::default()
+        };
+        let mut core = f.core(ME, CoreConfig::default(), payload);
+        let chain = f.chain(2);
+        // Round 2's proposal arrives first: its parent is fetched, nothing is voted yet.
+        let actions = core.handle(NOW, f.verified(&chain[1]));
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::FetchBlock { digest, .. } if *digest == chain[0].digest())
+        ));
+        assert!(!any_vote(&actions));
+        assert!(core.payload().validated.is_empty());
+        // The parent arrives: the waiting proposal is voted for, through the validator.
+        let parent =
+            verify_block(chain[0].clone(), &f.committee, CHAIN, &mut Uncached).expect("verifies");
+        let actions = core.handle(NOW, Input::BlocksFetched(vec![parent]));
+        assert_eq!(core.payload().validated, vec![Round(2)]);
+        let (at_once, released) = signed_messages(&actions);
+        assert!(at_once.is_empty(), "signed before persisting: {at_once:?}");
+        let expected = if accept { vec![Round(2)] } else { vec![] };
+        assert_eq!(votes_in(&released), expected, "accept = {accept}");
+    }
+}
+
+// The leader's payload limit.
+
+#[test]
+fn the_leader_pulls_at_most_max_block_proofs() {
+    let f = Fixture::new();
+    let config = CoreConfig {
+        max_block_proofs: 3,
+        ..CoreConfig::default()
+    };
+    // The source returns more than asked: the core keeps the limit anyway.
+    let payload = Recording {
+        accept: true,
+        supply: 5,
+        ..Recording::default()
+    };
+    let leader = f.leader.leader(Round(1));
+    let mut core = Core::new(CoreDeps {
+        config,
+        chain_id: CHAIN,
+        me: leader,
+        committee: f.committee.clone(),
+        key: KeyPair::from_seed(&f.keys[leader.as_usize()].seed()),
+        leader: f.leader.clone(),
+        payload,
+        recovery: RecoveryData::genesis(&f.committee, CHAIN),
+    });
+    let actions = core.handle(NOW, Input::Start);
+    let proposal = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Broadcast(ConsensusMessage::Proposal(b)) => Some(b),
+            _ => None,
+        })
+        .expect("the leader of round 1 proposes at once");
+    assert_eq!(core.payload().pulled, vec![3]);
+    assert_eq!(proposal.block.payload.len(), 3);
+    assert_eq!(core.payload_mut().pulled.len(), 1);
+}

@@ -1,0 +1,223 @@
+//! The API's view of the node ([`NodeApi`]): admission into the mempool, reads from the store
+//! and the status watch, the receipts stream, peers from the endpoint. It owns no task; the
+//! routers call it.
+
+use crate::{
+    clock::now_ms, metrics::Metrics, peers::Net, pending::PendingTxs, persist, status::StatusReader,
+};
+use keel_api::{
+    NodeApi, SubmitError,
+    dto::{BatchRefJson, BlockJson, PeerJson, StatusJson, TxLookup},
+};
+use keel_authority::{Mempool, NonceReader, Rejection, state};
+use keel_storage::Store;
+use keel_types::{
+    Account, Address, ChainId, Committee, Digest, Height, Nonce, Object, Receipt,
+    SignedTransaction, ValidatorIndex,
+};
+use parking_lot::Mutex;
+use std::{collections::HashSet, sync::Arc, time::Duration};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Changes the log filter at run time.
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the API reads and where it admits.
+pub struct NodeView {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// This validator.
+    pub me: ValidatorIndex,
+    /// The committee.
+    pub committee: Committee,
+    /// Committed state, receipts and blocks.
+    pub store: Arc<Store>,
+    /// Where submitted transactions are admitted.
+    pub mempool: Arc<Mutex<Mempool>>,
+    /// Admitted, not yet executed.
+    pub pending: Arc<PendingTxs>,
+    /// Heights, round, root.
+    pub status: StatusReader,
+    /// Executed blocks' receipts.
+    pub receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
+    /// Connection state.
+    pub net: Net,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness fails after this long without progress.
+    pub stall_after: Duration,
+    /// Changes the log filter.
+    pub log_reload: LogReload,
+    /// Fired by an admin shutdown.
+    pub shutdown: CancellationToken,
+}
+
+struct StoreNonces<'a>(&'a Store);
+
+impl NonceReader for StoreNonces<'_> {
+    fn next_nonce(&self, address: &Address) -> Nonce {
+        state::account(self.0, address).map_or(Nonce(0), |a| a.nonce)
+    }
+}
+
+impl NodeApi for NodeView {
+    fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>> {
+        let results = self
+            .mempool
+            .lock()
+            .admit(txs, now_ms(), &StoreNonces(&self.store));
+        let mut admitted = Vec::new();
+        let out = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(d) | Err(Rejection::Duplicate(d)) => {
+                    self.metrics.admitted.inc();
+                    admitted.push(d);
+                    Ok(d)
+                }
+                Err(Rejection::Overloaded(m)) => {
+                    self.metrics.rejected.inc();
+                    Err(SubmitError::Overloaded(m))
+                }
+                Err(e) => {
+                    self.metrics.rejected.inc();
+                    Err(SubmitError::Invalid(e.to_string()))
+                }
+            })
+            .collect();
+        self.pending.insert_all(admitted);
+        out
+    }
+
+    fn transaction(&self, digest: &Digest) -> Result<TxLookup, String> {
+        if let Some(r) = state::receipt(&self.store, digest).map_err(|e| e.to_string())? {
+            return Ok(TxLookup::Executed(r));
+        }
+        if self.pending.contains(digest) {
+            return Ok(TxLookup::Pending);
+        }
+        Ok(TxLookup::Unknown)
+    }
+
+    fn account(&self, address: &Address) -> Result<Account, String> {
+        state::account(&self.store, address).map_err(|e| e.to_string())
+    }
+
+    fn object(&self, owner: &Address, key: &[u8]) -> Result<Option<Object>, String> {
+        state::object(&self.store, owner, key).map_err(|e| e.to_string())
+    }
+
+    fn block(&self, height: Option<Height>) -> Result<Option<BlockJson>, String> {
+        let height = match height {
+            Some(h) => h,
+            None => self.status.borrow().committed,
+        };
+        if height.0 == 0 {
+            return Ok(None);
+        }
+        let Some(record) = persist::committed_at(&self.store, height).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let (executed, root) = {
+            let s = self.status.borrow();
+            (height <= s.executed, s.root_at(height))
+        };
+        let b = &record.block.block;
+        Ok(Some(BlockJson {
+            height: height.0,
+            digest: record.block.digest().to_string(),
+            epoch: b.epoch.0,
+            round: b.round.0,
+            author: b.author.0,
+            timestamp_ms: b.timestamp.0,
+            parent: b.parent_qc.block().to_string(),
+            batches: b
+                .payload
+                .iter()
+                .map(|p| BatchRefJson {
+                    digest: p.info.digest.to_string(),
+                    author: p.info.author.0,
+                    transactions: p.info.num_transactions,
+                })
+                .collect(),
+            executed,
+            state_root: root.map(|r| r.to_string()),
+        }))
+    }
+
+    fn status(&self) -> Result<StatusJson, String> {
+        // Copy the fields out: the borrow holds the watch's read lock.
+        let (round, committed, executed, root, executed_transactions) = {
+            let s = self.status.borrow();
+            (
+                s.round,
+                s.committed,
+                s.executed,
+                s.root,
+                s.executed_transactions,
+            )
+        };
+        Ok(StatusJson {
+            chain_id: self.chain_id.0,
+            validator: self.me.0,
+            epoch: self.committee.epoch().0,
+            round: round.0,
+            committed_height: committed.0,
+            executed_height: executed.0,
+            state_root: root.to_string(),
+            executed_transactions,
+            peers: self.net.connected_peers().len(),
+            mempool_size: self.mempool.lock().len(),
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Receipt>>> {
+        self.receipts.subscribe()
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        let connected = self.net.connected_peers().len();
+        let size = self.committee.size();
+        let others_needed = (2 * (size.saturating_sub(1) / 3)).max(1);
+        if size > 1 && connected < others_needed {
+            return Err(format!(
+                "connected to {connected} peers; {others_needed} needed for a quorum"
+            ));
+        }
+        let idle = self.status.borrow().last_progress.elapsed();
+        if idle > self.stall_after {
+            return Err(format!("no commit or execution for {} s", idle.as_secs()));
+        }
+        Ok(())
+    }
+
+    fn peers(&self) -> Vec<PeerJson> {
+        let connected: HashSet<_> = self.net.connected_peers().into_iter().collect();
+        self.committee
+            .validators()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.me.as_usize())
+            .map(|(i, v)| PeerJson {
+                validator: i as u32,
+                network_key: v.network_key.to_string(),
+                address: v.address.clone(),
+                connected: connected.contains(&v.network_key),
+            })
+            .collect()
+    }
+
+    fn set_log_level(&self, filter: &str) -> Result<(), String> {
+        (self.log_reload)(filter)
+    }
+
+    fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}

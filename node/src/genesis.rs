@@ -1,0 +1,232 @@
+//! The genesis file (JSON) and key files: loaded once and checked with errors that name the
+//! field at fault.
+
+use anyhow::{Context, Result, bail};
+use keel_types::{
+    Address, ChainId, Committee, Digest, Epoch, KeyPair, PublicKey, Stake, ValidatorInfo,
+};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::Path};
+
+/// One validator in the genesis file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// A name for logs.
+    pub name: String,
+    /// Protocol public key (hex).
+    pub protocol_key: String,
+    /// Network public key (hex).
+    pub network_key: String,
+    /// Voting power.
+    pub stake: u64,
+    /// `host:port` of its QUIC endpoint.
+    pub address: String,
+}
+
+/// An explicitly funded account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// Address (hex).
+    pub address: String,
+    /// Balance.
+    pub balance: u64,
+}
+
+/// Accounts funded from a seed: account `i`'s key is derived from `(seed, i)` (see
+/// [`derived_account_key`]), so load generators can sign for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedAccounts {
+    /// The seed phrase.
+    pub seed: String,
+    /// How many.
+    pub count: u64,
+    /// Balance of each.
+    pub balance: u64,
+}
+
+/// The genesis file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// The network's chain id.
+    pub chain_id: u64,
+    /// The first epoch.
+    pub epoch: u64,
+    /// The committee.
+    pub validators: Vec<GenesisValidator>,
+    /// Funded accounts.
+    #[serde(default)]
+    pub accounts: Vec<GenesisAccount>,
+    /// Accounts funded from a seed.
+    #[serde(default)]
+    pub derived_accounts: Option<DerivedAccounts>,
+}
+
+/// Most accounts a genesis may derive.
+pub const MAX_DERIVED_ACCOUNTS: u64 = 1_000_000;
+
+/// The key of derived account `index`.
+pub fn derived_account_key(seed: &str, index: u64) -> KeyPair {
+    let mut hasher = blake3::Hasher::new_derive_key("keel derived genesis account v1");
+    hasher.update(seed.as_bytes());
+    hasher.update(&index.to_le_bytes());
+    KeyPair::from_seed(hasher.finalize().as_bytes())
+}
+
+fn genesis_error(field: impl std::fmt::Display, reason: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("genesis field `{field}`: {reason}")
+}
+
+impl Genesis {
+    /// Reads and checks a genesis file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read genesis file {}", path.display()))?;
+        let genesis: Genesis = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("genesis file {}: {e}", path.display()))?;
+        genesis.committee()?;
+        genesis.funded()?;
+        Ok(genesis)
+    }
+
+    /// The genesis id: the digest of its canonical encoding.
+    pub fn digest(&self) -> Digest {
+        Digest::of_tagged("keel/genesis", self)
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> ChainId {
+        ChainId(self.chain_id)
+    }
+
+    /// The first committee.
+    pub fn committee(&self) -> Result<Committee> {
+        if self.validators.is_empty() {
+            return Err(genesis_error("validators", "empty"));
+        }
+        let validators = self
+            .validators
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let protocol_key: PublicKey = v
+                    .protocol_key
+                    .parse()
+                    .map_err(|e| genesis_error(format!("validators[{i}].protocol_key"), e))?;
+                let network_key: PublicKey = v
+                    .network_key
+                    .parse()
+                    .map_err(|e| genesis_error(format!("validators[{i}].network_key"), e))?;
+                v.address.parse::<SocketAddr>().map_err(|e| {
+                    genesis_error(
+                        format!("validators[{i}].address"),
+                        format!("`{}`: {e}", v.address),
+                    )
+                })?;
+                Ok(ValidatorInfo {
+                    protocol_key,
+                    network_key,
+                    stake: Stake(v.stake),
+                    address: v.address.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Committee::new(Epoch(self.epoch), validators).map_err(|e| genesis_error("validators", e))
+    }
+
+    /// Every funded account with its balance.
+    pub fn funded(&self) -> Result<Vec<(Address, u64)>> {
+        let mut out = Vec::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let address: Address = a
+                .address
+                .parse()
+                .map_err(|e| genesis_error(format!("accounts[{i}].address"), e))?;
+            out.push((address, a.balance));
+        }
+        if let Some(d) = &self.derived_accounts {
+            if d.count > MAX_DERIVED_ACCOUNTS {
+                bail!(genesis_error(
+                    "derived_accounts.count",
+                    format!("{} is over the limit of {MAX_DERIVED_ACCOUNTS}", d.count)
+                ));
+            }
+            for i in 0..d.count {
+                let key = derived_account_key(&d.seed, i);
+                out.push((Address::from_public_key(&key.public()), d.balance));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a key file: 64 hex characters (the ed25519 secret seed), optionally with a newline.
+pub fn read_key(path: &Path) -> Result<KeyPair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| {
+        anyhow::anyhow!(
+            "key file {}: expected 64 hex characters: {e}",
+            path.display()
+        )
+    })?;
+    Ok(KeyPair::from_seed(&seed))
+}
+
+/// Writes a key file readable only by its owner.
+pub fn write_key(path: &Path, key: &KeyPair) -> Result<()> {
+    write_private(path, &format!("{}\n", hex::encode(key.seed())))
+}
+
+/// Writes a file with mode 0600 (created that way, so it is never readable by others).
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genesis_errors_name_the_field() {
+        let genesis = Genesis {
+            chain_id: 1,
+            epoch: 1,
+            validators: vec![GenesisValidator {
+                name: "a".into(),
+                protocol_key: "zz".into(),
+                network_key: "00".repeat(32),
+                stake: 1,
+                address: "127.0.0.1:1".into(),
+            }],
+            accounts: vec![],
+            derived_accounts: None,
+        };
+        let err = genesis.committee().unwrap_err().to_string();
+        assert!(err.contains("validators[0].protocol_key"), "{err}");
+        let too_many = Genesis {
+            derived_accounts: Some(DerivedAccounts {
+                seed: "s".into(),
+                count: MAX_DERIVED_ACCOUNTS + 1,
+                balance: 1,
+            }),
+            ..genesis
+        };
+        let err = too_many.funded().unwrap_err().to_string();
+        assert!(err.contains("derived_accounts.count"), "{err}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Who is who on the network (validator index ↔ network key) and [`Outbound`], the handle the
+//! tasks send through. It is built after the endpoint has started, from the endpoint itself,
+//! so nothing needs patching after construction.
+
+use keel_authority::BatchFetcher;
+use keel_consensus::ConsensusMessage;
+use keel_p2p::{Network, Notification, Request, Response};
+use keel_types::{Batch, Committee, Digest, PublicKey, ValidatorIndex};
+use std::collections::HashMap;
+
+/// The network type the node runs.
+pub type Net = Network<ConsensusMessage>;
+
+/// Validator indexes and network keys.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    keys: Vec<PublicKey>,
+    by_key: HashMap<PublicKey, ValidatorIndex>,
+}
+
+impl Peers {
+    /// The committee's network keys.
+    pub fn new(committee: &Committee) -> Self {
+        let keys: Vec<PublicKey> = committee
+            .validators()
+            .iter()
+            .map(|v| v.network_key)
+            .collect();
+        let by_key = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, ValidatorIndex(i as u32)))
+            .collect();
+        Peers { keys, by_key }
+    }
+
+    /// The network key of validator `index`.
+    pub fn key(&self, index: ValidatorIndex) -> Option<&PublicKey> {
+        self.keys.get(index.as_usize())
+    }
+
+    /// The validator holding network key `key`.
+    pub fn index(&self, key: &PublicKey) -> Option<ValidatorIndex> {
+        self.by_key.get(key).copied()
+    }
+}
+
+/// Sends to validators by index. Cheap to clone. Sends never block: the transport queues per
+/// peer and drops the oldest frames when a peer's queue is full.
+#[derive(Clone)]
+pub struct Outbound {
+    net: Net,
+    peers: Peers,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Outbound {
+    /// Sends through `net`; blocking fetches (from the execution thread) wait on `runtime`.
+    pub fn new(net: Net, peers: Peers, runtime: tokio::runtime::Handle) -> Self {
+        Outbound {
+            net,
+            peers,
+            runtime,
+        }
+    }
+
+    /// Sends to one validator.
+    pub fn send(&self, to: ValidatorIndex, message: &Notification<ConsensusMessage>) {
+        let Some(key) = self.peers.key(to) else {
+            tracing::debug!(%to, "send to an unknown validator");
+            return;
+        };
+        if let Err(e) = self.net.send(key, message) {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+
+    /// Sends to every other validator.
+    pub fn broadcast(&self, message: &Notification<ConsensusMessage>) {
+        if let Err(e) = self.net.broadcast(message) {
+            tracing::debug!(error = %e, "broadcast failed");
+        }
+    }
+
+    /// Asks validator `from` for a request's answer (untrusted).
+    pub async fn request(
+        &self,
+        from: ValidatorIndex,
+        request: &Request,
+    ) -> Result<Response, String> {
+        let key = self
+            .peers
+            .key(from)
+            .ok_or_else(|| format!("no validator {from}"))?;
+        self.net
+            .request(key, request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl BatchFetcher for Outbound {
+    /// Blocks the calling thread (the execution thread, never an async task) on the runtime.
+    fn fetch_batch(&self, digest: &Digest, holders: &[ValidatorIndex]) -> Result<Batch, String> {
+        let mut last = String::from("no holder to ask");
+        for holder in holders {
+            let request = Request::Batches {
+                digests: vec![*digest],
+            };
+            match self.runtime.block_on(self.request(*holder, &request)) {
+                Ok(Response::Batches(batches)) => {
+                    if let Some(b) = batches.into_iter().find(|b| b.digest() == *digest) {
+                        return Ok(b);
+                    }
+                    last = format!("validator {holder} does not have it");
+                }
+                Ok(other) => last = format!("validator {holder} answered {other:?}"),
+                Err(e) => last = format!("validator {holder}: {e}"),
+            }
+        }
+        Err(last)
+    }
+}

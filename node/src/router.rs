@@ -1,0 +1,110 @@
+//! The inbound network router: the p2p handler. It only maps the sender's network key to its
+//! validator index and forwards each message, by kind, to its task's bounded queue with
+//! `try_send` (it never waits: the transport's receive loop must not stall). A full queue drops
+//! the message and counts it (see each queue's bound in `limits.rs`). Requests for blocks and
+//! batches are answered from the store.
+
+use crate::{driver::PeerMessage, metrics::Metrics, peers::Peers, persist, verify::PeerBatch};
+use keel_consensus::ConsensusMessage;
+use keel_p2p::{Handler, Notification, Request, Response, protocol::MAX_REQUEST_ITEMS};
+use keel_storage::{Column, Store};
+use keel_types::{Batch, BatchAck, Digest, ProofOfAvailability, PublicKey, SignedBlock};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Where the router forwards what arrives.
+pub struct Router {
+    /// Validator indexes by network key.
+    pub peers: Peers,
+    /// Consensus messages → consensus driver.
+    pub consensus: mpsc::Sender<PeerMessage>,
+    /// Batches → batch verifier.
+    pub batches: mpsc::Sender<PeerBatch>,
+    /// Acknowledgements → batching task.
+    pub acks: mpsc::Sender<BatchAck>,
+    /// Proofs → proof verifier.
+    pub proofs: mpsc::Sender<ProofOfAvailability>,
+    /// Blocks and batches served to peers.
+    pub store: Arc<Store>,
+    /// Ancestors returned with each requested block.
+    pub served_ancestors: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Handler<ConsensusMessage> for Router {
+    fn on_notification(&self, from: PublicKey, message: Notification<ConsensusMessage>) {
+        let Some(sender) = self.peers.index(&from) else {
+            return;
+        };
+        let m = &self.metrics;
+        match message {
+            Notification::Consensus(c) => {
+                if self.consensus.try_send((sender, c)).is_err() {
+                    m.consensus_dropped.inc();
+                }
+            }
+            Notification::Batch(batch) => {
+                if self.batches.try_send((sender, batch)).is_err() {
+                    m.batches_refused.inc();
+                }
+            }
+            Notification::BatchAck(ack) => {
+                if self.acks.try_send(ack).is_err() {
+                    m.acks_dropped.inc();
+                }
+            }
+            Notification::Proof(proof) => {
+                if self.proofs.try_send(proof).is_err() {
+                    m.proofs_dropped.inc();
+                }
+            }
+        }
+    }
+
+    fn on_request(&self, _from: PublicKey, request: Request) -> Response {
+        match request {
+            Request::Blocks { digests } if digests.len() <= MAX_REQUEST_ITEMS => {
+                match blocks_with_ancestors(&self.store, &digests, self.served_ancestors) {
+                    Ok(blocks) => Response::Blocks(blocks),
+                    Err(e) => Response::Refused(format!("cannot read blocks: {e}")),
+                }
+            }
+            Request::Batches { digests } if digests.len() <= MAX_REQUEST_ITEMS => {
+                let mut found = Vec::new();
+                for d in digests {
+                    if let Ok(Some(bytes)) = self.store.get(Column::Batches, &d.0)
+                        && let Ok(batch) = bcs::from_bytes::<Batch>(&bytes)
+                    {
+                        found.push(batch);
+                    }
+                }
+                Response::Batches(found)
+            }
+            Request::Blocks { .. } | Request::Batches { .. } => {
+                Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
+            }
+            _ => Response::Refused("not served by this node".into()),
+        }
+    }
+}
+
+/// The blocks asked for, each followed by up to `ancestors` of its ancestors.
+fn blocks_with_ancestors(
+    store: &Store,
+    digests: &[Digest],
+    ancestors: usize,
+) -> anyhow::Result<Vec<SignedBlock>> {
+    let mut out: Vec<SignedBlock> = Vec::new();
+    for d in digests {
+        let mut next = *d;
+        for _ in 0..=ancestors {
+            let Some(block) = persist::block_by_digest(store, &next)? else {
+                break;
+            };
+            next = block.block.parent();
+            out.push(block);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,168 @@
+//! The inbound verifier tasks: peers' batches and proofs of availability are checked on the
+//! blocking pool, off every task that consensus or batching needs.
+//!
+//! - Batches: at most `batch_verifiers` are verified at once; the router's bounded queue holds
+//!   the ones waiting (full: the router drops and counts). A batch that passes
+//!   [`accept_peer_batch`] is stored, and only then acknowledged to its author.
+//! - Proofs: verified one at a time against the committee and handed to the consensus driver
+//!   (`try_send`: a full driver queue drops and counts the proof; another leader can still
+//!   propose its batch).
+
+use crate::{metrics::Metrics, peers::Outbound};
+use keel_authority::{BatchVerifier, DisseminationAction, accept_peer_batch, store_batch};
+use keel_p2p::Notification;
+use keel_storage::Store;
+use keel_types::{Batch, ChainId, Committee, ProofOfAvailability, ValidatorIndex};
+use std::sync::Arc;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A peer's batch, unverified.
+pub type PeerBatch = (ValidatorIndex, Batch);
+
+/// What the batch verifier is built from.
+pub struct BatchVerifyDeps {
+    /// Checks batches and signs acknowledgements.
+    pub verifier: BatchVerifier,
+    /// Where accepted batches are stored.
+    pub store: Arc<Store>,
+    /// Sends acknowledgements.
+    pub outbound: Outbound,
+    /// Batches from the router.
+    pub batches: mpsc::Receiver<PeerBatch>,
+    /// Batches verified at once.
+    pub parallel: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the batch verifier.
+pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let BatchVerifyDeps {
+            verifier,
+            store,
+            outbound,
+            mut batches,
+            parallel,
+            metrics,
+            shutdown,
+        } = deps;
+        let permits = Arc::new(Semaphore::new(parallel.max(1)));
+        loop {
+            let (sender, batch) = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(b) = batches.recv() => b,
+                else => return,
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (verifier, store, outbound, metrics) = (
+                verifier.clone(),
+                store.clone(),
+                outbound.clone(),
+                metrics.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                on_batch(&verifier, &store, &outbound, &metrics, sender, batch);
+            });
+        }
+    })
+}
+
+/// Verifies, stores, then acknowledges one peer batch (on a blocking thread).
+fn on_batch(
+    verifier: &BatchVerifier,
+    store: &Store,
+    outbound: &Outbound,
+    metrics: &Metrics,
+    sender: ValidatorIndex,
+    batch: Batch,
+) {
+    let actions = match accept_peer_batch(verifier, sender, batch) {
+        Ok(actions) => actions,
+        Err(e) => {
+            metrics.batches_refused.inc();
+            tracing::warn!(%sender, error = %e, "refused a batch");
+            return;
+        }
+    };
+    for action in actions {
+        match action {
+            DisseminationAction::StoreBatch(batch) => {
+                if let Err(e) = store_batch(store, &batch) {
+                    tracing::error!(error = %e, "cannot store a batch");
+                    return;
+                }
+            }
+            DisseminationAction::SendAck { to, ack } => {
+                metrics.batches_acknowledged.inc();
+                outbound.send(to, &Notification::BatchAck(ack));
+            }
+            other => tracing::error!(?other, "unexpected action for a peer batch"),
+        }
+    }
+}
+
+/// What the proof verifier is built from.
+pub struct ProofVerifyDeps {
+    /// The committee proofs are checked against.
+    pub committee: Committee,
+    /// The chain.
+    pub chain_id: ChainId,
+    /// Proofs from the router.
+    pub proofs: mpsc::Receiver<ProofOfAvailability>,
+    /// The consensus driver's proof input.
+    pub driver: mpsc::Sender<ProofOfAvailability>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the proof verifier.
+pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let ProofVerifyDeps {
+            committee,
+            chain_id,
+            mut proofs,
+            driver,
+            metrics,
+            shutdown,
+        } = deps;
+        let committee = Arc::new(committee);
+        loop {
+            let proof = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(p) = proofs.recv() => p,
+                else => return,
+            };
+            let c = committee.clone();
+            let checked =
+                tokio::task::spawn_blocking(move || proof.verify(&c, chain_id).map(|()| proof))
+                    .await;
+            match checked {
+                Ok(Ok(proof)) => {
+                    if driver.try_send(proof).is_err() {
+                        metrics.proofs_dropped.inc();
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.proofs_dropped.inc();
+                    tracing::debug!(error = %e, "a peer's proof failed verification");
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
