@@ -1,0 +1,327 @@
+//! A committee member that really misbehaves: three `keel run` processes and, as validator 3, a
+//! test peer that holds validator 3's real keys and QUIC identity but runs no protocol. For
+//! the whole test it floods the honest validators with
+//! - replays of honest proposals it has received, above all those of the rounds before its
+//!   own (which always fail, so their batches must be proposed again), from itself;
+//! - proposals in rounds it does not lead, signed with its real key, with 200 junk proofs;
+//! - proposals claiming another author, with a junk signature;
+//! - oversized proposals (more proofs than a block may carry).
+//!
+//! The honest validators must refuse all of it before verifying signatures (their dropped
+//! counter rises) and keep ordering clients' transactions: every submitted transfer executes
+//! on every honest validator. Before proofs were held back only for the round leader's
+//! accepted proposal, replaying a failed proposal kept its batches out of blocks for as long
+//! as the replays went on.
+
+mod common;
+
+use common::{CHAIN, Committee, SERIAL, now_ms};
+use keel_consensus::{ConsensusMessage, LeaderElection, WeightedRoundRobin};
+use keel_p2p::{
+    AllowedPeers, EndpointConfig, Handler, Network, NetworkIdentity, Notification, Request,
+    Response,
+};
+use keel_types::{
+    BatchInfo, Block, ChainId, Digest, Epoch, KeyPair, MultiSignature, ProofOfAvailability,
+    PublicKey, QuorumCertificate, Round, Signature, SignedBlock, Stake, TimestampMs,
+    ValidatorIndex, ValidatorInfo,
+};
+use std::{
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+const BYZANTINE: usize = 3;
+/// The flood stops by itself after this long even if the test is still waiting.
+const FLOOD_FOR: Duration = Duration::from_secs(120);
+
+fn read_key(path: &Path) -> KeyPair {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).unwrap();
+    KeyPair::from_seed(&seed)
+}
+
+/// The genesis committee, read back from the file `keel genesis` wrote.
+fn committee(c: &Committee) -> (keel_types::Committee, ChainId, Vec<std::net::SocketAddr>) {
+    let text = std::fs::read_to_string(c.path().join("net/genesis.json")).unwrap();
+    let g: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut validators = Vec::new();
+    let mut addresses = Vec::new();
+    for v in g["validators"].as_array().unwrap() {
+        let key = |field: &str| -> PublicKey { v[field].as_str().unwrap().parse().unwrap() };
+        addresses.push(v["address"].as_str().unwrap().parse().unwrap());
+        validators.push(ValidatorInfo {
+            protocol_key: key("protocol_key"),
+            network_key: key("network_key"),
+            stake: Stake(v["stake"].as_u64().unwrap()),
+            address: v["address"].as_str().unwrap().to_string(),
+        });
+    }
+    let committee =
+        keel_types::Committee::new(Epoch(g["epoch"].as_u64().unwrap()), validators).unwrap();
+    (
+        committee,
+        ChainId(g["chain_id"].as_u64().unwrap()),
+        addresses,
+    )
+}
+
+/// Remembers the honest proposals it receives and the highest round seen.
+#[derive(Default)]
+struct Listener {
+    proposals: Mutex<Vec<SignedBlock>>,
+    round: AtomicU64,
+}
+
+impl Handler<ConsensusMessage> for Listener {
+    fn on_notification(&self, _from: PublicKey, message: Notification<ConsensusMessage>) {
+        if let Notification::Consensus(m) = message {
+            self.round.fetch_max(m.round().0, Ordering::Relaxed);
+            if let ConsensusMessage::Proposal(b) = m {
+                let mut p = self.proposals.lock().unwrap();
+                // The most recent 256.
+                if p.len() >= 256 {
+                    p.remove(0);
+                }
+                p.push(b);
+            }
+        }
+    }
+
+    fn on_request(&self, _from: PublicKey, _request: Request) -> Response {
+        Response::Refused("byzantine test peer".into())
+    }
+}
+
+fn junk_proofs(n: usize, epoch: Epoch) -> Vec<ProofOfAvailability> {
+    (0..n)
+        .map(|i| ProofOfAvailability {
+            info: BatchInfo {
+                author: ValidatorIndex(0),
+                epoch,
+                sequence: i as u64,
+                digest: Digest::of_tagged("junk", &(i as u64)),
+                num_transactions: 1,
+                num_bytes: 1,
+            },
+            signatures: MultiSignature::from_raw(vec![
+                (ValidatorIndex(0), Signature([7; 64])),
+                (ValidatorIndex(1), Signature([9; 64])),
+            ]),
+        })
+        .collect()
+}
+
+/// `n` transfers, each from its own fresh account at nonce 0.
+fn one_shot_transfers(n: u64) -> Vec<keel_types::SignedTransaction> {
+    (0..n)
+        .map(|i| {
+            let key = keel_types::test_utils::seeded_key("byzantine-test-sender", i);
+            keel_types::Transaction {
+                chain_id: ChainId(CHAIN),
+                sender: key.public(),
+                nonce: keel_types::Nonce(0),
+                expiry: TimestampMs(now_ms() + 600_000),
+                ops: vec![keel_types::Op::Transfer {
+                    to: keel_types::Address::from_public_key(&common::account_key(0).public()),
+                    amount: 1,
+                }],
+            }
+            .sign(&key)
+        })
+        .collect()
+}
+
+fn dropped_messages(c: &Committee, i: usize) -> u64 {
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.apis[i]))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("keel_consensus_dropped_messages_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn a_flooding_replaying_member_cannot_stall_the_others() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Committee::create(4);
+    let honest = [0, 1, 2];
+    // Leaders wait 200 ms after their parent, so batches reach every leader's proposal, the
+    // doomed ones included.
+    for i in honest {
+        let path = c.path().join(format!("net/v{i}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let paced = text.replace(
+            "min_block_interval_ms = 20\n",
+            "min_block_interval_ms = 200\n",
+        );
+        assert_ne!(
+            text, paced,
+            "the generated config sets min_block_interval_ms"
+        );
+        std::fs::write(&path, paced).unwrap();
+    }
+    for i in honest {
+        c.spawn(i);
+    }
+    for i in honest {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let (committee, chain_id, addresses) = committee(&c);
+    let keys = c.path().join(format!("keys-{BYZANTINE}"));
+    let protocol = read_key(&keys.join("protocol.key"));
+    let network = read_key(&keys.join("network.key"));
+    let me = ValidatorIndex(BYZANTINE as u32);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let listener = Arc::new(Listener::default());
+    let net = Network::<ConsensusMessage>::start(
+        EndpointConfig {
+            listen: addresses[BYZANTINE],
+            ..EndpointConfig::default()
+        },
+        &NetworkIdentity::from_seed(&network.seed()).unwrap(),
+        AllowedPeers::new(committee.validators().iter().map(|v| v.network_key)),
+        listener.clone(),
+    )
+    .unwrap();
+    for i in honest {
+        net.add_peer(committee.validators()[i].network_key, addresses[i]);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, sent, listener, net) = (stop.clone(), sent.clone(), listener.clone(), net);
+        let committee = committee.clone();
+        std::thread::spawn(move || {
+            let leaders = WeightedRoundRobin::new(&committee);
+            let epoch = committee.epoch();
+            let junk = junk_proofs(200, epoch);
+            let oversized = junk_proofs(keel_types::consensus::MAX_BLOCK_PAYLOAD, epoch);
+            let started = Instant::now();
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < FLOOD_FOR {
+                k += 1;
+                let current = listener.round.load(Ordering::Relaxed);
+                let mut out: Vec<ConsensusMessage> = Vec::new();
+                // Replays of honest proposals: the newest two, and every recent one whose
+                // round precedes a round this peer leads. Those always fail (it never forms
+                // their QC), so their batches must be proposed again: a replay that held them
+                // back would keep them out of blocks for good.
+                let replays: Vec<SignedBlock> = {
+                    let p = listener.proposals.lock().unwrap();
+                    let doomed = p
+                        .iter()
+                        .rev()
+                        .filter(|b| leaders.leader(Round(b.block.round.0 + 1)) == me);
+                    p.iter()
+                        .rev()
+                        .take(2)
+                        .chain(doomed.take(32))
+                        .cloned()
+                        .collect()
+                };
+                out.extend(replays.into_iter().map(ConsensusMessage::Proposal));
+                // Rounds around the current one that validator 3 does not lead.
+                for round in [current, current + 1, current + 2] {
+                    let round = Round(round.max(1));
+                    let block = |author, payload: &[ProofOfAvailability]| Block {
+                        epoch,
+                        round,
+                        author,
+                        parent_qc: QuorumCertificate::genesis(epoch, chain_id),
+                        timeout_cert: None,
+                        payload: payload.to_vec(),
+                        timestamp: TimestampMs(k),
+                    };
+                    if leaders.leader(round) != me {
+                        out.push(ConsensusMessage::Proposal(
+                            block(me, &junk).sign(&protocol, chain_id),
+                        ));
+                    }
+                    out.push(ConsensusMessage::Proposal(SignedBlock {
+                        block: block(leaders.leader(round), &junk),
+                        signature: Signature([3; 64]),
+                    }));
+                    if k.is_multiple_of(8) {
+                        out.push(ConsensusMessage::Proposal(
+                            block(me, &oversized).sign(&protocol, chain_id),
+                        ));
+                    }
+                }
+                for m in out {
+                    let _ = net.broadcast(&Notification::Consensus(m));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    // Clients keep submitting while the flood goes on; every transfer must execute everywhere.
+    let before: Vec<u64> = honest.iter().map(|i| dropped_messages(&c, *i)).collect();
+    // 32 rounds of 64 transactions a quarter second apart: clients keep coming for eight
+    // seconds, so the proposals of every leader carry batches. Each transaction has its own
+    // sender (nonce 0, unfunded: it executes as a failed transfer), so no transaction depends
+    // on the order in which batches are ordered, only on their being ordered at all.
+    let txs = one_shot_transfers(32 * 64);
+    let mut accepted = 0;
+    for (k, wave) in txs.chunks(64).enumerate() {
+        let answer = c.submit_batch(honest[k % honest.len()], wave);
+        let n = answer["accepted"].as_u64().unwrap() as usize;
+        assert_eq!(n, wave.len(), "wave {k} refused: {answer}");
+        accepted += n;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(accepted, txs.len(), "every transaction admitted");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !honest
+        .iter()
+        .all(|i| c.executed_transactions(*i) >= txs.len() as u64)
+    {
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            let report: Vec<String> = honest
+                .iter()
+                .map(|i| format!("validator {i}: {}\n{}", c.status(*i), c.log_tail(*i)))
+                .collect();
+            panic!(
+                "not every transfer executed on every honest validator within 90 s of flooding:\n{}",
+                report.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let still_flooding = !flood.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(
+        still_flooding,
+        "the flood ended before the transfers executed"
+    );
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 1_000, "the test peer sent only {sent} messages");
+    assert!(
+        !listener.proposals.lock().unwrap().is_empty(),
+        "the test peer received no proposal to replay"
+    );
+    for (k, i) in honest.iter().enumerate() {
+        let dropped = dropped_messages(&c, *i) - before[k];
+        assert!(
+            dropped > sent / 4,
+            "validator {i} dropped only {dropped} of {sent} hostile messages"
+        );
+    }
+}
