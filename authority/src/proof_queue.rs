@@ -111,6 +111,15 @@ impl ProofQueue {
         out
     }
 
+    /// Whether [`ProofQueue::pull`] at `now` would return anything (a proof not recently
+    /// proposed is queued).
+    pub fn has_available(&self, now: TimestampMs) -> bool {
+        self.proofs.values().any(|q| {
+            q.proposed_at
+                .is_none_or(|t| now.0.saturating_sub(t.0) >= self.reoffer_after_ms)
+        })
+    }
+
     /// Whether a proposal's proofs may be voted for: each verifies, none repeats. Only when
     /// the answer is yes, the queued ones count as proposed at `now` (held back from this
     /// node's own proposals until re-offered); a refused proposal changes nothing.

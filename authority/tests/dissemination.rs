@@ -403,13 +403,16 @@ fn proofs_are_reoffered_after_a_failed_proposal_and_dropped_when_committed_or_ex
     net.submit(0, transactions(20));
     net.pump(None);
     let queue = &mut net.nodes[2].queue;
+    assert!(queue.has_available(NOW));
     let first = queue.pull(1, NOW);
     assert_eq!(first.len(), 1);
     // Oldest first; the one just offered is held back.
     let second = queue.pull(10, NOW);
     assert_eq!(second.len(), 1);
     assert_ne!(first[0].info.digest, second[0].info.digest);
+    assert!(!queue.has_available(TimestampMs(NOW.0 + 499)));
     assert!(queue.pull(10, TimestampMs(NOW.0 + 499)).is_empty());
+    assert!(queue.has_available(TimestampMs(NOW.0 + 500)));
     // No commit within the re-offer delay: both are offered again.
     assert_eq!(queue.pull(10, TimestampMs(NOW.0 + 500)).len(), 2);
     queue.remove_committed([first[0].info.digest]);

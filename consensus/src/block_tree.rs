@@ -88,6 +88,20 @@ impl BlockTree {
         self.blocks.get(digest).map(|n| &n.block)
     }
 
+    /// Whether `digest`'s block or any uncommitted ancestor carries payload (so that an
+    /// extension is needed to commit it).
+    pub fn uncommitted_payload(&self, digest: &Digest) -> bool {
+        let mut next = *digest;
+        // Each step moves to a lower round, so the walk ends at the root or a missing block.
+        while let Some(node) = self.blocks.get(&next) {
+            if !node.block.block.payload.is_empty() {
+                return true;
+            }
+            next = node.block.block.parent();
+        }
+        false
+    }
+
     /// The round of `digest` (root or tree block).
     pub fn round_of(&self, digest: &Digest) -> Option<Round> {
         if *digest == self.root.digest {

@@ -16,6 +16,12 @@
 //! - On timer expiry a replica broadcasts a signed timeout with its highest QC; more than 1/3 of
 //!   the stake timing out makes the others time out too; 2/3 form a TC.
 //! - A QC for block `B` whose parent `P` is one round below `B` commits `P` and its ancestors.
+//! - Pacing: a leader following a QC proposes no sooner than `min_block_interval_ms` after its
+//!   parent; if it then has no payload, no uncommitted block below its parent carries any, and
+//!   its QC did not just commit payload (the others learn that commit from its proposal), it
+//!   waits up to `max_idle_wait_ms` more, ended early by [`Input::PayloadAvailable`]. A wait
+//!   never applies after a TC (the round already failed once) and never delays committing
+//!   ordered payload, so latency under load is unchanged while an idle chain slows down.
 //! - Messages more than `max_future_rounds` ahead are dropped; blocks whose parent is unknown
 //!   wait (bounded) while the parent is fetched (see [`block_sync`]).
 //!
@@ -62,6 +68,11 @@ pub struct Core<L, P> {
     timeouts: TimeoutAggregator,
     pub(crate) proposals_seen: BTreeMap<Round, Digest>,
     proposed_round: Option<Round>,
+    /// The round in which this leader started waiting for payload (idle pacing).
+    idle_wait: Option<Round>,
+    /// Whether the last commit here included payload: the others learn of that commit only
+    /// from the next proposal's QC, so the next proposal must not wait.
+    committed_payload: bool,
     last_timeout: Option<Timeout>,
     pub(crate) sync: BlockSync,
     now: TimestampMs,
@@ -129,6 +140,8 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             timeouts: TimeoutAggregator::default(),
             proposals_seen: BTreeMap::new(),
             proposed_round: None,
+            idle_wait: None,
+            committed_payload: false,
             last_timeout: None,
             sync: BlockSync::default(),
             now: TimestampMs(0),
@@ -198,6 +211,12 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             }
             Input::ProposeTimer { round } => {
                 if round == self.round() {
+                    self.maybe_propose(&mut out);
+                }
+                Ok(())
+            }
+            Input::PayloadAvailable => {
+                if self.idle_wait == Some(self.round()) {
                     self.maybe_propose(&mut out);
                 }
                 Ok(())
@@ -334,6 +353,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         }
         if let Some(committed) = self.tree.commit(&parent) {
             self.stats.committed_blocks += committed.len() as u64;
+            self.committed_payload = committed.iter().any(|c| !c.block.block.payload.is_empty());
             let root_round = self.tree.root().round;
             self.proposals_seen = self.proposals_seen.split_off(&root_round);
             self.sync.prune(root_round);
@@ -370,6 +390,23 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             out.push(Action::ProposeAfter {
                 round,
                 after_ms: earliest - self.now.0,
+            });
+            return;
+        }
+        // Idle pacing: nothing to order, nothing ordered awaiting commit, and no commit of
+        // payload that the others learn only from this proposal's QC: wait (once per round)
+        // for payload; `Input::PayloadAvailable` or the timer ends the wait.
+        if follows_qc
+            && self.config.max_idle_wait_ms > 0
+            && self.idle_wait != Some(round)
+            && !self.payload.has_payload()
+            && !self.committed_payload
+            && !self.tree.uncommitted_payload(&parent)
+        {
+            self.idle_wait = Some(round);
+            out.push(Action::ProposeAfter {
+                round,
+                after_ms: self.config.max_idle_wait_ms,
             });
             return;
         }

@@ -23,6 +23,13 @@ pub trait PayloadSource {
     /// At most `max` proofs to include in a block at `round` extending `parent` (the core
     /// passes [`CoreConfig::max_block_proofs`] and drops anything beyond `max`).
     fn pull(&mut self, round: Round, parent: Digest, max: usize) -> Vec<ProofOfAvailability>;
+
+    /// Whether [`PayloadSource::pull`] would return anything now. An idle leader waits up to
+    /// [`CoreConfig::max_idle_wait_ms`] while this is false (the embedder reports new payload
+    /// with [`Input::PayloadAvailable`]). The default, `true`, never waits.
+    fn has_payload(&self) -> bool {
+        true
+    }
 }
 
 /// Decides whether a proposal's payload may be voted for.
@@ -44,6 +51,10 @@ pub struct EmptyPayload;
 impl PayloadSource for EmptyPayload {
     fn pull(&mut self, _round: Round, _parent: Digest, _max: usize) -> Vec<ProofOfAvailability> {
         Vec::new()
+    }
+
+    fn has_payload(&self) -> bool {
+        false
     }
 }
 
@@ -67,6 +78,9 @@ pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 20;
 /// Default of [`CoreConfig::max_block_proofs`]: at most 200 proofs of availability per block.
 pub const DEFAULT_MAX_BLOCK_PROOFS: usize = 200;
+/// Default of [`CoreConfig::max_idle_wait_ms`]: an idle leader waits up to 500 ms for payload,
+/// so an idle committee commits a few blocks a second rather than one per block interval.
+pub const DEFAULT_MAX_IDLE_WAIT_MS: u64 = 500;
 
 // The default must be a limit the verification of any block allows.
 const _: () = assert!(DEFAULT_MAX_BLOCK_PROOFS <= MAX_BLOCK_PAYLOAD);
@@ -96,6 +110,11 @@ pub struct CoreConfig {
     /// A committee-wide parameter (a replica with a lower value drops larger proposals); never
     /// above [`MAX_BLOCK_PAYLOAD`], the limit of block verification.
     pub max_block_proofs: usize,
+    /// Idle pacing: a leader following a QC with no payload to propose, and none waiting in
+    /// the uncommitted blocks below its parent, waits up to this long for payload before
+    /// proposing an empty block; payload arriving ([`Input::PayloadAvailable`]) ends the wait
+    /// (0: never wait). Must stay below the round timeout.
+    pub max_idle_wait_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -108,6 +127,7 @@ impl Default for CoreConfig {
             max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
             min_block_interval_ms: DEFAULT_MIN_BLOCK_INTERVAL_MS,
             max_block_proofs: DEFAULT_MAX_BLOCK_PROOFS,
+            max_idle_wait_ms: DEFAULT_MAX_IDLE_WAIT_MS,
         }
     }
 }
@@ -127,6 +147,21 @@ impl CoreConfig {
         }
         if self.pacemaker.base_timeout_ms == 0 {
             return bad("pacemaker.base_timeout_ms", "must be positive".into());
+        }
+        if self
+            .max_idle_wait_ms
+            .saturating_add(self.min_block_interval_ms)
+            >= self.pacemaker.base_timeout_ms
+        {
+            return bad(
+                "max_idle_wait_ms",
+                format!(
+                    "{} ms plus min_block_interval_ms {} ms must stay below the round timeout {} ms",
+                    self.max_idle_wait_ms,
+                    self.min_block_interval_ms,
+                    self.pacemaker.base_timeout_ms
+                ),
+            );
         }
         if self.max_future_rounds == 0 {
             return bad("max_future_rounds", "must be positive".into());
@@ -212,6 +247,9 @@ pub enum Input {
         /// The round to propose in.
         round: Round,
     },
+    /// Payload became available ([`PayloadSource::has_payload`] turned true): ends an idle
+    /// leader's wait.
+    PayloadAvailable,
 }
 
 /// Something the embedder must do, in order.

@@ -31,12 +31,18 @@ struct Recording {
     validated: Vec<Round>,
     /// The `max` of every `pull`.
     pulled: Vec<usize>,
+    /// Whether the source reports no payload (idle pacing).
+    idle: bool,
 }
 
 impl PayloadSource for Recording {
     fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
         self.pulled.push(max);
         (0..self.supply as u64).map(junk_proof).collect()
+    }
+
+    fn has_payload(&self) -> bool {
+        !self.idle
     }
 }
 
@@ -546,4 +552,184 @@ fn the_leader_pulls_at_most_max_block_proofs() {
     assert_eq!(core.payload().pulled, vec![3]);
     assert_eq!(proposal.block.payload.len(), 3);
     assert_eq!(core.payload_mut().pulled.len(), 1);
+}
+
+fn proposals_in(actions: &[Action]) -> Vec<&SignedBlock> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(ConsensusMessage::Proposal(b)) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The leader of round 1 (which follows the genesis QC), with a source that has no payload.
+fn idle_leader(f: &Fixture) -> (TestCore, Vec<Action>) {
+    let config = CoreConfig {
+        max_idle_wait_ms: 500,
+        ..CoreConfig::default()
+    };
+    let payload = Recording {
+        accept: true,
+        idle: true,
+        ..Recording::default()
+    };
+    let leader = f.leader.leader(Round(1));
+    let mut core = Core::new(CoreDeps {
+        config,
+        chain_id: CHAIN,
+        me: leader,
+        committee: f.committee.clone(),
+        key: KeyPair::from_seed(&f.keys[leader.as_usize()].seed()),
+        leader: f.leader.clone(),
+        payload,
+        recovery: RecoveryData::genesis(&f.committee, CHAIN),
+    });
+    let actions = core.handle(NOW, Input::Start);
+    (core, actions)
+}
+
+#[test]
+fn an_idle_leader_waits_for_payload_then_proposes_an_empty_block() {
+    let f = Fixture::new();
+    let (mut core, actions) = idle_leader(&f);
+    assert!(
+        proposals_in(&actions).is_empty(),
+        "proposed at once: {actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::ProposeAfter {
+            round: Round(1),
+            after_ms: 500
+        }),
+        "{actions:?}"
+    );
+    // The wait ends: it proposes, even with nothing to carry.
+    let actions = core.handle(
+        TimestampMs(NOW.0 + 500),
+        Input::ProposeTimer { round: Round(1) },
+    );
+    let proposals = proposals_in(&actions);
+    assert_eq!(proposals.len(), 1, "{actions:?}");
+    assert!(proposals[0].block.payload.is_empty());
+}
+
+#[test]
+fn payload_arriving_ends_an_idle_leaders_wait() {
+    let f = Fixture::new();
+    let (mut core, _) = idle_leader(&f);
+    // Nothing happens on a notification while there is still nothing to propose...
+    core.payload_mut().supply = 2;
+    core.payload_mut().idle = false;
+    let actions = core.handle(TimestampMs(NOW.0 + 10), Input::PayloadAvailable);
+    let proposals = proposals_in(&actions);
+    assert_eq!(proposals.len(), 1, "payload ended the wait: {actions:?}");
+    assert_eq!(proposals[0].block.payload.len(), 2);
+    // ...and the leader proposes once per round: the timer that fires later does nothing.
+    let later = core.handle(
+        TimestampMs(NOW.0 + 500),
+        Input::ProposeTimer { round: Round(1) },
+    );
+    assert!(proposals_in(&later).is_empty(), "{later:?}");
+}
+
+#[test]
+fn a_leader_does_not_wait_while_ordered_payload_awaits_commit() {
+    let f = Fixture::new();
+    // Round 1's block carries payload; the leader of round 2 must extend it at once, or that
+    // payload would wait for the idle timer before it can commit.
+    let author = f.leader.leader(Round(1));
+    let mut block = f.block_by(author, 1, f.genesis_qc());
+    block.payload = vec![junk_proof(1)];
+    let b1 = block.sign(&f.keys[author.as_usize()], CHAIN);
+    let me = f.leader.leader(Round(2));
+    let config = CoreConfig {
+        max_idle_wait_ms: 500,
+        ..CoreConfig::default()
+    };
+    let payload = Recording {
+        accept: true,
+        idle: true,
+        ..Recording::default()
+    };
+    let mut core = f.core(me, config, payload);
+    core.handle(NOW, f.verified(&b1));
+    let data = VoteData {
+        epoch: b1.block.epoch,
+        round: b1.block.round,
+        block: b1.digest(),
+    };
+    let mut actions = Vec::new();
+    for i in 0..4u32 {
+        let vote = ConsensusMessage::Vote(Vote::new(
+            data,
+            ValidatorIndex(i),
+            &f.keys[i as usize],
+            CHAIN,
+        ))
+        .verify(&f.committee, CHAIN)
+        .unwrap();
+        actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
+    }
+    assert_eq!(core.round(), Round(2), "the QC for round 1 formed");
+    assert_eq!(
+        proposals_in(&actions).len(),
+        1,
+        "the leader waited although its parent carries payload: {actions:?}"
+    );
+}
+
+#[test]
+fn a_leader_does_not_wait_when_its_qc_just_committed_payload() {
+    let f = Fixture::new();
+    // B1 carries payload, B2 is empty. The leader of round 3 forms B2's QC, which commits B1;
+    // the others learn of that commit only from its proposal, so it must not wait.
+    let a1 = f.leader.leader(Round(1));
+    let mut block = f.block_by(a1, 1, f.genesis_qc());
+    block.payload = vec![junk_proof(1)];
+    let b1 = block.sign(&f.keys[a1.as_usize()], CHAIN);
+    let b2 = f.proposal(2, f.qc_for(&b1));
+    let me = f.leader.leader(Round(3));
+    let config = CoreConfig {
+        max_idle_wait_ms: 500,
+        ..CoreConfig::default()
+    };
+    let payload = Recording {
+        accept: true,
+        idle: true,
+        ..Recording::default()
+    };
+    let mut core = f.core(me, config, payload);
+    core.handle(NOW, f.verified(&b1));
+    core.handle(NOW, f.verified(&b2));
+    let data = VoteData {
+        epoch: b2.block.epoch,
+        round: b2.block.round,
+        block: b2.digest(),
+    };
+    let mut actions = Vec::new();
+    for i in 0..4u32 {
+        let vote = ConsensusMessage::Vote(Vote::new(
+            data,
+            ValidatorIndex(i),
+            &f.keys[i as usize],
+            CHAIN,
+        ))
+        .verify(&f.committee, CHAIN)
+        .unwrap();
+        actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
+    }
+    assert_eq!(core.round(), Round(3), "the QC for round 2 formed");
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::Commit(c) if c.iter().any(|b| b.block.digest() == b1.digest()))
+        ),
+        "B2's QC commits B1: {actions:?}"
+    );
+    assert_eq!(
+        proposals_in(&actions).len(),
+        1,
+        "the leader waited although its QC just committed payload: {actions:?}"
+    );
 }

@@ -164,8 +164,12 @@ impl Driver {
                 }
                 Some(blocks) = inputs.fetched.recv() => self.on_fetched(blocks).await,
                 Some(proof) = inputs.proofs.recv() => {
-                    self.core.payload_mut().queue().insert(proof, now_ms());
+                    let queued = self.core.payload_mut().queue().insert(proof, now_ms());
                     self.metrics.queued_proofs.set(self.core.payload().len() as i64);
+                    if queued {
+                        // Ends an idle leader's wait for payload.
+                        self.process(Input::PayloadAvailable).await;
+                    }
                 }
                 Some((from, message)) = inputs.messages.recv() => {
                     self.on_message(from, message).await;

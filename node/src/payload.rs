@@ -48,6 +48,10 @@ impl PayloadSource for ProofPayload {
     fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
         self.queue.pull(max, now_ms())
     }
+
+    fn has_payload(&self) -> bool {
+        self.queue.has_available(now_ms())
+    }
 }
 
 impl PayloadValidator for ProofPayload {

@@ -89,6 +89,7 @@ impl Simulation {
             max_future_rounds: self.config.max_future_rounds,
             // Set explicitly: the scenario's value (often 0), not the library default.
             min_block_interval_ms: self.config.min_block_interval_ms,
+            max_idle_wait_ms: self.config.max_idle_wait_ms,
             ..CoreConfig::default()
         };
         Core::new(CoreDeps {

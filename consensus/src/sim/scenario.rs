@@ -99,6 +99,9 @@ pub struct SimConfig {
     pub max_future_rounds: u64,
     /// The replicas' minimum block interval (see [`crate::CoreConfig::min_block_interval_ms`]).
     pub min_block_interval_ms: u64,
+    /// How long an idle leader waits for payload (see [`crate::CoreConfig::max_idle_wait_ms`]);
+    /// simulated replicas never have payload, so every leader following a QC waits this long.
+    pub max_idle_wait_ms: u64,
 }
 
 impl SimConfig {
@@ -120,6 +123,7 @@ impl SimConfig {
             persist_safety: true,
             max_future_rounds: 100,
             min_block_interval_ms: 0,
+            max_idle_wait_ms: 0,
         }
     }
 
@@ -176,6 +180,11 @@ impl SimConfig {
         } else {
             0
         };
+        let max_idle_wait_ms = if rng.gen_bool(0.3) {
+            rng.gen_range(10..=max_latency)
+        } else {
+            0
+        };
         SimConfig {
             seed,
             behaviours,
@@ -194,6 +203,7 @@ impl SimConfig {
             persist_safety: true,
             max_future_rounds: 100,
             min_block_interval_ms,
+            max_idle_wait_ms,
         }
     }
 }
