@@ -1,8 +1,9 @@
 //! The gauges task: refreshes gauges whose values live in other components (connections and
-//! byte counters in the endpoint, the mempool's size).
+//! byte counters in the endpoint, the mempool's size, disk bytes per column family).
 
 use crate::{metrics::Metrics, peers::Net};
 use keel_authority::Mempool;
+use keel_storage::Store;
 use parking_lot::Mutex;
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -15,6 +16,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     endpoint: Net,
     mempool: Arc<Mutex<Mempool>>,
+    store: Arc<Store>,
     shutdown: CancellationToken,
     every: Duration,
 ) {
@@ -34,5 +36,16 @@ pub async fn run(
             .bytes_in
             .set(c.bytes_received.load(Ordering::Relaxed) as i64);
         metrics.mempool_size.set(mempool.lock().len() as i64);
+        match store.disk_usage() {
+            Ok(usage) => {
+                for (column, bytes) in usage {
+                    metrics
+                        .disk_bytes
+                        .with_label_values(&[column])
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read disk usage"),
+        }
     }
 }

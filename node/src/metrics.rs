@@ -1,7 +1,8 @@
 //! The node's Prometheus metrics, registered on one registry (no globals).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -57,6 +58,8 @@ pub struct Metrics {
     pub acks_dropped: IntCounter,
     /// Peer proofs dropped (invalid, or a full verification or proof queue).
     pub proofs_dropped: IntCounter,
+    /// Bytes each RocksDB column family holds (live SST files and memtables), by `column`.
+    pub disk_bytes: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -196,6 +199,19 @@ impl Metrics {
                 "keel_batches_proofs_dropped_total",
                 "Peer proofs of availability dropped (invalid, or a full queue)",
             ),
+            disk_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "keel_storage_disk_bytes",
+                        "Bytes each RocksDB column family holds (live SST files and memtables)",
+                    ),
+                    &["column"],
+                )
+                .expect("INVARIANT: valid metric name");
+                r.register(Box::new(g.clone()))
+                    .expect("INVARIANT: metric registered once");
+                g
+            },
             registry: r,
         }
     }

@@ -211,6 +211,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         metrics.clone(),
         endpoint.clone(),
         mempool.clone(),
+        store.clone(),
         shutdown.clone(),
         Duration::from_millis(limits.gauges_interval_ms),
     ));

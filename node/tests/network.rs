@@ -83,6 +83,16 @@ fn four_validators_commit_signed_transactions_and_agree() {
     );
     assert_eq!(account["nonce"], 32);
     assert_eq!(account["balance"], 1_000_000_000u64);
+    // Disk use per column family is exported, and the columns written to hold bytes.
+    c.wait_for(
+        Duration::from_secs(10),
+        "keel_storage_disk_bytes for blocks and receipts",
+        || {
+            disk_bytes(&c, 2, "blocks").is_some_and(|b| b > 0.0)
+                && disk_bytes(&c, 2, "receipts").is_some_and(|b| b > 0.0)
+        },
+    );
+    assert!(disk_bytes(&c, 2, "state").is_some());
     println!(
         "committed {} transactions; roots agree at height {height}",
         txs.len()
@@ -128,6 +138,21 @@ fn a_killed_validator_does_not_stop_the_others_and_catches_up() {
     assert!(c.executed_transactions(3) >= total);
     let (code, v) = c.get(3, &format!("/v1/transactions/{}", second[7].digest()));
     assert_eq!(code, 200, "{v}");
+}
+
+fn disk_bytes(c: &Committee, i: usize, column: &str) -> Option<f64> {
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.apis[i]))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("keel_storage_disk_bytes{{column=\"{column}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn timeouts(c: &Committee, i: usize) -> f64 {

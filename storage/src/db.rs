@@ -341,6 +341,32 @@ impl Store {
         Ok(hash)
     }
 
+    /// Bytes each column family holds on disk (live SST files) and in memory tables, by
+    /// column family name, for metrics; the write-ahead log is not included.
+    pub fn disk_usage(&self) -> Result<Vec<(&'static str, u64)>> {
+        let mut families: Vec<(&'static str, &ColumnFamily)> = vec![
+            (STATE_CF, self.state_cf()),
+            (INTERNAL_CF, self.internal_cf()),
+        ];
+        families.extend(Column::ALL.iter().map(|c| (c.name(), self.cf(*c))));
+        families
+            .into_iter()
+            .map(|(name, cf)| {
+                let property = |p: &str| {
+                    self.db
+                        .property_int_value_cf(cf, p)
+                        .map(Option::unwrap_or_default)
+                        .map_err(Error::rocks("read a size property"))
+                };
+                Ok((
+                    name,
+                    property("rocksdb.live-sst-files-size")?
+                        .saturating_add(property("rocksdb.size-all-mem-tables")?),
+                ))
+            })
+            .collect()
+    }
+
     /// Flushes every memtable to SST files and syncs the write-ahead log (for a clean shutdown,
     /// or to move freshly loaded data out of the memtables).
     pub fn flush(&self) -> Result<()> {

@@ -245,3 +245,37 @@ fn a_second_handle_in_the_same_process_is_refused() {
     assert!(matches!(err, Error::Locked { .. }), "{err}");
     assert!(err.to_string().contains(&dir.path().display().to_string()));
 }
+
+#[test]
+fn disk_usage_reports_every_column_family_and_grows_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let before: std::collections::HashMap<_, _> = store.disk_usage().unwrap().into_iter().collect();
+    for name in [
+        "state",
+        "internal",
+        "receipts",
+        "blocks",
+        "batches",
+        "consensus",
+        "meta",
+    ] {
+        assert!(before.contains_key(name), "{name} missing from {before:?}");
+    }
+    let value = vec![7u8; 4096];
+    for i in 0..256u32 {
+        store
+            .put(keel_storage::Column::Batches, &i.to_be_bytes(), &value)
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let after: std::collections::HashMap<_, _> = store.disk_usage().unwrap().into_iter().collect();
+    assert!(
+        after["batches"] > before["batches"],
+        "batches did not grow: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after["receipts"], before["receipts"],
+        "{before:?} -> {after:?}"
+    );
+}
