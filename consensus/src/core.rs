@@ -238,7 +238,9 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
 
     /// Rejects rounds beyond the window this replica buffers. Certificates carried by a message
     /// are processed before this check (they are verified and safe at any distance, and are how
-    /// a replica far behind catches up); only what would be buffered is bounded.
+    /// a replica far behind catches up; [`crate::precheck`] lets far-ahead proposals, and
+    /// far-ahead timeouts whose high QC would advance this replica, through for that reason);
+    /// only what would be buffered is bounded.
     pub(crate) fn check_window(&self, round: Round) -> Result<()> {
         let current = self.round();
         if round.0 > current.0.saturating_add(self.config.max_future_rounds) {

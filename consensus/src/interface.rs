@@ -78,9 +78,9 @@ pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 20;
 /// Default of [`CoreConfig::max_block_proofs`]: at most 200 proofs of availability per block.
 pub const DEFAULT_MAX_BLOCK_PROOFS: usize = 200;
-/// Default of [`CoreConfig::max_idle_wait_ms`]: an idle leader waits up to 500 ms for payload,
+/// Default of [`CoreConfig::max_idle_wait_ms`]: an idle leader waits up to 400 ms for payload,
 /// so an idle committee commits a few blocks a second rather than one per block interval.
-pub const DEFAULT_MAX_IDLE_WAIT_MS: u64 = 500;
+pub const DEFAULT_MAX_IDLE_WAIT_MS: u64 = 400;
 
 // The default must be a limit the verification of any block allows.
 const _: () = assert!(DEFAULT_MAX_BLOCK_PROOFS <= MAX_BLOCK_PAYLOAD);
@@ -113,7 +113,7 @@ pub struct CoreConfig {
     /// Idle pacing: a leader following a QC with no payload to propose, and none waiting in
     /// the uncommitted blocks below its parent, waits up to this long for payload before
     /// proposing an empty block; payload arriving ([`Input::PayloadAvailable`]) ends the wait
-    /// (0: never wait). Must stay below the round timeout.
+    /// (0: never wait). With `min_block_interval_ms`, at most half the round timeout.
     pub max_idle_wait_ms: u64,
 }
 
@@ -148,15 +148,18 @@ impl CoreConfig {
         if self.pacemaker.base_timeout_ms == 0 {
             return bad("pacemaker.base_timeout_ms", "must be positive".into());
         }
+        // The other replicas wait in the previous round for a vote trip, the leader's pacing
+        // and a proposal trip: pacing may take at most half their round timeout, leaving the
+        // other half for the two network trips.
         if self
             .max_idle_wait_ms
             .saturating_add(self.min_block_interval_ms)
-            >= self.pacemaker.base_timeout_ms
+            > self.pacemaker.base_timeout_ms / 2
         {
             return bad(
                 "max_idle_wait_ms",
                 format!(
-                    "{} ms plus min_block_interval_ms {} ms must stay below the round timeout {} ms",
+                    "{} ms plus min_block_interval_ms {} ms must be at most half the round timeout {} ms",
                     self.max_idle_wait_ms,
                     self.min_block_interval_ms,
                     self.pacemaker.base_timeout_ms
@@ -274,7 +277,7 @@ pub enum Action {
     /// Store a block (so that it survives a restart and can be served to peers).
     PersistBlock(SignedBlock),
     /// Deliver [`Input::ProposeTimer`] for `round` after `after_ms` (the leader waits for the
-    /// minimum block interval).
+    /// minimum block interval, or idles waiting for payload), replacing earlier ones.
     ProposeAfter {
         /// The round.
         round: Round,

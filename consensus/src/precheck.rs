@@ -27,9 +27,12 @@
 //!    current`, a vote for the previous round can still complete the QC this replica is
 //!    forming as leader; [`Error::Stale`]) and at most `max_future_rounds` ahead
 //!    ([`Error::TooFarAhead`]).
-//! 6. **A timeout is at most `max_future_rounds` ahead** ([`Error::TooFarAhead`]). Stale
-//!    timeouts pass: the core answers one with the TC that ended its round, which is how the
-//!    lagging sender catches up.
+//! 6. **A timeout is at most `max_future_rounds` ahead** ([`Error::TooFarAhead`]), unless
+//!    its high QC is at or above this replica's round: that QC is how a replica far behind
+//!    catches up when the others are stuck in a round entered on a QC (no proposal and no TC
+//!    to learn from), so such a timeout passes and the core adopts the QC (it buffers nothing
+//!    beyond the window). Stale timeouts pass: the core answers one with the TC that ended
+//!    its round, which is how the lagging sender catches up.
 //! 7. **A timeout certificate has no precheck:** it has many signers (none of them need be
 //!    the sender) and, however old, it is harmless once verified and may help this replica.
 //!
@@ -86,7 +89,12 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 }
                 self.check_window(round)
             }
-            ConsensusMessage::Timeout(_) => self.check_window(round),
+            ConsensusMessage::Timeout(t) => {
+                if t.high_qc.round() >= current {
+                    return Ok(());
+                }
+                self.check_window(round)
+            }
             ConsensusMessage::TimeoutCertificate(_) => Ok(()),
         }
     }

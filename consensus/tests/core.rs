@@ -733,3 +733,51 @@ fn a_leader_does_not_wait_when_its_qc_just_committed_payload() {
         "the leader waited although its QC just committed payload: {actions:?}"
     );
 }
+
+#[test]
+fn a_replica_far_behind_catches_up_from_a_far_ahead_timeouts_high_qc() {
+    // The others are stuck in round `far`, entered on a QC: no proposal and no TC to learn
+    // from, only their timeouts, whose high QC must reach the core despite the window.
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    let far = 1 + CoreConfig::default().max_future_rounds + 50;
+    let data = VoteData {
+        epoch: f.committee.epoch(),
+        round: Round(far - 1),
+        block: Digest::of_bytes(b"a block this replica never saw"),
+    };
+    let mut votes = VoteAggregator::default();
+    let qc = (1..4u32)
+        .find_map(|i| {
+            let vote = Vote::new(data, ValidatorIndex(i), &f.keys[i as usize], CHAIN);
+            match votes.add(&vote, &f.committee) {
+                VoteOutcome::NewQc(qc) => Some(qc),
+                _ => None,
+            }
+        })
+        .expect("three of four votes form a QC");
+    let sender = ValidatorIndex(2);
+    let timeout = ConsensusMessage::Timeout(Timeout::new(
+        f.committee.epoch(),
+        Round(far),
+        qc,
+        sender,
+        &f.keys[2],
+        CHAIN,
+    ));
+    assert_eq!(core.precheck(sender, &timeout), Ok(()));
+    let verified = timeout.verify(&f.committee, CHAIN).unwrap();
+    let actions = core.handle(NOW, Input::Message(Box::new(verified)));
+    assert_eq!(core.round(), Round(far), "adopted the timeout's high QC");
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::FetchBlock { digest, .. } if *digest == data.block)),
+        "asks for the certified block it lacks: {actions:?}"
+    );
+    // A far-ahead timeout whose high QC would not move this replica is still refused.
+    assert!(matches!(
+        core.precheck(sender, &junk_timeout(sender, far + 200)),
+        Err(Error::TooFarAhead { .. })
+    ));
+}

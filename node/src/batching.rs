@@ -64,10 +64,10 @@ async fn run(deps: BatchingDeps) {
         proofs: &proofs,
     };
     loop {
+        // The ticker comes before acknowledgements: a flood of them cannot stop sealing.
         let actions = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            Some(ack) = acks.recv() => dissemination.on_ack(&ack, now_ms()),
             _ = ticker.tick() => {
                 let txs = mempool.lock().take(take);
                 let now = now_ms();
@@ -79,6 +79,7 @@ async fn run(deps: BatchingDeps) {
                 }
                 actions
             }
+            Some(ack) = acks.recv() => dissemination.on_ack(&ack, now_ms()),
         };
         if let Err(e) = carry.out(actions).await {
             tracing::error!(error = %e, "cannot store a batch; shutting down");

@@ -13,8 +13,8 @@ use crate::{
     status::StatusWriter,
 };
 use keel_consensus::{
-    Action, CertificateCache, CommittedBlock, ConsensusMessage, Core, Input, Verified,
-    WeightedRoundRobin, verify_block,
+    Action, CertificateCache, CommittedBlock, ConsensusMessage, Core, Input, PayloadSource,
+    Verified, WeightedRoundRobin, verify_block,
 };
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
@@ -171,12 +171,17 @@ impl Driver {
                         self.process(Input::PayloadAvailable).await;
                     }
                 }
-                Some((from, message)) = inputs.messages.recv() => {
-                    self.on_message(from, message).await;
-                }
+                // Before peer messages, so a flood of them cannot stop expiry.
                 _ = inputs.expiry.tick() => {
                     self.core.payload_mut().queue().expire(now_ms());
                     self.metrics.queued_proofs.set(self.core.payload().len() as i64);
+                    // Held-back proofs become offerable again with time: end an idle wait.
+                    if self.core.payload().has_payload() {
+                        self.process(Input::PayloadAvailable).await;
+                    }
+                }
+                Some((from, message)) = inputs.messages.recv() => {
+                    self.on_message(from, message).await;
                 }
                 else => break,
             }

@@ -1,5 +1,6 @@
 //! The inbound network router: the p2p handler. It only maps the sender's network key to its
-//! validator index and forwards each message, by kind, to its task's bounded queue with
+//! validator index, drops acknowledgements and proofs that do not come from their signer or
+//! author, and forwards each message, by kind, to its task's bounded queue with
 //! `try_send` (it never waits: the transport's receive loop must not stall). A full queue drops
 //! the message and counts it (see each queue's bound in `limits.rs`). Requests for blocks and
 //! batches are answered from the store.
@@ -49,13 +50,15 @@ impl Handler<ConsensusMessage> for Router {
                     m.batches_refused.inc();
                 }
             }
+            // An acknowledgement comes from its signer and a proof from its batch's author,
+            // never relayed: anything else is dropped before it costs a signature check.
             Notification::BatchAck(ack) => {
-                if self.acks.try_send(ack).is_err() {
+                if ack.signer != sender || self.acks.try_send(ack).is_err() {
                     m.acks_dropped.inc();
                 }
             }
             Notification::Proof(proof) => {
-                if self.proofs.try_send(proof).is_err() {
+                if proof.info.author != sender || self.proofs.try_send(proof).is_err() {
                     m.proofs_dropped.inc();
                 }
             }

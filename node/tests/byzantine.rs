@@ -161,13 +161,17 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
     for i in honest {
         let path = c.path().join(format!("net/v{i}.toml"));
         let text = std::fs::read_to_string(&path).unwrap();
-        let paced = text.replace(
-            "min_block_interval_ms = 20\n",
-            "min_block_interval_ms = 200\n",
-        );
-        assert_ne!(
-            text, paced,
-            "the generated config sets min_block_interval_ms"
+        // (No idle wait on top: the pacing must stay within half the round timeout.)
+        let paced = text
+            .replace(
+                "min_block_interval_ms = 20\n",
+                "min_block_interval_ms = 200\n",
+            )
+            .replace("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n");
+        assert!(
+            paced.contains("min_block_interval_ms = 200\n")
+                && paced.contains("max_idle_wait_ms = 0\n"),
+            "the generated config sets both pacing fields"
         );
         std::fs::write(&path, paced).unwrap();
     }
