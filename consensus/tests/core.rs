@@ -137,6 +137,43 @@ impl Fixture {
         panic!("three of four votes form a QC");
     }
 
+    /// The core of the leader of `round` with a source that has no payload and a 500 ms idle
+    /// wait, started.
+    fn idle_core_leading(&self, round: u64) -> TestCore {
+        let config = CoreConfig {
+            max_idle_wait_ms: 500,
+            ..CoreConfig::default()
+        };
+        let payload = Recording {
+            accept: true,
+            idle: true,
+            ..Recording::default()
+        };
+        self.core(self.leader.leader(Round(round)), config, payload)
+    }
+
+    /// Every validator's vote for `block`, handed to `core` verified; the actions it returned.
+    fn all_votes_for(&self, core: &mut TestCore, block: &SignedBlock) -> Vec<Action> {
+        let data = VoteData {
+            epoch: block.block.epoch,
+            round: block.block.round,
+            block: block.digest(),
+        };
+        let mut actions = Vec::new();
+        for i in 0..self.keys.len() as u32 {
+            let vote = ConsensusMessage::Vote(Vote::new(
+                data,
+                ValidatorIndex(i),
+                &self.keys[i as usize],
+                CHAIN,
+            ))
+            .verify(&self.committee, CHAIN)
+            .expect("a signed vote verifies");
+            actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
+        }
+        actions
+    }
+
     /// `block` as it reaches the core from the network: verified.
     fn verified(&self, block: &SignedBlock) -> Input {
         let message = ConsensusMessage::Proposal(block.clone())
@@ -643,35 +680,9 @@ fn a_leader_does_not_wait_while_ordered_payload_awaits_commit() {
     let mut block = f.block_by(author, 1, f.genesis_qc());
     block.payload = vec![junk_proof(1)];
     let b1 = block.sign(&f.keys[author.as_usize()], CHAIN);
-    let me = f.leader.leader(Round(2));
-    let config = CoreConfig {
-        max_idle_wait_ms: 500,
-        ..CoreConfig::default()
-    };
-    let payload = Recording {
-        accept: true,
-        idle: true,
-        ..Recording::default()
-    };
-    let mut core = f.core(me, config, payload);
+    let mut core = f.idle_core_leading(2);
     core.handle(NOW, f.verified(&b1));
-    let data = VoteData {
-        epoch: b1.block.epoch,
-        round: b1.block.round,
-        block: b1.digest(),
-    };
-    let mut actions = Vec::new();
-    for i in 0..4u32 {
-        let vote = ConsensusMessage::Vote(Vote::new(
-            data,
-            ValidatorIndex(i),
-            &f.keys[i as usize],
-            CHAIN,
-        ))
-        .verify(&f.committee, CHAIN)
-        .unwrap();
-        actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
-    }
+    let actions = f.all_votes_for(&mut core, &b1);
     assert_eq!(core.round(), Round(2), "the QC for round 1 formed");
     assert_eq!(
         proposals_in(&actions).len(),
@@ -690,36 +701,10 @@ fn a_leader_does_not_wait_when_its_qc_just_committed_payload() {
     block.payload = vec![junk_proof(1)];
     let b1 = block.sign(&f.keys[a1.as_usize()], CHAIN);
     let b2 = f.proposal(2, f.qc_for(&b1));
-    let me = f.leader.leader(Round(3));
-    let config = CoreConfig {
-        max_idle_wait_ms: 500,
-        ..CoreConfig::default()
-    };
-    let payload = Recording {
-        accept: true,
-        idle: true,
-        ..Recording::default()
-    };
-    let mut core = f.core(me, config, payload);
+    let mut core = f.idle_core_leading(3);
     core.handle(NOW, f.verified(&b1));
     core.handle(NOW, f.verified(&b2));
-    let data = VoteData {
-        epoch: b2.block.epoch,
-        round: b2.block.round,
-        block: b2.digest(),
-    };
-    let mut actions = Vec::new();
-    for i in 0..4u32 {
-        let vote = ConsensusMessage::Vote(Vote::new(
-            data,
-            ValidatorIndex(i),
-            &f.keys[i as usize],
-            CHAIN,
-        ))
-        .verify(&f.committee, CHAIN)
-        .unwrap();
-        actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
-    }
+    let actions = f.all_votes_for(&mut core, &b2);
     assert_eq!(core.round(), Round(3), "the QC for round 2 formed");
     assert!(
         actions.iter().any(

@@ -138,16 +138,7 @@ fn one_shot_transfers(n: u64) -> Vec<keel_types::SignedTransaction> {
 }
 
 fn dropped_messages(c: &Committee, i: usize) -> u64 {
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.apis[i]))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("keel_consensus_dropped_messages_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    c.metric(i, "keel_consensus_dropped_messages_total")
         .unwrap_or(0.0) as u64
 }
 

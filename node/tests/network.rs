@@ -141,33 +141,14 @@ fn a_killed_validator_does_not_stop_the_others_and_catches_up() {
 }
 
 fn disk_bytes(c: &Committee, i: usize, column: &str) -> Option<f64> {
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.apis[i]))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let prefix = format!("keel_storage_disk_bytes{{column=\"{column}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    c.metric(
+        i,
+        &format!("keel_storage_disk_bytes{{column=\"{column}\"}}"),
+    )
 }
 
 fn timeouts(c: &Committee, i: usize) -> f64 {
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.apis[i]))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("keel_consensus_timeouts_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    c.metric(i, "keel_consensus_timeouts_total").unwrap_or(0.0)
 }
 
 #[test]

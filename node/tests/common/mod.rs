@@ -251,6 +251,22 @@ impl Committee {
         r.json().unwrap()
     }
 
+    /// The value of the sample named `series` (a metric name with its labels, e.g.
+    /// `keel_storage_disk_bytes{column="blocks"}`) in validator `i`'s `/metrics`, if present.
+    pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.apis[i]))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Waits until `cond` holds, polling; panics with `what` after `within`.
     pub fn wait_for(&self, within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + within;
