@@ -74,6 +74,16 @@ impl Fixture {
 
     /// Replica `me`'s core, started (`Input::Start` handled), with `payload`.
     fn core(&self, me: ValidatorIndex, config: CoreConfig, payload: Recording) -> TestCore {
+        self.started(me, config, payload).0
+    }
+
+    /// [`Fixture::core`], with the actions `Input::Start` returned.
+    fn started(
+        &self,
+        me: ValidatorIndex,
+        config: CoreConfig,
+        payload: Recording,
+    ) -> (TestCore, Vec<Action>) {
         let mut core = Core::new(CoreDeps {
             config,
             chain_id: CHAIN,
@@ -84,8 +94,8 @@ impl Fixture {
             payload,
             recovery: RecoveryData::genesis(&self.committee, CHAIN),
         });
-        core.handle(NOW, Input::Start);
-        core
+        let actions = core.handle(NOW, Input::Start);
+        (core, actions)
     }
 
     /// A core for [`ME`] whose validator accepts everything.
@@ -140,15 +150,7 @@ impl Fixture {
     /// The core of the leader of `round` with a source that has no payload and a 500 ms idle
     /// wait, started.
     fn idle_core_leading(&self, round: u64) -> TestCore {
-        let config = CoreConfig {
-            max_idle_wait_ms: 500,
-            ..CoreConfig::default()
-        };
-        let payload = Recording {
-            accept: true,
-            idle: true,
-            ..Recording::default()
-        };
+        let (config, payload) = idle_setup();
         self.core(self.leader.leader(Round(round)), config, payload)
     }
 
@@ -567,24 +569,9 @@ fn the_leader_pulls_at_most_max_block_proofs() {
         supply: 5,
         ..Recording::default()
     };
-    let leader = f.leader.leader(Round(1));
-    let mut core = Core::new(CoreDeps {
-        config,
-        chain_id: CHAIN,
-        me: leader,
-        committee: f.committee.clone(),
-        key: KeyPair::from_seed(&f.keys[leader.as_usize()].seed()),
-        leader: f.leader.clone(),
-        payload,
-        recovery: RecoveryData::genesis(&f.committee, CHAIN),
-    });
-    let actions = core.handle(NOW, Input::Start);
-    let proposal = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Broadcast(ConsensusMessage::Proposal(b)) => Some(b),
-            _ => None,
-        })
+    let (mut core, actions) = f.started(f.leader.leader(Round(1)), config, payload);
+    let proposal = *proposals_in(&actions)
+        .first()
         .expect("the leader of round 1 proposes at once");
     assert_eq!(core.payload().pulled, vec![3]);
     assert_eq!(proposal.block.payload.len(), 3);
@@ -603,6 +590,12 @@ fn proposals_in(actions: &[Action]) -> Vec<&SignedBlock> {
 
 /// The leader of round 1 (which follows the genesis QC), with a source that has no payload.
 fn idle_leader(f: &Fixture) -> (TestCore, Vec<Action>) {
+    let (config, payload) = idle_setup();
+    f.started(f.leader.leader(Round(1)), config, payload)
+}
+
+/// A 500 ms idle wait and a source that has no payload.
+fn idle_setup() -> (CoreConfig, Recording) {
     let config = CoreConfig {
         max_idle_wait_ms: 500,
         ..CoreConfig::default()
@@ -612,19 +605,7 @@ fn idle_leader(f: &Fixture) -> (TestCore, Vec<Action>) {
         idle: true,
         ..Recording::default()
     };
-    let leader = f.leader.leader(Round(1));
-    let mut core = Core::new(CoreDeps {
-        config,
-        chain_id: CHAIN,
-        me: leader,
-        committee: f.committee.clone(),
-        key: KeyPair::from_seed(&f.keys[leader.as_usize()].seed()),
-        leader: f.leader.clone(),
-        payload,
-        recovery: RecoveryData::genesis(&f.committee, CHAIN),
-    });
-    let actions = core.handle(NOW, Input::Start);
-    (core, actions)
+    (config, payload)
 }
 
 #[test]
