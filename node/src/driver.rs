@@ -73,6 +73,8 @@ pub struct DriverDeps {
 /// Owns the core.
 pub struct Driver {
     core: NodeCore,
+    /// The core's committee, kept here so verification does not clone it per message.
+    committee: keel_types::Committee,
     chain_id: ChainId,
     me: ValidatorIndex,
     store: Arc<Store>,
@@ -117,6 +119,7 @@ impl Driver {
         let mut expiry = tokio::time::interval(proof_expiry_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let driver = Driver {
+            committee: core.committee().clone(),
             core,
             chain_id,
             me,
@@ -195,8 +198,7 @@ impl Driver {
             tracing::debug!(%from, error = %e, "consensus message failed the cheap checks");
             return;
         }
-        let committee = self.core.committee().clone();
-        match message.verify_with(&committee, self.chain_id, &mut self.certs) {
+        match message.verify_with(&self.committee, self.chain_id, &mut self.certs) {
             Ok(verified) => self.process(Input::Message(Box::new(verified))).await,
             Err(e) => {
                 // Counted, and logged at debug only: a hostile peer must not flood the log.
@@ -207,10 +209,9 @@ impl Driver {
     }
 
     async fn on_fetched(&mut self, blocks: Vec<SignedBlock>) {
-        let committee = self.core.committee().clone();
         let verified: Vec<Verified<SignedBlock>> = blocks
             .into_iter()
-            .filter_map(|b| verify_block(b, &committee, self.chain_id, &mut self.certs).ok())
+            .filter_map(|b| verify_block(b, &self.committee, self.chain_id, &mut self.certs).ok())
             .collect();
         if !verified.is_empty() {
             self.process(Input::BlocksFetched(verified)).await;
