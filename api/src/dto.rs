@@ -389,6 +389,21 @@ pub struct StatusJson {
     pub peers: usize,
     /// Transactions waiting in the mempool.
     pub mempool_size: usize,
+    /// Whether the node follows consensus or is catching up.
+    pub sync: SyncJson,
+}
+
+/// A node's sync state as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncJson {
+    /// `following` (taking part in consensus) or `range_sync` (fetching committed blocks).
+    pub state: String,
+    /// The committed height range sync is heading for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_height: Option<u64>,
+    /// How much of the way from where the sync started to the target is done, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
 }
 
 /// A peer as the admin API shows it.

@@ -3,11 +3,12 @@
 //! routers call it.
 
 use crate::{
-    clock::now_ms, metrics::Metrics, peers::Net, pending::PendingTxs, persist, status::StatusReader,
+    clock::now_ms, metrics::Metrics, peers::Net, pending::PendingTxs, persist,
+    status::StatusReader, sync::SyncProgress,
 };
 use keel_api::{
     NodeApi, SubmitError,
-    dto::{BatchRefJson, BlockJson, PeerJson, StatusJson, TxLookup},
+    dto::{BatchRefJson, BlockJson, PeerJson, StatusJson, SyncJson, TxLookup},
 };
 use keel_authority::{Mempool, NonceReader, Rejection, state};
 use keel_storage::Store;
@@ -149,7 +150,7 @@ impl NodeApi for NodeView {
 
     fn status(&self) -> Result<StatusJson, String> {
         // Copy the fields out: the borrow holds the watch's read lock.
-        let (round, committed, executed, root, executed_transactions) = {
+        let (round, committed, executed, root, executed_transactions, sync) = {
             let s = self.status.borrow();
             (
                 s.round,
@@ -157,6 +158,7 @@ impl NodeApi for NodeView {
                 s.executed,
                 s.root,
                 s.executed_transactions,
+                s.sync,
             )
         };
         Ok(StatusJson {
@@ -170,6 +172,7 @@ impl NodeApi for NodeView {
             executed_transactions,
             peers: self.net.connected_peers().len(),
             mempool_size: self.mempool.lock().len(),
+            sync: sync_json(sync),
         })
     }
 
@@ -188,6 +191,14 @@ impl NodeApi for NodeView {
         if size > 1 && connected < others_needed {
             return Err(format!(
                 "connected to {connected} peers; {others_needed} needed for a quorum"
+            ));
+        }
+        if let SyncProgress::Range {
+            applied, target, ..
+        } = self.status.borrow().sync
+        {
+            return Err(format!(
+                "range sync: committed height {applied} of {target}"
             ));
         }
         let idle = self.status.borrow().last_progress.elapsed();
@@ -219,5 +230,28 @@ impl NodeApi for NodeView {
 
     fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+}
+
+fn sync_json(sync: SyncProgress) -> SyncJson {
+    match sync {
+        SyncProgress::Idle => SyncJson {
+            state: "following".into(),
+            target_height: None,
+            percent: None,
+        },
+        SyncProgress::Range {
+            start,
+            applied,
+            target,
+        } => {
+            let span = target.0.saturating_sub(start.0).max(1);
+            let done = applied.0.saturating_sub(start.0);
+            SyncJson {
+                state: "range_sync".into(),
+                target_height: Some(target.0),
+                percent: Some((done.saturating_mul(100) / span).min(100) as u32),
+            }
+        }
     }
 }

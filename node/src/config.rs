@@ -7,7 +7,7 @@ use crate::limits::LimitsConfig;
 use anyhow::{Context, Result};
 use keel_authority::{BatchConfig, DisseminationConfig, ExecutorConfig, MempoolConfig};
 use keel_consensus::CoreConfig;
-use keel_p2p::EndpointConfig;
+use keel_p2p::{EndpointConfig, range_sync::RangeSyncConfig};
 use keel_storage::StoreConfig;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// QUIC transport (keel-p2p); its listen address is `p2p_listen`.
     #[serde(default)]
     pub p2p: EndpointConfig,
+    /// Committed-range sync (keel-p2p).
+    #[serde(default)]
+    pub sync: RangeSyncConfig,
     /// The node's queues, buffers and intervals.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -217,6 +220,9 @@ impl NodeConfig {
                 "queue sizes must be positive",
             ));
         }
+        self.sync
+            .validate()
+            .map_err(|(field, reason)| field_error(&format!("sync.{field}"), reason))?;
         self.limits
             .check()
             .map_err(|(field, reason)| field_error(&format!("limits.{field}"), reason))?;
@@ -246,6 +252,7 @@ mod tests {
                     toml::to_string(&c.execution).unwrap(),
                     toml::to_string(&c.storage).unwrap(),
                     toml::to_string(&c.p2p).unwrap(),
+                    toml::to_string(&c.sync).unwrap(),
                     toml::to_string(&c.limits).unwrap(),
                 ]
             };
@@ -288,6 +295,8 @@ admin_token_file = "t"
             ),
             ("unknown_field = 1", "unknown_field"),
             ("[limits]\nconsensus_queue = 0", "limits.consensus_queue"),
+            ("[sync]\nchunk_blocks = 0", "sync.chunk_blocks"),
+            ("[sync]\ndone_margin = 100", "sync.done_margin"),
             ("[consensus]\nunknown = 1", "unknown"),
             (
                 "[consensus.pacemaker]\nbase_timeout_ms = 1",

@@ -6,15 +6,20 @@
 //! - own messages loop back without verification;
 //! - block fetches run as tasks whose answers come back, unverified, through a bounded queue;
 //! - commits are persisted, then published (status, the executor's watch) and their proofs
-//!   leave the queue.
+//!   leave the queue;
+//! - while range sync runs ([`SyncControl::Pause`] … [`SyncControl::Resume`]) the core gets no
+//!   input: peers' messages, timers and fetch answers are dropped, so it signs and commits
+//!   nothing while the sync task writes the committed chain; the heights sync applies are
+//!   published like commits; on resume the core is rebuilt from the store (safety data,
+//!   the new committed root, the uncommitted blocks above it) keeping the proof queue.
 
 use crate::{
     clock::now_ms, metrics::Metrics, payload::ProofPayload, peers::Outbound, persist,
-    status::StatusWriter,
+    status::StatusWriter, sync::SyncControl,
 };
 use keel_consensus::{
-    Action, CertificateCache, CommittedBlock, ConsensusMessage, Core, Input, PayloadSource,
-    Verified, WeightedRoundRobin, verify_block,
+    Action, CertificateCache, CommitRoot, CommittedBlock, ConsensusMessage, Core, Input,
+    PayloadSource, RecoveryData, Verified, WeightedRoundRobin, verify_block,
 };
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
@@ -34,6 +39,10 @@ pub type NodeCore = Core<WeightedRoundRobin, ProofPayload>;
 
 /// A peer's consensus message, unverified.
 pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
+
+/// Builds a core from recovery data (the same config, keys and committee as the first one;
+/// its payload is replaced by the running core's).
+pub type CoreBuilder = Box<dyn Fn(RecoveryData) -> NodeCore + Send>;
 
 /// What the driver is built from.
 pub struct DriverDeps {
@@ -68,6 +77,10 @@ pub struct DriverDeps {
     pub certificate_cache: usize,
     /// How often expired proofs are dropped.
     pub proof_expiry_interval: Duration,
+    /// Range sync's requests.
+    pub sync: mpsc::Receiver<SyncControl>,
+    /// Rebuilds the core after range sync.
+    pub rebuild: CoreBuilder,
 }
 
 /// Owns the core.
@@ -87,6 +100,9 @@ pub struct Driver {
     certs: CertificateCache,
     timer: Option<(Round, Instant)>,
     propose_timer: Option<(Round, Instant)>,
+    /// Range sync runs: the core gets no input.
+    paused: bool,
+    rebuild: CoreBuilder,
 }
 
 /// The driver's inputs.
@@ -95,6 +111,7 @@ struct Inputs {
     proofs: mpsc::Receiver<ProofOfAvailability>,
     fetched: mpsc::Receiver<Vec<SignedBlock>>,
     expiry: tokio::time::Interval,
+    sync: mpsc::Receiver<SyncControl>,
 }
 
 impl Driver {
@@ -115,6 +132,8 @@ impl Driver {
             fetched: (fetched_tx, fetched),
             certificate_cache,
             proof_expiry_interval,
+            sync,
+            rebuild,
         } = deps;
         let mut expiry = tokio::time::interval(proof_expiry_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,12 +152,15 @@ impl Driver {
             certs: CertificateCache::new(certificate_cache),
             timer: None,
             propose_timer: None,
+            paused: false,
+            rebuild,
         };
         let inputs = Inputs {
             messages,
             proofs,
             fetched,
             expiry,
+            sync,
         };
         tokio::spawn(driver.run(inputs))
     }
@@ -165,11 +187,16 @@ impl Driver {
                         self.process(Input::ProposeTimer { round }).await;
                     }
                 }
-                Some(blocks) = inputs.fetched.recv() => self.on_fetched(blocks).await,
+                Some(control) = inputs.sync.recv() => self.on_sync(control).await,
+                Some(blocks) = inputs.fetched.recv() => {
+                    if !self.paused {
+                        self.on_fetched(blocks).await;
+                    }
+                }
                 Some(proof) = inputs.proofs.recv() => {
                     let queued = self.core.payload_mut().queue().insert(proof, now_ms());
                     self.metrics.queued_proofs.set(self.core.payload().len() as i64);
-                    if queued {
+                    if queued && !self.paused {
                         // Ends an idle leader's wait for payload.
                         self.process(Input::PayloadAvailable).await;
                     }
@@ -179,12 +206,16 @@ impl Driver {
                     self.core.payload_mut().queue().expire(now_ms());
                     self.metrics.queued_proofs.set(self.core.payload().len() as i64);
                     // Held-back proofs become offerable again with time: end an idle wait.
-                    if self.core.payload().has_payload() {
+                    if self.core.payload().has_payload() && !self.paused {
                         self.process(Input::PayloadAvailable).await;
                     }
                 }
                 Some((from, message)) = inputs.messages.recv() => {
-                    self.on_message(from, message).await;
+                    if self.paused {
+                        self.metrics.consensus_dropped.inc();
+                    } else {
+                        self.on_message(from, message).await;
+                    }
                 }
                 else => break,
             }
@@ -319,12 +350,52 @@ impl Driver {
             .queued_proofs
             .set(self.core.payload().len() as i64);
         if let Some(last) = blocks.last() {
-            self.metrics.committed_height.set(last.height.0 as i64);
-            self.committed.send_replace(last.height);
-            self.status.send_modify(|s| {
-                s.committed = last.height;
-                s.last_progress = std::time::Instant::now();
-            });
+            self.publish_height(last.height);
+        }
+    }
+
+    /// Tells metrics, the status and the execution thread of a new committed height.
+    fn publish_height(&self, height: Height) {
+        self.metrics.committed_height.set(height.0 as i64);
+        self.committed.send_replace(height);
+        self.status.send_modify(|s| {
+            s.committed = height;
+            s.last_progress = std::time::Instant::now();
+        });
+    }
+
+    /// Range sync's requests: pause, publish what it applied, resume with a rebuilt core.
+    async fn on_sync(&mut self, control: SyncControl) {
+        match control {
+            SyncControl::Pause(reply) => {
+                self.paused = true;
+                self.timer = None;
+                self.propose_timer = None;
+                let root: CommitRoot = self.core.committed_root();
+                let _ = reply.send(root);
+            }
+            SyncControl::Applied { root, batches } => {
+                self.core.payload_mut().queue().remove_committed(batches);
+                self.metrics
+                    .queued_proofs
+                    .set(self.core.payload().len() as i64);
+                self.publish_height(root.height);
+            }
+            SyncControl::Resume => {
+                let recovery = match persist::recover(&self.store, &self.committee, self.chain_id) {
+                    Ok(recovery) => recovery,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reload consensus after sync; shutting down");
+                        self.shutdown.cancel();
+                        return;
+                    }
+                };
+                let mut core = (self.rebuild)(recovery);
+                std::mem::swap(core.payload_mut(), self.core.payload_mut());
+                self.core = core;
+                self.paused = false;
+                self.process(Input::Start).await;
+            }
         }
     }
 

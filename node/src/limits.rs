@@ -40,6 +40,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_GAUGES_INTERVAL_MS: u64 = 1_000;
 /// Default of [`LimitsConfig::execution_retry_ms`].
 pub const DEFAULT_EXECUTION_RETRY_MS: u64 = 200;
+/// Default of [`LimitsConfig::sync_control_queue`].
+pub const DEFAULT_SYNC_CONTROL_QUEUE: usize = 16;
 /// Default of [`LimitsConfig::proof_expiry_interval_ms`].
 pub const DEFAULT_PROOF_EXPIRY_INTERVAL_MS: u64 = 1_000;
 
@@ -94,6 +96,9 @@ pub struct LimitsConfig {
     pub execution_retry_ms: u64,
     /// How often the driver drops expired proofs, in ms.
     pub proof_expiry_interval_ms: u64,
+    /// Range sync's requests waiting for the driver (pause, applied heights, resume). Full:
+    /// the sync task waits.
+    pub sync_control_queue: usize,
 }
 
 impl Default for LimitsConfig {
@@ -118,6 +123,7 @@ impl Default for LimitsConfig {
             gauges_interval_ms: DEFAULT_GAUGES_INTERVAL_MS,
             execution_retry_ms: DEFAULT_EXECUTION_RETRY_MS,
             proof_expiry_interval_ms: DEFAULT_PROOF_EXPIRY_INTERVAL_MS,
+            sync_control_queue: DEFAULT_SYNC_CONTROL_QUEUE,
         }
     }
 }
@@ -147,6 +153,7 @@ impl LimitsConfig {
                 "proof_expiry_interval_ms",
                 self.proof_expiry_interval_ms as usize,
             ),
+            ("sync_control_queue", self.sync_control_queue),
         ];
         for (field, value) in positive {
             if value == 0 {

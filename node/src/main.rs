@@ -33,7 +33,10 @@
 //!          commits ─▶ committed watch (latest value) ─▶ execution thread
 //!  execution thread: owns Executor; store ─▶ execute ─▶ status watch, receipts broadcast
 //!          [receipt_stream_buffer: a slow subscriber skips the oldest], pending set
-//!  status watch (round, heights, roots, last progress) ◀─ driver, execution; ─▶ API
+//!  sync task: every check_interval_ms asks peers' committed heights; far behind ─[sync_control_queue,
+//!          send: waits]─▶ driver (pause → applied heights → resume with a rebuilt core);
+//!          range requests as tasks (≤ sync.max_in_flight) ─▶ store (blocks, batches)
+//!  status watch (round, heights, roots, sync, last progress) ◀─ driver, execution, sync; ─▶ API
 //!  gauges task: endpoint and mempool gauges every gauges_interval_ms
 //! ```
 //!
@@ -66,6 +69,7 @@ mod router;
 mod service;
 mod setup;
 mod status;
+mod sync;
 mod tx;
 mod verify;
 

@@ -60,6 +60,14 @@ pub struct Metrics {
     pub proofs_dropped: IntCounter,
     /// Bytes each RocksDB column family holds (live SST files and memtables), by `column`.
     pub disk_bytes: IntGaugeVec,
+    /// 1 while range sync runs, else 0.
+    pub sync_active: IntGauge,
+    /// The height range sync is syncing to.
+    pub sync_target_height: IntGauge,
+    /// Blocks applied by range sync.
+    pub sync_applied_blocks: IntCounter,
+    /// Peers dropped from a sync for sending bad ranges.
+    pub sync_peers_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -198,6 +206,22 @@ impl Metrics {
                 &r,
                 "keel_batches_proofs_dropped_total",
                 "Peer proofs of availability dropped (invalid, or a full queue)",
+            ),
+            sync_active: gauge(&r, "keel_sync_active", "1 while range sync runs"),
+            sync_target_height: gauge(
+                &r,
+                "keel_sync_target_height",
+                "The committed height range sync is syncing to",
+            ),
+            sync_applied_blocks: counter(
+                &r,
+                "keel_sync_applied_blocks_total",
+                "Committed blocks applied by range sync",
+            ),
+            sync_peers_dropped: counter(
+                &r,
+                "keel_sync_peers_dropped_total",
+                "Peers dropped from a range sync for sending bad ranges",
             ),
             disk_bytes: {
                 let g = IntGaugeVec::new(

@@ -2,14 +2,18 @@
 //! validator index, drops acknowledgements and proofs that do not come from their signer or
 //! author, and forwards each message, by kind, to its task's bounded queue with
 //! `try_send` (it never waits: the transport's receive loop must not stall). A full queue drops
-//! the message and counts it (see each queue's bound in `limits.rs`). Requests for blocks and
-//! batches are answered from the store.
+//! the message and counts it (see each queue's bound in `limits.rs`). Requests for blocks,
+//! batches, committed ranges and the sync status are answered from the store, each answer
+//! capped at [`MAX_RANGE_BYTES`] encoded.
 
 use crate::{driver::PeerMessage, metrics::Metrics, peers::Peers, persist, verify::PeerBatch};
 use keel_consensus::ConsensusMessage;
-use keel_p2p::{Handler, Notification, Request, Response, protocol::MAX_REQUEST_ITEMS};
+use keel_p2p::{
+    Handler, Notification, Request, Response,
+    protocol::{MAX_RANGE_BYTES, MAX_REQUEST_ITEMS, RANGE_ANCHOR_BLOCKS},
+};
 use keel_storage::{Column, Store};
-use keel_types::{Batch, BatchAck, Digest, ProofOfAvailability, PublicKey, SignedBlock};
+use keel_types::{Batch, BatchAck, Digest, Height, ProofOfAvailability, PublicKey, SignedBlock};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -75,10 +79,16 @@ impl Handler<ConsensusMessage> for Router {
             }
             Request::Batches { digests } if digests.len() <= MAX_REQUEST_ITEMS => {
                 let mut found = Vec::new();
+                let mut bytes_out = 0;
                 for d in digests {
                     if let Ok(Some(bytes)) = self.store.get(Column::Batches, &d.0)
                         && let Ok(batch) = bcs::from_bytes::<Batch>(&bytes)
                     {
+                        // Capped: the client asks again for what is left out.
+                        bytes_out += bytes.len();
+                        if bytes_out > MAX_RANGE_BYTES && !found.is_empty() {
+                            break;
+                        }
                         found.push(batch);
                     }
                 }
@@ -86,6 +96,25 @@ impl Handler<ConsensusMessage> for Router {
             }
             Request::Blocks { .. } | Request::Batches { .. } => {
                 Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
+            }
+            Request::SyncStatus => match persist::commit_root(&self.store) {
+                Ok(root) => Response::SyncStatus {
+                    committed: root.map(|r| r.height).unwrap_or_default(),
+                    retained_from: Height(1),
+                },
+                Err(e) => Response::Refused(format!("cannot read the committed root: {e}")),
+            },
+            Request::CommittedRange { from, to } => {
+                if from.0 == 0 || to < from || to.0 - from.0 >= MAX_REQUEST_ITEMS as u64 {
+                    return Response::Refused(format!(
+                        "range {from}..={to}: must start at 1 or above and hold at most \
+                         {MAX_REQUEST_ITEMS} heights"
+                    ));
+                }
+                match committed_range(&self.store, from, to) {
+                    Ok(blocks) => Response::CommittedRange { from, blocks },
+                    Err(e) => Response::Refused(format!("cannot read blocks: {e}")),
+                }
             }
             _ => Response::Refused("not served by this node".into()),
         }
@@ -108,6 +137,26 @@ fn blocks_with_ancestors(
             next = block.block.parent();
             out.push(block);
         }
+    }
+    Ok(out)
+}
+
+/// Committed blocks at `from..=to`, then up to [`RANGE_ANCHOR_BLOCKS`] more (so the client can
+/// prove the range committed), stopping at the first missing height or past
+/// [`MAX_RANGE_BYTES`] (at least one block is sent).
+fn committed_range(store: &Store, from: Height, to: Height) -> anyhow::Result<Vec<SignedBlock>> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let last = to.0.saturating_add(RANGE_ANCHOR_BLOCKS as u64);
+    for h in from.0..=last {
+        let Some(record) = persist::committed_at(store, Height(h))? else {
+            break;
+        };
+        bytes += bcs::serialized_size(&record.block)?;
+        if bytes > MAX_RANGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(record.block);
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ use crate::{
     persist,
     router::Router,
     status::NodeStatus,
+    sync::{self, SyncDeps},
     verify::{self, BatchVerifyDeps, ProofVerifyDeps},
 };
 use anyhow::{Context, Result, bail};
@@ -98,6 +99,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     let (ack_tx, ack_rx) = mpsc::channel(limits.ack_queue);
     let (peer_batch_tx, peer_batch_rx) = mpsc::channel(limits.batch_verify_queue);
     let (peer_proof_tx, peer_proof_rx) = mpsc::channel(limits.proof_verify_queue);
+    let (sync_tx, sync_rx) = mpsc::channel(limits.sync_control_queue);
 
     // P2P: the router only forwards into the channels above.
     let identity = NetworkIdentity::from_seed(&network_key.seed())?;
@@ -139,22 +141,33 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     let outbound = Outbound::new(endpoint.clone(), peers, tokio::runtime::Handle::current());
 
     // Tasks.
-    let key = || KeyPair::from_seed(&protocol_key.seed());
+    let seed = protocol_key.seed();
+    let key = move || KeyPair::from_seed(&seed);
     let protocol = Arc::new(key());
-    let core = Core::new(CoreDeps {
-        config: config.consensus.clone(),
-        chain_id,
-        me,
-        committee: committee.clone(),
-        key: key(),
-        leader: WeightedRoundRobin::new(&committee),
-        payload: ProofPayload::new(
-            ProofQueue::from_config(&config.dissemination),
+    let new_core = {
+        let (consensus, committee, dissemination) = (
+            config.consensus.clone(),
             committee.clone(),
-            chain_id,
-        ),
-        recovery,
-    });
+            config.dissemination.clone(),
+        );
+        move |recovery| {
+            Core::new(CoreDeps {
+                config: consensus.clone(),
+                chain_id,
+                me,
+                committee: committee.clone(),
+                key: key(),
+                leader: WeightedRoundRobin::new(&committee),
+                payload: ProofPayload::new(
+                    ProofQueue::from_config(&dissemination),
+                    committee.clone(),
+                    chain_id,
+                ),
+                recovery,
+            })
+        }
+    };
+    let core = new_core(recovery);
     let driver = Driver::spawn(DriverDeps {
         core,
         chain_id,
@@ -170,6 +183,20 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         fetched,
         certificate_cache: limits.certificate_cache,
         proof_expiry_interval: Duration::from_millis(limits.proof_expiry_interval_ms),
+        sync: sync_rx,
+        rebuild: Box::new(new_core),
+    });
+    let sync = sync::spawn(SyncDeps {
+        config: config.sync,
+        committee: committee.clone(),
+        chain_id,
+        me,
+        store: store.clone(),
+        outbound: outbound.clone(),
+        driver: sync_tx,
+        status: status.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
     });
     let batching = batching::spawn(BatchingDeps {
         dissemination: Dissemination::new(DisseminationDeps {
@@ -257,6 +284,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
     for (name, task) in [
         ("consensus", driver),
+        ("sync", sync),
         ("batching", batching),
         ("batch verifier", batch_verifier),
         ("proof verifier", proof_verifier),

@@ -167,6 +167,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
             execution: Default::default(),
             storage: Default::default(),
             p2p: Default::default(),
+            sync: Default::default(),
             limits: Default::default(),
         };
         config.validate()?;

@@ -1,7 +1,8 @@
-//! The node's read-mostly status: a `watch` that the consensus driver and the execution thread
-//! write and the API reads. Writers only ever change their own fields (`send_modify`), so the
+//! The node's read-mostly status: a `watch` that the consensus driver, the execution thread
+//! and the sync task write and the API reads. Writers only ever change their own fields (`send_modify`), so the
 //! two never overwrite each other; readers borrow briefly and never block a writer for long.
 
+use crate::sync::SyncProgress;
 use keel_types::{Digest, Height, Round};
 use std::{collections::VecDeque, time::Instant};
 use tokio::sync::watch;
@@ -21,6 +22,8 @@ pub struct NodeStatus {
     pub executed_transactions: u64,
     /// The last commit or execution (both).
     pub last_progress: Instant,
+    /// Range sync's progress (sync task).
+    pub sync: SyncProgress,
     /// State roots of recently executed heights, oldest first, at most `max_roots` (execution).
     roots: VecDeque<(Height, Digest)>,
     max_roots: usize,
@@ -42,6 +45,7 @@ impl NodeStatus {
             root,
             executed_transactions,
             last_progress: Instant::now(),
+            sync: SyncProgress::Idle,
             roots: VecDeque::new(),
             max_roots: max_roots.max(1),
         }

@@ -10,43 +10,8 @@
 
 mod common;
 
-use common::{ACCOUNTS, Committee, SERIAL, transfers};
-use keel_types::SignedTransaction;
+use common::{ACCOUNTS, Committee, SERIAL, roots_at, submit_spread, transfers};
 use std::time::Duration;
-
-/// Submits each account's transactions to the same validator (account `a` to `a % n`), in
-/// nonce order, in batches of at most 500.
-fn submit_spread(c: &Committee, nodes: &[usize], txs: &[SignedTransaction]) -> usize {
-    let mut per_node: Vec<Vec<SignedTransaction>> = vec![Vec::new(); nodes.len()];
-    for (i, tx) in txs.iter().enumerate() {
-        let account = i % ACCOUNTS as usize;
-        per_node[account % nodes.len()].push(tx.clone());
-    }
-    let mut accepted = 0;
-    for (k, txs) in per_node.iter().enumerate() {
-        for chunk in txs.chunks(500) {
-            let answer = c.submit_batch(nodes[k], chunk);
-            accepted += answer["accepted"].as_u64().unwrap() as usize;
-        }
-    }
-    accepted
-}
-
-/// Waits until every listed node has executed `height`, then returns their roots there.
-fn roots_at(c: &Committee, nodes: &[usize], height: u64) -> Vec<String> {
-    c.wait_for(
-        Duration::from_secs(60),
-        "every node to execute the height",
-        || nodes.iter().all(|i| c.executed_height(*i) >= height),
-    );
-    nodes
-        .iter()
-        .map(|i| {
-            c.root_at(*i, height)
-                .unwrap_or_else(|| panic!("node {i} has no root for height {height}"))
-        })
-        .collect()
-}
 
 #[test]
 fn four_validators_commit_signed_transactions_and_agree() {

@@ -7,6 +7,10 @@
 //!  message ──encode_frame(cap)──▶ [u32 len | bcs] ──FrameDecoder(cap)──▶ message
 //! ```
 //!
+//! Committed-range sync's protocol logic is the pure state machine [`range_sync::RangeSync`]
+//! (what a client accepts as proven committed, and how it schedules ranges over peers); the
+//! node runs it.
+//!
 //! Main types: [`Network`] (a running endpoint), [`EndpointConfig`] (its parameters, a serde
 //! section with `DEFAULT_*` constants; the listen address is set by the node, not the section),
 //! [`NetworkIdentity`]/[`AllowedPeers`] (who we are, whom we accept), [`Protocol`] and its
@@ -18,7 +22,8 @@
 //! - Every frame is capped per protocol before it is read; bad bytes are a typed error.
 //!
 //! Not here: verification of message contents (signatures, QCs), which consumers do against
-//! the committee; consensus logic; persistence.
+//! the committee (except committed ranges, which [`range_sync`] checks); consensus logic;
+//! persistence.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +33,7 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod protocol;
+pub mod range_sync;
 
 pub use endpoint::{
     DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT,

@@ -7,8 +7,7 @@
 //! use; this layer only bounds and decodes.
 
 use keel_types::{
-    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, QuorumCertificate,
-    SignedBlock,
+    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, SignedBlock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +45,14 @@ impl Protocol {
     }
 }
 
-/// Most items asked for in one request (blocks, batches).
+/// Most items asked for in one request (blocks, batches, heights of a committed range).
 pub const MAX_REQUEST_ITEMS: usize = 256;
+/// Committed blocks a server adds above a requested range, so that the range's top can be
+/// proven committed by the 2-chain rule (a block, a child one round later, and a grandchild
+/// carrying the child's QC).
+pub const RANGE_ANCHOR_BLOCKS: usize = 2;
+/// Most encoded bytes of blocks or batches in one sync answer (under the sync frame cap).
+pub const MAX_RANGE_BYTES: usize = 12 << 20;
 
 /// One-way messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +75,11 @@ pub enum Request {
         /// At most [`MAX_REQUEST_ITEMS`].
         digests: Vec<Digest>,
     },
-    /// Committed blocks with the QCs that certify them, heights `from..=to`.
+    /// The server's committed height and the lowest height it still serves.
+    SyncStatus,
+    /// Committed blocks at heights `from..=to` (at most [`MAX_REQUEST_ITEMS`] heights), plus
+    /// up to [`RANGE_ANCHOR_BLOCKS`] committed blocks above `to` so that the client can prove
+    /// the range committed (see [`crate::range_sync`]).
     CommittedRange {
         /// First height.
         from: Height,
@@ -100,8 +109,21 @@ pub enum Request {
 pub enum Response {
     /// Blocks found (possibly fewer than asked).
     Blocks(Vec<SignedBlock>),
-    /// Committed blocks in height order, each with a QC certifying it.
-    CommittedRange(Vec<(SignedBlock, QuorumCertificate)>),
+    /// The answer to [`Request::SyncStatus`] (a claim: the client checks what it fetches).
+    SyncStatus {
+        /// The highest committed height.
+        committed: Height,
+        /// The lowest committed height still served (older ones are pruned).
+        retained_from: Height,
+    },
+    /// Committed blocks at consecutive heights from `from` (possibly fewer than asked, never
+    /// more than [`MAX_RANGE_BYTES`] encoded).
+    CommittedRange {
+        /// The height of the first block.
+        from: Height,
+        /// The blocks, in height order.
+        blocks: Vec<SignedBlock>,
+    },
     /// Batches found.
     Batches(Vec<Batch>),
     /// The latest certified checkpoint, if any.

@@ -288,6 +288,18 @@ impl Committee {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Rewrites lines of validator `i`'s generated config (`from` must be present: the test
+    /// fails loudly if the generated config no longer has the line it means to change).
+    pub fn edit_config(&self, i: usize, edits: &[(&str, &str)]) {
+        let path = &self.configs[i];
+        let mut text = std::fs::read_to_string(path).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "v{i}.toml has no `{from}`");
+            text = text.replace(from, to);
+        }
+        std::fs::write(path, text).unwrap();
+    }
 }
 
 impl Drop for Committee {
@@ -328,6 +340,40 @@ pub fn transfers(accounts: u64, first_nonce: u64, per_account: u64) -> Vec<Signe
         }
     }
     out
+}
+
+/// Submits each account's transactions to the same validator (account `a` to `a % n`), in
+/// nonce order, in batches of at most 500.
+pub fn submit_spread(c: &Committee, nodes: &[usize], txs: &[SignedTransaction]) -> usize {
+    let mut per_node: Vec<Vec<SignedTransaction>> = vec![Vec::new(); nodes.len()];
+    for (i, tx) in txs.iter().enumerate() {
+        let account = i % ACCOUNTS as usize;
+        per_node[account % nodes.len()].push(tx.clone());
+    }
+    let mut accepted = 0;
+    for (k, txs) in per_node.iter().enumerate() {
+        for chunk in txs.chunks(500) {
+            let answer = c.submit_batch(nodes[k], chunk);
+            accepted += answer["accepted"].as_u64().unwrap() as usize;
+        }
+    }
+    accepted
+}
+
+/// Waits until every listed node has executed `height`, then returns their roots there.
+pub fn roots_at(c: &Committee, nodes: &[usize], height: u64) -> Vec<String> {
+    c.wait_for(
+        Duration::from_secs(60),
+        "every node to execute the height",
+        || nodes.iter().all(|i| c.executed_height(*i) >= height),
+    );
+    nodes
+        .iter()
+        .map(|i| {
+            c.root_at(*i, height)
+                .unwrap_or_else(|| panic!("node {i} has no root for height {height}"))
+        })
+        .collect()
 }
 
 pub fn now_ms() -> u64 {

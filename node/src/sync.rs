@@ -1,0 +1,389 @@
+//! The range-sync task: watches how far the committee is ahead and, when this node has fallen
+//! more than `sync.trigger_gap` heights behind, runs keel-p2p's [`RangeSync`] state machine,
+//! carrying out its actions. It decides nothing itself:
+//! - every `check_interval_ms` it asks each peer for its committed height
+//!   ([`Request::SyncStatus`]) and takes the height more than 1/3 of the stake claims
+//!   ([`sync_target`]);
+//! - to sync it first pauses the consensus driver ([`SyncControl::Pause`]), which answers with
+//!   its committed root and then neither votes nor commits, so the store has one writer of
+//!   the committed chain and the node signs nothing for rounds it cannot check;
+//! - each range request runs as a task (at most `max_in_flight`), which also fetches the
+//!   range's batches the store lacks from the same peer (each checked against its digest), so
+//!   execution finds them locally; answers come back through a bounded channel;
+//! - proven ranges are persisted as committed, in order, and reported to the driver
+//!   ([`SyncControl::Applied`]), which publishes them to execution, status and metrics;
+//! - when the target is reached it looks again (the chain moved on meanwhile) and resumes the
+//!   driver ([`SyncControl::Resume`]) once within the trigger gap, or when no peer can serve
+//!   the next range (the next check retries).
+
+use crate::{metrics::Metrics, peers::Outbound, persist, status::StatusWriter};
+use keel_authority::store_batch;
+use keel_consensus::{CommitRoot, CommittedBlock};
+use keel_p2p::{
+    Request, Response,
+    protocol::MAX_REQUEST_ITEMS,
+    range_sync::{RangeSync, RangeSyncConfig, SyncAction, sync_target},
+};
+use keel_storage::{Column, Store};
+use keel_types::{ChainId, Committee, Digest, Height, SignedBlock, ValidatorIndex};
+use std::{collections::HashSet, sync::Arc, time::Duration};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What the sync task asks of the consensus driver.
+#[derive(Debug)]
+pub enum SyncControl {
+    /// Stop voting and committing; answer with the committed root.
+    Pause(oneshot::Sender<CommitRoot>),
+    /// These heights were persisted as committed (the last one is `root`); publish them and
+    /// drop their proofs from the proof queue.
+    Applied {
+        /// The new committed root.
+        root: CommitRoot,
+        /// Batches the applied blocks ordered.
+        batches: Vec<Digest>,
+    },
+    /// Rebuild the core from the store and take part in consensus again.
+    Resume,
+}
+
+/// Where the node stands with range sync (for the API and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncProgress {
+    /// Following consensus.
+    #[default]
+    Idle,
+    /// Fetching committed ranges.
+    Range {
+        /// The committed height when this sync started.
+        start: Height,
+        /// The last height applied.
+        applied: Height,
+        /// The height being synced to.
+        target: Height,
+    },
+}
+
+/// What the sync task is built from.
+pub struct SyncDeps {
+    /// Tunables.
+    pub config: RangeSyncConfig,
+    /// The committee (verification, peers, quorum arithmetic).
+    pub committee: Committee,
+    /// The chain.
+    pub chain_id: ChainId,
+    /// This validator (never asked).
+    pub me: ValidatorIndex,
+    /// Where committed blocks and batches go.
+    pub store: Arc<Store>,
+    /// Requests to peers.
+    pub outbound: Outbound,
+    /// The consensus driver.
+    pub driver: mpsc::Sender<SyncControl>,
+    /// The sync state for the API.
+    pub status: StatusWriter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// A range answer (with its batches fetched), or why there is none.
+type Answer = (ValidatorIndex, Height, Result<Vec<SignedBlock>, String>);
+
+/// Starts the sync task.
+pub fn spawn(deps: SyncDeps) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(deps))
+}
+
+#[tracing::instrument(skip_all, name = "sync")]
+async fn run(deps: SyncDeps) {
+    let mut tick = tokio::time::interval(Duration::from_millis(deps.config.check_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = deps.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let claims = peer_heights(&deps).await;
+        let local = match persist::commit_root(&deps.store) {
+            Ok(root) => root.map(|r| r.height).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the committed root");
+                continue;
+            }
+        };
+        let Some(target) = sync_target(&deps.committee, &claims) else {
+            continue;
+        };
+        if target.0 > local.0 + deps.config.trigger_gap {
+            sync(&deps, claims, target).await;
+        }
+    }
+}
+
+/// Every peer's claimed committed height (peers that do not answer in time are left out).
+async fn peer_heights(deps: &SyncDeps) -> Vec<(ValidatorIndex, Height)> {
+    let timeout = Duration::from_millis(deps.config.request_timeout_ms);
+    let mut asks = JoinSet::new();
+    for i in 0..deps.committee.size() {
+        let peer = ValidatorIndex(i as u32);
+        if peer == deps.me {
+            continue;
+        }
+        let outbound = deps.outbound.clone();
+        asks.spawn(async move {
+            let answer =
+                tokio::time::timeout(timeout, outbound.request(peer, &Request::SyncStatus));
+            match answer.await {
+                Ok(Ok(Response::SyncStatus { committed, .. })) => Some((peer, committed)),
+                _ => None,
+            }
+        });
+    }
+    let mut claims = Vec::new();
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(Some(claim)) = answer {
+            claims.push(claim);
+        }
+    }
+    claims
+}
+
+/// One sync episode: pause consensus, range-sync (again while the chain has moved on by more
+/// than the trigger gap), resume consensus.
+async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut target: Height) {
+    let (tx, rx) = oneshot::channel();
+    if deps.driver.send(SyncControl::Pause(tx)).await.is_err() {
+        return;
+    }
+    let Ok(mut root) = rx.await else {
+        return;
+    };
+    let start = root.height;
+    tracing::info!(committed = %root.height, %target, "behind the committee: range sync starts");
+    deps.metrics.sync_active.set(1);
+    loop {
+        let mut machine = RangeSync::new(
+            deps.config,
+            deps.committee.clone(),
+            deps.chain_id,
+            (root.height, root.digest),
+            target,
+            &claims,
+        );
+        let started = std::time::Instant::now();
+        let before = root.height;
+        let ended = drive(deps, &mut machine, &mut root, start).await;
+        let applied = root.height.0 - before.0;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            applied_blocks = applied,
+            seconds = format!("{secs:.1}"),
+            blocks_per_second = format!("{:.0}", applied as f64 / secs.max(1e-3)),
+            committed = %root.height,
+            "range sync pass ended"
+        );
+        if !ended || deps.shutdown.is_cancelled() {
+            break;
+        }
+        // The chain moved on meanwhile: go again while still far behind.
+        claims = peer_heights(deps).await;
+        match sync_target(&deps.committee, &claims) {
+            Some(t) if t.0 > root.height.0 + deps.config.trigger_gap => target = t,
+            _ => break,
+        }
+    }
+    deps.metrics.sync_active.set(0);
+    deps.status.send_modify(|s| s.sync = SyncProgress::Idle);
+    tracing::info!(committed = %root.height, "range sync done; consensus resumes");
+    let _ = deps.driver.send(SyncControl::Resume).await;
+}
+
+/// Runs one state machine to its end. Returns whether it reached its target (`Done`).
+async fn drive(
+    deps: &SyncDeps,
+    machine: &mut RangeSync,
+    root: &mut CommitRoot,
+    start: Height,
+) -> bool {
+    let (answers_tx, mut answers) = mpsc::channel::<Answer>(deps.config.max_in_flight);
+    let mut tasks = JoinSet::new();
+    let mut pending = machine.start();
+    loop {
+        for action in std::mem::take(&mut pending) {
+            match action {
+                SyncAction::Request { peer, from, to } => {
+                    tasks.spawn(fetch_range(deps, peer, from, to, answers_tx.clone()));
+                }
+                SyncAction::Apply { from, blocks } => {
+                    if let Err(e) = apply(deps, root, from, blocks).await {
+                        tracing::error!(error = %e, "cannot persist synced blocks; stopping");
+                        deps.shutdown.cancel();
+                        return false;
+                    }
+                    deps.status.send_modify(|s| {
+                        s.sync = SyncProgress::Range {
+                            start,
+                            applied: root.height,
+                            target: machine.target(),
+                        }
+                    });
+                    deps.metrics
+                        .sync_target_height
+                        .set(machine.target().0 as i64);
+                }
+                SyncAction::DropPeer { peer, reason } => {
+                    deps.metrics.sync_peers_dropped.inc();
+                    tracing::warn!(%peer, %reason, "peer sent a bad range; not asked again in this sync");
+                }
+                SyncAction::Done { .. } => return true,
+                SyncAction::Stuck { applied } => {
+                    tracing::warn!(%applied, "no peer can serve the next range; will retry");
+                    return false;
+                }
+            }
+        }
+        tokio::select! {
+            _ = deps.shutdown.cancelled() => return false,
+            Some((peer, from, answer)) = answers.recv() => {
+                pending = match answer {
+                    Ok(blocks) => machine.on_response(peer, from, blocks),
+                    Err(reason) => {
+                        tracing::debug!(%peer, %from, %reason, "range request failed");
+                        machine.on_failure(peer, from)
+                    }
+                };
+            }
+        }
+        // Reap finished tasks (their answers are already in the channel).
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Asks `peer` for `from..=to`, then fetches the batches those blocks order that the store
+/// lacks; sends the blocks (unverified: the state machine checks them) back.
+fn fetch_range(
+    deps: &SyncDeps,
+    peer: ValidatorIndex,
+    from: Height,
+    to: Height,
+    answers: mpsc::Sender<Answer>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let outbound = deps.outbound.clone();
+    let store = deps.store.clone();
+    let timeout = Duration::from_millis(deps.config.request_timeout_ms);
+    async move {
+        let request = Request::CommittedRange { from, to };
+        let answer = match tokio::time::timeout(timeout, outbound.request(peer, &request)).await {
+            Err(_) => Err("timed out".to_string()),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Response::CommittedRange { from: f, blocks })) if f == from => Ok(blocks),
+            Ok(Ok(other)) => Err(format!("answered {}", response_kind(&other))),
+        };
+        let answer = match answer {
+            Ok(blocks) => {
+                prefetch_batches(&outbound, &store, peer, &blocks, timeout).await;
+                Ok(blocks)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = answers.send((peer, from, answer)).await;
+    }
+}
+
+fn response_kind(response: &Response) -> String {
+    match response {
+        Response::Refused(reason) => format!("refused: {reason}"),
+        other => {
+            let text = format!("{other:?}");
+            text.chars().take(40).collect()
+        }
+    }
+}
+
+/// Fetches from `peer` the batches `blocks` order that the store lacks, storing each whose
+/// digest is one asked for. Best effort: what is missing afterwards, execution fetches from
+/// the proofs' signers.
+async fn prefetch_batches(
+    outbound: &Outbound,
+    store: &Store,
+    peer: ValidatorIndex,
+    blocks: &[SignedBlock],
+    timeout: Duration,
+) {
+    let mut missing: Vec<Digest> = blocks
+        .iter()
+        .flat_map(|b| b.block.payload.iter().map(|p| p.info.digest))
+        .filter(|d| !matches!(store.get(Column::Batches, &d.0), Ok(Some(_))))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    while !missing.is_empty() {
+        let ask: Vec<Digest> = missing.iter().take(MAX_REQUEST_ITEMS).copied().collect();
+        let wanted: HashSet<Digest> = ask.iter().copied().collect();
+        let request = Request::Batches { digests: ask };
+        let Ok(Ok(Response::Batches(batches))) =
+            tokio::time::timeout(timeout, outbound.request(peer, &request)).await
+        else {
+            return;
+        };
+        let mut got = HashSet::new();
+        for batch in batches {
+            let digest = batch.digest();
+            if wanted.contains(&digest) && got.insert(digest) && store_batch(store, &batch).is_err()
+            {
+                return;
+            }
+        }
+        if got.is_empty() {
+            return;
+        }
+        missing.retain(|d| !got.contains(d));
+    }
+}
+
+/// Persists proven blocks as committed at heights `from..` and tells the driver.
+async fn apply(
+    deps: &SyncDeps,
+    root: &mut CommitRoot,
+    from: Height,
+    blocks: Vec<SignedBlock>,
+) -> anyhow::Result<()> {
+    let committed: Vec<CommittedBlock> = blocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, block)| CommittedBlock {
+            block,
+            height: Height(from.0 + i as u64),
+        })
+        .collect();
+    let store = deps.store.clone();
+    let last = committed.last().map(|c| CommitRoot {
+        digest: c.block.digest(),
+        round: c.block.block.round,
+        height: c.height,
+        timestamp: c.block.block.timestamp,
+    });
+    let batches: Vec<Digest> = committed
+        .iter()
+        .flat_map(|c| c.block.block.payload.iter().map(|p| p.info.digest))
+        .collect();
+    let count = committed.len() as u64;
+    tokio::task::spawn_blocking(move || persist::save_commit(&store, &committed)).await??;
+    if let Some(last) = last {
+        *root = last;
+        deps.metrics.sync_applied_blocks.inc_by(count);
+        let _ = deps
+            .driver
+            .send(SyncControl::Applied {
+                root: last,
+                batches,
+            })
+            .await;
+    }
+    Ok(())
+}
