@@ -9,8 +9,8 @@ use crate::{
     config::StoreConfig,
     error::{Error, Result},
     layout::{
-        Column, DB_DIR, INTERNAL_CF, KEY_LATTICE_SEQ, KEY_SEQ, LOCK_FILE, PREFIX_JOURNAL, STATE_CF,
-        journal_key, lattice_key, split_value,
+        Column, DB_DIR, INTERNAL_CF, KEY_LATTICE_SEQ, KEY_SEQ, LOCK_FILE, PREFIX_JOURNAL,
+        STAGING_CF, STATE_CF, journal_key, lattice_key, split_value,
     },
     lthash::{BUCKETS, LtHash, StateHash, bucket_of},
     recent::RecentWrites,
@@ -228,6 +228,7 @@ impl Store {
         let mut families = vec![
             ColumnFamilyDescriptor::new(STATE_CF, cf_options(&cache, false)),
             ColumnFamilyDescriptor::new(INTERNAL_CF, cf_options(&cache, false)),
+            ColumnFamilyDescriptor::new(STAGING_CF, cf_options(&cache, false)),
         ];
         for c in Column::ALL {
             let compress = matches!(c, Column::Receipts | Column::Blocks | Column::Batches);
@@ -254,7 +255,7 @@ impl Store {
         let root = RootKeeper::spawn(db.clone(), recovered)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_commits);
-        Ok(Store {
+        let store = Store {
             db,
             path: path.to_path_buf(),
             commit: Mutex::new(CommitState {
@@ -267,7 +268,10 @@ impl Store {
             visible_seq: AtomicU64::new(last_seq),
             root,
             _lock: lock,
-        })
+        };
+        // An install a crash interrupted is finished before anything reads the state.
+        store.finish_install()?;
+        Ok(store)
     }
 
     /// The data directory.
@@ -280,6 +284,13 @@ impl Store {
         self.db
             .cf_handle(STATE_CF)
             .expect("INVARIANT: state column family exists")
+    }
+
+    pub(crate) fn staging_cf(&self) -> &ColumnFamily {
+        // INVARIANT: `open` creates every column family.
+        self.db
+            .cf_handle(STAGING_CF)
+            .expect("INVARIANT: staging column family exists")
     }
 
     pub(crate) fn internal_cf(&self) -> &ColumnFamily {

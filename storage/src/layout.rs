@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | [`STATE_CF`] | [`state_key`]: `bucket(key) ‖ key` | [`state_value`]: `version (u64 LE) ‖ value` |
 //! | [`Column`]s: `receipts`, `blocks`, `batches`, `consensus`, `meta` | caller-defined | caller-defined |
-//! | [`INTERNAL_CF`] | [`KEY_SEQ`], [`KEY_LATTICE_SEQ`], [`lattice_key`], [`journal_key`] | see below |
+//! | [`INTERNAL_CF`] | [`KEY_SEQ`], [`KEY_LATTICE_SEQ`], [`lattice_key`], [`journal_key`], [`KEY_INSTALLING`] | see below |
+//! | [`STAGING_CF`] | `bucket(key) ‖ key` | value (a state received from peers, see [`crate::staging`]) |
 //!
 //! `internal` belongs to this crate: the last commit sequence (u64 LE), the bucket lattices
 //! ([`crate::LtHash::to_bytes`]) as of `lattice_seq` (u64 LE), and a journal of element seeds
@@ -40,6 +41,8 @@ pub(crate) const DB_DIR: &str = "db";
 pub(crate) const STATE_CF: &str = "state";
 /// The column family of the store's own bookkeeping.
 pub(crate) const INTERNAL_CF: &str = "internal";
+/// The column family where a state received from peers waits to be installed.
+pub(crate) const STAGING_CF: &str = "staging";
 
 /// `internal`: the sequence of the last commit.
 pub(crate) const KEY_SEQ: &[u8] = b"seq";
@@ -49,6 +52,9 @@ pub(crate) const KEY_LATTICE_SEQ: &[u8] = b"lattice_seq";
 pub(crate) const PREFIX_LATTICE: &[u8] = b"lattice/";
 /// `internal`: prefix of the state-hash journal.
 pub(crate) const PREFIX_JOURNAL: &[u8] = b"journal/";
+/// `internal`: present while a staged state is being installed; holds the caller's writes
+/// that complete the install (see [`crate::staging`]).
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 
 /// The column families callers may read and write directly. State is only written through
 /// [`crate::OccTransaction`], so that the state hash follows every change.

@@ -21,7 +21,10 @@
 //! - `layout`: the on-disk format (column families, key and value encodings, size limits);
 //! - `root_keeper`: the thread owning the bucket lattices and the state-hash journal;
 //! - `db`: [`Store`] itself (open, lock, recovery, plain column reads and writes);
-//! - `occ`: snapshots and optimistic transactions over the `state` column.
+//! - `occ`: snapshots and optimistic transactions over the `state` column;
+//! - `staging`: state transfer — serving a bucket as of a snapshot in chunks, staging a state
+//!   received from peers, and installing it atomically (an interrupted install is finished at
+//!   open).
 //!
 //! Invariants:
 //! - Committed transactions are serialisable in commit order; a transaction never sees another's
@@ -50,6 +53,7 @@ pub mod lthash;
 mod occ;
 mod recent;
 mod root_keeper;
+mod staging;
 
 /// [`lthash`] under its other public name (it computes the state root); both paths work.
 pub use lthash as state_root;
@@ -62,3 +66,4 @@ pub use error::{Error, Result};
 pub use layout::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE};
 pub use lthash::{LtHash, StateHash};
 pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned};
+pub use staging::{BucketChunk, check_chunk};

@@ -120,6 +120,17 @@ impl std::fmt::Debug for StateSnapshot<'_> {
 }
 
 impl StateSnapshot<'_> {
+    /// Iterates the `state` column as of the snapshot, forward from the stored key `start`.
+    pub(crate) fn iterator_from(&self, start: &[u8]) -> rocksdb::DBIteratorWithThreadMode<'_, DB> {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self._snapshot);
+        self.store.db.iterator_cf_opt(
+            self.store.state_cf(),
+            opts,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        )
+    }
+
     /// Every commit with a sequence at or below this is visible in the snapshot.
     pub fn seq(&self) -> u64 {
         self.seq

@@ -52,6 +52,11 @@ impl RecentWrites {
         }
     }
 
+    /// About how many keys the index holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub(crate) fn lookup(&self, key: &[u8], snapshot_seq: u64) -> Lookup {
         if let Some((_, latest)) = self.map.get(key) {
             return Lookup::Written(*latest);

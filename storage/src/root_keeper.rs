@@ -57,6 +57,11 @@ enum Message {
         entries: Vec<JournalEntry>,
     },
     Query(SyncSender<StateHash>),
+    /// A new state was installed at `seq` with these lattices (already written).
+    Reset {
+        seq: u64,
+        hash: StateHash,
+    },
 }
 
 /// The lattices as recovered at open, and the sequences they stand at.
@@ -91,6 +96,12 @@ impl Keeper {
                 }
                 Message::Query(reply) => {
                     let _ = reply.send(self.hash.clone());
+                }
+                Message::Reset { seq, hash } => {
+                    self.hash = hash;
+                    self.applied_seq = seq;
+                    self.lattice_seq = seq;
+                    self.dirty = [false; BUCKETS];
                 }
             }
         }
@@ -163,6 +174,13 @@ impl RootKeeper {
     pub(crate) fn apply(&self, seq: u64, entries: Vec<JournalEntry>) -> Result<()> {
         self.sender()?
             .send(Message::Apply { seq, entries })
+            .map_err(|_| keeper_gone())
+    }
+
+    /// Replaces the lattices after an install wrote them (with their sequence) to disk.
+    pub(crate) fn reset(&self, seq: u64, hash: StateHash) -> Result<()> {
+        self.sender()?
+            .send(Message::Reset { seq, hash })
             .map_err(|_| keeper_gone())
     }
 
