@@ -422,15 +422,20 @@ impl Store {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let mut batch = WriteBatch::default();
+        self.add_ops(&mut batch, ops);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(Error::rocks("write"))
+    }
+
+    /// Adds caller-visible column writes to a write batch.
+    pub(crate) fn add_ops(&self, batch: &mut WriteBatch, ops: Vec<WriteOp>) {
         for op in ops {
             match op.value {
                 Some(v) => batch.put_cf(self.cf(op.column), op.key, v),
                 None => batch.delete_cf(self.cf(op.column), op.key),
             }
         }
-        self.db
-            .write_opt(batch, &opts)
-            .map_err(Error::rocks("write"))
     }
 
     /// Iterates a caller-visible column's keys starting with `prefix`, in key order.

@@ -64,6 +64,14 @@ pub enum Error {
         /// RocksDB's message.
         reason: String,
     },
+    /// A config field out of range.
+    #[error("{field}: {reason}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// Stored bytes that do not have the expected layout.
     #[error("corrupt {what}: {reason}")]
     Corrupt {

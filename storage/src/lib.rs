@@ -25,6 +25,9 @@
 //! - `staging`: state transfer — serving a bucket as of a snapshot in chunks, staging a state
 //!   received from peers, and installing it atomically (an interrupted install is finished at
 //!   open).
+//! - `range`: range deletes, batched point reads and manual compaction ([`KeyRange`]);
+//! - `retention`: the pure pruning planner and its config section ([`PruningConfig`],
+//!   [`retention::plan`]): which old heights a pass may delete.
 //!
 //! Invariants:
 //! - Committed transactions are serialisable in commit order; a transaction never sees another's
@@ -38,6 +41,8 @@
 //! - [`Store::put_synced`] returns only after the write-ahead log is fsynced.
 //! - One process holds a data directory at a time; a second `open` fails at once with
 //!   [`Error::Locked`].
+//! - A pruning plan never deletes a height above `executed - keep_blocks` nor at or above the
+//!   checkpoint floor it is given (see [`retention`]).
 //!
 //! This crate does not know what the bytes it stores mean (accounts, receipts and blocks are
 //! encoded by their owners), does no networking, and reads no configuration files.
@@ -51,7 +56,9 @@ mod error;
 mod layout;
 pub mod lthash;
 mod occ;
+mod range;
 mod recent;
+pub mod retention;
 mod root_keeper;
 mod staging;
 
@@ -67,3 +74,5 @@ pub use layout::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE}
 pub use lthash::{LtHash, StateHash};
 pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned};
 pub use staging::{BucketChunk, check_chunk};
+pub use range::KeyRange;
+pub use retention::{PruneInput, PrunePlan, PruningConfig};
