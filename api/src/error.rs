@@ -4,7 +4,8 @@
 //! {"error": {"code": "bad_request", "message": "ops[0].to: expected 64 hex characters"}}
 //! ```
 //!
-//! Client mistakes are 4xx with a message naming the field; back-pressure is 429; failures of
+//! Client mistakes are 4xx with a message naming the field; data this node pruned is 410;
+//! back-pressure is 429; failures of
 //! the node itself are 500 with a generic message (the detail goes to the log, not the client).
 
 use axum::{
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// The error object inside the body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorJson {
-    /// Machine-readable code: `bad_request`, `not_found`, `payload_too_large`,
+    /// Machine-readable code: `bad_request`, `not_found`, `gone`, `payload_too_large`,
     /// `unsupported_media_type`, `unauthorized`, `overloaded`, `not_ready`, `internal`.
     pub code: String,
     /// What went wrong, for a human.
@@ -57,6 +58,11 @@ impl ApiError {
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 410: it existed here, and was pruned.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", message)
     }
 
     /// 413.

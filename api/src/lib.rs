@@ -60,6 +60,9 @@ pub trait NodeApi: Send + Sync + 'static {
     fn object(&self, owner: &Address, key: &[u8]) -> Result<Option<Object>, String>;
     /// A committed block by height (`None`: the latest).
     fn block(&self, height: Option<Height>) -> Result<Option<BlockJson>, String>;
+    /// The lowest committed height this node still holds: blocks below it, and the receipts
+    /// written at those heights, were pruned (1 when nothing was).
+    fn retained_from(&self) -> Result<Height, String>;
     /// Node status.
     fn status(&self) -> Result<StatusJson, String>;
     /// Receipts of each executed block, as it executes.

@@ -35,6 +35,8 @@ pub fn openapi_document() -> Value {
     batch_responses["200"] = json!({"description": "Per-transaction results", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchSubmit"}}}});
     batch_responses["429"] = json!({"description": "Every transaction refused as overloaded"});
     batch_responses["413"] = json!({"description": "Body too large"});
+    let mut block_responses = ok_json("Block", &errors);
+    block_responses["410"] = json!({"description": "Pruned: the message names the height and the lowest height this node keeps", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Keel validator node API", "version": env!("CARGO_PKG_VERSION")},
@@ -67,7 +69,7 @@ pub fn openapi_document() -> Value {
             "/v1/blocks/{height}": {"get": {
                 "summary": "A committed block by height",
                 "parameters": [path_param("height", "block height")],
-                "responses": ok_json("Block", &errors)
+                "responses": block_responses
             }},
             "/v1/blocks/latest": {"get": {"summary": "The latest committed block", "responses": ok_json("Block", &errors)}},
             "/v1/status": {"get": {"summary": "Node status", "responses": ok_json("Status", &errors)}},
@@ -82,7 +84,7 @@ pub fn openapi_document() -> Value {
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["bad_request", "not_found", "payload_too_large", "unsupported_media_type", "unauthorized", "overloaded", "not_ready", "internal"]},
+                "code": {"type": "string", "enum": ["bad_request", "not_found", "gone", "payload_too_large", "unsupported_media_type", "unauthorized", "overloaded", "not_ready", "internal"]},
                 "message": {"type": "string"}}}}},
             "Transaction": {"type": "object", "additionalProperties": false,
                 "required": ["chain_id", "sender", "nonce", "expiry_ms", "ops", "signature"],

@@ -158,9 +158,16 @@ async fn transaction(
     Path(digest): Path<String>,
 ) -> Result<Json<TransactionStatusJson>, ApiError> {
     let digest = parse_digest(&digest)?;
-    let lookup = run_blocking(move || node.transaction(&digest))
-        .await?
-        .map_err(ApiError::internal)?;
+    let (lookup, retained_from) = run_blocking(move || {
+        let lookup = node.transaction(&digest)?;
+        let retained_from = match lookup {
+            TxLookup::Unknown => Some(node.retained_from()?),
+            _ => None,
+        };
+        Ok::<_, String>((lookup, retained_from))
+    })
+    .await?
+    .map_err(ApiError::internal)?;
     match lookup {
         TxLookup::Executed(receipt) => Ok(Json(TransactionStatusJson {
             digest: digest.to_string(),
@@ -172,9 +179,15 @@ async fn transaction(
             status: "pending".into(),
             receipt: None,
         })),
-        TxLookup::Unknown => Err(ApiError::not_found(format!(
-            "transaction {digest} is not known to this node"
-        ))),
+        // A receipt is keyed by transaction, not height: a pruned one cannot be told from one
+        // that never existed, so the answer says it may have been pruned.
+        TxLookup::Unknown => Err(ApiError::not_found(match retained_from {
+            Some(r) if r.0 > 1 => format!(
+                "transaction {digest} is not known to this node; it may have been executed \
+                 before height {r}, whose receipts this node has pruned"
+            ),
+            _ => format!("transaction {digest} is not known to this node"),
+        })),
     }
 }
 
@@ -220,15 +233,27 @@ async fn object(
 }
 
 async fn block_at(node: Api, height: Option<Height>) -> Result<Response, ApiError> {
-    let found = run_blocking(move || node.block(height))
-        .await?
-        .map_err(ApiError::internal)?;
-    match found {
-        Some(b) => Ok(Json(b).into_response()),
-        None => Err(ApiError::not_found(match height {
-            Some(h) => format!("no committed block at height {h}"),
-            None => "no block committed yet".into(),
-        })),
+    // The block first, then the lowest retained height: the pruner deletes a block and raises
+    // that height in one write, so a missing block below it was pruned, never "not yet".
+    let (found, retained_from) = run_blocking(move || {
+        let found = node.block(height)?;
+        let retained_from = match found {
+            None => Some(node.retained_from()?),
+            Some(_) => None,
+        };
+        Ok::<_, String>((found, retained_from))
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    match (found, height, retained_from) {
+        (Some(b), _, _) => Ok(Json(b).into_response()),
+        (None, Some(h), Some(r)) if h.0 > 0 && h < r => Err(ApiError::gone(format!(
+            "block at height {h} was pruned; this node keeps heights {r} and above"
+        ))),
+        (None, Some(h), _) => Err(ApiError::not_found(format!(
+            "no committed block at height {h}"
+        ))),
+        (None, None, _) => Err(ApiError::not_found("no block committed yet")),
     }
 }
 

@@ -148,6 +148,10 @@ impl NodeApi for NodeView {
         }))
     }
 
+    fn retained_from(&self) -> Result<Height, String> {
+        persist::retained_from(&self.store).map_err(|e| format!("{e:#}"))
+    }
+
     fn status(&self) -> Result<StatusJson, String> {
         // Copy the fields out: the borrow holds the watch's read lock.
         let (round, committed, executed, root, executed_transactions, sync) = {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use keel_authority::{BatchConfig, DisseminationConfig, ExecutorConfig, MempoolConfig};
 use keel_consensus::CoreConfig;
 use keel_p2p::{EndpointConfig, range_sync::RangeSyncConfig};
-use keel_storage::StoreConfig;
+use keel_storage::{PruningConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
 use std::{
     net::SocketAddr,
@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// The node's queues, buffers and intervals.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How much committed history is kept (keel-storage's retention planner).
+    #[serde(default)]
+    pub pruning: PruningConfig,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -226,6 +229,8 @@ impl NodeConfig {
         self.limits
             .check()
             .map_err(|(field, reason)| field_error(&format!("limits.{field}"), reason))?;
+        crate::prune::check_config(&self.pruning, self.consensus.min_block_interval_ms)
+            .map_err(|(field, reason)| field_error(&format!("pruning.{field}"), reason))?;
         Ok(())
     }
 }
@@ -254,6 +259,7 @@ mod tests {
                     toml::to_string(&c.p2p).unwrap(),
                     toml::to_string(&c.sync).unwrap(),
                     toml::to_string(&c.limits).unwrap(),
+                    toml::to_string(&c.pruning).unwrap(),
                 ]
             };
             let defaults = load_str(MINIMAL).unwrap();
@@ -297,6 +303,12 @@ admin_token_file = "t"
             ("[limits]\nconsensus_queue = 0", "limits.consensus_queue"),
             ("[sync]\nchunk_blocks = 0", "sync.chunk_blocks"),
             ("[sync]\ndone_margin = 100", "sync.done_margin"),
+            ("[pruning]\nkeep_blocks = 10", "pruning.keep_blocks"),
+            ("[pruning]\nkeep_block = 1000", "keep_block"),
+            (
+                "[pruning]\ninterval_ms = 60000\nmax_heights_per_pass = 100",
+                "pruning.max_heights_per_pass",
+            ),
             ("[consensus]\nunknown = 1", "unknown"),
             (
                 "[consensus.pacemaker]\nbase_timeout_ms = 1",
@@ -334,6 +346,11 @@ admin_token_file = "t"
         assert_eq!(again.to_toml().unwrap(), shown);
         assert!(
             shown.contains("[limits]") && shown.contains("[consensus.pacemaker]"),
+            "{shown}"
+        );
+        assert_eq!(config.pruning, PruningConfig::default());
+        assert!(
+            shown.contains("[pruning]\nenabled = true\nkeep_blocks = 100000\n"),
             "{shown}"
         );
     }

@@ -38,6 +38,8 @@
 //!          range requests as tasks (≤ sync.max_in_flight) ─▶ store (blocks, batches)
 //!  status watch (round, heights, roots, sync, last progress) ◀─ driver, execution, sync; ─▶ API
 //!  gauges task: endpoint and mempool gauges every gauges_interval_ms
+//!  pruner task: every pruning.interval_ms, status watch (executed) + checkpoint floor watch
+//!          ─▶ deletes heights below executed − keep_blocks (blocking pool, bounded per pass)
 //! ```
 //!
 //! Shutdown: one cancellation token reaches every task; `run` waits for each with a grace
@@ -65,6 +67,7 @@ mod payload;
 mod peers;
 mod pending;
 mod persist;
+mod prune;
 mod router;
 mod service;
 mod setup;

@@ -68,6 +68,21 @@ pub struct Metrics {
     pub sync_applied_blocks: IntCounter,
     /// Peers dropped from a sync for sending bad ranges.
     pub sync_peers_dropped: IntCounter,
+    /// The highest pruned height (the lowest retained height minus one; 0: nothing pruned).
+    pub pruned_height: IntGauge,
+    /// Heights that retention allows to prune and the pruner has not pruned yet.
+    pub pruner_lag: IntGauge,
+    /// Heights pruned.
+    pub pruned_heights: IntCounter,
+    /// Batches pruned.
+    pub pruned_batches: IntCounter,
+    /// Receipts pruned.
+    pub pruned_receipts: IntCounter,
+    /// Seconds each pruning pass spends reading and deleting (`keel_pruned_heights_total` over
+    /// its sum is the pruner's speed).
+    pub pruner_pass_seconds: Histogram,
+    /// Seconds each compaction of pruned data takes (flush included).
+    pub pruner_compaction_seconds: Histogram,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -236,6 +251,31 @@ impl Metrics {
                     .expect("INVARIANT: metric registered once");
                 g
             },
+            pruned_height: gauge(
+                &r,
+                "keel_pruned_height",
+                "Highest pruned height (lowest retained height minus one)",
+            ),
+            pruner_lag: gauge(
+                &r,
+                "keel_pruner_lag_blocks",
+                "Heights retention allows to prune that are not pruned yet",
+            ),
+            pruned_heights: counter(&r, "keel_pruned_heights_total", "Heights pruned"),
+            pruned_batches: counter(&r, "keel_pruned_batches_total", "Batches pruned"),
+            pruned_receipts: counter(&r, "keel_pruned_receipts_total", "Receipts pruned"),
+            pruner_pass_seconds: histogram(
+                &r,
+                "keel_pruner_pass_seconds",
+                "Time one pruning pass spends reading and deleting",
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+            ),
+            pruner_compaction_seconds: histogram(
+                &r,
+                "keel_pruner_compaction_seconds",
+                "Time one compaction of pruned data takes, flush included",
+                vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
+            ),
             registry: r,
         }
     }

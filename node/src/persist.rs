@@ -7,9 +7,17 @@
 //! | consensus | `tree/` ‖ digest | bcs `SignedBlock` not yet committed |
 //! | blocks | `h/` ‖ height (big-endian) | bcs [`CommittedRecord`] |
 //! | blocks | `d/` ‖ digest | height (big-endian) |
+//! | blocks | `b/` ‖ batch digest | height (big-endian) of the highest committed block ordering it |
+//! | meta | `retained_from` | the lowest retained height (u64 big-endian; absent: 1, nothing pruned) |
 //!
-//! A commit writes the committed blocks, their digest index, the new root and the removal of
-//! their `tree/` entries in one write batch, so the committed chain in the store never has gaps.
+//! A commit writes the committed blocks, their digest index, the batch index, the new root and
+//! the removal of their `tree/` entries in one write batch, so the committed chain in the store
+//! never has gaps. Every writer of committed blocks goes through [`save_commit`]: the pruner
+//! relies on the batch index to keep a batch that a retained block orders again.
+//!
+//! The pruner (`prune.rs`) deletes heights below `retained_from` and raises it in the same write
+//! batch, so a height below [`retained_from`] was pruned, and a missing height at or above it was
+//! never committed here.
 
 use anyhow::{Context, Result};
 use keel_consensus::{CommitRoot, CommittedBlock, RecoveryData, SafetyData};
@@ -20,6 +28,7 @@ use serde::{Deserialize, Serialize};
 const SAFETY: &[u8] = b"safety";
 const ROOT: &[u8] = b"root";
 const TREE: &[u8] = b"tree/";
+const RETAINED_FROM: &[u8] = b"retained_from";
 
 /// A committed block as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +43,24 @@ fn tree_key(digest: &Digest) -> Vec<u8> {
     [TREE, &digest.0[..]].concat()
 }
 
-fn height_key(height: Height) -> Vec<u8> {
+pub(crate) fn height_key(height: Height) -> Vec<u8> {
     [&b"h/"[..], &height.0.to_be_bytes()].concat()
 }
 
-fn digest_key(digest: &Digest) -> Vec<u8> {
+pub(crate) fn digest_key(digest: &Digest) -> Vec<u8> {
     [&b"d/"[..], &digest.0[..]].concat()
+}
+
+/// The blocks-column key of a batch's last-ordered height.
+pub(crate) fn batch_ref_key(batch: &Digest) -> Vec<u8> {
+    [&b"b/"[..], &batch.0[..]].concat()
+}
+
+fn decode_height(bytes: &[u8], what: &str) -> Result<Height> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .with_context(|| format!("corrupt {what} in the store"))?;
+    Ok(Height(u64::from_be_bytes(raw)))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -95,6 +116,13 @@ pub fn save_commit(store: &Store, blocks: &[CommittedBlock]) -> Result<()> {
             key: tree_key(&digest),
             value: None,
         });
+        for proof in &b.block.block.payload {
+            ops.push(WriteOp {
+                column: Column::Blocks,
+                key: batch_ref_key(&proof.info.digest),
+                value: Some(b.height.0.to_be_bytes().to_vec()),
+            });
+        }
     }
     let root = CommitRoot {
         digest: last.block.digest(),
@@ -115,6 +143,33 @@ pub fn committed_at(store: &Store, height: Height) -> Result<Option<CommittedRec
     store
         .get(Column::Blocks, &height_key(height))?
         .map(|b| decode(&b, "committed block"))
+        .transpose()
+}
+
+/// The lowest retained committed height: heights below it were pruned (1 when nothing was).
+/// What the API and block sync tell "pruned" from "never existed" by.
+pub fn retained_from(store: &Store) -> Result<Height> {
+    match store.get(Column::Meta, RETAINED_FROM)? {
+        Some(b) => decode_height(&b, "lowest retained height"),
+        None => Ok(Height(1)),
+    }
+}
+
+/// The write recording `height` as the lowest retained one (in the pruner's write batch).
+pub(crate) fn retained_from_op(height: Height) -> WriteOp {
+    WriteOp {
+        column: Column::Meta,
+        key: RETAINED_FROM.to_vec(),
+        value: Some(height.0.to_be_bytes().to_vec()),
+    }
+}
+
+/// The highest committed height whose block orders `batch` (absent for batches ordered before
+/// the index existed, or never).
+pub(crate) fn batch_ordered_at(store: &Store, batch: &Digest) -> Result<Option<Height>> {
+    store
+        .get(Column::Blocks, &batch_ref_key(batch))?
+        .map(|b| decode_height(&b, "batch index"))
         .transpose()
 }
 

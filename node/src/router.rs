@@ -97,19 +97,36 @@ impl Handler<ConsensusMessage> for Router {
             Request::Blocks { .. } | Request::Batches { .. } => {
                 Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
             }
-            Request::SyncStatus => match persist::commit_root(&self.store) {
-                Ok(root) => Response::SyncStatus {
-                    committed: root.map(|r| r.height).unwrap_or_default(),
-                    retained_from: Height(1),
-                },
-                Err(e) => Response::Refused(format!("cannot read the committed root: {e}")),
-            },
+            Request::SyncStatus => {
+                let status = persist::commit_root(&self.store).and_then(|root| {
+                    Ok((
+                        root.map(|r| r.height).unwrap_or_default(),
+                        persist::retained_from(&self.store)?,
+                    ))
+                });
+                match status {
+                    Ok((committed, retained_from)) => Response::SyncStatus {
+                        committed,
+                        retained_from,
+                    },
+                    Err(e) => Response::Refused(format!("cannot read the sync status: {e}")),
+                }
+            }
             Request::CommittedRange { from, to } => {
                 if from.0 == 0 || to < from || to.0 - from.0 >= MAX_REQUEST_ITEMS as u64 {
                     return Response::Refused(format!(
                         "range {from}..={to}: must start at 1 or above and hold at most \
                          {MAX_REQUEST_ITEMS} heights"
                     ));
+                }
+                match persist::retained_from(&self.store) {
+                    Ok(retained) if from < retained => {
+                        return Response::Refused(format!(
+                            "heights below {retained} are pruned here"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Response::Refused(format!("cannot read blocks: {e}")),
                 }
                 match committed_range(&self.store, from, to) {
                     Ok(blocks) => Response::CommittedRange { from, blocks },

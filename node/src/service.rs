@@ -15,6 +15,7 @@ use crate::{
     peers::{Outbound, Peers},
     pending::PendingTxs,
     persist,
+    prune::{self, PruneDeps},
     router::Router,
     status::NodeStatus,
     sync::{self, SyncDeps},
@@ -242,6 +243,16 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         shutdown.clone(),
         Duration::from_millis(limits.gauges_interval_ms),
     ));
+    // Nothing feeds the checkpoint floor until certified checkpoints exist: retention decides.
+    let (_checkpoint_floor_tx, checkpoint_floor) = watch::channel(None);
+    let pruner = prune::spawn(PruneDeps {
+        store: store.clone(),
+        config: config.pruning.clone(),
+        status: status.clone(),
+        checkpoint_floor,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
     let execution = execute::spawn(ExecuteDeps {
         executor,
         outbound,
@@ -289,6 +300,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         ("batch verifier", batch_verifier),
         ("proof verifier", proof_verifier),
         ("gauges", gauges),
+        ("pruner", pruner),
         ("public api", public_api),
         ("admin api", admin_api),
     ] {

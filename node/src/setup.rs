@@ -169,6 +169,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
             p2p: Default::default(),
             sync: Default::default(),
             limits: Default::default(),
+            pruning: Default::default(),
         };
         config.validate()?;
         let path = out.join(format!("{}.toml", v.name));

@@ -59,6 +59,13 @@ impl NodeStatus {
         }
     }
 
+    /// Forgets the roots of heights below `height` (pruned ones).
+    pub fn forget_roots_below(&mut self, height: Height) {
+        while self.roots.front().is_some_and(|(h, _)| *h < height) {
+            self.roots.pop_front();
+        }
+    }
+
     /// The state root after `height`, if still remembered.
     pub fn root_at(&self, height: Height) -> Option<Digest> {
         let i = self.roots.partition_point(|(h, _)| *h < height);
@@ -87,5 +94,8 @@ mod tests {
         assert_eq!(s.root_at(Height(2)), None, "forgotten");
         assert_eq!(s.root_at(Height(5)), Some(Digest::of_tagged("r", &5u64)));
         assert_eq!(s.root_at(Height(6)), None);
+        s.forget_roots_below(Height(5));
+        assert_eq!(s.root_at(Height(4)), None, "pruned");
+        assert_eq!(s.root_at(Height(5)), Some(Digest::of_tagged("r", &5u64)));
     }
 }

@@ -108,7 +108,6 @@ async fn run(deps: SyncDeps) {
             _ = deps.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let claims = peer_heights(&deps).await;
         let local = match persist::commit_root(&deps.store) {
             Ok(root) => root.map(|r| r.height).unwrap_or_default(),
             Err(e) => {
@@ -116,6 +115,7 @@ async fn run(deps: SyncDeps) {
                 continue;
             }
         };
+        let claims = peer_heights(&deps, local).await;
         let Some(target) = sync_target(&deps.committee, &claims) else {
             continue;
         };
@@ -125,8 +125,9 @@ async fn run(deps: SyncDeps) {
     }
 }
 
-/// Every peer's claimed committed height (peers that do not answer in time are left out).
-async fn peer_heights(deps: &SyncDeps) -> Vec<(ValidatorIndex, Height)> {
+/// Every peer's claimed committed height; peers that do not answer in time, or have pruned
+/// the height after `local`, are left out.
+async fn peer_heights(deps: &SyncDeps, local: Height) -> Vec<(ValidatorIndex, Height)> {
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     let mut asks = JoinSet::new();
     for i in 0..deps.committee.size() {
@@ -139,7 +140,18 @@ async fn peer_heights(deps: &SyncDeps) -> Vec<(ValidatorIndex, Height)> {
             let answer =
                 tokio::time::timeout(timeout, outbound.request(peer, &Request::SyncStatus));
             match answer.await {
-                Ok(Ok(Response::SyncStatus { committed, .. })) => Some((peer, committed)),
+                Ok(Ok(Response::SyncStatus {
+                    committed,
+                    retained_from,
+                })) if retained_from.0 <= local.0 + 1 => Some((peer, committed)),
+                Ok(Ok(Response::SyncStatus { retained_from, .. })) => {
+                    tracing::warn!(
+                        %peer, %retained_from, committed = %local,
+                        "peer pruned the heights this node needs: only checkpoint state sync \
+                         at start can bring it back"
+                    );
+                    None
+                }
                 _ => None,
             }
         });
@@ -191,7 +203,7 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
             break;
         }
         // The chain moved on meanwhile: go again while still far behind.
-        claims = peer_heights(deps).await;
+        claims = peer_heights(deps, root.height).await;
         match sync_target(&deps.committee, &claims) {
             Some(t) if t.0 > root.height.0 + deps.config.trigger_gap => target = t,
             _ => break,

@@ -73,6 +73,6 @@ pub use error::{Error, Result};
 pub use layout::{Column, LATTICE_FLUSH_INTERVAL, MAX_STATE_KEY, MAX_STATE_VALUE};
 pub use lthash::{LtHash, StateHash};
 pub use occ::{CommitInfo, OccTransaction, StateSnapshot, Versioned};
-pub use staging::{BucketChunk, check_chunk};
 pub use range::KeyRange;
 pub use retention::{PruneInput, PrunePlan, PruningConfig};
+pub use staging::{BucketChunk, check_chunk};
