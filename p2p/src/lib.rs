@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Committed-range sync's protocol logic is the pure state machine [`range_sync::RangeSync`]
-//! (what a client accepts as proven committed, and how it schedules ranges over peers); the
-//! node runs it.
+//! (what a client accepts as proven committed, and how it schedules ranges over peers), and
+//! checkpoint state sync's is [`state_sync::StateSync`] (buckets proven against a certified
+//! root, downloaded from several peers); the node runs them.
 //!
 //! Main types: [`Network`] (a running endpoint), [`EndpointConfig`] (its parameters, a serde
 //! section with `DEFAULT_*` constants; the listen address is set by the node, not the section),
@@ -34,6 +35,7 @@ pub mod frame;
 pub mod identity;
 pub mod protocol;
 pub mod range_sync;
+pub mod state_sync;
 
 pub use endpoint::{
     DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT,

@@ -93,6 +93,11 @@ pub enum Request {
     },
     /// The latest certified checkpoint.
     LatestCheckpoint,
+    /// The 256 bucket checksums of the state as of a checkpoint.
+    StateSummary {
+        /// The checkpoint's sequence.
+        checkpoint: u64,
+    },
     /// The entries of one state bucket as of a checkpoint.
     StateChunk {
         /// The checkpoint's sequence.
@@ -128,6 +133,11 @@ pub enum Response {
     Batches(Vec<Batch>),
     /// The latest certified checkpoint, if any.
     Checkpoint(Option<CertifiedCheckpoint>),
+    /// The bucket checksums answering [`Request::StateSummary`], in bucket order.
+    StateSummary {
+        /// One per bucket.
+        checksums: Vec<Digest>,
+    },
     /// State entries (key, value) of a bucket, in key order; `complete` when the bucket ends.
     StateChunk {
         /// The entries.
