@@ -24,6 +24,9 @@
 //!   ordered payload, so latency under load is unchanged while an idle chain slows down.
 //! - Messages more than `max_future_rounds` ahead are dropped; blocks whose parent is unknown
 //!   wait (bounded) while the parent is fetched (see [`block_sync`]).
+//! - A core started without trustworthy safety data follows the chain but signs nothing, and
+//!   asks peers for their certificates on start and on every round timer, until a quorum has
+//!   answered (see [`crate::amnesia`] for the rules, `core/amnesia.rs` for the handling).
 //!
 //! The embedder-facing types live in [`crate::interface`] and are re-exported here; the cheap
 //! checks an embedder runs before verifying a message are in [`crate::precheck`].
@@ -33,10 +36,12 @@ pub use crate::interface::{
     RecoveryData,
 };
 
+mod amnesia;
 pub mod block_sync;
 
 use crate::{
     aggregator::{TimeoutAggregator, TimeoutOutcome, VoteAggregator, VoteOutcome},
+    amnesia::AnswerTally,
     block_tree::{BlockTree, CommitRoot},
     error::{Error, Result},
     leader::LeaderElection,
@@ -46,15 +51,14 @@ use crate::{
 };
 use block_sync::BlockSync;
 use keel_types::{
-    Block, ChainId, Committee, Digest, QuorumCertificate, Round, SignedBlock, Timeout,
-    TimeoutCertificate, TimestampMs, ValidatorIndex, consensus::MAX_BLOCK_PAYLOAD,
+    Block, Committee, Digest, QuorumCertificate, Round, SignedBlock, Timeout, TimeoutCertificate,
+    TimestampMs, ValidatorIndex, consensus::MAX_BLOCK_PAYLOAD,
 };
 use std::collections::BTreeMap;
 
 /// The consensus state machine of one replica.
 pub struct Core<L, P> {
     pub(crate) config: CoreConfig,
-    chain_id: ChainId,
     me: ValidatorIndex,
     pub(crate) committee: Committee,
     pub(crate) leader: L,
@@ -75,6 +79,8 @@ pub struct Core<L, P> {
     committed_payload: bool,
     last_timeout: Option<Timeout>,
     pub(crate) sync: BlockSync,
+    /// While amnesiac: the answers to certificate requests so far (see [`crate::amnesia`]).
+    amnesia: Option<AnswerTally>,
     now: TimestampMs,
     stats: CoreStats,
 }
@@ -123,10 +129,16 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let last_tc = last_tc.filter(|tc| tc.round.checked_next() == Some(start));
         let f = (committee.size().saturating_sub(1) / 3) as u32;
         let pacemaker = Pacemaker::new(start, config.pacemaker, 2 * f);
-        let safety = SafetyRules::new(recovery.safety, key, me, chain_id);
+        let (safety, amnesia) = if recovery.amnesiac {
+            // This replica's own certificates are its answer: they justify `start`.
+            let own = AnswerTally::new(&committee, me, Round(start.0.saturating_sub(1)));
+            let rules = SafetyRules::amnesiac(recovery.safety, key, me, chain_id);
+            (rules, Some(own))
+        } else {
+            (SafetyRules::new(recovery.safety, key, me, chain_id), None)
+        };
         Core {
             config,
-            chain_id,
             me,
             committee,
             leader,
@@ -144,6 +156,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             committed_payload: false,
             last_timeout: None,
             sync: BlockSync::default(),
+            amnesia,
             now: TimestampMs(0),
             stats: CoreStats::default(),
         }
@@ -201,13 +214,21 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let result = match input {
             Input::Start => {
                 self.enter_round(&mut out);
+                self.start_amnesia_guard(&mut out);
                 Ok(())
             }
             Input::Timer { round } => {
                 if round == self.round() {
-                    self.local_timeout(&mut out);
+                    if self.is_amnesiac() {
+                        self.on_amnesiac_timer(&mut out);
+                    } else {
+                        self.local_timeout(&mut out);
+                    }
                 }
                 Ok(())
+            }
+            Input::PeerCertificates { from, answer } => {
+                self.on_peer_certificates(from, answer.into_inner(), &mut out)
             }
             Input::ProposeTimer { round } => {
                 if round == self.round() {
@@ -377,7 +398,10 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
 
     pub(crate) fn maybe_propose(&mut self, out: &mut Vec<Action>) {
         let round = self.round();
-        if self.proposed_round == Some(round) || self.leader.leader(round) != self.me {
+        if self.proposed_round == Some(round)
+            || self.leader.leader(round) != self.me
+            || self.safety.check_proposal(round).is_err()
+        {
             return;
         }
         let parent = self.high_qc.block();
@@ -428,8 +452,10 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             timeout_cert,
             payload,
             timestamp: self.now.max(parent_timestamp),
-        }
-        .sign(self.safety.key(), self.chain_id);
+        };
+        let Ok(block) = self.safety.sign_proposal(block) else {
+            return; // not reached: check_proposal passed above and nothing changed since
+        };
         self.proposed_round = Some(round);
         self.stats.proposals += 1;
         out.push(Action::Broadcast(ConsensusMessage::Proposal(block)));
@@ -523,6 +549,11 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
     }
 
     fn local_timeout(&mut self, out: &mut Vec<Action>) {
+        if self.is_amnesiac() {
+            // Nothing to sign; the round timer asks for certificates instead (and is not
+            // re-armed here, so timeouts arriving from others cannot keep postponing it).
+            return;
+        }
         let round = self.round();
         let timeout = match &self.last_timeout {
             Some(t) if t.round == round => Some(t.clone()),

@@ -4,8 +4,9 @@
 //! verification), [`Error::WrongSender`] / [`Error::NotLeader`] / [`Error::PayloadTooLarge`]
 //! (a peer sent something no honest peer sends; found by [`crate::Core::precheck`] before any
 //! signature check), [`Error::Unsafe`] (the safety rules refuse to sign), [`Error::Stale`] /
-//! [`Error::TooFarAhead`] (a message outside the window this replica keeps), and
-//! [`Error::Config`] (this replica's own configuration is unusable).
+//! [`Error::TooFarAhead`] (a message outside the window this replica keeps),
+//! [`Error::NotMember`] (an answer from outside the committee), and [`Error::Config`] (this
+//! replica's own configuration is unusable).
 
 use keel_types::{Round, ValidatorIndex};
 
@@ -58,6 +59,12 @@ pub enum Error {
         len: usize,
         /// [`crate::CoreConfig::max_block_proofs`].
         limit: usize,
+    },
+    /// A message from a validator outside the committee.
+    #[error("{from} is not a committee member")]
+    NotMember {
+        /// The sender.
+        from: ValidatorIndex,
     },
     /// The safety rules refuse to sign.
     #[error("safety rules refuse: {0}")]

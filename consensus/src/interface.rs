@@ -2,13 +2,13 @@
 //! ([`PayloadSource`], [`PayloadValidator`]) are how a dissemination layer plugs in without
 //! consensus depending on it; [`CoreConfig`] holds the tunables (serde, with `DEFAULT_*`
 //! constants); [`CoreDeps`] is what a core is built from; [`RecoveryData`] is where a
-//! replica starts (fresh or after a crash); [`Input`] and [`Action`] are the one entry point's
+//! replica starts (fresh, after a crash, or amnesiac after losing its safety data); [`Input`] and [`Action`] are the one entry point's
 //! vocabulary; [`CoreStats`] counts what the core saw and did.
 
 use crate::{
     block_tree::{CommitRoot, CommittedBlock},
     error::{Error, Result},
-    message::{ConsensusMessage, Verified},
+    message::{CertificateAnswer, ConsensusMessage, Verified},
     pacemaker::PacemakerConfig,
     safety::SafetyData,
 };
@@ -201,6 +201,14 @@ pub struct CoreDeps<L, P> {
 pub struct RecoveryData {
     /// Persisted safety data (default for a fresh replica).
     pub safety: SafetyData,
+    /// Whether `safety` may be missing signatures this replica made: the embedder found no
+    /// safety data in its store (wiped, or never written), or restored the store from a
+    /// backup. The core then runs the amnesia guard ([`crate::amnesia`]): it signs nothing
+    /// until a quorum answered [`Action::RequestCertificates`], then never below the floor
+    /// their certificates set. [`RecoveryData::genesis`] leaves it `false`; a node sets it
+    /// whenever its store holds no safety data, a fresh chain included (a fresh committee then
+    /// spends its round 1 on a timeout certificate, see [`crate::amnesia`] rule 3).
+    pub amnesiac: bool,
     /// The last committed block.
     pub root: CommitRoot,
     /// Persisted blocks; those not above the root are ignored.
@@ -210,7 +218,10 @@ pub struct RecoveryData {
 }
 
 impl RecoveryData {
-    /// The starting point of a fresh epoch: genesis root, no blocks, no votes.
+    /// The starting point of a fresh epoch: genesis root, no blocks, no votes, and
+    /// `amnesiac: false`, i.e. trusted to have signed nothing yet (tests, the simulator's
+    /// default start). A replica that could have signed before sets `amnesiac` (or uses
+    /// [`RecoveryData::amnesiac`]).
     pub fn genesis(committee: &Committee, chain_id: ChainId) -> Self {
         let epoch = committee.epoch();
         RecoveryData {
@@ -226,6 +237,15 @@ impl RecoveryData {
             },
             blocks: Vec::new(),
             high_qc: None,
+            amnesiac: false,
+        }
+    }
+
+    /// [`RecoveryData::genesis`] for a replica that found no safety data: `amnesiac: true`.
+    pub fn amnesiac(committee: &Committee, chain_id: ChainId) -> Self {
+        RecoveryData {
+            amnesiac: true,
+            ..RecoveryData::genesis(committee, chain_id)
         }
     }
 }
@@ -249,6 +269,15 @@ pub enum Input {
     ProposeTimer {
         /// The round to propose in.
         round: Round,
+    },
+    /// A peer's verified answer to [`Action::RequestCertificates`]. `from` is the peer the
+    /// transport authenticated (not a field of the answer). Counted while the core is
+    /// amnesiac, ignored afterwards.
+    PeerCertificates {
+        /// The committee member that answered.
+        from: ValidatorIndex,
+        /// Its highest QC and last TC, verified ([`CertificateAnswer::verify`]).
+        answer: Box<Verified<CertificateAnswer>>,
     },
     /// Payload became available ([`PayloadSource::has_payload`] turned true): ends an idle
     /// leader's wait.
@@ -300,6 +329,14 @@ pub enum Action {
         digest: Digest,
         /// A replica likely to have it.
         from: ValidatorIndex,
+    },
+    /// Amnesia guard: ask each of `to` for its highest certificates (the answer each serves
+    /// with [`crate::Core::certificate_answer`]), verify every answer and feed it back as
+    /// [`Input::PeerCertificates`]. Emitted on start and on every round timer while the core
+    /// is amnesiac; `to` lists the members that have not answered yet (never this replica).
+    RequestCertificates {
+        /// Whom to ask.
+        to: Vec<ValidatorIndex>,
     },
 }
 

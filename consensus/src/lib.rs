@@ -8,14 +8,18 @@
 //!                                                                                           ▼
 //!        embedder carries out, in order ◀── Vec<Action> ◀──────────── Core::handle(now, Input)
 //!   (PersistSafety = synced write, then release its messages; Broadcast; SetTimer; Commit; …)
+//!
+//!   amnesiac start: RequestCertificates ─▶ peers serve Core::certificate_answer ─▶
+//!                   CertificateAnswer::verify ─▶ Input::PeerCertificates ─▶ floor persisted
 //! ```
 //!
 //! Main types: [`Core`] (the state machine, built from [`CoreDeps`]; tunables in
 //! [`CoreConfig`], serde-loadable with `DEFAULT_*` constants), [`SafetyRules`]/[`SafetyData`]
 //! (what may be signed, and the state persisted before any signature leaves), [`Pacemaker`]
 //! (rounds and back-off), [`VoteAggregator`]/[`TimeoutAggregator`] (QCs and TCs),
-//! [`BlockTree`] (2-chain commits), [`LeaderElection`] (who proposes), and `sim::Simulation`
-//! (deterministic committee simulator).
+//! [`BlockTree`] (2-chain commits), [`LeaderElection`] (who proposes), [`amnesia`] (the guard
+//! of a replica that lost its safety data: [`AnswerTally`], [`CertificateAnswer`]), and
+//! `sim::Simulation` (deterministic committee simulator).
 //!
 //! Receiving a message takes three steps, cheapest first: [`Core::precheck`] refuses, from
 //! the message's fields and the core's round alone, what the core would drop or no honest
@@ -32,6 +36,9 @@
 //! - The core does no I/O, reads no clock and draws no randomness: equal inputs give equal
 //!   outputs.
 //! - No vote or timeout leaves before the safety data that records it is durable.
+//! - A replica that starts without trustworthy safety data ([`RecoveryData::amnesiac`]) signs
+//!   nothing until more than 2/3 of the stake has answered with its certificates, then nothing
+//!   in a round it may have signed in before (see [`amnesia`]).
 //! - A replica never votes twice in a round, and never votes for a block that does not extend
 //!   the highest QC a quorum may have committed on (see [`safety`]).
 //! - A replica votes only for its current round leader's proposal, and only after its
@@ -48,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregator;
+pub mod amnesia;
 pub mod block_tree;
 pub mod core;
 pub mod error;
@@ -61,6 +69,7 @@ pub mod safety;
 pub mod sim;
 
 pub use aggregator::{TimeoutAggregator, TimeoutOutcome, VoteAggregator, VoteOutcome};
+pub use amnesia::{AnswerOutcome, AnswerTally};
 pub use block_tree::{BlockTree, CommitRoot, CommittedBlock, InsertOutcome};
 pub use core::Core;
 pub use error::{Error, Result};
@@ -71,7 +80,7 @@ pub use interface::{
     RecoveryData,
 };
 pub use leader::{LeaderElection, WeightedRoundRobin};
-pub use message::{CertificateCache, ConsensusMessage, Verified, verify_block};
+pub use message::{CertificateAnswer, CertificateCache, ConsensusMessage, Verified, verify_block};
 pub use pacemaker::{
     DEFAULT_BASE_TIMEOUT_MS, DEFAULT_MAX_BACKOFF_EXPONENT, Pacemaker, PacemakerConfig,
 };

@@ -109,6 +109,46 @@ impl<T> Verified<T> {
     }
 }
 
+/// A replica's answer to a certificate request ([`crate::Action::RequestCertificates`]): its
+/// highest QC and the TC that ended the round it is in, if a TC did. What an amnesiac replica
+/// collects from a quorum to learn how far the chain may have gone without it (see
+/// [`crate::amnesia`]); served by [`crate::Core::certificate_answer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateAnswer {
+    /// The answerer's highest QC.
+    pub high_qc: QuorumCertificate,
+    /// The TC that brought the answerer into its current round, if it entered on a TC.
+    pub last_tc: Option<TimeoutCertificate>,
+}
+
+impl CertificateAnswer {
+    /// The highest round the answer certifies (its QC's or its TC's).
+    pub fn certified_round(&self) -> Round {
+        let tc_round = self.last_tc.as_ref().map_or(Round(0), |tc| tc.round);
+        self.high_qc.round().max(tc_round)
+    }
+
+    /// Verifies both certificates against `committee` (the genesis QC of the committee's
+    /// epoch verifies without signatures).
+    pub fn verify(self, committee: &Committee, chain_id: ChainId) -> Result<Verified<Self>> {
+        self.verify_with(committee, chain_id, &mut Uncached)
+    }
+
+    /// [`CertificateAnswer::verify`], with certificates checked by `certs`.
+    pub fn verify_with(
+        self,
+        committee: &Committee,
+        chain_id: ChainId,
+        certs: &mut dyn CertificateVerifier,
+    ) -> Result<Verified<Self>> {
+        certs.verify_qc(&self.high_qc, committee, chain_id)?;
+        if let Some(tc) = &self.last_tc {
+            certs.verify_tc(tc, committee, chain_id)?;
+        }
+        Ok(Verified(self))
+    }
+}
+
 /// Verifies a fetched block in full, payload proofs included ([`SignedBlock::verify_with`]).
 pub fn verify_block(
     block: SignedBlock,

@@ -1,4 +1,5 @@
-//! Safety rules: the only component that signs votes and timeouts, and the state it persists.
+//! Safety rules: the only component that signs votes, timeouts and proposals, and the state it
+//! persists.
 //!
 //! Rules (Jolteon / DiemBFT v4, two-chain):
 //! 1. **Vote once per round.** A vote for round `r` requires `r > last_voted_round`; signing
@@ -15,11 +16,20 @@
 //! 4. **Durable before visible.** Every signature updates [`SafetyData`]; the core emits it in
 //!    [`crate::Action::PersistSafety`], whose carried messages the embedder releases only after a
 //!    synced write. After a crash the replica reloads the data, so it cannot sign twice.
+//! 5. **Propose above the last voted round.** A proposal for round `r` requires
+//!    `r > last_voted_round`. A leader proposes before it votes in its round, so this costs an
+//!    honest leader nothing; it keeps a restarted leader that already signed in `r` (and may
+//!    have proposed there) from proposing a second block, and applies the amnesia floor to
+//!    proposals.
+//! 6. **Amnesia.** Rules built from data that may be missing signatures
+//!    ([`SafetyRules::amnesiac`]) sign nothing at all until [`SafetyRules::lift_amnesia`]
+//!    raises `last_voted_round` to the floor [`crate::amnesia`] derives from a quorum's
+//!    certificates; rules 1, 3 and 5 then keep every signature above it.
 
 use crate::error::{Error, Result};
 use keel_types::{
-    ChainId, Epoch, KeyPair, QuorumCertificate, Round, SignedBlock, Timeout, TimeoutCertificate,
-    ValidatorIndex, Vote, VoteData,
+    Block, ChainId, Epoch, KeyPair, QuorumCertificate, Round, SignedBlock, Timeout,
+    TimeoutCertificate, ValidatorIndex, Vote, VoteData,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +62,8 @@ pub struct SafetyRules {
     key: KeyPair,
     author: ValidatorIndex,
     chain_id: ChainId,
+    /// Rule 6: `data` may be missing signatures; nothing is signed until lifted.
+    amnesiac: bool,
 }
 
 impl SafetyRules {
@@ -62,7 +74,64 @@ impl SafetyRules {
             key,
             author,
             chain_id,
+            amnesiac: false,
         }
+    }
+
+    /// Rules starting from `data` that may not record every signature this replica made (no
+    /// safety data was found, or it comes from an old backup): they sign nothing until
+    /// [`SafetyRules::lift_amnesia`] (rule 6).
+    pub fn amnesiac(
+        data: SafetyData,
+        key: KeyPair,
+        author: ValidatorIndex,
+        chain_id: ChainId,
+    ) -> Self {
+        SafetyRules {
+            amnesiac: true,
+            ..SafetyRules::new(data, key, author, chain_id)
+        }
+    }
+
+    /// Whether the rules still refuse everything (rule 6).
+    pub fn is_amnesiac(&self) -> bool {
+        self.amnesiac
+    }
+
+    /// Ends amnesia: raises the last voted round to `last_voted_round` (never lowers it), so
+    /// rules 1, 3 and 5 refuse every round a signature may be remembered wrongly in. Returns the
+    /// data to persist before anything is signed.
+    pub fn lift_amnesia(&mut self, last_voted_round: Round) -> &SafetyData {
+        self.data.last_voted_round = self.data.last_voted_round.max(last_voted_round);
+        self.amnesiac = false;
+        &self.data
+    }
+
+    fn check_remembers(&self) -> Result<()> {
+        if self.amnesiac {
+            return Err(Error::Unsafe(
+                "amnesiac: no signature until a quorum's certificates set the floor".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether rules 5 and 6 allow a proposal for `round` (asked before pulling payload).
+    pub fn check_proposal(&self, round: Round) -> Result<()> {
+        self.check_remembers()?;
+        if round <= self.data.last_voted_round {
+            return Err(Error::Unsafe(format!(
+                "proposal round {round} is not above the last voted round {}",
+                self.data.last_voted_round
+            )));
+        }
+        Ok(())
+    }
+
+    /// Signs `block` as this replica's proposal if rules 5 and 6 allow.
+    pub fn sign_proposal(&self, block: Block) -> Result<SignedBlock> {
+        self.check_proposal(block.round)?;
+        Ok(block.sign(&self.key, self.chain_id))
     }
 
     /// The current safety data.
@@ -70,7 +139,7 @@ impl SafetyRules {
         &self.data
     }
 
-    /// The signing key (the core signs proposals with it too).
+    /// The signing key.
     pub fn key(&self) -> &KeyPair {
         &self.key
     }
@@ -111,6 +180,7 @@ impl SafetyRules {
     /// already signed for it. The core asks this before asking the payload validator, so the
     /// validator only ever sees proposals this replica is about to vote for.
     pub fn check_vote(&self, block: &SignedBlock) -> Result<()> {
+        self.check_remembers()?;
         let b = &block.block;
         if b.epoch != self.data.epoch {
             return Err(Error::Unsafe(format!(
@@ -182,6 +252,7 @@ impl SafetyRules {
         high_qc: &QuorumCertificate,
         entry_tc: Option<&TimeoutCertificate>,
     ) -> Result<Timeout> {
+        self.check_remembers()?;
         if round < self.data.last_voted_round {
             return Err(Error::Unsafe(format!(
                 "timeout round {round} is below the last voted round {}",
@@ -302,6 +373,38 @@ mod tests {
         r.timeout(Round(1), &fake_qc(0), None).unwrap();
         assert!(r.vote(&block(1, fake_qc(0), None), Round(0)).is_err());
         assert_eq!(r.data().highest_timeout_round, Round(1));
+    }
+
+    #[test]
+    fn proposals_stay_above_the_last_voted_round() {
+        let mut r = rules();
+        assert!(r.check_proposal(Round(1)).is_ok());
+        r.vote(&block(2, fake_qc(1), None), Round(0)).unwrap();
+        assert!(r.check_proposal(Round(2)).is_err());
+        assert!(r.sign_proposal(block(2, fake_qc(1), None).block).is_err());
+        assert!(r.sign_proposal(block(3, fake_qc(2), None).block).is_ok());
+    }
+
+    #[test]
+    fn amnesiac_rules_sign_nothing_until_lifted_then_stay_above_the_floor() {
+        let (_, mut keys) = committee(4);
+        let data = SafetyData {
+            epoch: Epoch(1),
+            ..Default::default()
+        };
+        let mut r = SafetyRules::amnesiac(data, keys.remove(0), ValidatorIndex(0), CHAIN);
+        assert!(r.is_amnesiac());
+        assert!(r.check_vote(&block(1, fake_qc(0), None)).is_err());
+        assert!(r.timeout(Round(1), &fake_qc(0), None).is_err());
+        assert!(r.check_proposal(Round(1)).is_err());
+        assert_eq!(r.lift_amnesia(Round(8)).last_voted_round, Round(8));
+        assert!(!r.is_amnesiac());
+        // Never lowered.
+        assert_eq!(r.lift_amnesia(Round(3)).last_voted_round, Round(8));
+        assert!(r.vote(&block(8, fake_qc(7), None), Round(0)).is_err());
+        assert!(r.timeout(Round(7), &fake_qc(6), None).is_err());
+        assert!(r.timeout(Round(8), &fake_qc(7), None).is_ok());
+        assert!(r.vote(&block(9, fake_qc(8), None), Round(0)).is_ok());
     }
 
     #[test]

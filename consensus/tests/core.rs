@@ -3,199 +3,17 @@
 //! must without any signature; the payload validator sees only the proposal the core is about
 //! to vote for, and its refusal means no vote; the leader pulls at most `max_block_proofs`.
 
+mod common;
+
+use common::*;
 use keel_consensus::{
-    Action, ConsensusMessage, Core, CoreConfig, CoreDeps, Error, Input, LeaderElection,
-    PayloadSource, PayloadValidator, RecoveryData, Verified, VoteAggregator, VoteOutcome,
-    WeightedRoundRobin, verify_block,
+    Action, ConsensusMessage, CoreConfig, Error, Input, LeaderElection, Verified, VoteAggregator,
+    VoteOutcome, verify_block,
 };
 use keel_types::{
-    BatchInfo, Block, ChainId, Committee, Digest, Epoch, KeyPair, MultiSignature,
-    ProofOfAvailability, QuorumCertificate, Round, Signature, SignedBlock, Timeout, TimestampMs,
-    Uncached, ValidatorIndex, Vote, VoteData, test_utils::committee,
+    Block, Digest, Epoch, QuorumCertificate, Round, Signature, SignedBlock, Timeout, TimestampMs,
+    Uncached, ValidatorIndex, Vote, VoteData,
 };
-
-const CHAIN: ChainId = ChainId(1);
-const NOW: TimestampMs = TimestampMs(1_000);
-/// The replica under test: with 4 equal stakes round `r` is led by `r % 4`, so replica 0 leads
-/// none of rounds 1 to 3.
-const ME: ValidatorIndex = ValidatorIndex(0);
-
-/// A payload object that records what the core asks of it.
-#[derive(Debug, Default)]
-struct Recording {
-    /// Whether `validate` accepts.
-    accept: bool,
-    /// Proofs `pull` returns, whatever the limit (to check the core enforces it).
-    supply: usize,
-    /// Rounds of the blocks `validate` was asked about, in order.
-    validated: Vec<Round>,
-    /// The `max` of every `pull`.
-    pulled: Vec<usize>,
-    /// Whether the source reports no payload (idle pacing).
-    idle: bool,
-}
-
-impl PayloadSource for Recording {
-    fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
-        self.pulled.push(max);
-        (0..self.supply as u64).map(junk_proof).collect()
-    }
-
-    fn has_payload(&self) -> bool {
-        !self.idle
-    }
-}
-
-impl PayloadValidator for Recording {
-    fn validate(&mut self, block: &Block) -> bool {
-        self.validated.push(block.round);
-        self.accept
-    }
-}
-
-type TestCore = Core<WeightedRoundRobin, Recording>;
-
-struct Fixture {
-    committee: Committee,
-    keys: Vec<KeyPair>,
-    leader: WeightedRoundRobin,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let (committee, keys) = committee(4);
-        let leader = WeightedRoundRobin::new(&committee);
-        Fixture {
-            committee,
-            keys,
-            leader,
-        }
-    }
-
-    /// Replica `me`'s core, started (`Input::Start` handled), with `payload`.
-    fn core(&self, me: ValidatorIndex, config: CoreConfig, payload: Recording) -> TestCore {
-        self.started(me, config, payload).0
-    }
-
-    /// [`Fixture::core`], with the actions `Input::Start` returned.
-    fn started(
-        &self,
-        me: ValidatorIndex,
-        config: CoreConfig,
-        payload: Recording,
-    ) -> (TestCore, Vec<Action>) {
-        let mut core = Core::new(CoreDeps {
-            config,
-            chain_id: CHAIN,
-            me,
-            committee: self.committee.clone(),
-            key: KeyPair::from_seed(&self.keys[me.as_usize()].seed()),
-            leader: self.leader.clone(),
-            payload,
-            recovery: RecoveryData::genesis(&self.committee, CHAIN),
-        });
-        let actions = core.handle(NOW, Input::Start);
-        (core, actions)
-    }
-
-    /// A core for [`ME`] whose validator accepts everything.
-    fn accepting(&self) -> TestCore {
-        let payload = Recording {
-            accept: true,
-            ..Recording::default()
-        };
-        self.core(ME, CoreConfig::default(), payload)
-    }
-
-    fn genesis_qc(&self) -> QuorumCertificate {
-        QuorumCertificate::genesis(self.committee.epoch(), CHAIN)
-    }
-
-    /// The leader of `round`'s proposal on `parent_qc`, properly signed.
-    fn proposal(&self, round: u64, parent_qc: QuorumCertificate) -> SignedBlock {
-        let author = self.leader.leader(Round(round));
-        self.block_by(author, round, parent_qc)
-            .sign(&self.keys[author.as_usize()], CHAIN)
-    }
-
-    fn block_by(&self, author: ValidatorIndex, round: u64, parent_qc: QuorumCertificate) -> Block {
-        Block {
-            epoch: self.committee.epoch(),
-            round: Round(round),
-            author,
-            parent_qc,
-            timeout_cert: None,
-            payload: vec![],
-            timestamp: TimestampMs(100 + round),
-        }
-    }
-
-    /// A QC for `block`, signed by validators 1, 2 and 3 (a quorum of 4).
-    fn qc_for(&self, block: &SignedBlock) -> QuorumCertificate {
-        let data = VoteData {
-            epoch: block.block.epoch,
-            round: block.block.round,
-            block: block.digest(),
-        };
-        let mut votes = VoteAggregator::default();
-        for i in 1..4u32 {
-            let vote = Vote::new(data, ValidatorIndex(i), &self.keys[i as usize], CHAIN);
-            if let VoteOutcome::NewQc(qc) = votes.add(&vote, &self.committee) {
-                return qc;
-            }
-        }
-        panic!("three of four votes form a QC");
-    }
-
-    /// The core of the leader of `round` with a source that has no payload and a 500 ms idle
-    /// wait, started.
-    fn idle_core_leading(&self, round: u64) -> TestCore {
-        let (config, payload) = idle_setup();
-        self.core(self.leader.leader(Round(round)), config, payload)
-    }
-
-    /// Every validator's vote for `block`, handed to `core` verified; the actions it returned.
-    fn all_votes_for(&self, core: &mut TestCore, block: &SignedBlock) -> Vec<Action> {
-        let data = VoteData {
-            epoch: block.block.epoch,
-            round: block.block.round,
-            block: block.digest(),
-        };
-        let mut actions = Vec::new();
-        for i in 0..self.keys.len() as u32 {
-            let vote = ConsensusMessage::Vote(Vote::new(
-                data,
-                ValidatorIndex(i),
-                &self.keys[i as usize],
-                CHAIN,
-            ))
-            .verify(&self.committee, CHAIN)
-            .expect("a signed vote verifies");
-            actions.extend(core.handle(NOW, Input::Message(Box::new(vote))));
-        }
-        actions
-    }
-
-    /// `block` as it reaches the core from the network: verified.
-    fn verified(&self, block: &SignedBlock) -> Input {
-        let message = ConsensusMessage::Proposal(block.clone())
-            .verify(&self.committee, CHAIN)
-            .expect("a properly signed proposal verifies");
-        Input::Message(Box::new(message))
-    }
-
-    /// The chain B1 <- B2 <- ... <- Bn, each the proposal of its round's leader.
-    fn chain(&self, n: u64) -> Vec<SignedBlock> {
-        let mut blocks: Vec<SignedBlock> = Vec::new();
-        for round in 1..=n {
-            let parent_qc = blocks
-                .last()
-                .map_or_else(|| self.genesis_qc(), |b| self.qc_for(b));
-            blocks.push(self.proposal(round, parent_qc));
-        }
-        blocks
-    }
-}
 
 /// A proposal with an all-zero signature: no verification could pass it.
 fn junk_proposal(author: ValidatorIndex, round: u64, payload: usize) -> SignedBlock {
@@ -210,21 +28,6 @@ fn junk_proposal(author: ValidatorIndex, round: u64, payload: usize) -> SignedBl
             timestamp: TimestampMs(7),
         },
         signature: Signature([0; 64]),
-    }
-}
-
-/// A proof of availability with junk signatures.
-fn junk_proof(sequence: u64) -> ProofOfAvailability {
-    ProofOfAvailability {
-        info: BatchInfo {
-            author: ValidatorIndex(1),
-            epoch: Epoch(1),
-            sequence,
-            digest: Digest::of_bytes(&sequence.to_le_bytes()),
-            num_transactions: 1,
-            num_bytes: 1,
-        },
-        signatures: MultiSignature::from_raw(vec![(ValidatorIndex(1), Signature([0; 64]))]),
     }
 }
 
@@ -248,56 +51,6 @@ fn junk_timeout(author: ValidatorIndex, round: u64) -> ConsensusMessage {
         author,
         signature: Signature([0; 64]),
     })
-}
-
-/// Signed votes and timeouts in `actions`: those sent at once, and those released only after
-/// a `PersistSafety` write.
-fn signed_messages(actions: &[Action]) -> (Vec<ConsensusMessage>, Vec<ConsensusMessage>) {
-    fn walk(
-        actions: &[Action],
-        persisted: bool,
-        at_once: &mut Vec<ConsensusMessage>,
-        released: &mut Vec<ConsensusMessage>,
-    ) {
-        for action in actions {
-            let message = match action {
-                Action::PersistSafety { then, .. } => {
-                    walk(then, true, at_once, released);
-                    continue;
-                }
-                Action::Send { message, .. } | Action::Broadcast(message) => message,
-                _ => continue,
-            };
-            if matches!(
-                message,
-                ConsensusMessage::Vote(_) | ConsensusMessage::Timeout(_)
-            ) {
-                if persisted {
-                    released.push(message.clone());
-                } else {
-                    at_once.push(message.clone());
-                }
-            }
-        }
-    }
-    let (mut at_once, mut released) = (Vec::new(), Vec::new());
-    walk(actions, false, &mut at_once, &mut released);
-    (at_once, released)
-}
-
-fn votes_in(messages: &[ConsensusMessage]) -> Vec<Round> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            ConsensusMessage::Vote(v) => Some(v.data.round),
-            _ => None,
-        })
-        .collect()
-}
-
-fn any_vote(actions: &[Action]) -> bool {
-    let (at_once, released) = signed_messages(actions);
-    !votes_in(&at_once).is_empty() || !votes_in(&released).is_empty()
 }
 
 // (i) Durable before visible.
@@ -343,18 +96,7 @@ fn timeouts_leave_only_after_their_safety_data_is_persisted() {
     let mut core = f.accepting();
     let mut all = Vec::new();
     for i in 1..3u32 {
-        let timeout = Timeout::new(
-            Epoch(1),
-            Round(1),
-            f.genesis_qc(),
-            ValidatorIndex(i),
-            &f.keys[i as usize],
-            CHAIN,
-        );
-        let message = ConsensusMessage::Timeout(timeout)
-            .verify(&f.committee, CHAIN)
-            .expect("verifies");
-        all.extend(core.handle(NOW, Input::Message(Box::new(message))));
+        all.extend(core.handle(NOW, f.verified_timeout(i, 1, f.genesis_qc())));
     }
     let (at_once, released) = signed_messages(&all);
     assert!(at_once.is_empty(), "signed before persisting: {at_once:?}");
@@ -578,34 +320,10 @@ fn the_leader_pulls_at_most_max_block_proofs() {
     assert_eq!(core.payload_mut().pulled.len(), 1);
 }
 
-fn proposals_in(actions: &[Action]) -> Vec<&SignedBlock> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Broadcast(ConsensusMessage::Proposal(b)) => Some(b),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The leader of round 1 (which follows the genesis QC), with a source that has no payload.
 fn idle_leader(f: &Fixture) -> (TestCore, Vec<Action>) {
     let (config, payload) = idle_setup();
     f.started(f.leader.leader(Round(1)), config, payload)
-}
-
-/// A 500 ms idle wait and a source that has no payload.
-fn idle_setup() -> (CoreConfig, Recording) {
-    let config = CoreConfig {
-        max_idle_wait_ms: 500,
-        ..CoreConfig::default()
-    };
-    let payload = Recording {
-        accept: true,
-        idle: true,
-        ..Recording::default()
-    };
-    (config, payload)
 }
 
 #[test]

@@ -18,8 +18,8 @@ use crate::{
     status::StatusWriter, sync::SyncControl,
 };
 use keel_consensus::{
-    Action, CertificateCache, CommitRoot, CommittedBlock, ConsensusMessage, Core, Input,
-    PayloadSource, RecoveryData, Verified, WeightedRoundRobin, verify_block,
+    Action, CertificateAnswer, CertificateCache, CommitRoot, CommittedBlock, ConsensusMessage,
+    Core, Input, PayloadSource, RecoveryData, Verified, WeightedRoundRobin, verify_block,
 };
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
@@ -39,6 +39,9 @@ pub type NodeCore = Core<WeightedRoundRobin, ProofPayload>;
 
 /// A peer's consensus message, unverified.
 pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
+
+/// A peer's answer to a certificates request (amnesia guard), unverified.
+pub type PeerCertificates = (ValidatorIndex, CertificateAnswer);
 
 /// Builds a core from recovery data (the same config, keys and committee as the first one;
 /// its payload is replaced by the running core's).
@@ -81,6 +84,11 @@ pub struct DriverDeps {
     pub sync: mpsc::Receiver<SyncControl>,
     /// Rebuilds the core after range sync.
     pub rebuild: CoreBuilder,
+    /// Peers' answers to certificate requests (amnesia guard), and the sender they use.
+    pub certificates: (
+        mpsc::Sender<PeerCertificates>,
+        mpsc::Receiver<PeerCertificates>,
+    ),
 }
 
 /// Owns the core.
@@ -97,6 +105,7 @@ pub struct Driver {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     fetched_tx: mpsc::Sender<Vec<SignedBlock>>,
+    certificates_tx: mpsc::Sender<PeerCertificates>,
     certs: CertificateCache,
     timer: Option<(Round, Instant)>,
     propose_timer: Option<(Round, Instant)>,
@@ -112,6 +121,7 @@ struct Inputs {
     fetched: mpsc::Receiver<Vec<SignedBlock>>,
     expiry: tokio::time::Interval,
     sync: mpsc::Receiver<SyncControl>,
+    certificates: mpsc::Receiver<PeerCertificates>,
 }
 
 impl Driver {
@@ -134,6 +144,7 @@ impl Driver {
             proof_expiry_interval,
             sync,
             rebuild,
+            certificates: (certificates_tx, certificates),
         } = deps;
         let mut expiry = tokio::time::interval(proof_expiry_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,6 +160,7 @@ impl Driver {
             metrics,
             shutdown,
             fetched_tx,
+            certificates_tx,
             certs: CertificateCache::new(certificate_cache),
             timer: None,
             propose_timer: None,
@@ -161,6 +173,7 @@ impl Driver {
             fetched,
             expiry,
             sync,
+            certificates,
         };
         tokio::spawn(driver.run(inputs))
     }
@@ -188,6 +201,9 @@ impl Driver {
                     }
                 }
                 Some(control) = inputs.sync.recv() => self.on_sync(control).await,
+                Some((from, answer)) = inputs.certificates.recv() => {
+                    self.on_certificates(from, answer).await;
+                }
                 Some(blocks) = inputs.fetched.recv() => {
                     if !self.paused {
                         self.on_fetched(blocks).await;
@@ -275,6 +291,17 @@ impl Driver {
         while let Some(action) = work.pop_front() {
             match action {
                 Action::Send { to, message } => {
+                    if let ConsensusMessage::Vote(vote) = &message
+                        && vote.author == self.me
+                    {
+                        // An audit trail of what this validator signed (off by default).
+                        tracing::debug!(
+                            target: "keel::signed",
+                            round = vote.data.round.0,
+                            block = %vote.data.block,
+                            "signed vote"
+                        );
+                    }
                     if to == self.me {
                         inputs.push_back(Input::Message(Box::new(Verified::own(message))));
                     } else {
@@ -331,6 +358,7 @@ impl Driver {
                     self.on_committed(&blocks);
                 }
                 Action::FetchBlock { digest, from } => self.fetch(digest, from),
+                Action::RequestCertificates { to } => self.request_certificates(to),
             }
         }
     }
@@ -396,6 +424,46 @@ impl Driver {
                 self.paused = false;
                 self.process(Input::Start).await;
             }
+        }
+    }
+
+    /// Asks each of `to` for its certificates (the amnesia guard); verified answers come back
+    /// through the certificates queue.
+    fn request_certificates(&self, to: Vec<ValidatorIndex>) {
+        for peer in to {
+            let outbound = self.outbound.clone();
+            let tx = self.certificates_tx.clone();
+            tokio::spawn(async move {
+                match outbound.request(peer, &Request::Certificates).await {
+                    Ok(Response::Certificates { high_qc, last_tc }) => {
+                        let _ = tx.try_send((peer, CertificateAnswer { high_qc, last_tc }));
+                    }
+                    Ok(other) => tracing::debug!(%peer, ?other, "certificates request refused"),
+                    Err(e) => tracing::debug!(%peer, error = %e, "certificates request failed"),
+                }
+            });
+        }
+    }
+
+    async fn on_certificates(&mut self, from: ValidatorIndex, answer: CertificateAnswer) {
+        if !self.core.is_amnesiac() || self.paused {
+            return;
+        }
+        match answer.verify_with(&self.committee, self.chain_id, &mut self.certs) {
+            Ok(answer) => {
+                self.process(Input::PeerCertificates {
+                    from,
+                    answer: Box::new(answer),
+                })
+                .await;
+                if !self.core.is_amnesiac() {
+                    tracing::info!(
+                        round = %self.core.round(),
+                        "amnesia guard lifted: a quorum's certificates set the rounds this node may sign in"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(%from, error = %e, "certificates answer failed verification"),
         }
     }
 

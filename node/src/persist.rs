@@ -79,6 +79,14 @@ pub fn save_safety(store: &Store, data: &SafetyData) -> Result<()> {
         .context("persisting safety data")
 }
 
+/// The persisted safety data, if any.
+pub fn load_safety(store: &Store) -> Result<Option<SafetyData>> {
+    store
+        .get(Column::Consensus, SAFETY)?
+        .map(|b| decode(&b, "safety data"))
+        .transpose()
+}
+
 /// Persists an uncommitted block.
 pub fn save_block(store: &Store, block: &SignedBlock) -> Result<()> {
     store
@@ -198,9 +206,12 @@ pub fn commit_root(store: &Store) -> Result<Option<CommitRoot>> {
 /// What the consensus core restarts from: persisted safety data, the last committed block and
 /// the uncommitted blocks above it (stale tree entries are deleted).
 pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Result<RecoveryData> {
-    let mut recovery = RecoveryData::genesis(committee, chain_id);
-    if let Some(b) = store.get(Column::Consensus, SAFETY)? {
-        recovery.safety = decode(&b, "safety data")?;
+    // No safety data: wiped, new, or restored without it. The core then signs nothing until
+    // peers' certificates tell it which rounds it may have signed in (the amnesia guard).
+    let mut recovery = RecoveryData::amnesiac(committee, chain_id);
+    if let Some(safety) = load_safety(store)? {
+        recovery.safety = safety;
+        recovery.amnesiac = false;
     }
     if let Some(root) = commit_root(store)? {
         recovery.root = root;

@@ -13,7 +13,9 @@ use keel_p2p::{
     protocol::{MAX_RANGE_BYTES, MAX_REQUEST_ITEMS, RANGE_ANCHOR_BLOCKS},
 };
 use keel_storage::{Column, Store};
-use keel_types::{Batch, BatchAck, Digest, Height, ProofOfAvailability, PublicKey, SignedBlock};
+use keel_types::{
+    Batch, BatchAck, Digest, Height, ProofOfAvailability, PublicKey, QuorumCertificate, SignedBlock,
+};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -35,6 +37,8 @@ pub struct Router {
     pub served_ancestors: usize,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The epoch's genesis QC (the answer to a certificates request before any other).
+    pub genesis_qc: QuorumCertificate,
 }
 
 impl Handler<ConsensusMessage> for Router {
@@ -97,6 +101,18 @@ impl Handler<ConsensusMessage> for Router {
             Request::Blocks { .. } | Request::Batches { .. } => {
                 Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
             }
+            Request::Certificates => match persist::load_safety(&self.store) {
+                // Persisted before any signature left: it holds the certificates that brought
+                // this node to every round it signed in (what the amnesia guard relies on).
+                Ok(safety) => {
+                    let safety = safety.unwrap_or_default();
+                    Response::Certificates {
+                        high_qc: safety.high_qc.unwrap_or_else(|| self.genesis_qc.clone()),
+                        last_tc: safety.last_tc,
+                    }
+                }
+                Err(e) => Response::Refused(format!("cannot read safety data: {e}")),
+            },
             Request::SyncStatus => {
                 let status = persist::commit_root(&self.store).and_then(|root| {
                     Ok((

@@ -114,6 +114,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         store: store.clone(),
         served_ancestors: limits.served_ancestors,
         metrics: metrics.clone(),
+        genesis_qc: keel_types::QuorumCertificate::genesis(committee.epoch(), chain_id),
     });
     let endpoint = Network::start(
         EndpointConfig {
@@ -186,6 +187,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         proof_expiry_interval: Duration::from_millis(limits.proof_expiry_interval_ms),
         sync: sync_rx,
         rebuild: Box::new(new_core),
+        certificates: mpsc::channel(committee.size()),
     });
     let sync = sync::spawn(SyncDeps {
         config: config.sync,

@@ -7,7 +7,8 @@
 //! use; this layer only bounds and decodes.
 
 use keel_types::{
-    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, SignedBlock,
+    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, QuorumCertificate,
+    SignedBlock, TimeoutCertificate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,9 @@ pub enum Request {
         /// At most [`MAX_REQUEST_ITEMS`].
         digests: Vec<Digest>,
     },
+    /// The server's highest QC and last TC, as persisted with its safety data (what a
+    /// validator that lost its safety data needs before it may sign again).
+    Certificates,
     /// The latest certified checkpoint.
     LatestCheckpoint,
     /// The 256 bucket checksums of the state as of a checkpoint.
@@ -131,6 +135,13 @@ pub enum Response {
     },
     /// Batches found.
     Batches(Vec<Batch>),
+    /// The answer to [`Request::Certificates`] (the client verifies both).
+    Certificates {
+        /// The highest QC.
+        high_qc: QuorumCertificate,
+        /// The TC that ended the highest timed-out round known, if any.
+        last_tc: Option<TimeoutCertificate>,
+    },
     /// The latest certified checkpoint, if any.
     Checkpoint(Option<CertifiedCheckpoint>),
     /// The bucket checksums answering [`Request::StateSummary`], in bucket order.

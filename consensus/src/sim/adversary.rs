@@ -3,11 +3,16 @@
 //! the messages it receives (`byzantine_receive`): it stays silent, equivocates
 //! as leader (a second block for the same round to odd-numbered replicas), votes for every
 //! proposal it sees, corrupts its signatures and forges votes in other validators' names, or
-//! replays old messages to random replicas. Every random choice is drawn from the run's RNG.
+//! replays old messages to random replicas; asked for its certificates by an amnesiac replica,
+//! a faulty replica withholds them (`answer_as`). Every random choice is drawn from the run's
+//! RNG.
 
 use super::{Simulation, scenario::Behaviour, scenario::CHAIN};
-use crate::{leader::LeaderElection, message::ConsensusMessage};
-use keel_types::{Digest, Round, TimestampMs, ValidatorIndex, Vote, VoteData};
+use crate::{
+    leader::LeaderElection,
+    message::{CertificateAnswer, ConsensusMessage},
+};
+use keel_types::{Digest, QuorumCertificate, Round, TimestampMs, ValidatorIndex, Vote, VoteData};
 use rand::Rng;
 
 /// Most received messages a replaying replica remembers.
@@ -78,6 +83,24 @@ impl Simulation {
                     self.net.transmit(from, to, message);
                 }
             }
+        }
+    }
+
+    /// What replica `server` answers a certificate request with, `honest` being its core's
+    /// answer: a silent replica answers nothing; the other faulty ones withhold, answering with
+    /// the genesis QC (certificates are verified, so lowering is all a liar can do).
+    pub(super) fn answer_as(
+        &self,
+        server: usize,
+        honest: CertificateAnswer,
+    ) -> Option<CertificateAnswer> {
+        match self.replicas[server].behaviour {
+            Behaviour::Honest => Some(honest),
+            Behaviour::Silent => None,
+            _ => Some(CertificateAnswer {
+                high_qc: QuorumCertificate::genesis(self.committee.epoch(), CHAIN),
+                last_tc: None,
+            }),
         }
     }
 

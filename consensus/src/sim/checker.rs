@@ -1,12 +1,14 @@
 //! The safety checker, run after every step of a simulation. It asserts what must hold
 //! whatever the adversary does: honest replicas never commit different blocks at one height
 //! and every honest chain is a prefix of one canonical chain; an honest replica's commit
-//! heights are contiguous; no honest replica signs votes for two blocks in one round; a live
-//! honest replica's round never goes back; and (when safety data is persisted) its last voted
-//! round never goes back either. Violations are collected as messages, not panics, so a test
-//! can print the seed and the whole list.
+//! heights are contiguous; no honest replica equivocates in a round, across all its lives (crashes
+//! and wipes included): it signs no votes for two blocks, no two timeouts with different high
+//! QC rounds, and no first vote after a timeout in that round; a live honest replica's round
+//! never goes back; and (when safety data is persisted) its last voted round never goes back
+//! either, except when a wipe loses it. Violations are collected as messages, not panics, so a
+//! test can print the seed and the whole list.
 
-use keel_types::{Digest, Height, Round, Vote};
+use keel_types::{Digest, Height, Round, Timeout, Vote};
 use std::collections::HashMap;
 
 /// What the checker has seen, and what it found.
@@ -15,6 +17,8 @@ pub(super) struct Checker {
     canonical: Vec<Digest>,
     /// The block each honest replica voted for in each round.
     honest_votes: HashMap<(usize, Round), Digest>,
+    /// The high QC round of each honest replica's timeout in each round.
+    honest_timeouts: HashMap<(usize, Round), Round>,
     /// Per replica: its round after its last step (0 after a crash).
     rounds: Vec<Round>,
     /// Per replica: its last voted round after its last step.
@@ -30,6 +34,7 @@ impl Checker {
         Checker {
             canonical: Vec::new(),
             honest_votes: HashMap::new(),
+            honest_timeouts: HashMap::new(),
             rounds: vec![Round(0); n],
             voted: vec![Round(0); n],
             voted_survives_crashes,
@@ -62,14 +67,34 @@ impl Checker {
     /// Honest replica `from` sends `vote` at `now`: it must not have voted for another block
     /// in that round.
     pub(super) fn honest_vote(&mut self, now: u64, from: usize, vote: &Vote) {
-        match self.honest_votes.get(&(from, vote.data.round)) {
+        let round = vote.data.round;
+        match self.honest_votes.get(&(from, round)) {
             Some(d) if *d != vote.data.block => self.violations.push(format!(
-                "t={now}ms: honest replica {from} voted for two blocks in round {}",
-                vote.data.round
+                "t={now}ms: honest replica {from} voted for two blocks in round {round}"
+            )),
+            Some(_) => {} // the same vote again
+            None => {
+                if self.honest_timeouts.contains_key(&(from, round)) {
+                    self.violations.push(format!(
+                        "t={now}ms: honest replica {from} voted in round {round} after timing out in it"
+                    ));
+                }
+                self.honest_votes.insert((from, round), vote.data.block);
+            }
+        }
+    }
+
+    /// Honest replica `from` sends `timeout` at `now`: any earlier timeout of its in that round
+    /// must carry the same high QC round (the same signed data).
+    pub(super) fn honest_timeout(&mut self, now: u64, from: usize, timeout: &Timeout) {
+        let qc_round = timeout.high_qc.round();
+        match self.honest_timeouts.get(&(from, timeout.round)) {
+            Some(r) if *r != qc_round => self.violations.push(format!(
+                "t={now}ms: honest replica {from} signed conflicting timeouts in round {} (high QC rounds {r} and {qc_round})",
+                timeout.round
             )),
             _ => {
-                self.honest_votes
-                    .insert((from, vote.data.round), vote.data.block);
+                self.honest_timeouts.insert((from, timeout.round), qc_round);
             }
         }
     }
@@ -128,5 +153,11 @@ impl Checker {
     /// Replica `i` crashed: its round restarts from what it persisted.
     pub(super) fn crashed(&mut self, i: usize) {
         self.rounds[i] = Round(0);
+    }
+
+    /// Replica `i` lost its safety data: its last voted round restarts too (what it signed
+    /// before stays recorded here, so equivocation across the wipe is still caught).
+    pub(super) fn wiped(&mut self, i: usize) {
+        self.voted[i] = Round(0);
     }
 }

@@ -3,14 +3,17 @@
 //! Events sit in a queue ordered by (virtual time, sequence number); one seeded RNG draws link
 //! latencies, losses and Byzantine choices, so a seed replays exactly. The simulator models
 //! per-link latency and loss, partitions that start and heal, crashes and restarts from
-//! persisted state (safety data, blocks, committed root), and Byzantine replicas that
+//! persisted state (safety data, blocks, committed root), crashes that lose the safety data
+//! (the replica restarts amnesiac and asks its peers for their certificates, which faulty
+//! peers withhold), and Byzantine replicas that
 //! equivocate, double-vote, forge signatures, stay silent or replay old messages. Every message
 //! a replica receives from another passes the core's precheck and is then verified against the
 //! committee, exactly as a node does.
 //!
 //! After every step a checker asserts safety: honest replicas never commit different blocks at
-//! one height, commit heights are contiguous, no honest replica signs votes for two blocks in
-//! one round, and a live replica's round never goes back. The report measures liveness: blocks
+//! one height, commit heights are contiguous, no honest replica equivocates in a round across
+//! its lives (votes for two blocks, timeouts with different high QCs, a vote after its
+//! timeout), and a live replica's round never goes back. The report measures liveness: blocks
 //! each honest replica committed after the network stabilised, and how many rounds commits took
 //! to resume.
 //!
@@ -32,7 +35,7 @@ pub use scenario::{Behaviour, Crash, Partition, SimConfig};
 use crate::{
     core::Input,
     leader::WeightedRoundRobin,
-    message::{ConsensusMessage, Verified, verify_block},
+    message::{CertificateAnswer, ConsensusMessage, Verified, verify_block},
 };
 use checker::Checker;
 use keel_types::{
@@ -92,8 +95,13 @@ impl Simulation {
             started: false,
         };
         for c in sim.config.crashes.clone() {
-            sim.net
-                .schedule(c.at_ms, Event::Crash(c.replica.as_usize()));
+            sim.net.schedule(
+                c.at_ms,
+                Event::Crash {
+                    replica: c.replica.as_usize(),
+                    wipe_safety: c.wipe_safety,
+                },
+            );
             if let Some(r) = c.restart_ms {
                 sim.net.schedule(r, Event::Restart(c.replica.as_usize()));
             }
@@ -105,12 +113,17 @@ impl Simulation {
         self.replicas[i].behaviour == Behaviour::Honest
     }
 
-    /// Sends `message` from `from`: checks honest votes, then applies `from`'s behaviour.
+    /// Sends `message` from `from`: checks honest votes and timeouts, then applies `from`'s
+    /// behaviour.
     fn send(&mut self, from: usize, to: usize, message: ConsensusMessage) {
-        if let ConsensusMessage::Vote(v) = &message
-            && self.is_honest(from)
-        {
-            self.checker.honest_vote(self.net.now, from, v);
+        if self.is_honest(from) {
+            match &message {
+                ConsensusMessage::Vote(v) => self.checker.honest_vote(self.net.now, from, v),
+                ConsensusMessage::Timeout(t) => {
+                    self.checker.honest_timeout(self.net.now, from, t);
+                }
+                _ => {}
+            }
         }
         self.send_as(from, to, message);
     }
@@ -185,6 +198,35 @@ impl Simulation {
         self.step(to, Input::BlocksFetched(verified));
     }
 
+    fn on_certificate_request(&mut self, requester: usize, server: usize) {
+        let Some(core) = self.replicas[server].core.as_ref() else {
+            return;
+        };
+        if let Some(answer) = self.answer_as(server, core.certificate_answer()) {
+            self.net.answer(server, requester, answer);
+        }
+    }
+
+    fn on_certificate_answer(&mut self, to: usize, from: usize, answer: CertificateAnswer) {
+        if self.replicas[to].core.is_none() {
+            return;
+        }
+        let checked =
+            answer.verify_with(&self.committee, CHAIN, &mut self.replicas[to].certificates);
+        let Ok(verified) = checked else {
+            self.report.rejected += 1;
+            return;
+        };
+        let from = ValidatorIndex(from as u32);
+        self.step(
+            to,
+            Input::PeerCertificates {
+                from,
+                answer: Box::new(verified),
+            },
+        );
+    }
+
     /// Runs the scenario to its end and returns the report.
     pub fn run(mut self) -> SimReport {
         let end = self.config.duration_ms;
@@ -195,7 +237,7 @@ impl Simulation {
     fn start_all(&mut self) {
         self.started = true;
         for i in 0..self.replicas.len() {
-            let core = self.make_core(i);
+            let core = self.make_core(i, self.config.start_amnesiac);
             self.replicas[i].core = Some(core);
             self.step(i, Input::Start);
         }
@@ -237,7 +279,21 @@ impl Simulation {
                 digest,
             } => self.on_fetch(requester, server, digest),
             Event::FetchReply { to, blocks } => self.on_fetch_reply(to, blocks),
-            Event::Crash(i) => self.crash(ValidatorIndex(i as u32)),
+            Event::CertificateRequest { requester, server } => {
+                self.on_certificate_request(requester, server);
+            }
+            Event::CertificateAnswer { to, from, answer } => {
+                self.on_certificate_answer(to, from, *answer);
+            }
+            Event::Crash {
+                replica,
+                wipe_safety,
+            } => {
+                self.crash(ValidatorIndex(replica as u32));
+                if wipe_safety {
+                    self.wipe_safety(ValidatorIndex(replica as u32));
+                }
+            }
             Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
         }
     }
@@ -301,10 +357,20 @@ impl Simulation {
         self.checker.crashed(i);
     }
 
-    /// Restarts a replica now from its persisted state.
+    /// Loses a (crashed) replica's safety data, as a wiped data directory does; its blocks and
+    /// commits stay.
+    pub fn wipe_safety(&mut self, replica: ValidatorIndex) {
+        let i = replica.as_usize();
+        self.replicas[i].persisted.safety = None;
+        self.checker.wiped(i);
+    }
+
+    /// Restarts a replica now from its persisted state: amnesiac, as a node that finds no
+    /// safety data in its store, when it has none and the scenario's guard is on.
     pub fn restart(&mut self, replica: ValidatorIndex) {
         let i = replica.as_usize();
-        let core = self.make_core(i);
+        let amnesiac = self.config.amnesia_guard && self.replicas[i].persisted.safety.is_none();
+        let core = self.make_core(i, amnesiac);
         self.replicas[i].core = Some(core);
         self.step(i, Input::Start);
     }

@@ -6,7 +6,7 @@
 //! order the simulation asks for them, so a seed replays exactly.
 
 use super::scenario::{Partition, SimConfig};
-use crate::message::ConsensusMessage;
+use crate::message::{CertificateAnswer, ConsensusMessage};
 use keel_types::{Digest, Round, SignedBlock, ValidatorIndex};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,8 +36,16 @@ pub(super) enum Event {
     },
     /// A block reply arrives.
     FetchReply { to: usize, blocks: Vec<SignedBlock> },
-    /// A replica crashes.
-    Crash(usize),
+    /// An amnesiac replica's certificate request arrives at `server`.
+    CertificateRequest { requester: usize, server: usize },
+    /// A certificate answer arrives.
+    CertificateAnswer {
+        to: usize,
+        from: usize,
+        answer: Box<CertificateAnswer>,
+    },
+    /// A replica crashes (losing its safety data if `wipe_safety`).
+    Crash { replica: usize, wipe_safety: bool },
     /// A replica restarts from its persisted state.
     Restart(usize),
 }
@@ -171,6 +179,31 @@ impl Network {
                 requester,
                 server,
                 digest,
+            },
+        );
+    }
+
+    /// Sends a certificate request from `requester` to `server`, unless the link loses it.
+    pub(super) fn request_certificates(&mut self, requester: usize, server: usize) {
+        if self.drops(requester, server) {
+            return;
+        }
+        let at = self.now + self.latency(requester, server);
+        self.schedule(at, Event::CertificateRequest { requester, server });
+    }
+
+    /// Sends a certificate answer from `server` to `to`, unless the link loses it.
+    pub(super) fn answer(&mut self, server: usize, to: usize, answer: CertificateAnswer) {
+        if self.drops(server, to) {
+            return;
+        }
+        let at = self.now + self.latency(server, to);
+        self.schedule(
+            at,
+            Event::CertificateAnswer {
+                to,
+                from: server,
+                answer: Box::new(answer),
             },
         );
     }

@@ -1,9 +1,10 @@
 //! A simulated replica: an ordinary `Core` and the embedder around it. The embedder carries
 //! out the core's actions the way a node does — it persists safety data *before* releasing the
 //! messages that depend on it, stores blocks, arms timers (a newer timer replaces an older
-//! one), sends fetches and applies commits — but into memory and the simulated network. What a
-//! replica persisted (`Persisted`) survives a crash; everything else is rebuilt from it on
-//! restart, exactly as `RecoveryData` describes.
+//! one), sends fetches and certificate requests, and applies commits — but into memory and the
+//! simulated network. What a replica persisted (`Persisted`) survives a crash (its safety data
+//! unless the crash wipes it); everything else is rebuilt from it on restart, exactly as
+//! `RecoveryData` describes, amnesiac when no safety data is left and the guard is on.
 
 use super::{Simulation, network::Event, scenario::Behaviour, scenario::CHAIN};
 use crate::{
@@ -29,9 +30,10 @@ pub(super) struct Persisted {
 }
 
 impl Persisted {
-    /// What a core restarting from this state starts with.
-    fn recovery(&self, committee: &Committee) -> RecoveryData {
+    /// What a core restarting from this state starts with (`amnesiac`: with the amnesia guard).
+    fn recovery(&self, committee: &Committee, amnesiac: bool) -> RecoveryData {
         let mut recovery = RecoveryData::genesis(committee, CHAIN);
+        recovery.amnesiac = amnesiac;
         if let Some(s) = &self.safety {
             recovery.safety = s.clone();
         }
@@ -82,8 +84,9 @@ impl Replica {
 }
 
 impl Simulation {
-    /// A core for replica `i`, recovered from what it persisted.
-    pub(super) fn make_core(&self, i: usize) -> SimCore {
+    /// A core for replica `i`, recovered from what it persisted; `amnesiac` as a node decides
+    /// it (no safety data found, and the guard on).
+    pub(super) fn make_core(&self, i: usize, amnesiac: bool) -> SimCore {
         let config = CoreConfig {
             pacemaker: self.config.pacemaker,
             max_future_rounds: self.config.max_future_rounds,
@@ -100,7 +103,9 @@ impl Simulation {
             key: KeyPair::from_seed(&self.keys[i].seed()),
             leader: self.leader.clone(),
             payload: EmptyPayload,
-            recovery: self.replicas[i].persisted.recovery(&self.committee),
+            recovery: self.replicas[i]
+                .persisted
+                .recovery(&self.committee, amnesiac),
         })
     }
 
@@ -164,6 +169,11 @@ impl Simulation {
                 Action::Commit(blocks) => self.on_commit(i, blocks),
                 Action::FetchBlock { digest, from } => {
                     self.net.request(i, from.as_usize(), digest);
+                }
+                Action::RequestCertificates { to } => {
+                    for server in to {
+                        self.net.request_certificates(i, server.as_usize());
+                    }
                 }
             }
         }

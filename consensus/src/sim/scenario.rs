@@ -3,7 +3,8 @@
 //! stabilisation time), the [`Crash`]es and the replicas' tunables, all derived from one seed,
 //! so a printed seed replays the same run. [`SimConfig::honest`] is a fault-free committee;
 //! [`SimConfig::random`] draws up to f Byzantine replicas, loss, a partition that heals and
-//! crash-restarts from the seed.
+//! crash-restarts from the seed; [`SimConfig::random_wiped`] makes those crashes lose the
+//! replicas' safety data (the amnesia scenario).
 
 use crate::pacemaker::PacemakerConfig;
 use keel_types::{ChainId, KeyPair, ValidatorIndex};
@@ -70,6 +71,9 @@ pub struct Crash {
     pub at_ms: u64,
     /// Restart time, or never.
     pub restart_ms: Option<u64>,
+    /// Whether the crash loses the replica's safety data (its blocks and commits survive): it
+    /// restarts as a node that finds no safety data in its store.
+    pub wipe_safety: bool,
 }
 
 /// A scenario.
@@ -95,6 +99,14 @@ pub struct SimConfig {
     pub pacemaker: PacemakerConfig,
     /// Whether replicas persist safety data. Turning it off is for the negative test only.
     pub persist_safety: bool,
+    /// Whether a replica restarting without safety data runs the amnesia guard
+    /// ([`crate::RecoveryData::amnesiac`]), as a node does. Turning it off is for the negative
+    /// test only: the replica then restarts from default safety data, trusted.
+    pub amnesia_guard: bool,
+    /// Whether every replica starts as a node with an empty store does: amnesiac (the genesis
+    /// case of [`crate::amnesia`]). Off by default: replicas start trusted to have signed
+    /// nothing, so runs that are not about the guard do not pay its first round.
+    pub start_amnesiac: bool,
     /// The replicas' future-round window (see [`crate::CoreConfig::max_future_rounds`]).
     pub max_future_rounds: u64,
     /// The replicas' minimum block interval (see [`crate::CoreConfig::min_block_interval_ms`]).
@@ -121,6 +133,8 @@ impl SimConfig {
                 max_backoff_exponent: 4,
             },
             persist_safety: true,
+            amnesia_guard: true,
+            start_amnesiac: false,
             max_future_rounds: 100,
             min_block_interval_ms: 0,
             max_idle_wait_ms: 0,
@@ -170,6 +184,7 @@ impl SimConfig {
                     replica: ValidatorIndex(*i as u32),
                     at_ms,
                     restart_ms: Some(restart_ms),
+                    wipe_safety: false,
                 });
                 stable_ms = stable_ms.max(restart_ms);
             }
@@ -201,9 +216,25 @@ impl SimConfig {
                 max_backoff_exponent: 2,
             },
             persist_safety: true,
+            amnesia_guard: true,
+            start_amnesiac: false,
             max_future_rounds: 100,
             min_block_interval_ms,
             max_idle_wait_ms,
         }
+    }
+
+    /// [`SimConfig::random`] where every crash loses the replica's safety data and the replica
+    /// restarts soon (1 to 60 ms later), so it often restarts right after signing in its
+    /// round. The restart delays are drawn from their own RNG: the rest of the scenario is the
+    /// seed's random one.
+    pub fn random_wiped(n: usize, seed: u64) -> Self {
+        let mut config = SimConfig::random(n, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3a3e_51a0);
+        for crash in &mut config.crashes {
+            crash.wipe_safety = true;
+            crash.restart_ms = Some(crash.at_ms + rng.gen_range(1..=60));
+        }
+        config
     }
 }
