@@ -6,13 +6,17 @@
 //! keys), independent of the order in which keys change; equal contents give equal hashes on
 //! every node. An element is `ChaCha20(blake3(key, value))` truncated to the lattice size. Keys are spread over [`BUCKETS`] buckets by the first byte of `blake3(key)` and
 //! stored under that byte, so one bucket is one contiguous key range: a state-sync chunk of a
-//! bucket can be checked against that bucket's checksum alone. The root is
-//! `blake3(tag || checksum_0 || … || checksum_255)` with `checksum_i = blake3(lanes_i)`.
+//! bucket can be checked against that bucket's checksum alone. The root is the binary Merkle
+//! root over `checksum_0 … checksum_255` with `checksum_i = blake3(lanes_i)` (the tree, its
+//! domain separation and the [`BucketProof`] verifier live in [`keel_types::state_proof`]), so
+//! one bucket's checksum can be proven against a certified root with 8 sibling digests.
 //!
 //! The 1024×16-bit parameters are those Lewi et al. analyse for LtHash (about 200 bits of
 //! security against finding a second multiset with the same hash).
 
 use keel_types::Digest;
+pub use keel_types::state_proof::{BucketProof, verify_bucket};
+use keel_types::state_proof::{STATE_BUCKETS, state_root_of};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -20,8 +24,8 @@ use rand_chacha::ChaCha20Rng;
 pub const LANES: usize = 1024;
 /// Bytes in an encoded lattice hash.
 pub const LATTICE_BYTES: usize = LANES * 2;
-/// Number of key buckets.
-pub const BUCKETS: usize = 256;
+/// Number of key buckets (the leaves of the state root's Merkle tree).
+pub const BUCKETS: usize = STATE_BUCKETS;
 
 /// The bucket a state key belongs to.
 pub fn bucket_of(key: &[u8]) -> u8 {
@@ -160,23 +164,24 @@ impl StateHash {
     }
 
     /// The per-bucket checksums, in bucket order.
-    pub fn checksums(&self) -> Vec<Digest> {
-        self.buckets.iter().map(LtHash::checksum).collect()
+    pub fn checksums(&self) -> [Digest; BUCKETS] {
+        std::array::from_fn(|b| self.buckets[b].checksum())
     }
 
-    /// The state root.
+    /// The state root: the Merkle root over [`StateHash::checksums`].
     pub fn root(&self) -> Digest {
-        root_of_checksums(&self.checksums())
+        state_root_of(&self.checksums())
+    }
+
+    /// The proof that `bucket`'s checksum is part of [`StateHash::root`].
+    pub fn bucket_proof(&self, bucket: u8) -> BucketProof {
+        BucketProof::new(&self.checksums(), bucket)
     }
 }
 
 /// The root over per-bucket checksums (what a state-sync client checks chunks against).
-pub fn root_of_checksums(checksums: &[Digest]) -> Digest {
-    let mut hasher = blake3::Hasher::new_derive_key("keel state root v1");
-    for c in checksums {
-        hasher.update(c.as_bytes());
-    }
-    Digest(*hasher.finalize().as_bytes())
+pub fn root_of_checksums(checksums: &[Digest; BUCKETS]) -> Digest {
+    state_root_of(checksums)
 }
 
 #[cfg(test)]
@@ -230,6 +235,60 @@ mod tests {
         c.insert(b"ab", b"c");
         d.insert(b"a", b"bc");
         assert_ne!(c.root(), d.root());
+    }
+
+    proptest! {
+        #[test]
+        fn a_bucket_proof_verifies_its_checksum_against_the_root_only(
+            pairs in prop::collection::vec((prop::collection::vec(any::<u8>(), 1..8), any::<u8>()), 1..30),
+            pick in any::<prop::sample::Index>(),
+            other in any::<u8>(),
+        ) {
+            let mut state = StateHash::default();
+            for (k, v) in &pairs {
+                state.insert(k, &[*v]);
+            }
+            let root = state.root();
+            let (key, _) = &pairs[pick.index(pairs.len())];
+            let bucket = bucket_of(key);
+            let checksum = state.bucket(bucket).checksum();
+            let proof = state.bucket_proof(bucket);
+            prop_assert!(verify_bucket(&root, bucket, &checksum, &proof));
+            if other != bucket {
+                prop_assert!(!verify_bucket(&root, other, &checksum, &proof));
+            }
+            // The bucket with one more pair: its checksum no longer matches the old root.
+            let mut grown = state.bucket(bucket).clone();
+            grown.insert(b"extra", b"1");
+            prop_assert!(!verify_bucket(&root, bucket, &grown.checksum(), &proof));
+            // And the old proof does not verify against the new state's root.
+            state.set_bucket(bucket, grown);
+            prop_assert!(!verify_bucket(&state.root(), bucket, &checksum, &proof));
+        }
+    }
+
+    /// The cost the execution thread pays after every block (run with `--ignored --nocapture`
+    /// in release mode for the figure).
+    #[test]
+    #[ignore]
+    fn cost_of_the_root() {
+        let mut state = StateHash::default();
+        for i in 0..10_000u32 {
+            state.insert(&i.to_le_bytes(), b"v");
+        }
+        let n = 2_000;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(state.root());
+        }
+        let full = started.elapsed() / n;
+        let checksums = state.checksums();
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(root_of_checksums(std::hint::black_box(&checksums)));
+        }
+        let tree = started.elapsed() / n;
+        println!("state root: {full:?} per root, of which the Merkle tree {tree:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Main types: [`Digest`] (blake3; every id), [`PublicKey`]/[`KeyPair`]/[`Signature`] (ed25519),
 //! [`Committee`] (stake and quorum arithmetic), [`SignedTransaction`], [`Batch`],
 //! [`ProofOfAvailability`], [`SignedBlock`], [`Vote`], [`QuorumCertificate`], [`Timeout`],
-//! [`TimeoutCertificate`], [`Checkpoint`], [`CertifiedCheckpoint`], [`Receipt`].
+//! [`TimeoutCertificate`], [`Checkpoint`], [`CheckpointSignature`], [`CertifiedCheckpoint`],
+//! [`Receipt`]; [`state_proof`] holds the state root's Merkle tree and bucket proofs.
 //!
 //! Invariants:
 //! - Every id is `blake3(tag || bcs(content))`; bcs is canonical, so equal content has one id.
@@ -39,13 +40,14 @@ pub mod error;
 pub mod ids;
 pub mod multisig;
 pub mod receipt;
+pub mod state_proof;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod transaction;
 
 pub use account::{Account, Address, Object, ObjectId};
 pub use batch::{Batch, BatchAck, BatchInfo, ProofOfAvailability};
-pub use checkpoint::{CertifiedCheckpoint, Checkpoint};
+pub use checkpoint::{CertifiedCheckpoint, Checkpoint, CheckpointSignature};
 pub use committee::{Committee, ValidatorInfo};
 pub use consensus::{
     Block, CertificateVerifier, QuorumCertificate, SignedBlock, Timeout, TimeoutCertificate,
