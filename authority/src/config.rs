@@ -1,7 +1,7 @@
 //! The authority's parameters, one struct per node config section, each default written once.
 //!
 //! The node embeds these structs as TOML sections (`[batching]`, `[dissemination]`,
-//! `[mempool]`, `[execution]`): every field may be left out (it takes the `DEFAULT_*` constant
+//! `[mempool]`, `[execution]`, `[checkpoints]`): every field may be left out (it takes the `DEFAULT_*` constant
 //! below) and an unknown field is refused, so a typo does not silently fall back to a default.
 //! Network-wide values (the chain id) are not configuration: they come from genesis and are
 //! passed next to these structs.
@@ -38,6 +38,11 @@ pub const DEFAULT_MAX_LIFETIME_MS: u64 = 10 * 60 * 1_000;
 pub const DEFAULT_EXECUTION_WORKERS: usize = 2;
 /// Default [`ExecutorConfig::cache_entries`].
 pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 20;
+
+/// Default [`CheckpointConfig::interval`]: a checkpoint every 1,000 executed blocks.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1_000;
+/// Default [`CheckpointConfig::window`].
+pub const DEFAULT_CHECKPOINT_WINDOW: u64 = 4;
 
 /// When a batch is sealed (the node's `[batching]` section).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +145,29 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// Checkpoint building and certification (the node's `[checkpoints]` section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Executed blocks between two checkpoints: a validator signs a checkpoint after executing
+    /// every height that is a multiple of this (and at every epoch end). Must be positive and
+    /// the same on every validator (a validator with another interval signs checkpoints no
+    /// one else signs, and they never certify).
+    pub interval: u64,
+    /// Checkpoint sequences ahead of this node's latest one whose peer signatures are kept
+    /// (at most one per validator per sequence); signatures further ahead are dropped.
+    pub window: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+            window: DEFAULT_CHECKPOINT_WINDOW,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +207,13 @@ mod tests {
             10
         );
         assert_eq!(
+            section::<CheckpointConfig>(&[("interval", 20)]).unwrap(),
+            CheckpointConfig {
+                interval: 20,
+                window: DEFAULT_CHECKPOINT_WINDOW
+            }
+        );
+        assert_eq!(
             section::<ExecutorConfig>(&[("workers", 0)]).unwrap(),
             ExecutorConfig {
                 workers: 0,
@@ -194,5 +229,6 @@ mod tests {
         assert!(section::<MempoolConfig>(&[("chain_id", 7)]).is_err());
         assert!(section::<DisseminationConfig>(&[("batch", 1)]).is_err());
         assert!(section::<ExecutorConfig>(&[("threads", 1)]).is_err());
+        assert!(section::<CheckpointConfig>(&[("checkpoint_interval", 1)]).is_err());
     }
 }

@@ -52,6 +52,37 @@ pub struct GenesisState {
     pub accounts: Vec<(Address, u64)>,
 }
 
+impl GenesisState {
+    /// The state entries genesis writes: one account per funded address (amounts given for
+    /// the same address add up), in address order.
+    pub fn state_writes(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut balances: std::collections::BTreeMap<Address, u64> = Default::default();
+        for (address, amount) in &self.accounts {
+            let b = balances.entry(*address).or_default();
+            *b = b.saturating_add(*amount);
+        }
+        balances
+            .into_iter()
+            .map(|(address, balance)| {
+                let account = Account {
+                    balance,
+                    nonce: Default::default(),
+                };
+                (account_key(&address), encode(&account))
+            })
+            .collect()
+    }
+
+    /// The state root after genesis, computed without a store (every node gets the same).
+    pub fn state_root(&self) -> Digest {
+        let mut hash = keel_storage::StateHash::default();
+        for (key, value) in self.state_writes() {
+            hash.insert(&key, &value);
+        }
+        hash.root()
+    }
+}
+
 /// A committed block ready to execute: its position and its transactions in order.
 #[derive(Debug, Clone)]
 pub struct BlockToExecute<'a> {
@@ -454,17 +485,8 @@ fn genesis_marker_digest(store: &Store) -> Result<Option<Digest>> {
 
 fn write_genesis(store: &Store, genesis: &GenesisState) -> Result<ExecutedMarker> {
     let mut txn = store.begin();
-    let mut balances: HashMap<Address, u64> = HashMap::new();
-    for (address, amount) in &genesis.accounts {
-        let b = balances.entry(*address).or_default();
-        *b = b.saturating_add(*amount);
-    }
-    for (address, balance) in balances {
-        let account = Account {
-            balance,
-            nonce: Default::default(),
-        };
-        txn.put(&account_key(&address), &encode(&account))?;
+    for (key, value) in genesis.state_writes() {
+        txn.put(&key, &value)?;
     }
     let marker = ExecutedMarker {
         height: Height(0),

@@ -16,7 +16,9 @@
 //! and acknowledging peers' batches), [`proof_queue`] (proofs awaiting ordering, payload
 //! validation), [`resolve`] (storing batches, resolving committed proofs through a
 //! [`BatchFetcher`]), [`execution`] (one transaction's semantics), [`executor`] (blocks:
-//! optimistic parallel runs, in-order validation, one atomic commit), [`state`] (the key layout).
+//! optimistic parallel runs, in-order validation, one atomic commit), [`state`] (the key layout),
+//! [`checkpoints`] (the checkpoint state machine: signing every K blocks, aggregating peers'
+//! signatures into certificates), [`checkpoint_store`] (where checkpoints are kept).
 //!
 //! Invariants:
 //! - a transaction is admitted only with a valid signature, the node's chain id, an unexpired
@@ -33,7 +35,10 @@
 //!   each of its proofs verifies (or is identical to a queued one) and none repeats;
 //! - execution gives the receipts and state of sequential execution in block order, whatever the
 //!   number of workers; a block's writes, receipts and executed marker commit atomically, so
-//!   after a crash execution resumes at the marker's height + 1.
+//!   after a crash execution resumes at the marker's height + 1;
+//! - a checkpoint is signed only as the successor of the previous checkpoint this node knows,
+//!   each signature is persisted before it is broadcast, and peers' signatures are verified and
+//!   buffered within a bounded window (see [`checkpoints`]).
 //!
 //! This crate does not depend on consensus (the node adapts the [`ProofQueue`] to consensus's
 //! payload traits), does no networking itself (sends are actions, fetches go through
@@ -44,6 +49,8 @@
 
 pub mod batching;
 pub mod cache;
+pub mod checkpoint_store;
+pub mod checkpoints;
 pub mod config;
 pub mod dissemination;
 pub mod error;
@@ -58,7 +65,13 @@ pub mod state;
 pub mod test_utils;
 
 pub use batching::{AckError, BatchMaker, ProofBuilder};
-pub use config::{BatchConfig, DisseminationConfig, ExecutorConfig, MempoolConfig};
+pub use checkpoints::{
+    CertifiedOutcome, CheckpointAction, CheckpointDeps, CheckpointMachine, Executed,
+    ExecutedOutcome, Restored, SignatureOutcome,
+};
+pub use config::{
+    BatchConfig, CheckpointConfig, DisseminationConfig, ExecutorConfig, MempoolConfig,
+};
 pub use dissemination::{Dissemination, DisseminationAction, DisseminationDeps};
 pub use error::{Error, Rejection, Result};
 pub use executor::{BlockOutcome, BlockToExecute, Executor, GenesisState, Timings};
