@@ -3,8 +3,8 @@
 
 use crate::error::ApiError;
 use keel_types::{
-    Account, Address, ChainId, Digest, Effect, ExecutionStatus, Nonce, Object, Op, PublicKey,
-    Receipt, Signature, SignedTransaction, TimestampMs, Transaction,
+    Account, Address, CertifiedCheckpoint, ChainId, Digest, Effect, ExecutionStatus, Nonce, Object,
+    Op, PublicKey, Receipt, Signature, SignedTransaction, TimestampMs, Transaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -391,6 +391,81 @@ pub struct StatusJson {
     pub mempool_size: usize,
     /// Whether the node follows consensus or is catching up.
     pub sync: SyncJson,
+    /// The latest certified checkpoint this node holds (absent before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_checkpoint: Option<CheckpointRefJson>,
+}
+
+/// A certified checkpoint in short (in the node status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRefJson {
+    /// Its sequence.
+    pub sequence: u64,
+    /// Its digest.
+    pub digest: String,
+    /// The height it certifies.
+    pub height: u64,
+    /// The state root at that height.
+    pub state_root: String,
+}
+
+/// A certified checkpoint as JSON, with its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointJson {
+    /// Its sequence (0 is genesis).
+    pub sequence: u64,
+    /// Its digest (the checkpoint id).
+    pub digest: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The digest of the previous checkpoint.
+    pub previous: String,
+    /// The last block it covers.
+    pub block: String,
+    /// That block's height.
+    pub height: u64,
+    /// The state root after that block (Merkle root over the 256 bucket checksums).
+    pub state_root: String,
+    /// Transactions executed since genesis, through that block.
+    pub executed_transactions: u64,
+    /// Whether it ends its epoch (it then names the next committee).
+    pub ends_epoch: bool,
+    /// The validators whose signatures certify it.
+    pub signers: Vec<u32>,
+    /// The bcs encoding of the `CertifiedCheckpoint` (hex), for clients that verify it against
+    /// the committee themselves.
+    pub certificate: String,
+}
+
+impl From<&CertifiedCheckpoint> for CheckpointJson {
+    fn from(c: &CertifiedCheckpoint) -> Self {
+        let cp = &c.checkpoint;
+        CheckpointJson {
+            sequence: cp.sequence,
+            digest: cp.digest().to_string(),
+            epoch: cp.epoch.0,
+            previous: cp.previous.to_string(),
+            block: cp.last_block.to_string(),
+            height: cp.last_height.0,
+            state_root: cp.state_root.to_string(),
+            executed_transactions: cp.executed_transactions,
+            ends_epoch: cp.next_committee.is_some(),
+            signers: c.signatures.signers().map(|i| i.0).collect(),
+            // An encoding failure would be a bug in keel-types; an empty string says so.
+            certificate: bcs::to_bytes(c).map(hex::encode).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&CertifiedCheckpoint> for CheckpointRefJson {
+    fn from(c: &CertifiedCheckpoint) -> Self {
+        CheckpointRefJson {
+            sequence: c.checkpoint.sequence,
+            digest: c.checkpoint.digest().to_string(),
+            height: c.checkpoint.last_height.0,
+            state_root: c.checkpoint.state_root.to_string(),
+        }
+    }
 }
 
 /// A node's sync state as the API shows it.

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! - [`public_router`]: submit one transaction (JSON) or a batch (bcs), transaction status and
-//!   receipt, accounts, objects, blocks, node status, a server-sent-events stream of committed
+//!   receipt, accounts, objects, blocks, certified checkpoints, node status, a server-sent-events stream of committed
 //!   transactions, health and readiness, Prometheus metrics, and the OpenAPI document at
 //!   [`OPENAPI_PATH`].
 //! - [`admin_router`]: status, peers, log level and graceful shutdown, behind a bearer token
@@ -32,7 +32,9 @@ pub use openapi::OPENAPI_PATH;
 pub use public::public_router;
 
 use dto::{BlockJson, PeerJson, StatusJson, TxLookup};
-use keel_types::{Account, Address, Digest, Height, Object, Receipt, SignedTransaction};
+use keel_types::{
+    Account, Address, CertifiedCheckpoint, Digest, Height, Object, Receipt, SignedTransaction,
+};
 use std::sync::Arc;
 
 /// Why a submitted transaction was not accepted.
@@ -63,6 +65,8 @@ pub trait NodeApi: Send + Sync + 'static {
     /// The lowest committed height this node still holds: blocks below it, and the receipts
     /// written at those heights, were pruned (1 when nothing was).
     fn retained_from(&self) -> Result<Height, String>;
+    /// A certified checkpoint by sequence (`None`: the latest), if this node holds it.
+    fn checkpoint(&self, sequence: Option<u64>) -> Result<Option<CertifiedCheckpoint>, String>;
     /// Node status.
     fn status(&self) -> Result<StatusJson, String>;
     /// Receipts of each executed block, as it executes.

@@ -72,6 +72,12 @@ pub fn openapi_document() -> Value {
                 "responses": block_responses
             }},
             "/v1/blocks/latest": {"get": {"summary": "The latest committed block", "responses": ok_json("Block", &errors)}},
+            "/v1/checkpoints/{sequence}": {"get": {
+                "summary": "A certified checkpoint by sequence (404 when this node does not hold it)",
+                "parameters": [path_param("sequence", "checkpoint sequence")],
+                "responses": ok_json("Checkpoint", &errors)
+            }},
+            "/v1/checkpoints/latest": {"get": {"summary": "The latest certified checkpoint (404 before the first)", "responses": ok_json("Checkpoint", &errors)}},
             "/v1/status": {"get": {"summary": "Node status", "responses": ok_json("Status", &errors)}},
             "/v1/stream": {"get": {
                 "summary": "Server-sent events: `transaction` (data: Committed JSON) per executed transaction; `lagged` (data: blocks missed) for slow subscribers",
@@ -110,6 +116,14 @@ pub fn openapi_document() -> Value {
             "Block": {"type": "object", "properties": {"height": {"type": "integer"}, "digest": hex("digest"), "epoch": {"type": "integer"}, "round": {"type": "integer"}, "author": {"type": "integer"}, "timestamp_ms": {"type": "integer"}, "parent": hex("digest"), "executed": {"type": "boolean"},
                 "batches": {"type": "array", "items": {"type": "object", "properties": {"digest": hex("batch digest"), "author": {"type": "integer"}, "transactions": {"type": "integer"}}}}}},
             "Status": {"type": "object", "properties": {"chain_id": {"type": "integer"}, "validator": {"type": "integer"}, "epoch": {"type": "integer"}, "round": {"type": "integer"}, "committed_height": {"type": "integer"}, "executed_height": {"type": "integer"}, "state_root": hex("state root"), "executed_transactions": {"type": "integer"}, "peers": {"type": "integer"}, "mempool_size": {"type": "integer"}, "sync": {"type": "object", "properties": {"state": {"type": "string", "enum": ["following", "range_sync"]}, "target_height": {"type": "integer"}, "percent": {"type": "integer"}}}}},
+            "Status": {"type": "object", "properties": {"chain_id": {"type": "integer"}, "validator": {"type": "integer"}, "epoch": {"type": "integer"}, "round": {"type": "integer"}, "committed_height": {"type": "integer"}, "executed_height": {"type": "integer"}, "state_root": hex("state root"), "executed_transactions": {"type": "integer"}, "peers": {"type": "integer"}, "mempool_size": {"type": "integer"},
+                "latest_checkpoint": {"type": "object", "description": "absent before the first certified checkpoint", "properties": {"sequence": {"type": "integer"}, "digest": hex("checkpoint digest"), "height": {"type": "integer"}, "state_root": hex("state root at that height")}}}},
+            "Checkpoint": {"type": "object", "properties": {
+                "sequence": {"type": "integer"}, "digest": hex("checkpoint digest"), "epoch": {"type": "integer"}, "previous": hex("previous checkpoint's digest"),
+                "block": hex("last block"), "height": {"type": "integer"}, "state_root": hex("Merkle root over the 256 bucket checksums"),
+                "executed_transactions": {"type": "integer"}, "ends_epoch": {"type": "boolean"},
+                "signers": {"type": "array", "items": {"type": "integer"}, "description": "validators whose signatures certify it (more than 2/3 of the stake)"},
+                "certificate": hex("bcs encoding of the CertifiedCheckpoint, to verify against the committee")}},
             "Committed": {"type": "object", "properties": {"digest": hex("transaction"), "height": {"type": "integer"}, "position": {"type": "integer"}, "status": {"type": "string"}}}
         }}
     })

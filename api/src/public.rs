@@ -3,8 +3,8 @@
 use crate::{
     NodeApi, SubmitError,
     dto::{
-        AccountJson, BatchSubmitJson, CommittedJson, ObjectJson, ReceiptJson, SubmitResultJson,
-        TransactionJson, TransactionStatusJson, TxLookup, parse_digest,
+        AccountJson, BatchSubmitJson, CheckpointJson, CommittedJson, ObjectJson, ReceiptJson,
+        SubmitResultJson, TransactionJson, TransactionStatusJson, TxLookup, parse_digest,
     },
     error::ApiError,
     openapi::{OPENAPI_PATH, openapi_document},
@@ -55,6 +55,8 @@ pub fn public_router(node: Api) -> Router {
         .route("/v1/objects/{owner}/{key}", get(object))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(block))
+        .route("/v1/checkpoints/latest", get(latest_checkpoint))
+        .route("/v1/checkpoints/{sequence}", get(checkpoint))
         .route("/v1/status", get(status))
         .route("/v1/stream", get(stream))
         .route(OPENAPI_PATH, get(openapi))
@@ -266,6 +268,33 @@ async fn block(State(node): State<Api>, Path(height): Path<String>) -> Result<Re
 
 async fn latest_block(State(node): State<Api>) -> Result<Response, ApiError> {
     block_at(node, None).await
+}
+
+async fn checkpoint_at(node: Api, sequence: Option<u64>) -> Result<Response, ApiError> {
+    let found = run_blocking(move || node.checkpoint(sequence))
+        .await?
+        .map_err(ApiError::internal)?;
+    match found {
+        Some(c) => Ok(Json(CheckpointJson::from(&c)).into_response()),
+        None => Err(ApiError::not_found(match sequence {
+            Some(s) => format!("no certified checkpoint with sequence {s} on this node"),
+            None => "no checkpoint certified yet".into(),
+        })),
+    }
+}
+
+async fn checkpoint(
+    State(node): State<Api>,
+    Path(sequence): Path<String>,
+) -> Result<Response, ApiError> {
+    let sequence: u64 = sequence.parse().map_err(|e| {
+        ApiError::bad_request(format!("sequence: expected a number or `latest`: {e}"))
+    })?;
+    checkpoint_at(node, Some(sequence)).await
+}
+
+async fn latest_checkpoint(State(node): State<Api>) -> Result<Response, ApiError> {
+    checkpoint_at(node, None).await
 }
 
 async fn status(State(node): State<Api>) -> Result<Response, ApiError> {

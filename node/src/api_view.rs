@@ -8,13 +8,13 @@ use crate::{
 };
 use keel_api::{
     NodeApi, SubmitError,
-    dto::{BatchRefJson, BlockJson, PeerJson, StatusJson, SyncJson, TxLookup},
+    dto::{BatchRefJson, BlockJson, CheckpointRefJson, PeerJson, StatusJson, SyncJson, TxLookup},
 };
-use keel_authority::{Mempool, NonceReader, Rejection, state};
+use keel_authority::{Mempool, NonceReader, Rejection, checkpoint_store, state};
 use keel_storage::Store;
 use keel_types::{
-    Account, Address, ChainId, Committee, Digest, Height, Nonce, Object, Receipt,
-    SignedTransaction, ValidatorIndex,
+    Account, Address, CertifiedCheckpoint, ChainId, Committee, Digest, Height, Nonce, Object,
+    Receipt, SignedTransaction, ValidatorIndex,
 };
 use parking_lot::Mutex;
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -152,6 +152,14 @@ impl NodeApi for NodeView {
         persist::retained_from(&self.store).map_err(|e| format!("{e:#}"))
     }
 
+    fn checkpoint(&self, sequence: Option<u64>) -> Result<Option<CertifiedCheckpoint>, String> {
+        match sequence {
+            Some(s) => checkpoint_store::certified(&self.store, s),
+            None => checkpoint_store::latest_certified(&self.store),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     fn status(&self) -> Result<StatusJson, String> {
         // Copy the fields out: the borrow holds the watch's read lock.
         let (round, committed, executed, root, executed_transactions, sync) = {
@@ -177,6 +185,10 @@ impl NodeApi for NodeView {
             peers: self.net.connected_peers().len(),
             mempool_size: self.mempool.lock().len(),
             sync: sync_json(sync),
+            latest_checkpoint: checkpoint_store::latest_certified(&self.store)
+                .map_err(|e| e.to_string())?
+                .as_ref()
+                .map(CheckpointRefJson::from),
         })
     }
 

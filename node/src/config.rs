@@ -5,7 +5,9 @@
 
 use crate::limits::LimitsConfig;
 use anyhow::{Context, Result};
-use keel_authority::{BatchConfig, DisseminationConfig, ExecutorConfig, MempoolConfig};
+use keel_authority::{
+    BatchConfig, CheckpointConfig, DisseminationConfig, ExecutorConfig, MempoolConfig,
+};
 use keel_consensus::CoreConfig;
 use keel_p2p::{EndpointConfig, range_sync::RangeSyncConfig};
 use keel_storage::{PruningConfig, StoreConfig};
@@ -72,6 +74,9 @@ pub struct NodeConfig {
     /// Execution (keel-authority).
     #[serde(default)]
     pub execution: ExecutorConfig,
+    /// Checkpoint interval and signature window (keel-authority).
+    #[serde(default)]
+    pub checkpoints: CheckpointConfig,
     /// RocksDB (keel-storage).
     #[serde(default)]
     pub storage: StoreConfig,
@@ -164,6 +169,9 @@ impl NodeConfig {
                 format!("at most {MAX_RUNTIME_THREADS}"),
             ));
         }
+        if self.checkpoints.interval == 0 {
+            return Err(field_error("checkpoints.interval", "must be positive"));
+        }
         if self.mempool.max_pending == 0 {
             return Err(field_error("mempool.max_pending", "must be positive"));
         }
@@ -255,6 +263,7 @@ mod tests {
                     toml::to_string(&c.dissemination).unwrap(),
                     toml::to_string(&c.consensus).unwrap(),
                     toml::to_string(&c.execution).unwrap(),
+                    toml::to_string(&c.checkpoints).unwrap(),
                     toml::to_string(&c.storage).unwrap(),
                     toml::to_string(&c.p2p).unwrap(),
                     toml::to_string(&c.sync).unwrap(),
@@ -309,6 +318,7 @@ admin_token_file = "t"
                 "[pruning]\ninterval_ms = 60000\nmax_heights_per_pass = 100",
                 "pruning.max_heights_per_pass",
             ),
+            ("[checkpoints]\ninterval = 0", "checkpoints.interval"),
             ("[consensus]\nunknown = 1", "unknown"),
             (
                 "[consensus.pacemaker]\nbase_timeout_ms = 1",

@@ -2,15 +2,17 @@
 //! they appear in the store (so after a restart it simply resumes at the executed marker + 1),
 //! fetching batches it lacks from the validators that signed their proofs. It publishes what it
 //! executed: the status (height, root, counts), the receipts stream (a broadcast: a lagging
-//! subscriber skips the oldest blocks and is told so), and the pending set.
+//! subscriber skips the oldest blocks and is told so), the pending set, and each executed
+//! height to the checkpoint task (a bounded queue; full: this thread waits, so no checkpoint
+//! height is skipped).
 
 use crate::{
     metrics::Metrics, peers::Outbound, pending::PendingTxs, persist, status::StatusWriter,
 };
-use keel_authority::{BlockOutcome, BlockToExecute, Executor, resolve_batches};
+use keel_authority::{BlockOutcome, BlockToExecute, Executed, Executor, resolve_batches};
 use keel_types::{Digest, Height, Receipt};
 use std::{sync::Arc, time::Duration};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// What the execution thread is built from.
@@ -27,6 +29,8 @@ pub struct ExecuteDeps {
     pub receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
     /// Transactions reported pending until executed.
     pub pending: Arc<PendingTxs>,
+    /// Executed heights, for the checkpoint task.
+    pub checkpoints: mpsc::Sender<Executed>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown; fired here when execution cannot go on.
@@ -52,6 +56,7 @@ fn run(deps: ExecuteDeps) {
         status,
         receipts,
         pending,
+        checkpoints,
         metrics,
         shutdown,
         runtime,
@@ -110,6 +115,13 @@ fn run(deps: ExecuteDeps) {
                 return;
             }
         };
+        let executed = Executed {
+            height: outcome.marker.height,
+            block: outcome.marker.block,
+            state_root: root,
+            executed_transactions: outcome.marker.executed_transactions,
+            epoch_end: None,
+        };
         publish(
             &status,
             &metrics,
@@ -119,6 +131,8 @@ fn run(deps: ExecuteDeps) {
             root,
             started.elapsed(),
         );
+        // Waits while the checkpoint task is behind; fails only once it has stopped (shutdown).
+        let _ = checkpoints.blocking_send(executed);
     }
 }
 

@@ -44,6 +44,12 @@ pub const DEFAULT_EXECUTION_RETRY_MS: u64 = 200;
 pub const DEFAULT_SYNC_CONTROL_QUEUE: usize = 16;
 /// Default of [`LimitsConfig::proof_expiry_interval_ms`].
 pub const DEFAULT_PROOF_EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// Default of [`LimitsConfig::checkpoint_queue`].
+pub const DEFAULT_CHECKPOINT_QUEUE: usize = 1_024;
+/// Default of [`LimitsConfig::checkpoint_signature_queue`].
+pub const DEFAULT_CHECKPOINT_SIGNATURE_QUEUE: usize = 1_024;
+/// Default of [`LimitsConfig::checkpoint_rebroadcast_ms`].
+pub const DEFAULT_CHECKPOINT_REBROADCAST_MS: u64 = 5_000;
 
 /// Capacities and intervals of the node's tasks and channels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +105,16 @@ pub struct LimitsConfig {
     /// Range sync's requests waiting for the driver (pause, applied heights, resume). Full:
     /// the sync task waits.
     pub sync_control_queue: usize,
+    /// Executed heights waiting for the checkpoint task. Full: the execution thread waits
+    /// (no checkpoint height is skipped).
+    pub checkpoint_queue: usize,
+    /// Peer checkpoint signatures waiting for the checkpoint task. Full: dropped and counted
+    /// (`keel_checkpoint_signatures_refused_total{reason="queue_full"}`); signers send
+    /// uncertified signatures again.
+    pub checkpoint_signature_queue: usize,
+    /// How often this validator sends its not yet certified checkpoint signature again, and
+    /// may fetch a newer certified checkpoint from a peer that is ahead, in ms.
+    pub checkpoint_rebroadcast_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -124,6 +140,9 @@ impl Default for LimitsConfig {
             execution_retry_ms: DEFAULT_EXECUTION_RETRY_MS,
             proof_expiry_interval_ms: DEFAULT_PROOF_EXPIRY_INTERVAL_MS,
             sync_control_queue: DEFAULT_SYNC_CONTROL_QUEUE,
+            checkpoint_queue: DEFAULT_CHECKPOINT_QUEUE,
+            checkpoint_signature_queue: DEFAULT_CHECKPOINT_SIGNATURE_QUEUE,
+            checkpoint_rebroadcast_ms: DEFAULT_CHECKPOINT_REBROADCAST_MS,
         }
     }
 }
@@ -154,6 +173,15 @@ impl LimitsConfig {
                 self.proof_expiry_interval_ms as usize,
             ),
             ("sync_control_queue", self.sync_control_queue),
+            ("checkpoint_queue", self.checkpoint_queue),
+            (
+                "checkpoint_signature_queue",
+                self.checkpoint_signature_queue,
+            ),
+            (
+                "checkpoint_rebroadcast_ms",
+                self.checkpoint_rebroadcast_ms as usize,
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -33,6 +33,10 @@
 //!          commits ─▶ committed watch (latest value) ─▶ execution thread
 //!  execution thread: owns Executor; store ─▶ execute ─▶ status watch, receipts broadcast
 //!          [receipt_stream_buffer: a slow subscriber skips the oldest], pending set
+//!          executed heights ─[checkpoint_queue, send: waits]─▶ checkpoint task
+//!  router ─ checkpoint signature ─[checkpoint_signature_queue, try_send: drop+count]─▶
+//!          checkpoint task: owns CheckpointMachine; store own signature, then broadcast ─▶ QUIC;
+//!          certified checkpoints ─▶ store (meta column) ─▶ router, API
 //!  sync task: every check_interval_ms asks peers' committed heights; far behind ─[sync_control_queue,
 //!          send: waits]─▶ driver (pause → applied heights → resume with a rebuilt core);
 //!          range requests as tasks (≤ sync.max_in_flight) ─▶ store (blocks, batches)
@@ -53,6 +57,7 @@
 mod api_view;
 mod batching;
 mod bench;
+mod checkpoint;
 mod client;
 mod clock;
 mod config;

@@ -1,8 +1,8 @@
 //! The node's Prometheus metrics, registered on one registry (no globals).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -83,6 +83,62 @@ pub struct Metrics {
     pub pruner_pass_seconds: Histogram,
     /// Seconds each compaction of pruned data takes (flush included).
     pub pruner_compaction_seconds: Histogram,
+    /// Checkpoint signing and certification.
+    pub checkpoints: CheckpointMetrics,
+}
+
+/// The checkpoint task's metrics.
+pub struct CheckpointMetrics {
+    /// Latest certified checkpoint sequence.
+    pub certified_sequence: IntGauge,
+    /// Latest checkpoint sequence this validator signed.
+    pub signed_sequence: IntGauge,
+    /// Peer checkpoint signatures handled.
+    pub signatures_received: IntCounter,
+    /// Peer checkpoint signatures refused or dropped, by `reason`.
+    pub signatures_refused: IntCounterVec,
+    /// Certified checkpoints that contradict this node's own.
+    pub diverged: IntCounter,
+}
+
+impl CheckpointMetrics {
+    fn new(r: &Registry) -> Self {
+        CheckpointMetrics {
+            certified_sequence: gauge(
+                r,
+                "keel_checkpoint_certified_sequence",
+                "Latest certified checkpoint sequence",
+            ),
+            signed_sequence: gauge(
+                r,
+                "keel_checkpoint_signed_sequence",
+                "Latest checkpoint sequence this validator signed",
+            ),
+            signatures_received: counter(
+                r,
+                "keel_checkpoint_signatures_received_total",
+                "Peer checkpoint signatures handled",
+            ),
+            signatures_refused: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "keel_checkpoint_signatures_refused_total",
+                        "Peer checkpoint signatures refused (invalid, stale, out_of_window, duplicate, equivocation) or dropped (queue_full)",
+                    ),
+                    &["reason"],
+                )
+                .expect("INVARIANT: valid metric name");
+                r.register(Box::new(c.clone()))
+                    .expect("INVARIANT: metric registered once");
+                c
+            },
+            diverged: counter(
+                r,
+                "keel_checkpoint_diverged_total",
+                "Certified checkpoints that contradict the one this node built",
+            ),
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -276,6 +332,7 @@ impl Metrics {
                 "Time one compaction of pruned data takes, flush included",
                 vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
             ),
+            checkpoints: CheckpointMetrics::new(&r),
             registry: r,
         }
     }

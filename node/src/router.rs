@@ -3,10 +3,11 @@
 //! author, and forwards each message, by kind, to its task's bounded queue with
 //! `try_send` (it never waits: the transport's receive loop must not stall). A full queue drops
 //! the message and counts it (see each queue's bound in `limits.rs`). Requests for blocks,
-//! batches, committed ranges and the sync status are answered from the store, each answer
-//! capped at [`MAX_RANGE_BYTES`] encoded.
+//! batches, committed ranges, the sync status and certified checkpoints are answered from the
+//! store, each answer capped at [`MAX_RANGE_BYTES`] encoded.
 
 use crate::{driver::PeerMessage, metrics::Metrics, peers::Peers, persist, verify::PeerBatch};
+use keel_authority::checkpoint_store;
 use keel_consensus::ConsensusMessage;
 use keel_p2p::{
     Handler, Notification, Request, Response,
@@ -14,7 +15,8 @@ use keel_p2p::{
 };
 use keel_storage::{Column, Store};
 use keel_types::{
-    Batch, BatchAck, Digest, Height, ProofOfAvailability, PublicKey, QuorumCertificate, SignedBlock,
+    Batch, BatchAck, CheckpointSignature, Digest, Height, ProofOfAvailability, PublicKey,
+    QuorumCertificate, SignedBlock, ValidatorIndex,
 };
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -31,6 +33,8 @@ pub struct Router {
     pub acks: mpsc::Sender<BatchAck>,
     /// Proofs → proof verifier.
     pub proofs: mpsc::Sender<ProofOfAvailability>,
+    /// Checkpoint signatures → checkpoint task.
+    pub checkpoint_signatures: mpsc::Sender<(ValidatorIndex, CheckpointSignature)>,
     /// Blocks and batches served to peers.
     pub store: Arc<Store>,
     /// Ancestors returned with each requested block.
@@ -70,6 +74,20 @@ impl Handler<ConsensusMessage> for Router {
                     m.proofs_dropped.inc();
                 }
             }
+            // Like acknowledgements, a checkpoint signature comes from its signer.
+            Notification::CheckpointSignature(s) => {
+                let reason = if s.signer != sender {
+                    "relayed"
+                } else if self.checkpoint_signatures.try_send((sender, s)).is_err() {
+                    "queue_full"
+                } else {
+                    return;
+                };
+                m.checkpoints
+                    .signatures_refused
+                    .with_label_values(&[reason])
+                    .inc();
+            }
         }
     }
 
@@ -97,6 +115,12 @@ impl Handler<ConsensusMessage> for Router {
                     }
                 }
                 Response::Batches(found)
+            }
+            Request::LatestCheckpoint => {
+                checkpoint_response(checkpoint_store::latest_certified(&self.store))
+            }
+            Request::Checkpoint { sequence } => {
+                checkpoint_response(checkpoint_store::certified(&self.store, sequence))
             }
             Request::Blocks { .. } | Request::Batches { .. } => {
                 Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
@@ -151,6 +175,15 @@ impl Handler<ConsensusMessage> for Router {
             }
             _ => Response::Refused("not served by this node".into()),
         }
+    }
+}
+
+fn checkpoint_response(
+    found: keel_authority::Result<Option<keel_types::CertifiedCheckpoint>>,
+) -> Response {
+    match found {
+        Ok(c) => Response::Checkpoint(c),
+        Err(e) => Response::Refused(format!("cannot read checkpoints: {e}")),
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::{
     api_view::{LogReload, NodeView},
     batching::{self, BatchingDeps},
+    checkpoint::{self, CheckpointDeps},
     config::NodeConfig,
     driver::{Driver, DriverDeps},
     execute::{self, ExecuteDeps},
@@ -24,12 +25,13 @@ use crate::{
 use anyhow::{Context, Result, bail};
 use keel_api::NodeApi;
 use keel_authority::{
-    BatchVerifier, Dissemination, DisseminationDeps, Executor, GenesisState, Mempool, ProofQueue,
+    BatchVerifier, CheckpointMachine, Dissemination, DisseminationDeps, Executed, Executor,
+    GenesisState, Mempool, ProofQueue, checkpoint_store,
 };
 use keel_consensus::{Core, CoreDeps, WeightedRoundRobin};
 use keel_p2p::{AllowedPeers, EndpointConfig, Network, NetworkIdentity};
 use keel_storage::Store;
-use keel_types::KeyPair;
+use keel_types::{Checkpoint, KeyPair};
 use parking_lot::Mutex;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -62,14 +64,11 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir, &config.storage)?);
-    let executor = Executor::open(
-        store.clone(),
-        config.execution.clone(),
-        &GenesisState {
-            digest: genesis.digest(),
-            accounts: genesis.funded()?,
-        },
-    )?;
+    let genesis_state = GenesisState {
+        digest: genesis.digest(),
+        accounts: genesis.funded()?,
+    };
+    let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
     let recovery = persist::recover(&store, &committee, chain_id)?;
     let executed = executor.marker().clone();
     tracing::info!(
@@ -101,6 +100,8 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     let (peer_batch_tx, peer_batch_rx) = mpsc::channel(limits.batch_verify_queue);
     let (peer_proof_tx, peer_proof_rx) = mpsc::channel(limits.proof_verify_queue);
     let (sync_tx, sync_rx) = mpsc::channel(limits.sync_control_queue);
+    let (executed_tx, executed_rx) = mpsc::channel(limits.checkpoint_queue);
+    let (checkpoint_sig_tx, checkpoint_sig_rx) = mpsc::channel(limits.checkpoint_signature_queue);
 
     // P2P: the router only forwards into the channels above.
     let identity = NetworkIdentity::from_seed(&network_key.seed())?;
@@ -111,6 +112,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         batches: peer_batch_tx,
         acks: ack_tx,
         proofs: peer_proof_tx,
+        checkpoint_signatures: checkpoint_sig_tx,
         store: store.clone(),
         served_ancestors: limits.served_ancestors,
         metrics: metrics.clone(),
@@ -255,6 +257,35 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
+    let checkpoints = checkpoint::spawn(CheckpointDeps {
+        machine: CheckpointMachine::new(keel_authority::CheckpointDeps {
+            config: config.checkpoints.clone(),
+            chain_id,
+            committee: committee.clone(),
+            me,
+            key: protocol.clone(),
+            genesis: Checkpoint::genesis(
+                committee.epoch(),
+                genesis_state.digest,
+                genesis_state.state_root(),
+            ),
+            restored: checkpoint_store::restore(&store)?,
+        }),
+        start: Executed {
+            height: executed.height,
+            block: executed.block,
+            state_root: store.state_root()?,
+            executed_transactions: executed.executed_transactions,
+            epoch_end: None,
+        },
+        store: store.clone(),
+        outbound: outbound.clone(),
+        executed: executed_rx,
+        signatures: checkpoint_sig_rx,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        rebroadcast: Duration::from_millis(limits.checkpoint_rebroadcast_ms),
+    });
     let execution = execute::spawn(ExecuteDeps {
         executor,
         outbound,
@@ -262,6 +293,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         status,
         receipts: receipts.clone(),
         pending: pending.clone(),
+        checkpoints: executed_tx,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -303,6 +335,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         ("proof verifier", proof_verifier),
         ("gauges", gauges),
         ("pruner", pruner),
+        ("checkpoints", checkpoints),
         ("public api", public_api),
         ("admin api", admin_api),
     ] {

@@ -165,6 +165,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
             dissemination: Default::default(),
             consensus: Default::default(),
             execution: Default::default(),
+            checkpoints: Default::default(),
             storage: Default::default(),
             p2p: Default::default(),
             sync: Default::default(),

@@ -23,8 +23,7 @@ use keel_p2p::{
 };
 use keel_types::{
     BatchInfo, Block, ChainId, Digest, Epoch, KeyPair, MultiSignature, ProofOfAvailability,
-    PublicKey, QuorumCertificate, Round, Signature, SignedBlock, Stake, TimestampMs,
-    ValidatorIndex, ValidatorInfo,
+    PublicKey, QuorumCertificate, Round, Signature, SignedBlock, TimestampMs, ValidatorIndex,
 };
 use std::{
     path::Path,
@@ -44,31 +43,6 @@ fn read_key(path: &Path) -> KeyPair {
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut seed).unwrap();
     KeyPair::from_seed(&seed)
-}
-
-/// The genesis committee, read back from the file `keel genesis` wrote.
-fn committee(c: &Committee) -> (keel_types::Committee, ChainId, Vec<std::net::SocketAddr>) {
-    let text = std::fs::read_to_string(c.path().join("net/genesis.json")).unwrap();
-    let g: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut validators = Vec::new();
-    let mut addresses = Vec::new();
-    for v in g["validators"].as_array().unwrap() {
-        let key = |field: &str| -> PublicKey { v[field].as_str().unwrap().parse().unwrap() };
-        addresses.push(v["address"].as_str().unwrap().parse().unwrap());
-        validators.push(ValidatorInfo {
-            protocol_key: key("protocol_key"),
-            network_key: key("network_key"),
-            stake: Stake(v["stake"].as_u64().unwrap()),
-            address: v["address"].as_str().unwrap().to_string(),
-        });
-    }
-    let committee =
-        keel_types::Committee::new(Epoch(g["epoch"].as_u64().unwrap()), validators).unwrap();
-    (
-        committee,
-        ChainId(g["chain_id"].as_u64().unwrap()),
-        addresses,
-    )
 }
 
 /// Remembers the honest proposals it receives and the highest round seen.
@@ -172,7 +146,7 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
     for i in honest {
         c.wait_ready(i, Duration::from_secs(60));
     }
-    let (committee, chain_id, addresses) = committee(&c);
+    let (committee, chain_id, addresses) = c.genesis_committee();
     let keys = c.path().join(format!("keys-{BYZANTINE}"));
     let protocol = read_key(&keys.join("protocol.key"));
     let network = read_key(&keys.join("network.key"));

@@ -305,7 +305,7 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
 /// messages).
 fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<Vec<u8>> {
     let protocol = match message {
-        Notification::Consensus(_) => Protocol::Consensus,
+        Notification::Consensus(_) | Notification::CheckpointSignature(_) => Protocol::Consensus,
         Notification::Batch(_) | Notification::BatchAck(_) | Notification::Proof(_) => {
             Protocol::Batches
         }

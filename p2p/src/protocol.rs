@@ -7,8 +7,8 @@
 //! use; this layer only bounds and decodes.
 
 use keel_types::{
-    Batch, BatchAck, CertifiedCheckpoint, Digest, Height, ProofOfAvailability, QuorumCertificate,
-    SignedBlock, TimeoutCertificate,
+    Batch, BatchAck, CertifiedCheckpoint, CheckpointSignature, Digest, Height, ProofOfAvailability,
+    QuorumCertificate, SignedBlock, TimeoutCertificate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,8 @@ pub enum Notification<C> {
     BatchAck(BatchAck),
     /// A proof of availability, broadcast by the batch's author so any leader can order it.
     Proof(ProofOfAvailability),
+    /// A validator's signature over a checkpoint, broadcast by its signer.
+    CheckpointSignature(CheckpointSignature),
 }
 
 /// Sync requests.
@@ -101,6 +103,11 @@ pub enum Request {
     StateSummary {
         /// The checkpoint's sequence.
         checkpoint: u64,
+    },
+    /// The certified checkpoint with this sequence (answered with [`Response::Checkpoint`]).
+    Checkpoint {
+        /// Its sequence.
+        sequence: u64,
     },
     /// The entries of one state bucket as of a checkpoint.
     StateChunk {
@@ -142,7 +149,7 @@ pub enum Response {
         /// The TC that ended the highest timed-out round known, if any.
         last_tc: Option<TimeoutCertificate>,
     },
-    /// The latest certified checkpoint, if any.
+    /// The certified checkpoint asked for (the latest, or by sequence), if the server has it.
     Checkpoint(Option<CertifiedCheckpoint>),
     /// The bucket checksums answering [`Request::StateSummary`], in bucket order.
     StateSummary {

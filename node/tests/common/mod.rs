@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use keel_types::{
-    Address, ChainId, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
-    test_utils::seeded_key,
+    Address, ChainId, Epoch, KeyPair, Nonce, Op, PublicKey, SignedTransaction, Stake, TimestampMs,
+    Transaction, ValidatorInfo, test_utils::seeded_key,
 };
 use serde_json::Value;
 use std::{
@@ -287,6 +287,32 @@ impl Committee {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The genesis committee, chain id and validator addresses, read back from the file
+    /// `keel genesis` wrote.
+    pub fn genesis_committee(&self) -> (keel_types::Committee, ChainId, Vec<std::net::SocketAddr>) {
+        let text = std::fs::read_to_string(self.path().join("net/genesis.json")).unwrap();
+        let g: Value = serde_json::from_str(&text).unwrap();
+        let mut validators = Vec::new();
+        let mut addresses = Vec::new();
+        for v in g["validators"].as_array().unwrap() {
+            let key = |field: &str| -> PublicKey { v[field].as_str().unwrap().parse().unwrap() };
+            addresses.push(v["address"].as_str().unwrap().parse().unwrap());
+            validators.push(ValidatorInfo {
+                protocol_key: key("protocol_key"),
+                network_key: key("network_key"),
+                stake: Stake(v["stake"].as_u64().unwrap()),
+                address: v["address"].as_str().unwrap().to_string(),
+            });
+        }
+        let committee =
+            keel_types::Committee::new(Epoch(g["epoch"].as_u64().unwrap()), validators).unwrap();
+        (
+            committee,
+            ChainId(g["chain_id"].as_u64().unwrap()),
+            addresses,
+        )
     }
 
     /// Rewrites lines of validator `i`'s generated config (`from` must be present: the test
