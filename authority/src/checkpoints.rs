@@ -23,14 +23,16 @@
 //!   content, and re-signing after a restart signs the same bytes (never an equivocation).
 //! - **Durable before visible.** Every signature this node makes is returned as
 //!   `PersistOwn` *before* the `Broadcast` carrying it; the node carries them out in order.
-//! - **Bounded buffering.** Peer signatures are kept only for sequences in
-//!   `(certified, tip + window]`; older ones are [`SignatureOutcome::Stale`], further ones
+//! - **Bounded buffering.** Peer signatures are kept only for sequences above the latest
+//!   certified one and within `window` of the tip: `(max(certified, tip - window), tip +
+//!   window]`. Older ones are [`SignatureOutcome::Stale`] (and kept ones fall out as the tip
+//!   moves on, even while certification stalls), further ones
 //!   [`SignatureOutcome::OutOfWindow`] (dropped; the node may fetch the latest certificate
 //!   instead). Per sequence at most one signature per committee member is kept (the first):
 //!   the same signature again is a `Duplicate`, a valid signature over other content an
 //!   `Equivocation`, counted and ignored. So the buffer holds at most
-//!   `window × committee size` signatures, and a signature for a sequence not yet executed
-//!   waits there until this node signs its own or a quorum certifies it.
+//!   `2 × window × committee size` signatures, and a signature for a sequence not yet
+//!   executed waits there until this node signs its own or a quorum certifies it.
 //! - **Cheap checks first.** Window, membership and the one-per-signer rule are checked before
 //!   any signature verification; a signature is verified at most once.
 //! - **Certification.** More than 2/3 of the stake over one digest certifies it, whether or not
@@ -302,6 +304,11 @@ impl CheckpointMachine {
         self.pending.values().map(|p| p.signed.len()).sum()
     }
 
+    /// Sequences at or below this are too far behind the tip to keep signatures for.
+    fn floor(&self) -> u64 {
+        self.tip.sequence.saturating_sub(self.config.window)
+    }
+
     /// Whether `height` gets a checkpoint (without an epoch end).
     pub fn is_boundary(&self, height: Height) -> bool {
         height.0 > 0 && height.0.is_multiple_of(self.config.interval)
@@ -344,6 +351,7 @@ impl CheckpointMachine {
         let digest = checkpoint.digest();
         let own = CheckpointSignature::new(checkpoint.clone(), self.me, &self.key, self.chain_id);
         self.tip = checkpoint;
+        self.pending = self.pending.split_off(&(self.floor() + 1));
         self.own = Some(own.clone());
         let mut actions = vec![
             CheckpointAction::PersistOwn(own.clone()),
@@ -394,7 +402,7 @@ impl CheckpointMachine {
         signature: CheckpointSignature,
     ) -> Handled<SignatureOutcome> {
         let sequence = signature.checkpoint.sequence;
-        if sequence <= self.certified_sequence() {
+        if sequence <= self.certified_sequence() || sequence <= self.floor() {
             return handled(SignatureOutcome::Stale, Vec::new());
         }
         if sequence > self.tip.sequence.saturating_add(self.config.window) {

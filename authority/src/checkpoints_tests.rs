@@ -444,3 +444,26 @@ fn a_node_behind_its_peers_checks_its_execution_against_their_certificate() {
     ));
     assert_eq!(diverged.signed_sequence(), None);
 }
+
+#[test]
+fn signatures_behind_the_tip_fall_out_while_certification_stalls() {
+    let net = net(4);
+    let mut m = net.machine(0, Restored::default());
+    // Validator 1 signs each checkpoint; no quorum ever forms (the others are silent).
+    let mut one = net.machine(1, Restored::default());
+    for sequence in 1..=10u64 {
+        let h = sequence * K;
+        let s = broadcast(&one.handle_executed(executed(h)).actions);
+        m.handle_executed(executed(h));
+        assert_eq!(m.handle_signature(s).outcome, SignatureOutcome::Added);
+        assert!(
+            m.kept_signatures() <= 2 * 2 * 4,
+            "window 2, four validators"
+        );
+    }
+    assert_eq!(m.certified_sequence(), 0);
+    // Kept: sequences 9 and 10, two signatures each (own and validator 1's).
+    assert_eq!(m.kept_signatures(), 4);
+    let old = net.signed(2, executed(K));
+    assert_eq!(m.handle_signature(old).outcome, SignatureOutcome::Stale);
+}

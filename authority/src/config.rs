@@ -154,8 +154,9 @@ pub struct CheckpointConfig {
     /// the same on every validator (a validator with another interval signs checkpoints no
     /// one else signs, and they never certify).
     pub interval: u64,
-    /// Checkpoint sequences ahead of this node's latest one whose peer signatures are kept
-    /// (at most one per validator per sequence); signatures further ahead are dropped.
+    /// Peer signatures are kept for checkpoint sequences within this many of this node's
+    /// latest checkpoint, ahead or behind (at most one per validator per sequence); others
+    /// are dropped, so at most `2 × window × committee size` signatures wait at once.
     pub window: u64,
 }
 

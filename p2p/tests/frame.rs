@@ -18,6 +18,7 @@ fn frames_round_trip_in_arbitrary_pieces() {
             to: Height(9),
         },
         Request::LatestCheckpoint,
+        Request::Checkpoint { sequence: 4 },
         Request::StateChunk {
             checkpoint: 3,
             bucket: 7,
