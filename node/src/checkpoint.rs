@@ -27,7 +27,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 /// What the checkpoint task is built from.
-pub struct CheckpointDeps {
+pub struct CheckpointTaskDeps {
     /// The state machine, resumed from the store.
     pub machine: CheckpointMachine,
     /// The executed state at start (re-offered: it may be a checkpoint height the node did not
@@ -50,12 +50,12 @@ pub struct CheckpointDeps {
 }
 
 /// Starts the checkpoint task.
-pub fn spawn(deps: CheckpointDeps) -> JoinHandle<()> {
+pub fn spawn(deps: CheckpointTaskDeps) -> JoinHandle<()> {
     tokio::spawn(run(deps))
 }
 
-async fn run(deps: CheckpointDeps) {
-    let CheckpointDeps {
+async fn run(deps: CheckpointTaskDeps) {
+    let CheckpointTaskDeps {
         mut machine,
         start,
         store,

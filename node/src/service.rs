@@ -5,7 +5,7 @@
 use crate::{
     api_view::{LogReload, NodeView},
     batching::{self, BatchingDeps},
-    checkpoint::{self, CheckpointDeps},
+    checkpoint::{self, CheckpointTaskDeps},
     config::NodeConfig,
     driver::{Driver, DriverDeps},
     execute::{self, ExecuteDeps},
@@ -257,7 +257,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
-    let checkpoints = checkpoint::spawn(CheckpointDeps {
+    let checkpoints = checkpoint::spawn(CheckpointTaskDeps {
         machine: CheckpointMachine::new(keel_authority::CheckpointDeps {
             config: config.checkpoints.clone(),
             chain_id,
