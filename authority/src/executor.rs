@@ -483,6 +483,23 @@ fn genesis_marker_digest(store: &Store) -> Result<Option<Digest>> {
         .transpose()
 }
 
+/// The writes that make a store whose state was installed from a checkpoint (state sync) open
+/// as executed through `marker` on the chain of `genesis`.
+pub fn installed_state_ops(genesis: Digest, marker: &ExecutedMarker) -> Vec<WriteOp> {
+    vec![
+        WriteOp {
+            column: Column::Meta,
+            key: GENESIS_KEY.to_vec(),
+            value: Some(encode(&genesis)),
+        },
+        WriteOp {
+            column: Column::Meta,
+            key: EXECUTED_KEY.to_vec(),
+            value: Some(encode(marker)),
+        },
+    ]
+}
+
 fn write_genesis(store: &Store, genesis: &GenesisState) -> Result<ExecutedMarker> {
     let mut txn = store.begin();
     for (key, value) in genesis.state_writes() {

@@ -74,7 +74,9 @@ pub use config::{
 };
 pub use dissemination::{Dissemination, DisseminationAction, DisseminationDeps};
 pub use error::{Error, Rejection, Result};
-pub use executor::{BlockOutcome, BlockToExecute, Executor, GenesisState, Timings};
+pub use executor::{
+    BlockOutcome, BlockToExecute, Executor, GenesisState, Timings, installed_state_ops,
+};
 pub use mempool::{Mempool, NonceReader};
 pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
 pub use proof_queue::ProofQueue;

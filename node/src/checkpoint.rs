@@ -21,9 +21,12 @@ use keel_authority::{
 };
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
-use keel_types::{CertifiedCheckpoint, CheckpointSignature, ValidatorIndex};
+use keel_types::{CertifiedCheckpoint, CheckpointSignature, Height, ValidatorIndex};
 use std::{sync::Arc, time::Duration};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 /// What the checkpoint task is built from.
@@ -47,6 +50,9 @@ pub struct CheckpointTaskDeps {
     pub shutdown: CancellationToken,
     /// How often an uncertified own signature is sent again.
     pub rebroadcast: Duration,
+    /// The height of the latest certified checkpoint (the pruner keeps everything above it,
+    /// so peers can state-sync to it and range-sync on).
+    pub certified: watch::Sender<Option<Height>>,
 }
 
 /// Starts the checkpoint task.
@@ -65,6 +71,7 @@ async fn run(deps: CheckpointTaskDeps) {
         metrics,
         shutdown,
         rebroadcast,
+        certified,
     } = deps;
     let m = &metrics.checkpoints;
     m.certified_sequence
@@ -80,6 +87,7 @@ async fn run(deps: CheckpointTaskDeps) {
         store: &store,
         outbound: &outbound,
         metrics: &metrics,
+        certified: &certified,
     };
     let first = machine.handle_executed(start).actions;
     if carry.out(&machine, first).await.is_err() {
@@ -149,6 +157,7 @@ struct Carry<'a> {
     store: &'a Arc<Store>,
     outbound: &'a Outbound,
     metrics: &'a Metrics,
+    certified: &'a watch::Sender<Option<Height>>,
 }
 
 impl Carry<'_> {
@@ -180,8 +189,10 @@ impl Carry<'_> {
                         signers = certified.signatures.len(),
                         "checkpoint certified"
                     );
+                    let height = cp.last_height;
                     self.blocking(move |s| checkpoint_store::save_certified(s, &certified))
                         .await?;
+                    self.certified.send_replace(Some(height));
                     m.certified_sequence
                         .set(machine.certified_sequence() as i64);
                 }

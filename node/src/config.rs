@@ -9,7 +9,7 @@ use keel_authority::{
     BatchConfig, CheckpointConfig, DisseminationConfig, ExecutorConfig, MempoolConfig,
 };
 use keel_consensus::CoreConfig;
-use keel_p2p::{EndpointConfig, range_sync::RangeSyncConfig};
+use keel_p2p::{EndpointConfig, range_sync::RangeSyncConfig, state_sync::StateSyncConfig};
 use keel_storage::{PruningConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// Committed-range sync (keel-p2p).
     #[serde(default)]
     pub sync: RangeSyncConfig,
+    /// Checkpoint state sync at start-up (keel-p2p).
+    #[serde(default)]
+    pub state_sync: StateSyncConfig,
     /// The node's queues, buffers and intervals.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -234,6 +237,9 @@ impl NodeConfig {
         self.sync
             .validate()
             .map_err(|(field, reason)| field_error(&format!("sync.{field}"), reason))?;
+        self.state_sync
+            .validate()
+            .map_err(|(field, reason)| field_error(&format!("state_sync.{field}"), reason))?;
         self.limits
             .check()
             .map_err(|(field, reason)| field_error(&format!("limits.{field}"), reason))?;
@@ -267,6 +273,7 @@ mod tests {
                     toml::to_string(&c.storage).unwrap(),
                     toml::to_string(&c.p2p).unwrap(),
                     toml::to_string(&c.sync).unwrap(),
+                    toml::to_string(&c.state_sync).unwrap(),
                     toml::to_string(&c.limits).unwrap(),
                     toml::to_string(&c.pruning).unwrap(),
                 ]
@@ -311,6 +318,7 @@ admin_token_file = "t"
             ("unknown_field = 1", "unknown_field"),
             ("[limits]\nconsensus_queue = 0", "limits.consensus_queue"),
             ("[sync]\nchunk_blocks = 0", "sync.chunk_blocks"),
+            ("[state_sync]\nchunk_bytes = 0", "state_sync.chunk_bytes"),
             ("[sync]\ndone_margin = 100", "sync.done_margin"),
             ("[pruning]\nkeep_blocks = 10", "pruning.keep_blocks"),
             ("[pruning]\nkeep_block = 1000", "keep_block"),

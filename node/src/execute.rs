@@ -7,7 +7,8 @@
 //! height is skipped).
 
 use crate::{
-    metrics::Metrics, peers::Outbound, pending::PendingTxs, persist, status::StatusWriter,
+    metrics::Metrics, peers::Outbound, pending::PendingTxs, persist, snapshots::Snapshots,
+    status::StatusWriter,
 };
 use keel_authority::{BlockOutcome, BlockToExecute, Executed, Executor, resolve_batches};
 use keel_types::{Digest, Height, Receipt};
@@ -31,6 +32,10 @@ pub struct ExecuteDeps {
     pub pending: Arc<PendingTxs>,
     /// Executed heights, for the checkpoint task.
     pub checkpoints: mpsc::Sender<Executed>,
+    /// State snapshots served to state-syncing peers, taken at checkpoint heights.
+    pub snapshots: Snapshots,
+    /// The checkpoint interval (a snapshot is taken at every multiple of it).
+    pub checkpoint_interval: u64,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Fires on shutdown; fired here when execution cannot go on.
@@ -57,6 +62,8 @@ fn run(deps: ExecuteDeps) {
         receipts,
         pending,
         checkpoints,
+        snapshots,
+        checkpoint_interval,
         metrics,
         shutdown,
         runtime,
@@ -131,6 +138,10 @@ fn run(deps: ExecuteDeps) {
             root,
             started.elapsed(),
         );
+        // The state a checkpoint at this height certifies, held before the next block runs.
+        if executed.height.0.is_multiple_of(checkpoint_interval.max(1)) {
+            snapshots.take(executed.height);
+        }
         // Waits while the checkpoint task is behind; fails only once it has stopped (shutdown).
         let _ = checkpoints.blocking_send(executed);
     }

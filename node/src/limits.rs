@@ -40,6 +40,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_GAUGES_INTERVAL_MS: u64 = 1_000;
 /// Default of [`LimitsConfig::execution_retry_ms`].
 pub const DEFAULT_EXECUTION_RETRY_MS: u64 = 200;
+/// Default of [`LimitsConfig::state_snapshots`].
+pub const DEFAULT_STATE_SNAPSHOTS: usize = 2;
 /// Default of [`LimitsConfig::sync_control_queue`].
 pub const DEFAULT_SYNC_CONTROL_QUEUE: usize = 16;
 /// Default of [`LimitsConfig::proof_expiry_interval_ms`].
@@ -105,6 +107,9 @@ pub struct LimitsConfig {
     /// Range sync's requests waiting for the driver (pause, applied heights, resume). Full:
     /// the sync task waits.
     pub sync_control_queue: usize,
+    /// State snapshots held for state-syncing peers (the latest checkpoint heights). Each pins
+    /// the old versions of what was written after it; the oldest is released beyond this.
+    pub state_snapshots: usize,
     /// Executed heights waiting for the checkpoint task. Full: the execution thread waits
     /// (no checkpoint height is skipped).
     pub checkpoint_queue: usize,
@@ -140,6 +145,7 @@ impl Default for LimitsConfig {
             execution_retry_ms: DEFAULT_EXECUTION_RETRY_MS,
             proof_expiry_interval_ms: DEFAULT_PROOF_EXPIRY_INTERVAL_MS,
             sync_control_queue: DEFAULT_SYNC_CONTROL_QUEUE,
+            state_snapshots: DEFAULT_STATE_SNAPSHOTS,
             checkpoint_queue: DEFAULT_CHECKPOINT_QUEUE,
             checkpoint_signature_queue: DEFAULT_CHECKPOINT_SIGNATURE_QUEUE,
             checkpoint_rebroadcast_ms: DEFAULT_CHECKPOINT_REBROADCAST_MS,
@@ -173,6 +179,7 @@ impl LimitsConfig {
                 self.proof_expiry_interval_ms as usize,
             ),
             ("sync_control_queue", self.sync_control_queue),
+            ("state_snapshots", self.state_snapshots),
             ("checkpoint_queue", self.checkpoint_queue),
             (
                 "checkpoint_signature_queue",

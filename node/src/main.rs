@@ -57,6 +57,7 @@
 mod api_view;
 mod batching;
 mod bench;
+mod bootstrap;
 mod checkpoint;
 mod client;
 mod clock;
@@ -76,6 +77,7 @@ mod prune;
 mod router;
 mod service;
 mod setup;
+mod snapshots;
 mod status;
 mod sync;
 mod tx;

@@ -1,8 +1,8 @@
 //! The node's Prometheus metrics, registered on one registry (no globals).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the node exports.
@@ -66,8 +66,12 @@ pub struct Metrics {
     pub sync_target_height: IntGauge,
     /// Blocks applied by range sync.
     pub sync_applied_blocks: IntCounter,
-    /// Peers dropped from a sync for sending bad ranges.
+    /// Peers dropped from a sync for sending bad ranges or bad state.
     pub sync_peers_dropped: IntCounter,
+    /// Buckets proven by the start-up state sync in progress (256 when done).
+    pub state_sync_buckets: IntGauge,
+    /// Seconds the last start-up state sync took.
+    pub state_sync_seconds: Gauge,
     /// The highest pruned height (the lowest retained height minus one; 0: nothing pruned).
     pub pruned_height: IntGauge,
     /// Heights that retention allows to prune and the pruner has not pruned yet.
@@ -292,8 +296,23 @@ impl Metrics {
             sync_peers_dropped: counter(
                 &r,
                 "keel_sync_peers_dropped_total",
-                "Peers dropped from a range sync for sending bad ranges",
+                "Peers dropped from a range or state sync for sending bad data",
             ),
+            state_sync_buckets: gauge(
+                &r,
+                "keel_state_sync_buckets",
+                "Buckets proven by the start-up state sync (256 when done)",
+            ),
+            state_sync_seconds: {
+                let g = Gauge::with_opts(Opts::new(
+                    "keel_state_sync_seconds",
+                    "Seconds the last start-up state sync took",
+                ))
+                .expect("INVARIANT: valid metric name");
+                r.register(Box::new(g.clone()))
+                    .expect("INVARIANT: metric registered once");
+                g
+            },
             disk_bytes: {
                 let g = IntGaugeVec::new(
                     Opts::new(

@@ -100,8 +100,18 @@ pub fn save_block(store: &Store, block: &SignedBlock) -> Result<()> {
 
 /// Records committed blocks and the new root, atomically.
 pub fn save_commit(store: &Store, blocks: &[CommittedBlock]) -> Result<()> {
-    let Some(last) = blocks.last() else {
+    if blocks.is_empty() {
         return Ok(());
+    }
+    store
+        .write(commit_ops(blocks), false)
+        .context("persisting a commit")
+}
+
+/// The writes recording committed blocks (non-empty) and the new root.
+pub fn commit_ops(blocks: &[CommittedBlock]) -> Vec<WriteOp> {
+    let Some(last) = blocks.last() else {
+        return Vec::new();
     };
     let mut ops = Vec::with_capacity(blocks.len() * 3 + 1);
     for b in blocks {
@@ -143,7 +153,7 @@ pub fn save_commit(store: &Store, blocks: &[CommittedBlock]) -> Result<()> {
         key: ROOT.to_vec(),
         value: Some(encode(&root)),
     });
-    store.write(ops, false).context("persisting a commit")
+    ops
 }
 
 /// The committed block at `height`.

@@ -6,7 +6,10 @@
 //! batches, committed ranges, the sync status and certified checkpoints are answered from the
 //! store, each answer capped at [`MAX_RANGE_BYTES`] encoded.
 
-use crate::{driver::PeerMessage, metrics::Metrics, peers::Peers, persist, verify::PeerBatch};
+use crate::{
+    driver::PeerMessage, metrics::Metrics, peers::Peers, persist, snapshots::Snapshots,
+    verify::PeerBatch,
+};
 use keel_authority::checkpoint_store;
 use keel_consensus::ConsensusMessage;
 use keel_p2p::{
@@ -43,6 +46,10 @@ pub struct Router {
     pub metrics: Arc<Metrics>,
     /// The epoch's genesis QC (the answer to a certificates request before any other).
     pub genesis_qc: QuorumCertificate,
+    /// State snapshots at checkpoint heights, served to state-syncing peers.
+    pub snapshots: Snapshots,
+    /// Bytes of state entries in one served chunk.
+    pub chunk_bytes: usize,
 }
 
 impl Handler<ConsensusMessage> for Router {
@@ -173,7 +180,32 @@ impl Handler<ConsensusMessage> for Router {
                     Err(e) => Response::Refused(format!("cannot read blocks: {e}")),
                 }
             }
-            _ => Response::Refused("not served by this node".into()),
+            Request::StateSummary { checkpoint } => match self.snapshot_height(checkpoint) {
+                Ok(height) => match self.snapshots.summary(height) {
+                    Some(checksums) => Response::StateSummary { checksums },
+                    None => Response::Refused(format!(
+                        "no state snapshot of checkpoint {checkpoint} here any more"
+                    )),
+                },
+                Err(refusal) => *refusal,
+            },
+            Request::StateChunk {
+                checkpoint,
+                bucket,
+                after,
+            } => match self.snapshot_height(checkpoint) {
+                Ok(height) => match self
+                    .snapshots
+                    .chunk(height, bucket, after, self.chunk_bytes)
+                {
+                    Ok(chunk) => Response::StateChunk {
+                        entries: chunk.entries,
+                        complete: chunk.complete,
+                    },
+                    Err(e) => Response::Refused(e),
+                },
+                Err(refusal) => *refusal,
+            },
         }
     }
 }
@@ -184,6 +216,21 @@ fn checkpoint_response(
     match found {
         Ok(c) => Response::Checkpoint(c),
         Err(e) => Response::Refused(format!("cannot read checkpoints: {e}")),
+    }
+}
+
+impl Router {
+    /// The height certified checkpoint `sequence` covers, or the refusal to answer with.
+    fn snapshot_height(&self, sequence: u64) -> Result<Height, Box<Response>> {
+        match checkpoint_store::certified(&self.store, sequence) {
+            Ok(Some(c)) => Ok(c.checkpoint.last_height),
+            Ok(None) => Err(Box::new(Response::Refused(format!(
+                "no certified checkpoint {sequence} here"
+            )))),
+            Err(e) => Err(Box::new(Response::Refused(format!(
+                "cannot read checkpoints: {e}"
+            )))),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::{
     api_view::{LogReload, NodeView},
     batching::{self, BatchingDeps},
+    bootstrap::{self, BootstrapDeps},
     checkpoint::{self, CheckpointTaskDeps},
     config::NodeConfig,
     driver::{Driver, DriverDeps},
@@ -18,6 +19,7 @@ use crate::{
     persist,
     prune::{self, PruneDeps},
     router::Router,
+    snapshots::Snapshots,
     status::NodeStatus,
     sync::{self, SyncDeps},
     verify::{self, BatchVerifyDeps, ProofVerifyDeps},
@@ -68,28 +70,11 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         digest: genesis.digest(),
         accounts: genesis.funded()?,
     };
-    let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
-    let recovery = persist::recover(&store, &committee, chain_id)?;
-    let executed = executor.marker().clone();
-    tracing::info!(
-        validator = %me,
-        chain = %chain_id,
-        committed = %recovery.root.height,
-        executed = %executed.height,
-        "starting"
-    );
-
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
     let peers = Peers::new(&committee);
-    let (status, status_rx) = watch::channel(NodeStatus::new(
-        recovery.root.height,
-        executed.height,
-        store.state_root()?,
-        executed.executed_transactions,
-        limits.remembered_roots,
-    ));
-    let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
+    let snapshots = Snapshots::spawn(store.clone(), limits.state_snapshots)
+        .context("cannot start the state snapshot thread")?;
     let (receipts, _) = broadcast::channel(limits.receipt_stream_buffer);
     let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool.clone(), chain_id)));
     let pending = Arc::new(PendingTxs::new(limits.tracked_pending));
@@ -117,6 +102,8 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         served_ancestors: limits.served_ancestors,
         metrics: metrics.clone(),
         genesis_qc: keel_types::QuorumCertificate::genesis(committee.epoch(), chain_id),
+        snapshots: snapshots.clone(),
+        chunk_bytes: config.state_sync.chunk_bytes,
     });
     let endpoint = Network::start(
         EndpointConfig {
@@ -143,6 +130,39 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         }
     }
     let outbound = Outbound::new(endpoint.clone(), peers, tokio::runtime::Handle::current());
+
+    // A node far behind (or wiped) installs a certified checkpoint's state before it starts.
+    bootstrap::run(&BootstrapDeps {
+        config: config.state_sync,
+        committee: committee.clone(),
+        chain_id,
+        me,
+        genesis: genesis_state.digest,
+        store: store.clone(),
+        outbound: outbound.clone(),
+        metrics: metrics.clone(),
+    })
+    .await
+    .context("start-up state sync")?;
+    let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
+    let recovery = persist::recover(&store, &committee, chain_id)?;
+    let executed = executor.marker().clone();
+    tracing::info!(
+        validator = %me,
+        chain = %chain_id,
+        committed = %recovery.root.height,
+        executed = %executed.height,
+        "starting"
+    );
+
+    let (status, status_rx) = watch::channel(NodeStatus::new(
+        recovery.root.height,
+        executed.height,
+        store.state_root()?,
+        executed.executed_transactions,
+        limits.remembered_roots,
+    ));
+    let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
 
     // Tasks.
     let seed = protocol_key.seed();
@@ -247,8 +267,11 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         shutdown.clone(),
         Duration::from_millis(limits.gauges_interval_ms),
     ));
-    // Nothing feeds the checkpoint floor until certified checkpoints exist: retention decides.
-    let (_checkpoint_floor_tx, checkpoint_floor) = watch::channel(None);
+    // The pruner keeps every height above the latest certified checkpoint.
+    let (checkpoint_floor_tx, checkpoint_floor) = watch::channel(
+        keel_authority::checkpoint_store::latest_certified(&store)?
+            .map(|c| c.checkpoint.last_height),
+    );
     let pruner = prune::spawn(PruneDeps {
         store: store.clone(),
         config: config.pruning.clone(),
@@ -285,6 +308,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         rebroadcast: Duration::from_millis(limits.checkpoint_rebroadcast_ms),
+        certified: checkpoint_floor_tx,
     });
     let execution = execute::spawn(ExecuteDeps {
         executor,
@@ -294,6 +318,8 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         receipts: receipts.clone(),
         pending: pending.clone(),
         checkpoints: executed_tx,
+        snapshots,
+        checkpoint_interval: config.checkpoints.interval,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         runtime: tokio::runtime::Handle::current(),

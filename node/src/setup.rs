@@ -169,6 +169,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
             storage: Default::default(),
             p2p: Default::default(),
             sync: Default::default(),
+            state_sync: Default::default(),
             limits: Default::default(),
             pruning: Default::default(),
         };

@@ -382,7 +382,15 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
                     let limit = Protocol::Sync.frame_limit();
                     match read_frame::<Request>(&mut recv, limit, "sync", &inner.counters).await {
                         Ok(request) => {
-                            let response = inner.handler.on_request(key, request);
+                            // Answers read storage: off the async workers.
+                            let serving = inner.clone();
+                            let Ok(response) = tokio::task::spawn_blocking(move || {
+                                serving.handler.on_request(key, request)
+                            })
+                            .await
+                            else {
+                                return;
+                            };
                             if let Ok(frame) = encode_frame(&response, limit, "sync") {
                                 inner
                                     .counters

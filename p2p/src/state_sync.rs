@@ -27,6 +27,10 @@ use std::collections::BTreeMap;
 /// Number of state buckets.
 pub const BUCKETS: usize = 256;
 
+/// Default of [`StateSyncConfig::min_gap`].
+pub const DEFAULT_STATE_MIN_GAP: u64 = 10_000;
+/// Default of [`StateSyncConfig::startup_wait_ms`].
+pub const DEFAULT_STATE_STARTUP_WAIT_MS: u64 = 5_000;
 /// Default of [`StateSyncConfig::max_in_flight`].
 pub const DEFAULT_STATE_MAX_IN_FLIGHT: usize = 12;
 /// Default of [`StateSyncConfig::max_in_flight_per_peer`].
@@ -42,6 +46,14 @@ pub const DEFAULT_STATE_REQUEST_TIMEOUT_MS: u64 = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSyncConfig {
+    /// Whether a node that starts far behind may state-sync at all.
+    pub enabled: bool,
+    /// A node that starts more than this many heights below its peers' latest certified
+    /// checkpoint state-syncs (it always does when no peer still holds the heights above its
+    /// own; smaller gaps are left to range sync).
+    pub min_gap: u64,
+    /// How long a starting node waits for its peers' status before deciding, in ms.
+    pub startup_wait_ms: u64,
     /// Chunk requests on their way at once (with `chunk_bytes`, bounds the memory of a sync).
     pub max_in_flight: usize,
     /// Chunk requests to one peer at once.
@@ -57,6 +69,9 @@ pub struct StateSyncConfig {
 impl Default for StateSyncConfig {
     fn default() -> Self {
         StateSyncConfig {
+            enabled: true,
+            min_gap: DEFAULT_STATE_MIN_GAP,
+            startup_wait_ms: DEFAULT_STATE_STARTUP_WAIT_MS,
             max_in_flight: DEFAULT_STATE_MAX_IN_FLIGHT,
             max_in_flight_per_peer: DEFAULT_STATE_MAX_IN_FLIGHT_PER_PEER,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
@@ -74,6 +89,7 @@ impl StateSyncConfig {
             ("max_in_flight_per_peer", self.max_in_flight_per_peer as u64),
             ("max_strikes", u64::from(self.max_strikes)),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("min_gap", self.min_gap),
         ] {
             if value == 0 {
                 return Err((field, "must be at least 1".into()));

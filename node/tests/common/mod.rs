@@ -63,6 +63,11 @@ pub struct Committee {
 impl Committee {
     /// Keys, genesis and configs for `n` validators through the CLI; nothing started.
     pub fn create(n: usize) -> Self {
+        Self::create_with(n, &[])
+    }
+
+    /// [`Committee::create`] with extra `keel genesis` arguments.
+    pub fn create_with(n: usize, genesis_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let base = loop {
             let base = 20_000 + rand_port() % 30_000;
@@ -91,7 +96,8 @@ impl Committee {
             args.push("--account".into());
             args.push(format!("{}:1000000000", address(&account_key(a))));
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        refs.extend_from_slice(genesis_args);
         run_cli(&refs);
         let net = dir.path().join("net");
         let configs = (0..n).map(|i| net.join(format!("v{i}.toml"))).collect();

@@ -1,0 +1,459 @@
+//! Start-up state sync: before execution and consensus start, a node that is far behind its
+//! peers' latest certified checkpoint, or whose next heights no peer holds any more (pruned),
+//! downloads the state as of that checkpoint and installs it, then starts from the checkpoint
+//! (range sync brings it the rest). It carries out keel-p2p's [`StateSync`] state machine:
+//! - it asks every peer for its sync status and latest certified checkpoint, waiting up to
+//!   `state_sync.startup_wait_ms` for peers holding more than 1/3 of the stake, and verifies
+//!   each checkpoint's certificate against the committee; the highest verified one is the
+//!   target;
+//! - the target and each proven bucket are recorded in the meta column and the chunks staged in
+//!   the store, so a node killed during the sync resumes it (with the same checkpoint, while a
+//!   peer still serves it; otherwise it starts over from the newer one);
+//! - the checkpoint's block is fetched and checked against the certified digest (it becomes the
+//!   committed root);
+//! - the install replaces the state atomically with the executed marker, the committed root,
+//!   the lowest retained height (the checkpoint's: nothing below it is here) and the certified
+//!   checkpoint (see keel-storage's staging).
+//!
+//! Safety data is not touched: a node that lost it starts amnesiac (see the driver).
+
+use crate::{metrics::Metrics, peers::Outbound, persist};
+use anyhow::{Context, Result, bail};
+use keel_authority::{checkpoint_store, installed_state_ops, state};
+use keel_consensus::CommittedBlock;
+use keel_p2p::{
+    Request, Response,
+    state_sync::{BUCKETS, BucketProgress, StateAction, StateSync, StateSyncConfig},
+};
+use keel_storage::{Column, Store, WriteOp, check_chunk};
+use keel_types::{
+    CertifiedCheckpoint, ChainId, Committee, Digest, Height, SignedBlock, ValidatorIndex,
+    state_proof::state_root_of,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::{sync::mpsc, task::JoinSet};
+
+/// Meta key: the checkpoint a state sync in progress is syncing to (bcs).
+const TARGET_KEY: &[u8] = b"state_sync/target";
+/// Meta key prefix: a bucket proven by a sync in progress.
+const PROVEN_PREFIX: &[u8] = b"state_sync/proven/";
+/// Start-up attempts before giving up (each waits `startup_wait_ms` for peers first).
+const ATTEMPTS: usize = 5;
+
+/// What start-up state sync needs.
+pub struct BootstrapDeps {
+    /// Tunables.
+    pub config: StateSyncConfig,
+    /// The committee (verification, peers).
+    pub committee: Committee,
+    /// The chain.
+    pub chain_id: ChainId,
+    /// This validator.
+    pub me: ValidatorIndex,
+    /// The genesis digest (recorded with the installed state).
+    pub genesis: Digest,
+    /// The store to install into.
+    pub store: Arc<Store>,
+    /// Requests to peers.
+    pub outbound: Outbound,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A peer's answer to the start-up questions.
+struct PeerView {
+    peer: ValidatorIndex,
+    retained_from: Height,
+    checkpoint: Option<CertifiedCheckpoint>,
+}
+
+fn proven_key(bucket: u8) -> Vec<u8> {
+    [PROVEN_PREFIX, &[bucket]].concat()
+}
+
+fn root_of(checksums: &[Digest]) -> Digest {
+    <&[Digest; BUCKETS]>::try_from(checksums)
+        .map(state_root_of)
+        .unwrap_or_default()
+}
+
+/// Runs start-up state sync if the node needs it; returns once the node may start.
+pub async fn run(deps: &BootstrapDeps) -> Result<()> {
+    if !deps.config.enabled {
+        return Ok(());
+    }
+    for attempt in 1..=ATTEMPTS {
+        match attempt_sync(deps).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(attempt, error = %format!("{e:#}"), "state sync failed; trying again");
+                tokio::time::sleep(Duration::from_millis(deps.config.startup_wait_ms)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
+    let store = &deps.store;
+    let resume: Option<CertifiedCheckpoint> = store
+        .get(Column::Meta, TARGET_KEY)?
+        .map(|b| bcs::from_bytes(&b))
+        .transpose()
+        .context("corrupt state sync target")?;
+    let local = state::executed_marker(store)?
+        .map(|m| m.height)
+        .unwrap_or_default();
+    let views = peer_views(deps).await;
+    let best = views
+        .iter()
+        .filter_map(|v| v.checkpoint.as_ref())
+        .max_by_key(|c| c.checkpoint.sequence)
+        .cloned();
+    // Resume the sync in progress while its checkpoint is still the best or still served.
+    let target = match (resume, best) {
+        (Some(r), Some(b)) if r.checkpoint.sequence >= b.checkpoint.sequence => Some(r),
+        (Some(r), best) => {
+            // Resume while a peer still holds the snapshot of the interrupted sync's checkpoint.
+            if serves_summary(deps, &views, r.checkpoint.sequence).await {
+                Some(r)
+            } else {
+                tracing::info!(
+                    sequence = r.checkpoint.sequence,
+                    "no peer serves the interrupted state sync's checkpoint any more; starting over"
+                );
+                forget(store)?;
+                best
+            }
+        }
+        (None, best) => best,
+    };
+    let Some(target) = target else {
+        return Ok(());
+    };
+    let cp = &target.checkpoint;
+    let held_by_peers = views.iter().any(|v| v.retained_from.0 <= local.0 + 1);
+    let resuming = store.get(Column::Meta, TARGET_KEY)?.is_some();
+    let needed = cp.last_height > local
+        && (resuming || cp.last_height.0 > local.0 + deps.config.min_gap || !held_by_peers);
+    if !needed {
+        return Ok(());
+    }
+    tracing::info!(
+        executed = %local,
+        checkpoint = cp.sequence,
+        height = %cp.last_height,
+        state_root = %cp.state_root,
+        resuming,
+        "state sync from a certified checkpoint starts"
+    );
+    store.put(Column::Meta, TARGET_KEY, &bcs::to_bytes(&target)?)?;
+    let block = fetch_block(deps, &views, cp.last_block).await?;
+    let peers: Vec<ValidatorIndex> = views
+        .iter()
+        .filter(|v| {
+            v.checkpoint
+                .as_ref()
+                .is_some_and(|c| c.checkpoint.sequence >= cp.sequence)
+        })
+        .map(|v| v.peer)
+        .collect();
+    let progress = restore_progress(store)?;
+    let started = std::time::Instant::now();
+    download(deps, &target, &peers, progress).await?;
+    let secs = started.elapsed().as_secs_f64();
+
+    let marker = state::ExecutedMarker {
+        height: cp.last_height,
+        block: cp.last_block,
+        executed_transactions: cp.executed_transactions,
+    };
+    let mut extra = installed_state_ops(deps.genesis, &marker);
+    extra.extend(persist::commit_ops(&[CommittedBlock {
+        block,
+        height: cp.last_height,
+    }]));
+    extra.push(persist::retained_from_op(cp.last_height));
+    extra.push(WriteOp {
+        column: Column::Meta,
+        key: TARGET_KEY.to_vec(),
+        value: None,
+    });
+    for b in 0..BUCKETS {
+        extra.push(WriteOp {
+            column: Column::Meta,
+            key: proven_key(b as u8),
+            value: None,
+        });
+    }
+    let installing = store.clone();
+    tokio::task::spawn_blocking(move || installing.install_staged(extra)).await??;
+    checkpoint_store::save_certified(store, &target)?;
+    let root = store.state_root()?;
+    if root != cp.state_root {
+        bail!(
+            "the installed state's root {root} is not the certified {}",
+            cp.state_root
+        );
+    }
+    deps.metrics.state_sync_seconds.set(secs);
+    tracing::info!(
+        height = %cp.last_height,
+        seconds = format!("{secs:.1}"),
+        state_root = %root,
+        "state sync installed the checkpoint's state; range sync continues from it"
+    );
+    Ok(())
+}
+
+/// Whether some peer answers the bucket summary of checkpoint `sequence`.
+async fn serves_summary(deps: &BootstrapDeps, views: &[PeerView], sequence: u64) -> bool {
+    for v in views {
+        let request = Request::StateSummary {
+            checkpoint: sequence,
+        };
+        if let Ok(Response::StateSummary { .. }) = deps.outbound.request(v.peer, &request).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Drops an abandoned sync's staging and records.
+fn forget(store: &Store) -> Result<()> {
+    store.clear_staging()?;
+    store.delete(Column::Meta, TARGET_KEY)?;
+    for b in 0..BUCKETS {
+        store.delete(Column::Meta, &proven_key(b as u8))?;
+    }
+    Ok(())
+}
+
+/// Each bucket's progress as the store holds it (proven, or staged up to a key).
+fn restore_progress(store: &Store) -> Result<Vec<BucketProgress>> {
+    (0..BUCKETS)
+        .map(|b| {
+            let bucket = b as u8;
+            Ok(if store.get(Column::Meta, &proven_key(bucket))?.is_some() {
+                BucketProgress::Proven
+            } else {
+                BucketProgress::Downloading {
+                    after: store.staged_resume_key(bucket)?,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asks every peer for its status and latest checkpoint (verified), until peers holding more
+/// than 1/3 of the stake answered or `startup_wait_ms` passed.
+async fn peer_views(deps: &BootstrapDeps) -> Vec<PeerView> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(deps.config.startup_wait_ms);
+    let mut views: Vec<PeerView> = Vec::new();
+    loop {
+        let mut asks = JoinSet::new();
+        for i in 0..deps.committee.size() {
+            let peer = ValidatorIndex(i as u32);
+            if peer == deps.me || views.iter().any(|v| v.peer == peer) {
+                continue;
+            }
+            let outbound = deps.outbound.clone();
+            asks.spawn(async move {
+                let status = outbound.request(peer, &Request::SyncStatus).await;
+                let checkpoint = outbound.request(peer, &Request::LatestCheckpoint).await;
+                (peer, status, checkpoint)
+            });
+        }
+        while let Some(Ok((peer, status, checkpoint))) = asks.join_next().await {
+            let Ok(Response::SyncStatus { retained_from, .. }) = status else {
+                continue;
+            };
+            let checkpoint = match checkpoint {
+                Ok(Response::Checkpoint(Some(c))) => {
+                    match c.verify(&deps.committee, deps.chain_id) {
+                        Ok(()) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "peer sent a checkpoint that does not verify");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            views.push(PeerView {
+                peer,
+                retained_from,
+                checkpoint,
+            });
+        }
+        let stake: u64 = views.iter().map(|v| deps.committee.stake(v.peer)).sum();
+        if deps.committee.is_validity(stake) && views.len() + 1 >= deps.committee.size()
+            || tokio::time::Instant::now() >= deadline
+        {
+            return views;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The checkpoint's block, from any peer, checked against the certified digest.
+async fn fetch_block(
+    deps: &BootstrapDeps,
+    views: &[PeerView],
+    digest: Digest,
+) -> Result<SignedBlock> {
+    for v in views {
+        let request = Request::Blocks {
+            digests: vec![digest],
+        };
+        if let Ok(Response::Blocks(blocks)) = deps.outbound.request(v.peer, &request).await
+            && let Some(block) = blocks.into_iter().find(|b| b.digest() == digest)
+        {
+            return Ok(block);
+        }
+    }
+    bail!("no peer served the checkpoint's block {digest}")
+}
+
+type Answer = (ValidatorIndex, Option<u8>, Result<Response, String>);
+
+/// Runs the state machine until every bucket is proven.
+async fn download(
+    deps: &BootstrapDeps,
+    target: &CertifiedCheckpoint,
+    peers: &[ValidatorIndex],
+    progress: Vec<BucketProgress>,
+) -> Result<()> {
+    let cp = &target.checkpoint;
+    let store = &deps.store;
+    let mut machine = StateSync::new(
+        deps.config,
+        (cp.state_root, root_of),
+        check_chunk,
+        peers,
+        progress,
+    );
+    let proven_at_start = machine.proven();
+    let (tx, mut answers) = mpsc::channel::<Answer>(deps.config.max_in_flight + 1);
+    let timeout = Duration::from_millis(deps.config.request_timeout_ms);
+    let mut tasks = JoinSet::new();
+    let mut pending = machine.start();
+    let mut bytes = 0u64;
+    let started = std::time::Instant::now();
+    loop {
+        for action in std::mem::take(&mut pending) {
+            match action {
+                StateAction::RequestSummary { peer } => {
+                    let request = Request::StateSummary {
+                        checkpoint: cp.sequence,
+                    };
+                    tasks.spawn(ask(
+                        deps.outbound.clone(),
+                        peer,
+                        None,
+                        request,
+                        timeout,
+                        tx.clone(),
+                    ));
+                }
+                StateAction::RequestChunk {
+                    peer,
+                    bucket,
+                    after,
+                } => {
+                    let request = Request::StateChunk {
+                        checkpoint: cp.sequence,
+                        bucket,
+                        after,
+                    };
+                    tasks.spawn(ask(
+                        deps.outbound.clone(),
+                        peer,
+                        Some(bucket),
+                        request,
+                        timeout,
+                        tx.clone(),
+                    ));
+                }
+                StateAction::Stage { bucket, entries } => {
+                    bytes += entries
+                        .iter()
+                        .map(|(k, v)| (k.len() + v.len()) as u64)
+                        .sum::<u64>();
+                    let s = store.clone();
+                    tokio::task::spawn_blocking(move || s.stage(bucket, &entries)).await??;
+                }
+                StateAction::Checksum { bucket } => {
+                    let s = store.clone();
+                    let lattice =
+                        tokio::task::spawn_blocking(move || s.staged_bucket_hash(bucket)).await??;
+                    pending.extend(machine.on_bucket_checksum(bucket, lattice.checksum()));
+                }
+                StateAction::ClearBucket { bucket } => store.clear_staged_bucket(bucket)?,
+                StateAction::BucketProven { bucket } => {
+                    store.put(Column::Meta, &proven_key(bucket), &[1])?;
+                    let proven = machine.proven();
+                    deps.metrics.state_sync_buckets.set(proven as i64);
+                    if proven.is_multiple_of(32) {
+                        let secs = started.elapsed().as_secs_f64().max(1e-3);
+                        tracing::info!(
+                            buckets = proven,
+                            of = BUCKETS,
+                            percent = proven * 100 / BUCKETS,
+                            mib_per_s = format!("{:.1}", bytes as f64 / secs / (1 << 20) as f64),
+                            "state sync progress"
+                        );
+                    }
+                }
+                StateAction::DropPeer { peer, reason } => {
+                    deps.metrics.sync_peers_dropped.inc();
+                    tracing::warn!(%peer, %reason, "peer served bad state; not asked again in this sync");
+                }
+                StateAction::Install => {
+                    tracing::info!(
+                        resumed_buckets = proven_at_start,
+                        mib = bytes / (1 << 20),
+                        "every bucket proven"
+                    );
+                    return Ok(());
+                }
+                StateAction::Stuck => bail!(
+                    "no usable peer can serve checkpoint {} (its staging is kept)",
+                    cp.sequence
+                ),
+            }
+        }
+        if !pending.is_empty() {
+            continue;
+        }
+        let Some((peer, bucket, answer)) = answers.recv().await else {
+            bail!("state sync requests stopped");
+        };
+        pending = match (bucket, answer) {
+            (None, Ok(Response::StateSummary { checksums })) => machine.on_summary(peer, checksums),
+            (None, _) => machine.on_summary_failed(peer),
+            (Some(b), Ok(Response::StateChunk { entries, complete })) => {
+                machine.on_chunk(peer, b, entries, complete)
+            }
+            (Some(b), _) => machine.on_chunk_failed(peer, b),
+        };
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// One request with a timeout; the answer goes back with the peer and bucket.
+async fn ask(
+    outbound: Outbound,
+    peer: ValidatorIndex,
+    bucket: Option<u8>,
+    request: Request,
+    timeout: Duration,
+    tx: mpsc::Sender<Answer>,
+) {
+    let answer = match tokio::time::timeout(timeout, outbound.request(peer, &request)).await {
+        Ok(answer) => answer,
+        Err(_) => Err("timed out".into()),
+    };
+    let _ = tx.send((peer, bucket, answer)).await;
+}
