@@ -133,7 +133,14 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         return Ok(());
     };
     let cp = &target.checkpoint;
-    let held_by_peers = views.iter().any(|v| v.retained_from.0 <= local.0 + 1);
+    // Range sync can go on from here only if peers holding more than 1/3 of the stake (so
+    // at least one honest one) still hold the next height.
+    let holding: u64 = views
+        .iter()
+        .filter(|v| v.retained_from.0 <= local.0 + 1)
+        .map(|v| deps.committee.stake(v.peer))
+        .sum();
+    let held_by_peers = deps.committee.is_validity(holding);
     let resuming = store.get(Column::Meta, TARGET_KEY)?.is_some();
     let needed = cp.last_height > local
         && (resuming || cp.last_height.0 > local.0 + deps.config.min_gap || !held_by_peers);
@@ -150,15 +157,9 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
     );
     store.put(Column::Meta, TARGET_KEY, &bcs::to_bytes(&target)?)?;
     let block = fetch_block(deps, &views, cp.last_block).await?;
-    let peers: Vec<ValidatorIndex> = views
-        .iter()
-        .filter(|v| {
-            v.checkpoint
-                .as_ref()
-                .is_some_and(|c| c.checkpoint.sequence >= cp.sequence)
-        })
-        .map(|v| v.peer)
-        .collect();
+    // Every peer that answered may hold the snapshot (one that does not fails its requests
+    // and is asked less, then not at all).
+    let peers: Vec<ValidatorIndex> = views.iter().map(|v| v.peer).collect();
     let progress = restore_progress(store)?;
     let started = std::time::Instant::now();
     download(deps, &target, &peers, progress).await?;

@@ -3,7 +3,7 @@
 //! ```text
 //!  keel keygen      → protocol.key + network.key (0600)
 //!  keel genesis     → genesis.json + NAME.toml + NAME.token per validator
-//!  keel run         → config → storage → channels → p2p → tasks → wait for shutdown
+//!  keel run         → config → storage → channels → p2p → start-up state sync → tasks → wait
 //!  keel config show → the effective config, every default filled in
 //!  keel localnet    → N `keel run` processes on this machine, progress line, apis.txt
 //!  keel bench       → signed transfers at a rate, submit→commit latency percentiles
@@ -37,6 +37,10 @@
 //!  router ─ checkpoint signature ─[checkpoint_signature_queue, try_send: drop+count]─▶
 //!          checkpoint task: owns CheckpointMachine; store own signature, then broadcast ─▶ QUIC;
 //!          certified checkpoints ─▶ store (meta column) ─▶ router, API
+//!  start-up (before the tasks): bootstrap state sync when far behind the latest certified
+//!          checkpoint or pruned out: peers' checkpoints ─▶ StateSync ─▶ staging ─▶ install
+//!  snapshot thread: holds state snapshots at the last limits.state_snapshots checkpoint
+//!          heights (taken by the execution thread) ◀─ router's state summary/chunk answers
 //!  sync task: every check_interval_ms asks peers' committed heights; far behind ─[sync_control_queue,
 //!          send: waits]─▶ driver (pause → applied heights → resume with a rebuilt core);
 //!          range requests as tasks (≤ sync.max_in_flight) ─▶ store (blocks, batches)
@@ -64,6 +68,7 @@ mod clock;
 mod config;
 mod driver;
 mod execute;
+mod faults;
 mod gauges;
 mod genesis;
 mod limits;

@@ -50,6 +50,8 @@ pub struct Router {
     pub snapshots: Snapshots,
     /// Bytes of state entries in one served chunk.
     pub chunk_bytes: usize,
+    /// Test-only: answer sync requests with lies (see `faults.rs`; debug builds only).
+    pub lie_in_sync: bool,
 }
 
 impl Handler<ConsensusMessage> for Router {
@@ -99,6 +101,17 @@ impl Handler<ConsensusMessage> for Router {
     }
 
     fn on_request(&self, _from: PublicKey, request: Request) -> Response {
+        let response = self.answer(request);
+        if self.lie_in_sync {
+            return crate::faults::corrupt(response);
+        }
+        response
+    }
+}
+
+impl Router {
+    /// The honest answer to a request.
+    fn answer(&self, request: Request) -> Response {
         match request {
             Request::Blocks { digests } if digests.len() <= MAX_REQUEST_ITEMS => {
                 match blocks_with_ancestors(&self.store, &digests, self.served_ancestors) {

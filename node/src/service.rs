@@ -88,6 +88,10 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     let (executed_tx, executed_rx) = mpsc::channel(limits.checkpoint_queue);
     let (checkpoint_sig_tx, checkpoint_sig_rx) = mpsc::channel(limits.checkpoint_signature_queue);
 
+    let lie_in_sync = crate::faults::lie_in_sync();
+    if lie_in_sync {
+        tracing::warn!("test fault on: this node answers sync requests with corrupted data");
+    }
     // P2P: the router only forwards into the channels above.
     let identity = NetworkIdentity::from_seed(&network_key.seed())?;
     let allowed = AllowedPeers::new(committee.validators().iter().map(|v| v.network_key));
@@ -104,6 +108,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         genesis_qc: keel_types::QuorumCertificate::genesis(committee.epoch(), chain_id),
         snapshots: snapshots.clone(),
         chunk_bytes: config.state_sync.chunk_bytes,
+        lie_in_sync,
     });
     let endpoint = Network::start(
         EndpointConfig {

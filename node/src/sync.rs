@@ -103,6 +103,8 @@ pub fn spawn(deps: SyncDeps) -> tokio::task::JoinHandle<()> {
 async fn run(deps: SyncDeps) {
     let mut tick = tokio::time::interval(Duration::from_millis(deps.config.check_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per stretch of being unable to range-sync (not every check).
+    let mut warned = false;
     loop {
         tokio::select! {
             _ = deps.shutdown.cancelled() => return,
@@ -117,8 +119,17 @@ async fn run(deps: SyncDeps) {
         };
         let claims = peer_heights(&deps, local).await;
         let Some(target) = sync_target(&deps.committee, &claims) else {
+            if claims.is_empty() && local.0 > 0 && !warned {
+                warned = true;
+                tracing::warn!(
+                    committed = %local,
+                    "no peer holds the heights above this node's (pruned?): restart the node to \
+                     state-sync from a certified checkpoint"
+                );
+            }
             continue;
         };
+        warned = false;
         if target.0 > local.0 + deps.config.trigger_gap {
             sync(&deps, claims, target).await;
         }
@@ -145,7 +156,7 @@ async fn peer_heights(deps: &SyncDeps, local: Height) -> Vec<(ValidatorIndex, He
                     retained_from,
                 })) if retained_from.0 <= local.0 + 1 => Some((peer, committed)),
                 Ok(Ok(Response::SyncStatus { retained_from, .. })) => {
-                    tracing::warn!(
+                    tracing::debug!(
                         %peer, %retained_from, committed = %local,
                         "peer pruned the heights this node needs: only checkpoint state sync \
                          at start can bring it back"

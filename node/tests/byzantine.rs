@@ -15,18 +15,17 @@
 
 mod common;
 
-use common::{CHAIN, Committee, SERIAL, now_ms};
+use common::{CHAIN, Committee, SERIAL, now_ms, read_key};
 use keel_consensus::{ConsensusMessage, LeaderElection, WeightedRoundRobin};
 use keel_p2p::{
     AllowedPeers, EndpointConfig, Handler, Network, NetworkIdentity, Notification, Request,
     Response,
 };
 use keel_types::{
-    BatchInfo, Block, ChainId, Digest, Epoch, KeyPair, MultiSignature, ProofOfAvailability,
-    PublicKey, QuorumCertificate, Round, Signature, SignedBlock, TimestampMs, ValidatorIndex,
+    BatchInfo, Block, ChainId, Digest, Epoch, MultiSignature, ProofOfAvailability, PublicKey,
+    QuorumCertificate, Round, Signature, SignedBlock, TimestampMs, ValidatorIndex,
 };
 use std::{
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -37,13 +36,6 @@ use std::{
 const BYZANTINE: usize = 3;
 /// The flood stops by itself after this long even if the test is still waiting.
 const FLOOD_FOR: Duration = Duration::from_secs(120);
-
-fn read_key(path: &Path) -> KeyPair {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed).unwrap();
-    KeyPair::from_seed(&seed)
-}
 
 /// Remembers the honest proposals it receives and the highest round seen.
 #[derive(Default)]

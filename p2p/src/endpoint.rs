@@ -54,6 +54,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`EndpointConfig::max_backoff`].
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Default of [`EndpointConfig::idle_timeout`]: a connection silent this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default of [`EndpointConfig::keep_alive`].
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(750);
 
 /// Endpoint parameters: a serde section (durations in milliseconds, under `*_ms` names) that
 /// the node embeds in its config file. Every field has a default (the `DEFAULT_*` constants);
@@ -75,6 +79,15 @@ pub struct EndpointConfig {
     /// Longest wait between dial attempts (`max_backoff_ms`). Default: [`DEFAULT_MAX_BACKOFF`].
     #[serde(rename = "max_backoff_ms", with = "millis")]
     pub max_backoff: Duration,
+    /// A connection that hears nothing (not even a keep-alive) for this long is closed and
+    /// redialled (`idle_timeout_ms`): how soon a peer that crashed and restarted, whose old
+    /// connection looks open, is reached again. Default: [`DEFAULT_IDLE_TIMEOUT`].
+    #[serde(rename = "idle_timeout_ms", with = "millis")]
+    pub idle_timeout: Duration,
+    /// How often an otherwise quiet connection sends a keep-alive (`keep_alive_ms`; below
+    /// `idle_timeout`). Default: [`DEFAULT_KEEP_ALIVE`].
+    #[serde(rename = "keep_alive_ms", with = "millis")]
+    pub keep_alive: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -84,7 +97,30 @@ impl Default for EndpointConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
+    }
+}
+
+impl EndpointConfig {
+    /// The QUIC transport parameters: keep-alives, so a dead peer's connection is closed after
+    /// `idle_timeout` rather than quinn's default of tens of seconds.
+    fn transport(&self) -> Result<Arc<quinn::TransportConfig>> {
+        let tls = |reason: String| Error::Tls { reason };
+        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
+            return Err(tls(format!(
+                "p2p.keep_alive_ms ({} ms) must be positive and below p2p.idle_timeout_ms ({} ms)",
+                self.keep_alive.as_millis(),
+                self.idle_timeout.as_millis()
+            )));
+        }
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| tls(format!("p2p.idle_timeout_ms: {e}")))?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(idle));
+        transport.keep_alive_interval(Some(self.keep_alive));
+        Ok(Arc::new(transport))
     }
 }
 
@@ -168,12 +204,14 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         client.alpn_protocols = vec![ALPN.to_vec()];
         let server = QuicServerConfig::try_from(server).map_err(|e| tls(e.to_string()))?;
         let client = QuicClientConfig::try_from(client).map_err(|e| tls(e.to_string()))?;
-        let mut endpoint = quinn::Endpoint::server(
-            quinn::ServerConfig::with_crypto(Arc::new(server)),
-            config.listen,
-        )
-        .map_err(|e| tls(format!("cannot bind {}: {e}", config.listen)))?;
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
+        let transport = config.transport()?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport.clone());
+        let mut endpoint = quinn::Endpoint::server(server, config.listen)
+            .map_err(|e| tls(format!("cannot bind {}: {e}", config.listen)))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport);
+        endpoint.set_default_client_config(client);
         let inner = Arc::new(Inner {
             endpoint,
             me: identity.public(),
@@ -556,6 +594,8 @@ mod tests {
             queue_capacity: 3,
             request_timeout: Duration::from_millis(1500),
             max_backoff: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(9),
+            keep_alive: Duration::from_secs(4),
         };
         let bytes = bcs::to_bytes(&config).unwrap();
         let back: EndpointConfig = bcs::from_bytes(&bytes).unwrap();

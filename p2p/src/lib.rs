@@ -38,8 +38,9 @@ pub mod range_sync;
 pub mod state_sync;
 
 pub use endpoint::{
-    DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT,
-    EndpointConfig, Handler, Network, NetworkCounters,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, EndpointConfig, Handler, Network,
+    NetworkCounters,
 };
 pub use error::{Error, Result};
 pub use frame::{FrameDecoder, decode_payload, encode_frame};

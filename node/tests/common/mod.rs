@@ -42,6 +42,14 @@ fn ports_free(base: u16, n: u16) -> bool {
     })
 }
 
+/// A key file written by `keel keygen` (hex seed).
+pub fn read_key(path: &Path) -> KeyPair {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).unwrap();
+    KeyPair::from_seed(&seed)
+}
+
 pub fn account_key(i: u64) -> KeyPair {
     seeded_key("integration-account", i)
 }
@@ -143,6 +151,11 @@ impl Committee {
     }
 
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with_env(i, &[]);
+    }
+
+    /// [`Committee::spawn`] with extra environment variables (e.g. a test-only fault).
+    pub fn spawn_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,6 +163,7 @@ impl Committee {
             .unwrap();
         let child = Command::new(keel())
             .args(["run", "--config", self.configs[i].to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
