@@ -471,7 +471,8 @@ impl From<&CertifiedCheckpoint> for CheckpointRefJson {
 /// A node's sync state as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncJson {
-    /// `following` (taking part in consensus) or `range_sync` (fetching committed blocks).
+    /// `following` (taking part in consensus), `range_sync` (fetching committed blocks) or
+    /// `state_sync` (installing a certified checkpoint's state, at start-up).
     pub state: String,
     /// The committed height range sync is heading for.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,8 +3,12 @@
 //! routers call it.
 
 use crate::{
-    clock::now_ms, metrics::Metrics, peers::Net, pending::PendingTxs, persist,
-    status::StatusReader, sync::SyncProgress,
+    clock::now_ms,
+    metrics::Metrics,
+    peers::Net,
+    pending::PendingTxs,
+    persist,
+    status::{StatusReader, SyncProgress},
 };
 use keel_api::{
     NodeApi, SubmitError,
@@ -209,13 +213,23 @@ impl NodeApi for NodeView {
                 "connected to {connected} peers; {others_needed} needed for a quorum"
             ));
         }
-        if let SyncProgress::Range {
-            applied, target, ..
-        } = self.status.borrow().sync
-        {
-            return Err(format!(
-                "range sync: committed height {applied} of {target}"
-            ));
+        if !self.status.borrow().started {
+            return Err("starting".into());
+        }
+        match self.status.borrow().sync {
+            SyncProgress::Range {
+                applied, target, ..
+            } => {
+                return Err(format!(
+                    "range sync: committed height {applied} of {target}"
+                ));
+            }
+            SyncProgress::State { height, buckets } => {
+                return Err(format!(
+                    "state sync to the checkpoint at height {height}: {buckets} of 256 buckets"
+                ));
+            }
+            SyncProgress::Idle => {}
         }
         let idle = self.status.borrow().last_progress.elapsed();
         if idle > self.stall_after {
@@ -255,6 +269,11 @@ fn sync_json(sync: SyncProgress) -> SyncJson {
             state: "following".into(),
             target_height: None,
             percent: None,
+        },
+        SyncProgress::State { height, buckets } => SyncJson {
+            state: "state_sync".into(),
+            target_height: Some(height.0),
+            percent: Some(u32::from(buckets) * 100 / 256),
         },
         SyncProgress::Range {
             start,

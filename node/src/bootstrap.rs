@@ -17,7 +17,12 @@
 //!
 //! Safety data is not touched: a node that lost it starts amnesiac (see the driver).
 
-use crate::{metrics::Metrics, peers::Outbound, persist};
+use crate::{
+    metrics::Metrics,
+    peers::Outbound,
+    persist,
+    status::{StatusWriter, SyncProgress},
+};
 use anyhow::{Context, Result, bail};
 use keel_authority::{checkpoint_store, installed_state_ops, state};
 use keel_consensus::CommittedBlock;
@@ -58,6 +63,8 @@ pub struct BootstrapDeps {
     pub outbound: Outbound,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The sync state for the API (the API is up while this runs).
+    pub status: StatusWriter,
 }
 
 /// A peer's answer to the start-up questions.
@@ -156,6 +163,9 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         "state sync from a certified checkpoint starts"
     );
     store.put(Column::Meta, TARGET_KEY, &bcs::to_bytes(&target)?)?;
+    let height = cp.last_height;
+    deps.status
+        .send_modify(|s| s.sync = SyncProgress::State { height, buckets: 0 });
     let block = fetch_block(deps, &views, cp.last_block).await?;
     // Every peer that answered may hold the snapshot (one that does not fails its requests
     // and is asked less, then not at all).
@@ -199,6 +209,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         );
     }
     deps.metrics.state_sync_seconds.set(secs);
+    deps.status.send_modify(|s| s.sync = SyncProgress::Idle);
     tracing::info!(
         height = %cp.last_height,
         seconds = format!("{secs:.1}"),
@@ -336,6 +347,12 @@ async fn download(
         progress,
     );
     let proven_at_start = machine.proven();
+    deps.status.send_modify(|s| {
+        s.sync = SyncProgress::State {
+            height: cp.last_height,
+            buckets: proven_at_start as u16,
+        }
+    });
     let (tx, mut answers) = mpsc::channel::<Answer>(deps.config.max_in_flight + 1);
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     let mut tasks = JoinSet::new();
@@ -396,6 +413,12 @@ async fn download(
                     store.put(Column::Meta, &proven_key(bucket), &[1])?;
                     let proven = machine.proven();
                     deps.metrics.state_sync_buckets.set(proven as i64);
+                    deps.status.send_modify(|s| {
+                        s.sync = SyncProgress::State {
+                            height: cp.last_height,
+                            buckets: proven as u16,
+                        }
+                    });
                     if proven.is_multiple_of(32) {
                         let secs = started.elapsed().as_secs_f64().max(1e-3);
                         tracing::info!(

@@ -136,6 +136,39 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     }
     let outbound = Outbound::new(endpoint.clone(), peers, tokio::runtime::Handle::current());
 
+    // What the store holds now (start-up state sync may move it on).
+    let stored = keel_authority::state::executed_marker(&store)?;
+    let (status, status_rx) = watch::channel(NodeStatus::new(
+        persist::commit_root(&store)?
+            .map(|r| r.height)
+            .unwrap_or_default(),
+        stored.as_ref().map(|m| m.height).unwrap_or_default(),
+        store.state_root()?,
+        stored.map(|m| m.executed_transactions).unwrap_or_default(),
+        limits.remembered_roots,
+    ));
+    // APIs: up before start-up state sync, so its progress shows (`/readyz` says not ready).
+    let api: Arc<dyn NodeApi> = Arc::new(NodeView {
+        chain_id,
+        me,
+        committee: committee.clone(),
+        store: store.clone(),
+        mempool: mempool.clone(),
+        pending: pending.clone(),
+        status: status_rx,
+        receipts: receipts.clone(),
+        net: endpoint.clone(),
+        metrics: metrics.clone(),
+        stall_after: Duration::from_secs(limits.stall_after_secs),
+        log_reload,
+        shutdown: shutdown.clone(),
+    });
+    let public = bind(config.api_listen, "api_listen").await?;
+    let admin = bind(config.admin_listen, "admin_listen").await?;
+    tracing::info!(api = %public.local_addr()?, admin = %admin.local_addr()?, p2p = %endpoint.local_addr()?, "listening");
+    let public_api = serve(public, keel_api::public_router(api.clone()), &shutdown);
+    let admin_api = serve(admin, keel_api::admin_router(api, &token), &shutdown);
+
     // A node far behind (or wiped) installs a certified checkpoint's state before it starts.
     bootstrap::run(&BootstrapDeps {
         config: config.state_sync,
@@ -146,12 +179,14 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         store: store.clone(),
         outbound: outbound.clone(),
         metrics: metrics.clone(),
+        status: status.clone(),
     })
     .await
     .context("start-up state sync")?;
     let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
     let recovery = persist::recover(&store, &committee, chain_id)?;
     let executed = executor.marker().clone();
+    let root = store.state_root()?;
     tracing::info!(
         validator = %me,
         chain = %chain_id,
@@ -160,13 +195,12 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         "starting"
     );
 
-    let (status, status_rx) = watch::channel(NodeStatus::new(
-        recovery.root.height,
-        executed.height,
-        store.state_root()?,
-        executed.executed_transactions,
-        limits.remembered_roots,
-    ));
+    status.send_modify(|s| {
+        s.committed = recovery.root.height;
+        s.executed = executed.height;
+        s.executed_transactions = executed.executed_transactions;
+        s.root = root;
+    });
     let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
 
     // Tasks.
@@ -319,7 +353,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
         executor,
         outbound,
         committed: committed_rx,
-        status,
+        status: status.clone(),
         receipts: receipts.clone(),
         pending: pending.clone(),
         checkpoints: executed_tx,
@@ -332,28 +366,7 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     })
     .context("cannot start the execution thread")?;
 
-    // APIs.
-    let api: Arc<dyn NodeApi> = Arc::new(NodeView {
-        chain_id,
-        me,
-        committee,
-        store: store.clone(),
-        mempool,
-        pending,
-        status: status_rx,
-        receipts,
-        net: endpoint.clone(),
-        metrics,
-        stall_after: Duration::from_secs(limits.stall_after_secs),
-        log_reload,
-        shutdown: shutdown.clone(),
-    });
-    let public = bind(config.api_listen, "api_listen").await?;
-    let admin = bind(config.admin_listen, "admin_listen").await?;
-    tracing::info!(api = %public.local_addr()?, admin = %admin.local_addr()?, p2p = %endpoint.local_addr()?, "listening");
-    let public_api = serve(public, keel_api::public_router(api.clone()), &shutdown);
-    let admin_api = serve(admin, keel_api::admin_router(api, &token), &shutdown);
-
+    status.send_modify(|s| s.started = true);
     wait_for_signal(&shutdown).await;
     tracing::info!("shutting down");
     shutdown.cancel();

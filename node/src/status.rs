@@ -2,10 +2,33 @@
 //! and the sync task write and the API reads. Writers only ever change their own fields (`send_modify`), so the
 //! two never overwrite each other; readers borrow briefly and never block a writer for long.
 
-use crate::sync::SyncProgress;
 use keel_types::{Digest, Height, Round};
 use std::{collections::VecDeque, time::Instant};
 use tokio::sync::watch;
+
+/// Where the node stands with range sync (for the API and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncProgress {
+    /// Following consensus.
+    #[default]
+    Idle,
+    /// Installing a certified checkpoint's state (start-up state sync).
+    State {
+        /// The checkpoint's height.
+        height: Height,
+        /// Buckets proven so far, of 256.
+        buckets: u16,
+    },
+    /// Fetching committed ranges.
+    Range {
+        /// The committed height when this sync started.
+        start: Height,
+        /// The last height applied.
+        applied: Height,
+        /// The height being synced to.
+        target: Height,
+    },
+}
 
 /// What consensus and execution have reached.
 #[derive(Debug)]
@@ -24,6 +47,8 @@ pub struct NodeStatus {
     pub last_progress: Instant,
     /// Range sync's progress (sync task).
     pub sync: SyncProgress,
+    /// Every task runs (false during start-up, state sync included).
+    pub started: bool,
     /// State roots of recently executed heights, oldest first, at most `max_roots` (execution).
     roots: VecDeque<(Height, Digest)>,
     max_roots: usize,
@@ -46,6 +71,7 @@ impl NodeStatus {
             executed_transactions,
             last_progress: Instant::now(),
             sync: SyncProgress::Idle,
+            started: false,
             roots: VecDeque::new(),
             max_roots: max_roots.max(1),
         }

@@ -16,7 +16,12 @@
 //!   driver ([`SyncControl::Resume`]) once within the trigger gap, or when no peer can serve
 //!   the next range (the next check retries).
 
-use crate::{metrics::Metrics, peers::Outbound, persist, status::StatusWriter};
+use crate::{
+    metrics::Metrics,
+    peers::Outbound,
+    persist,
+    status::{StatusWriter, SyncProgress},
+};
 use keel_authority::store_batch;
 use keel_consensus::{CommitRoot, CommittedBlock};
 use keel_p2p::{
@@ -48,23 +53,6 @@ pub enum SyncControl {
     },
     /// Rebuild the core from the store and take part in consensus again.
     Resume,
-}
-
-/// Where the node stands with range sync (for the API and metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SyncProgress {
-    /// Following consensus.
-    #[default]
-    Idle,
-    /// Fetching committed ranges.
-    Range {
-        /// The committed height when this sync started.
-        start: Height,
-        /// The last height applied.
-        applied: Height,
-        /// The height being synced to.
-        target: Height,
-    },
 }
 
 /// What the sync task is built from.

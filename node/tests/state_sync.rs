@@ -103,6 +103,22 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
         "the sync finished before it could be killed: raise KEEL_STATE_SYNC_ACCOUNTS"
     );
     c.spawn(3);
+    // The API is up during the state sync: it reports it, and /readyz is not ready.
+    let mut seen = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.is_none() && Instant::now() < deadline {
+        if let Ok(r) = c.http.get(format!("{}/v1/status", c.apis[3])).send()
+            && let Ok(v) = r.json::<serde_json::Value>()
+            && v["sync"]["state"] == "state_sync"
+        {
+            let ready = c.http.get(format!("{}/readyz", c.apis[3])).send().unwrap();
+            seen = Some((v["sync"].clone(), ready.status().as_u16()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (sync, readyz) = seen.expect("/v1/status never showed the state sync");
+    eprintln!("during the state sync: /v1/status sync = {sync}, /readyz = {readyz}");
+    assert_eq!(readyz, 503);
     let done = wait_for_log(
         &c,
         3,
