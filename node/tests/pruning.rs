@@ -56,6 +56,9 @@ fn configure(c: &Committee, pruning: bool) {
                 format!("keep_blocks = {KEEP_BLOCKS}\n"),
             ),
             ("interval_ms = 1000\n", "interval_ms = 100\n".into()),
+            // Pruning stays below the latest certified checkpoint: certify often, so the
+            // window, not the checkpoint interval, decides what is kept.
+            ("interval = 1000\n", "interval = 100\n".into()),
             (
                 "compact_interval_ms = 600000\n",
                 "compact_interval_ms = 2000\n".into(),
