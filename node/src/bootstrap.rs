@@ -32,8 +32,8 @@ use keel_p2p::{
 };
 use keel_storage::{Column, Store, WriteOp, check_chunk};
 use keel_types::{
-    CertifiedCheckpoint, ChainId, Committee, Digest, Height, SignedBlock, ValidatorIndex,
-    state_proof::state_root_of,
+    CertifiedCheckpoint, ChainId, Checkpoint, Committee, Digest, Height, SignedBlock,
+    ValidatorIndex, state_proof::state_root_of,
 };
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinSet};
@@ -123,7 +123,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         (Some(r), Some(b)) if r.checkpoint.sequence >= b.checkpoint.sequence => Some(r),
         (Some(r), best) => {
             // Resume while a peer still holds the snapshot of the interrupted sync's checkpoint.
-            if serves_summary(deps, &views, r.checkpoint.sequence).await {
+            if serves_summary(deps, &views, &r.checkpoint).await {
                 Some(r)
             } else {
                 tracing::info!(
@@ -148,9 +148,17 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         .map(|v| deps.committee.stake(v.peer))
         .sum();
     let held_by_peers = deps.committee.is_validity(holding);
+    // "Nobody holds it" is only believed when more than 2/3 of the stake answered (a slow
+    // start of the whole committee must not make a healthy node replace its state).
+    let answered: u64 = views
+        .iter()
+        .map(|v| deps.committee.stake(v.peer))
+        .sum::<u64>()
+        + deps.committee.stake(deps.me);
+    let pruned_out = !held_by_peers && deps.committee.is_quorum(answered);
     let resuming = store.get(Column::Meta, TARGET_KEY)?.is_some();
     let needed = cp.last_height > local
-        && (resuming || cp.last_height.0 > local.0 + deps.config.min_gap || !held_by_peers);
+        && (resuming || cp.last_height.0 > local.0 + deps.config.min_gap || pruned_out);
     if !needed {
         return Ok(());
     }
@@ -174,6 +182,22 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
     let started = std::time::Instant::now();
     download(deps, &target, &peers, progress).await?;
     let secs = started.elapsed().as_secs_f64();
+    // The staged state as a whole must hash to the certified root before it replaces
+    // anything (proven-bucket records from an earlier run are not trusted alone).
+    let staged = store.clone();
+    let checksums = tokio::task::spawn_blocking(move || {
+        (0..BUCKETS)
+            .map(|b| staged.staged_bucket_hash(b as u8).map(|l| l.checksum()))
+            .collect::<Result<Vec<Digest>, _>>()
+    })
+    .await??;
+    if root_of(&checksums) != cp.state_root {
+        forget(store)?;
+        bail!(
+            "the staged state does not hash to checkpoint {}'s root; staging dropped",
+            cp.sequence
+        );
+    }
 
     let marker = state::ExecutedMarker {
         height: cp.last_height,
@@ -198,13 +222,25 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
             value: None,
         });
     }
+    // The certified checkpoint goes with the install (the checkpoint task resumes from it).
+    extra.push(WriteOp {
+        column: Column::Meta,
+        key: checkpoint_store::certified_key(cp.sequence),
+        value: Some(bcs::to_bytes(&target)?),
+    });
+    extra.push(WriteOp {
+        column: Column::Meta,
+        key: checkpoint_store::LATEST_CERTIFIED_KEY.to_vec(),
+        value: Some(bcs::to_bytes(&cp.sequence)?),
+    });
     let installing = store.clone();
     tokio::task::spawn_blocking(move || installing.install_staged(extra)).await??;
-    checkpoint_store::save_certified(store, &target)?;
     let root = store.state_root()?;
     if root != cp.state_root {
-        bail!(
-            "the installed state's root {root} is not the certified {}",
+        // Checked before installing; reaching this is a bug. Refuse to run on that state.
+        anyhow::bail!(
+            "FATAL: the installed state's root {root} is not the certified {}; wipe the data \
+             directory and restart",
             cp.state_root
         );
     }
@@ -219,41 +255,55 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
     Ok(())
 }
 
-/// Whether some peer answers the bucket summary of checkpoint `sequence`.
-async fn serves_summary(deps: &BootstrapDeps, views: &[PeerView], sequence: u64) -> bool {
+/// Whether some peer answers the bucket summary of `target` (one that hashes to its root).
+async fn serves_summary(deps: &BootstrapDeps, views: &[PeerView], target: &Checkpoint) -> bool {
     for v in views {
         let request = Request::StateSummary {
-            checkpoint: sequence,
+            checkpoint: target.sequence,
         };
-        if let Ok(Response::StateSummary { .. }) = deps.outbound.request(v.peer, &request).await {
+        if let Ok(Response::StateSummary { checksums }) =
+            deps.outbound.request(v.peer, &request).await
+            && root_of(&checksums) == target.state_root
+        {
             return true;
         }
     }
     false
 }
 
-/// Drops an abandoned sync's staging and records.
+/// Drops an abandoned sync's records, then its staging (records first and in one write: a
+/// crash in between leaves staging no record points to, which the next sync clears).
 fn forget(store: &Store) -> Result<()> {
-    store.clear_staging()?;
-    store.delete(Column::Meta, TARGET_KEY)?;
+    let mut ops = vec![WriteOp {
+        column: Column::Meta,
+        key: TARGET_KEY.to_vec(),
+        value: None,
+    }];
     for b in 0..BUCKETS {
-        store.delete(Column::Meta, &proven_key(b as u8))?;
+        ops.push(WriteOp {
+            column: Column::Meta,
+            key: proven_key(b as u8),
+            value: None,
+        });
     }
+    store.write(ops, true)?;
+    store.clear_staging()?;
     Ok(())
 }
 
-/// Each bucket's progress as the store holds it (proven, or staged up to a key).
+/// Each bucket's progress as the store holds it: proven buckets are kept (the whole staged
+/// state is checked against the root before the install); a partly staged bucket starts
+/// over, since which peer served it is not known any more (a bad checksum must name its
+/// server).
 fn restore_progress(store: &Store) -> Result<Vec<BucketProgress>> {
     (0..BUCKETS)
         .map(|b| {
             let bucket = b as u8;
-            Ok(if store.get(Column::Meta, &proven_key(bucket))?.is_some() {
-                BucketProgress::Proven
-            } else {
-                BucketProgress::Downloading {
-                    after: store.staged_resume_key(bucket)?,
-                }
-            })
+            if store.get(Column::Meta, &proven_key(bucket))?.is_some() {
+                return Ok(BucketProgress::Proven);
+            }
+            store.clear_staged_bucket(bucket)?;
+            Ok(BucketProgress::Downloading { after: None })
         })
         .collect()
 }

@@ -27,7 +27,7 @@ use keel_consensus::{CommitRoot, CommittedBlock};
 use keel_p2p::{
     Request, Response,
     protocol::MAX_REQUEST_ITEMS,
-    range_sync::{RangeSync, RangeSyncConfig, SyncAction, sync_target},
+    range_sync::{RangeSync, RangeSyncConfig, SyncAction, committed_prefix, sync_target},
 };
 use keel_storage::{Column, Store};
 use keel_types::{ChainId, Committee, Digest, Height, SignedBlock, ValidatorIndex};
@@ -78,6 +78,13 @@ pub struct SyncDeps {
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
 }
+
+/// Most batch requests one range's prefetch makes (what is still missing afterwards, execution
+/// fetches from the proofs' signers).
+const PREFETCH_ROUNDS: usize = 8;
+/// A sync pass that applies nothing for this many request timeouts ends (consensus resumes;
+/// the next check tries again).
+const STALL_TIMEOUTS: u32 = 6;
 
 /// A range answer (with its batches fetched), or why there is none.
 type Answer = (ValidatorIndex, Height, Result<Vec<SignedBlock>, String>);
@@ -224,6 +231,8 @@ async fn drive(
     let (answers_tx, mut answers) = mpsc::channel::<Answer>(deps.config.max_in_flight);
     let mut tasks = JoinSet::new();
     let mut pending = machine.start();
+    let stall = Duration::from_millis(deps.config.request_timeout_ms) * STALL_TIMEOUTS;
+    let mut progressed = tokio::time::Instant::now();
     loop {
         for action in std::mem::take(&mut pending) {
             match action {
@@ -231,6 +240,7 @@ async fn drive(
                     tasks.spawn(fetch_range(deps, peer, from, to, answers_tx.clone()));
                 }
                 SyncAction::Apply { from, blocks } => {
+                    progressed = tokio::time::Instant::now();
                     if let Err(e) = apply(deps, root, from, blocks).await {
                         tracing::error!(error = %e, "cannot persist synced blocks; stopping");
                         deps.shutdown.cancel();
@@ -260,6 +270,10 @@ async fn drive(
         }
         tokio::select! {
             _ = deps.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(progressed + stall) => {
+                tracing::warn!(applied = %root.height, "range sync made no progress; consensus resumes");
+                return false;
+            }
             Some((peer, from, answer)) = answers.recv() => {
                 pending = match answer {
                     Ok(blocks) => machine.on_response(peer, from, blocks),
@@ -275,8 +289,10 @@ async fn drive(
     }
 }
 
-/// Asks `peer` for `from..=to`, then fetches the batches those blocks order that the store
-/// lacks; sends the blocks (unverified: the state machine checks them) back.
+/// Asks `peer` for `from..=to`; if the answer proves some of those heights committed, fetches
+/// the batches of the proven ones that the store lacks (at most [`PREFETCH_ROUNDS`] requests);
+/// sends the blocks back (the state machine checks them again, and decides). The whole task
+/// ends within twice the request timeout.
 fn fetch_range(
     deps: &SyncDeps,
     peer: ValidatorIndex,
@@ -286,22 +302,31 @@ fn fetch_range(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let outbound = deps.outbound.clone();
     let store = deps.store.clone();
+    let committee = deps.committee.clone();
+    let chain_id = deps.chain_id;
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     async move {
-        let request = Request::CommittedRange { from, to };
-        let answer = match tokio::time::timeout(timeout, outbound.request(peer, &request)).await {
-            Err(_) => Err("timed out".to_string()),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Response::CommittedRange { from: f, blocks })) if f == from => Ok(blocks),
-            Ok(Ok(other)) => Err(format!("answered {}", response_kind(&other))),
+        let fetch = async {
+            let request = Request::CommittedRange { from, to };
+            let blocks = match tokio::time::timeout(timeout, outbound.request(peer, &request)).await
+            {
+                Err(_) => return Err("timed out".to_string()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Response::CommittedRange { from: f, blocks })) if f == from => blocks,
+                Ok(Ok(other)) => return Err(format!("answered {}", response_kind(&other))),
+            };
+            // Only batches of blocks proven committed (and asked for) are fetched: a peer
+            // cannot make this node store batches of made-up blocks.
+            let wanted = (to.0 - from.0 + 1) as usize;
+            let proven = committed_prefix(&blocks, &committee, chain_id)
+                .unwrap_or(0)
+                .min(wanted);
+            prefetch_batches(&outbound, &store, peer, &blocks[..proven], timeout).await;
+            Ok(blocks)
         };
-        let answer = match answer {
-            Ok(blocks) => {
-                prefetch_batches(&outbound, &store, peer, &blocks, timeout).await;
-                Ok(blocks)
-            }
-            Err(e) => Err(e),
-        };
+        let answer = tokio::time::timeout(timeout * 2, fetch)
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_string()));
         let _ = answers.send((peer, from, answer)).await;
     }
 }
@@ -333,7 +358,10 @@ async fn prefetch_batches(
         .collect();
     missing.sort_unstable();
     missing.dedup();
-    while !missing.is_empty() {
+    for _ in 0..PREFETCH_ROUNDS {
+        if missing.is_empty() {
+            break;
+        }
         let ask: Vec<Digest> = missing.iter().take(MAX_REQUEST_ITEMS).copied().collect();
         let wanted: HashSet<Digest> = ask.iter().copied().collect();
         let request = Request::Batches { digests: ask };

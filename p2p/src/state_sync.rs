@@ -39,6 +39,8 @@ pub const DEFAULT_STATE_MAX_IN_FLIGHT_PER_PEER: usize = 4;
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 /// Default of [`StateSyncConfig::max_strikes`].
 pub const DEFAULT_STATE_MAX_STRIKES: u32 = 2;
+/// Default of [`StateSyncConfig::max_bucket_bytes`].
+pub const DEFAULT_MAX_BUCKET_BYTES: u64 = 1 << 30;
 /// Default of [`StateSyncConfig::request_timeout_ms`].
 pub const DEFAULT_STATE_REQUEST_TIMEOUT_MS: u64 = 20_000;
 
@@ -62,6 +64,9 @@ pub struct StateSyncConfig {
     pub chunk_bytes: usize,
     /// Bad answers after which a peer is not asked again in this sync.
     pub max_strikes: u32,
+    /// Most bytes of one bucket staged from one server: a server that sends more (a bucket
+    /// that never ends) is struck and the bucket fetched again elsewhere.
+    pub max_bucket_bytes: u64,
     /// How long a chunk request may take before it is asked elsewhere, in ms.
     pub request_timeout_ms: u64,
 }
@@ -76,6 +81,7 @@ impl Default for StateSyncConfig {
             max_in_flight_per_peer: DEFAULT_STATE_MAX_IN_FLIGHT_PER_PEER,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             max_strikes: DEFAULT_STATE_MAX_STRIKES,
+            max_bucket_bytes: DEFAULT_MAX_BUCKET_BYTES,
             request_timeout_ms: DEFAULT_STATE_REQUEST_TIMEOUT_MS,
         }
     }
@@ -94,6 +100,15 @@ impl StateSyncConfig {
             if value == 0 {
                 return Err((field, "must be at least 1".into()));
             }
+        }
+        if self.max_bucket_bytes < self.chunk_bytes as u64 {
+            return Err((
+                "max_bucket_bytes",
+                format!(
+                    "{} is below chunk_bytes ({})",
+                    self.max_bucket_bytes, self.chunk_bytes
+                ),
+            ));
         }
         // A chunk must fit in a sync frame with room for its framing.
         let most = crate::protocol::MAX_RANGE_BYTES;
@@ -213,6 +228,8 @@ pub struct StateSync {
     /// Who served the staged part of each bucket (a bucket is served by one peer at a time;
     /// after a restart the staged part's server is unknown).
     servers: BTreeMap<u8, ValidatorIndex>,
+    /// Bytes staged for each bucket in this sync.
+    staged_bytes: Vec<u64>,
     peers: BTreeMap<ValidatorIndex, Peer>,
     finished: bool,
 }
@@ -251,6 +268,7 @@ impl StateSync {
             summary_asked: None,
             buckets,
             servers: BTreeMap::new(),
+            staged_bytes: vec![0; BUCKETS],
             peers: peers.iter().map(|p| (*p, Peer::default())).collect(),
             finished: false,
         }
@@ -318,6 +336,11 @@ impl StateSync {
             return out;
         }
         self.release(peer);
+        let bytes: u64 = entries
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        let over_limit = self.staged_bytes[b].saturating_add(bytes) > self.config.max_bucket_bytes;
         if let Err(reason) = (self.check)(bucket, after.as_deref(), &entries) {
             self.buckets[b] = Bucket::Waiting { after };
             self.strike(
@@ -329,7 +352,19 @@ impl StateSync {
             // No progress: ask elsewhere.
             self.buckets[b] = Bucket::Waiting { after };
             self.cool(peer, &mut out);
+        } else if over_limit {
+            // A bucket that never ends: drop it and its server.
+            self.staged_bytes[b] = 0;
+            self.servers.remove(&bucket);
+            self.buckets[b] = Bucket::Waiting { after: None };
+            out.push(StateAction::ClearBucket { bucket });
+            self.strike(
+                peer,
+                &format!("bucket {bucket} beyond its byte limit"),
+                &mut out,
+            );
         } else {
+            self.staged_bytes[b] += bytes;
             let next = entries.last().map(|(k, _)| k.clone()).or(after);
             if !entries.is_empty() {
                 self.servers.insert(bucket, peer);
@@ -379,6 +414,7 @@ impl StateSync {
         } else {
             self.buckets[b] = Bucket::Waiting { after: None };
             self.servers.remove(&bucket);
+            self.staged_bytes[b] = 0;
             out.push(StateAction::ClearBucket { bucket });
             if let Some(peer) = peer {
                 self.strike(
@@ -496,6 +532,7 @@ impl StateSync {
                 if self.servers.contains_key(&bucket) {
                     // Its server was dropped: start the bucket over elsewhere.
                     self.servers.remove(&bucket);
+                    self.staged_bytes[b] = 0;
                     self.buckets[b] = Bucket::Waiting { after: None };
                     out.push(StateAction::ClearBucket { bucket });
                 }

@@ -57,6 +57,8 @@ enum Peer {
     Malformed,
     /// Serves a summary that does not hash to the root.
     BadSummary,
+    /// Serves a bucket that never ends (fresh keys in order, never `complete`).
+    Endless,
 }
 
 struct Outcome {
@@ -76,6 +78,7 @@ fn run(
     let root = root_of(&checksums);
     let config = StateSyncConfig {
         chunk_bytes: 200,
+        max_bucket_bytes: 5_000,
         max_in_flight: 5,
         max_in_flight_per_peer: 2,
         ..StateSyncConfig::default()
@@ -108,6 +111,13 @@ fn run(
                 let complete = start + entries.len() == b.len();
                 match peers[peer.0 as usize] {
                     Peer::Dead => sync.on_chunk_failed(peer, bucket),
+                    Peer::Endless => {
+                        let last = after.unwrap_or_else(|| vec![bucket]);
+                        let endless: Entries = (1..=3u8)
+                            .map(|i| ([&last[..], &[i; 40][..]].concat(), vec![i; 40]))
+                            .collect();
+                        sync.on_chunk(peer, bucket, endless, false)
+                    }
                     Peer::WrongValues => {
                         if let Some(e) = entries.first_mut() {
                             e.1 = b"forged".to_vec();
@@ -174,6 +184,7 @@ fn lying_peers_are_dropped_and_the_others_complete_the_sync() {
         Peer::Malformed,
         Peer::BadSummary,
         Peer::Dead,
+        Peer::Endless,
     ] {
         let (p, s) = fresh();
         let out = run(&source, &[liar, Peer::Honest, Peer::Honest], p, s);
