@@ -418,6 +418,9 @@ impl Driver {
                         return;
                     }
                 };
+                // Still amnesiac before the sync: still amnesiac after it.
+                let mut recovery = recovery;
+                recovery.amnesiac |= self.core.is_amnesiac();
                 let mut core = (self.rebuild)(recovery);
                 std::mem::swap(core.payload_mut(), self.core.payload_mut());
                 self.core = core;
@@ -457,6 +460,10 @@ impl Driver {
                 })
                 .await;
                 if !self.core.is_amnesiac() {
+                    // The raised safety data is persisted (PersistSafety ran in `process`).
+                    if let Err(e) = persist::clear_amnesiac(&self.store) {
+                        tracing::warn!(error = %e, "cannot clear the amnesia mark");
+                    }
                     tracing::info!(
                         round = %self.core.round(),
                         "amnesia guard lifted: a quorum's certificates set the rounds this node may sign in"

@@ -137,6 +137,11 @@ enum Command {
         /// The validator's config file.
         #[arg(long)]
         config: PathBuf,
+        /// The data directory was restored from a backup: its safety data may be older than
+        /// what this validator signed, so it signs nothing until its peers' certificates show
+        /// which rounds are safe (kept across restarts until then).
+        #[arg(long)]
+        restored_from_backup: bool,
     },
     /// Inspect a config file.
     #[command(subcommand)]
@@ -298,11 +303,14 @@ fn real_main() -> Result<()> {
                 println!("wrote {}", c.display());
             }
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            restored_from_backup,
+        } => {
             let config = config::NodeConfig::load(&config)?;
             let reload = init_logging(&config.log.format, &config.log.filter)?;
             let rt = runtime(config.runtime_threads)?;
-            rt.block_on(service::run(config, reload))?;
+            rt.block_on(service::run(config, reload, restored_from_backup))?;
         }
         Command::Config(ConfigCommand::Show { config }) => {
             print!("{}", config::NodeConfig::load(&config)?.to_toml()?);

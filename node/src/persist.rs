@@ -3,6 +3,7 @@
 //! | column | key | value |
 //! |---|---|---|
 //! | consensus | `safety` | bcs `SafetyData` (synced write before any vote or timeout leaves) |
+//! | consensus | `amnesiac` | present while the safety data may be stale (`keel run --restored-from-backup`) until peers' certificates lift the amnesia guard |
 //! | consensus | `root` | bcs `CommitRoot`: the last committed block |
 //! | consensus | `tree/` ‖ digest | bcs `SignedBlock` not yet committed |
 //! | blocks | `h/` ‖ height (big-endian) | bcs [`CommittedRecord`] |
@@ -26,6 +27,7 @@ use keel_types::{ChainId, Committee, Digest, Height, SignedBlock};
 use serde::{Deserialize, Serialize};
 
 const SAFETY: &[u8] = b"safety";
+const AMNESIAC: &[u8] = b"amnesiac";
 const ROOT: &[u8] = b"root";
 const TREE: &[u8] = b"tree/";
 const RETAINED_FROM: &[u8] = b"retained_from";
@@ -85,6 +87,22 @@ pub fn load_safety(store: &Store) -> Result<Option<SafetyData>> {
         .get(Column::Consensus, SAFETY)?
         .map(|b| decode(&b, "safety data"))
         .transpose()
+}
+
+/// Marks the safety data as possibly stale (a data directory restored from a backup): the
+/// node starts amnesiac, now and after any restart, until [`clear_amnesiac`].
+pub fn mark_amnesiac(store: &Store) -> Result<()> {
+    store
+        .put_synced(Column::Consensus, AMNESIAC, &[1])
+        .context("marking the safety data as possibly stale")
+}
+
+/// Clears [`mark_amnesiac`]'s mark (once the guard is lifted and the raised safety data is
+/// persisted).
+pub fn clear_amnesiac(store: &Store) -> Result<()> {
+    store
+        .delete(Column::Consensus, AMNESIAC)
+        .context("clearing the amnesia mark")
 }
 
 /// Persists an uncommitted block.
@@ -218,10 +236,11 @@ pub fn commit_root(store: &Store) -> Result<Option<CommitRoot>> {
 pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Result<RecoveryData> {
     // No safety data: wiped, new, or restored without it. The core then signs nothing until
     // peers' certificates tell it which rounds it may have signed in (the amnesia guard).
+    // Safety data restored from a backup may be stale: the same guard applies until lifted.
     let mut recovery = RecoveryData::amnesiac(committee, chain_id);
     if let Some(safety) = load_safety(store)? {
         recovery.safety = safety;
-        recovery.amnesiac = false;
+        recovery.amnesiac = store.get(Column::Consensus, AMNESIAC)?.is_some();
     }
     if let Some(root) = commit_root(store)? {
         recovery.root = root;
@@ -235,4 +254,38 @@ pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Resul
         }
     }
     Ok(recovery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_types::{Round, test_utils::committee};
+
+    #[test]
+    fn missing_or_restored_safety_data_starts_amnesiac_until_the_mark_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let (committee, _) = committee(4);
+        let chain = ChainId(7);
+        // A new or wiped store: amnesiac.
+        assert!(recover(&store, &committee, chain).unwrap().amnesiac);
+        let safety = SafetyData {
+            last_voted_round: Round(42),
+            ..SafetyData::default()
+        };
+        save_safety(&store, &safety).unwrap();
+        let recovered = recover(&store, &committee, chain).unwrap();
+        assert!(!recovered.amnesiac);
+        assert_eq!(recovered.safety, safety);
+        // Restored from a backup: the (possibly stale) data is kept, and the guard applies,
+        // across restarts, until the mark is cleared.
+        mark_amnesiac(&store).unwrap();
+        for _ in 0..2 {
+            let recovered = recover(&store, &committee, chain).unwrap();
+            assert!(recovered.amnesiac);
+            assert_eq!(recovered.safety.last_voted_round, Round(42));
+        }
+        clear_amnesiac(&store).unwrap();
+        assert!(!recover(&store, &committee, chain).unwrap().amnesiac);
+    }
 }

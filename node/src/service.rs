@@ -40,7 +40,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Starts every component and runs until SIGINT, SIGTERM or an admin shutdown.
-pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    log_reload: LogReload,
+    restored_from_backup: bool,
+) -> Result<()> {
     let genesis = Genesis::load(&config.genesis)?;
     let committee = genesis.committee()?;
     let chain_id = genesis.chain_id();
@@ -184,6 +188,12 @@ pub async fn run(config: NodeConfig, log_reload: LogReload) -> Result<()> {
     .await
     .context("start-up state sync")?;
     let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
+    if restored_from_backup {
+        tracing::warn!(
+            "restored from a backup: signing nothing until peers' certificates show a safe round"
+        );
+        persist::mark_amnesiac(&store)?;
+    }
     let recovery = persist::recover(&store, &committee, chain_id)?;
     let executed = executor.marker().clone();
     let root = store.state_root()?;
