@@ -45,6 +45,7 @@ pub async fn run(
     log_reload: LogReload,
     restored_from_backup: bool,
 ) -> Result<()> {
+    let term = listen_for_sigterm()?;
     let genesis = Genesis::load(&config.genesis)?;
     let committee = genesis.committee()?;
     let chain_id = genesis.chain_id();
@@ -377,7 +378,7 @@ pub async fn run(
     .context("cannot start the execution thread")?;
 
     status.send_modify(|s| s.started = true);
-    wait_for_signal(&shutdown).await;
+    wait_for_signal(&shutdown, term).await;
     tracing::info!("shutting down");
     shutdown.cancel();
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
@@ -445,15 +446,14 @@ fn serve(
     })
 }
 
-async fn wait_for_signal(shutdown: &CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            shutdown.cancelled().await;
-            return;
-        }
-    };
+/// Listens for SIGTERM from now on (installed at start: a SIGTERM during start-up, state sync
+/// included, is a clean stop rather than the default kill).
+fn listen_for_sigterm() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")
+}
+
+async fn wait_for_signal(shutdown: &CancellationToken, mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -145,7 +145,12 @@ fn validators_certify_the_same_checkpoints_and_serve_verifiable_certificates() {
     // window reads its own back after the restart, then catches up with the others' latest
     // (adopting their certificate or certifying as it executes) and agrees with them.
     let before = latest_sequence(&c, STOPPED);
-    assert!(c.stop(STOPPED).success());
+    let stopped = c.stop(STOPPED);
+    assert!(
+        stopped.success(),
+        "validator {STOPPED} exited with {stopped} on SIGTERM; log:\n{}",
+        c.log_tail(STOPPED)
+    );
     c.wait_for(
         Duration::from_secs(30),
         "three more checkpoints without validator 2 (beyond its window)",
