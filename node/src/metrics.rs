@@ -2,7 +2,7 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Opts, Registry, TextEncoder, core::Collector,
 };
 
 /// Every metric the node exports.
@@ -123,19 +123,16 @@ impl CheckpointMetrics {
                 "keel_checkpoint_signatures_received_total",
                 "Peer checkpoint signatures handled",
             ),
-            signatures_refused: {
-                let c = IntCounterVec::new(
+            signatures_refused: register(
+                r,
+                IntCounterVec::new(
                     Opts::new(
                         "keel_checkpoint_signatures_refused_total",
                         "Peer checkpoint signatures refused (invalid, stale, out_of_window, duplicate, equivocation) or dropped (queue_full)",
                     ),
                     &["reason"],
-                )
-                .expect("INVARIANT: valid metric name");
-                r.register(Box::new(c.clone()))
-                    .expect("INVARIANT: metric registered once");
-                c
-            },
+                ),
+            ),
             diverged: counter(
                 r,
                 "keel_checkpoint_diverged_total",
@@ -145,29 +142,31 @@ impl CheckpointMetrics {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::with_opts(Opts::new(name, help)).expect("INVARIANT: valid metric name");
+/// Registers a metric built from constant names (so neither step can fail at run time).
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("INVARIANT: valid metric name");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("INVARIANT: metric registered once");
-    c
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::with_opts(Opts::new(name, help)))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::with_opts(Opts::new(name, help)).expect("INVARIANT: valid metric name");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("INVARIANT: metric registered once");
-    g
+    register(registry, IntGauge::with_opts(Opts::new(name, help)))
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .expect("INVARIANT: valid metric name");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("INVARIANT: metric registered once");
-    h
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
 }
 
 impl Metrics {
@@ -303,29 +302,23 @@ impl Metrics {
                 "keel_state_sync_buckets",
                 "Buckets proven by the start-up state sync (256 when done)",
             ),
-            state_sync_seconds: {
-                let g = Gauge::with_opts(Opts::new(
+            state_sync_seconds: register(
+                &r,
+                Gauge::with_opts(Opts::new(
                     "keel_state_sync_seconds",
                     "Seconds the last start-up state sync took",
-                ))
-                .expect("INVARIANT: valid metric name");
-                r.register(Box::new(g.clone()))
-                    .expect("INVARIANT: metric registered once");
-                g
-            },
-            disk_bytes: {
-                let g = IntGaugeVec::new(
+                )),
+            ),
+            disk_bytes: register(
+                &r,
+                IntGaugeVec::new(
                     Opts::new(
                         "keel_storage_disk_bytes",
                         "Bytes each RocksDB column family holds (live SST files and memtables)",
                     ),
                     &["column"],
-                )
-                .expect("INVARIANT: valid metric name");
-                r.register(Box::new(g.clone()))
-                    .expect("INVARIANT: metric registered once");
-                g
-            },
+                ),
+            ),
             pruned_height: gauge(
                 &r,
                 "keel_pruned_height",

@@ -331,14 +331,21 @@ fn fetch_range(
     }
 }
 
+/// What a peer answered instead of a committed range (named, not printed: an answer can be
+/// megabytes).
 fn response_kind(response: &Response) -> String {
-    match response {
-        Response::Refused(reason) => format!("refused: {reason}"),
-        other => {
-            let text = format!("{other:?}");
-            text.chars().take(40).collect()
-        }
-    }
+    let kind = match response {
+        Response::Refused(reason) => return format!("refused: {reason}"),
+        Response::CommittedRange { .. } => "a range from another height",
+        Response::Blocks(_) => "blocks",
+        Response::Batches(_) => "batches",
+        Response::SyncStatus { .. } => "a sync status",
+        Response::Certificates { .. } => "certificates",
+        Response::Checkpoint(_) => "a checkpoint",
+        Response::StateSummary { .. } => "a state summary",
+        Response::StateChunk { .. } => "a state chunk",
+    };
+    format!("with {kind}")
 }
 
 /// Fetches from `peer` the batches `blocks` order that the store lacks, storing each whose
