@@ -52,7 +52,8 @@ use crate::{
 use block_sync::BlockSync;
 use keel_types::{
     Block, Committee, Digest, QuorumCertificate, Round, SignedBlock, Timeout, TimeoutCertificate,
-    TimestampMs, ValidatorIndex, consensus::MAX_BLOCK_PAYLOAD,
+    TimestampMs, ValidatorIndex,
+    consensus::{MAX_BLOCK_PAYLOAD, skipped_rounds},
 };
 use std::collections::BTreeMap;
 
@@ -128,7 +129,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let start = after_qc.max(after_tc);
         let last_tc = last_tc.filter(|tc| tc.round.checked_next() == Some(start));
         let f = (committee.size().saturating_sub(1) / 3) as u32;
-        let pacemaker = Pacemaker::new(start, config.pacemaker, 2 * f);
+        let pacemaker = Pacemaker::new(start, config.pacemaker, 2 * f, config.max_idle_wait_ms);
         let (safety, amnesia) = if recovery.amnesiac {
             // This replica's own certificates are its answer: they justify `start`.
             let own = AnswerTally::new(&committee, me, Round(start.0.saturating_sub(1)));
@@ -195,6 +196,16 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
     /// The tunables this core runs with.
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// The leader election (who leads which round; reputations for metrics).
+    pub fn election(&self) -> &L {
+        &self.leader
+    }
+
+    /// The current round timeout in milliseconds (adapted base, back-off, idle allowance).
+    pub fn timeout_ms(&self) -> u64 {
+        self.pacemaker.timeout_ms()
     }
 
     /// The payload object (source of this replica's proposals, validator of others').
@@ -346,7 +357,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             out.push(fetch);
         }
         self.try_commit(&qc, out);
-        if self.pacemaker.on_qc(qc.round()).is_some() {
+        if self.pacemaker.on_qc(qc.round(), self.now).is_some() {
             self.last_tc = None;
             self.enter_round(out);
         }
@@ -354,7 +365,8 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
 
     fn process_tc(&mut self, tc: TimeoutCertificate, out: &mut Vec<Action>) {
         self.process_qc(tc.high_qc.clone(), out);
-        if self.pacemaker.on_tc(tc.round).is_some() {
+        if self.pacemaker.on_tc(tc.round, self.now).is_some() {
+            self.stats.failed_rounds += 1;
             self.last_tc = Some(tc);
             self.enter_round(out);
         }
@@ -375,6 +387,9 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             return;
         }
         if let Some(committed) = self.tree.commit(&parent) {
+            for block in &committed {
+                self.leader.on_commit(block);
+            }
             self.stats.committed_blocks += committed.len() as u64;
             self.committed_payload = committed.iter().any(|c| !c.block.block.payload.is_empty());
             let root_round = self.tree.root().round;
@@ -444,12 +459,16 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let max = self.config.max_block_proofs;
         let mut payload = self.payload.pull(round, parent, max);
         payload.truncate(max);
+        let failed_leaders = skipped_rounds(self.high_qc.round(), round)
+            .map(|r| self.leader.leader(r))
+            .collect();
         let block = Block {
             epoch: self.committee.epoch(),
             round,
             author: self.me,
             parent_qc: self.high_qc.clone(),
             timeout_cert,
+            failed_leaders,
             payload,
             timestamp: self.now.max(parent_timestamp),
         };
@@ -528,6 +547,16 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 limit: self.config.max_block_proofs,
             });
         }
+        if let Some((round, named)) = b
+            .skipped_rounds()
+            .zip(&b.failed_leaders)
+            .find(|(r, named)| self.leader.leader(*r) != **named)
+        {
+            return Err(Error::Unsafe(format!(
+                "block records {named} as the failed leader of round {round}, this replica's election names {}",
+                self.leader.leader(round)
+            )));
+        }
         self.safety.check_vote(block)?;
         if !self.payload.validate(b) {
             return Err(Error::Unsafe("payload refused".into()));
@@ -545,6 +574,18 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 message: ConsensusMessage::Vote(vote),
             }],
         });
+        // The next leader may wait for payload before proposing if nothing ordered is
+        // uncommitted (it also checks its own payload, unknown here): allow for that wait.
+        if self.config.max_idle_wait_ms > 0
+            && b.round == self.round()
+            && !self.tree.uncommitted_payload(&block.digest())
+        {
+            self.pacemaker.mark_idle();
+            out.push(Action::SetTimer {
+                round: b.round,
+                after_ms: self.pacemaker.timeout_ms(),
+            });
+        }
         Ok(())
     }
 
@@ -555,6 +596,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             return;
         }
         let round = self.round();
+        self.pacemaker.on_local_timeout();
         let timeout = match &self.last_timeout {
             Some(t) if t.round == round => Some(t.clone()),
             _ => {
@@ -576,6 +618,14 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         };
         if let Some(t) = timeout {
             let mut release = vec![Action::Broadcast(ConsensusMessage::Timeout(t))];
+            // Votes survive a failed round: the vote went to the next leader only; if that
+            // leader failed, everyone can still form the QC from the votes that come with the
+            // timeouts, so this round's block is certified rather than orphaned.
+            if let Some(vote) = &self.safety.data().last_vote
+                && vote.data.round == round
+            {
+                release.push(Action::Broadcast(ConsensusMessage::Vote(vote.clone())));
+            }
             // Replicas that missed how the previous round ended can catch up from its TC.
             if let Some(tc) = &self.last_tc {
                 release.push(Action::Broadcast(ConsensusMessage::TimeoutCertificate(

@@ -8,6 +8,7 @@
 use crate::{
     block_tree::{CommitRoot, CommittedBlock},
     error::{Error, Result},
+    leader::ElectionConfig,
     message::{CertificateAnswer, ConsensusMessage, Verified},
     pacemaker::PacemakerConfig,
     safety::SafetyData,
@@ -94,6 +95,8 @@ const _: () = assert!(DEFAULT_MAX_BLOCK_PROOFS <= MAX_BLOCK_PAYLOAD);
 pub struct CoreConfig {
     /// Round timers.
     pub pacemaker: PacemakerConfig,
+    /// Who leads each round (committee-wide; the embedder builds the election from it).
+    pub election: ElectionConfig,
     /// Messages further ahead than this many rounds are dropped.
     pub max_future_rounds: u64,
     /// Most proposals kept while their parents are fetched.
@@ -121,6 +124,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             pacemaker: PacemakerConfig::default(),
+            election: ElectionConfig::default(),
             max_future_rounds: DEFAULT_MAX_FUTURE_ROUNDS,
             max_pending: DEFAULT_MAX_PENDING,
             max_blocks: DEFAULT_MAX_BLOCKS,
@@ -148,6 +152,35 @@ impl CoreConfig {
         if self.pacemaker.base_timeout_ms == 0 {
             return bad("pacemaker.base_timeout_ms", "must be positive".into());
         }
+        if self.pacemaker.min_timeout_ms == 0
+            || self.pacemaker.min_timeout_ms > self.pacemaker.base_timeout_ms
+        {
+            return bad(
+                "pacemaker.min_timeout_ms",
+                format!(
+                    "{} must be positive and at most pacemaker.base_timeout_ms {}",
+                    self.pacemaker.min_timeout_ms, self.pacemaker.base_timeout_ms
+                ),
+            );
+        }
+        if self.pacemaker.latency_multiplier == 0 {
+            return bad("pacemaker.latency_multiplier", "must be positive".into());
+        }
+        if self.pacemaker.latency_window == 0 {
+            return bad("pacemaker.latency_window", "must be positive".into());
+        }
+        // A leader following a QC waits the block interval before proposing: the shortest
+        // round timeout must leave the other half for the network trips.
+        if self.min_block_interval_ms > self.pacemaker.min_timeout_ms / 2 {
+            return bad(
+                "min_block_interval_ms",
+                format!(
+                    "{} ms must be at most half of pacemaker.min_timeout_ms {} ms",
+                    self.min_block_interval_ms, self.pacemaker.min_timeout_ms
+                ),
+            );
+        }
+        self.election.validate()?;
         // The other replicas wait in the previous round for a vote trip, the leader's pacing
         // and a proposal trip: pacing may take at most half their round timeout, leaving the
         // other half for the two network trips.
@@ -359,6 +392,8 @@ pub struct CoreStats {
     pub equivocations: u64,
     /// Messages dropped as stale, too far ahead, from a non-leader or refused by safety rules.
     pub dropped: u64,
+    /// Rounds this replica left on a timeout certificate (their leader failed).
+    pub failed_rounds: u64,
 }
 
 #[cfg(test)]

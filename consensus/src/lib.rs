@@ -79,9 +79,13 @@ pub use interface::{
     DEFAULT_MIN_BLOCK_INTERVAL_MS, EmptyPayload, Input, PayloadSource, PayloadValidator,
     RecoveryData,
 };
-pub use leader::{LeaderElection, WeightedRoundRobin};
+pub use leader::{
+    Election, ElectionConfig, ElectionKind, LeaderElection, Reputation, ValidatorReputation,
+    WeightedRoundRobin,
+};
 pub use message::{CertificateAnswer, CertificateCache, ConsensusMessage, Verified, verify_block};
 pub use pacemaker::{
-    DEFAULT_BASE_TIMEOUT_MS, DEFAULT_MAX_BACKOFF_EXPONENT, Pacemaker, PacemakerConfig,
+    DEFAULT_BASE_TIMEOUT_MS, DEFAULT_LATENCY_MULTIPLIER, DEFAULT_LATENCY_WINDOW,
+    DEFAULT_MAX_BACKOFF_EXPONENT, DEFAULT_MIN_TIMEOUT_MS, Pacemaker, PacemakerConfig,
 };
 pub use safety::{SafetyData, SafetyRules};

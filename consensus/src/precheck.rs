@@ -13,8 +13,11 @@
 //!    that signed it ([`Error::WrongSender`]). Honest replicas send only their own proposals,
 //!    votes and timeouts, so one arriving from another peer is a replay or an impersonation.
 //!    (Transports bind a peer to its committee identity, so `from` is trustworthy.)
-//! 2. **A proposal comes from its round's leader** ([`Error::NotLeader`]): the core accepts no
-//!    other, so nobody else's block is worth verifying.
+//! 2. **A proposal comes from its round's leader** ([`Error::NotLeader`]) when this replica's
+//!    election is final for the round: the core accepts no other, so nobody else's block is
+//!    worth verifying. A replica whose history does not decide the round yet (it lags, see
+//!    [`crate::Reputation`]) lets the proposal through: its certificates are how it catches up,
+//!    and the core checks the leader again after adopting them.
 //! 3. **A proposal is not stale.** A proposal for a round below the current one is dropped
 //!    ([`Error::Stale`]): the core inserts only the current round's proposal (an old block it
 //!    needs is fetched when a QC names it), so a replayed proposal is refused unverified.
@@ -64,7 +67,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         match msg {
             ConsensusMessage::Proposal(b) => {
                 let leader = self.leader.leader(round);
-                if author != leader {
+                if author != leader && self.leader.is_final(round) {
                     return Err(Error::NotLeader {
                         round,
                         author,

@@ -319,6 +319,7 @@ mod tests {
             author: ValidatorIndex(1),
             parent_qc,
             timeout_cert: tc,
+            failed_leaders: vec![],
             payload: vec![],
             timestamp: TimestampMs(round),
         }

@@ -24,6 +24,7 @@ fn junk_proposal(author: ValidatorIndex, round: u64, payload: usize) -> SignedBl
             author,
             parent_qc: QuorumCertificate::genesis(Epoch(1), CHAIN),
             timeout_cert: None,
+            failed_leaders: vec![],
             payload: (0..payload as u64).map(junk_proof).collect(),
             timestamp: TimestampMs(7),
         },

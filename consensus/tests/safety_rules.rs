@@ -87,6 +87,7 @@ proptest! {
                         author: ValidatorIndex(0),
                         parent_qc: qc(qc_round),
                         timeout_cert: tc,
+                        failed_leaders: vec![],
                         payload: vec![],
                         timestamp: TimestampMs(u64::from(tag)),
                     }

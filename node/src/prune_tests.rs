@@ -108,6 +108,7 @@ fn chain() -> Chain {
                 author: ValidatorIndex(0),
                 parent_qc: QuorumCertificate::genesis(committee.epoch(), CHAIN),
                 timeout_cert: None,
+                failed_leaders: vec![],
                 payload,
                 timestamp: NOW,
             }

@@ -204,6 +204,7 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
                         author,
                         parent_qc: QuorumCertificate::genesis(epoch, chain_id),
                         timeout_cert: None,
+                        failed_leaders: vec![],
                         payload: payload.to_vec(),
                         timestamp: TimestampMs(k),
                     };

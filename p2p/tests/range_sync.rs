@@ -42,6 +42,7 @@ impl Chain {
                 author: ValidatorIndex((round % 4) as u32),
                 parent_qc: qc,
                 timeout_cert: None,
+                failed_leaders: vec![],
                 payload: vec![],
                 timestamp: TimestampMs(round),
             }

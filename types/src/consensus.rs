@@ -69,6 +69,21 @@ impl CertificateVerifier for Uncached {
 /// Most proofs of availability in one block.
 pub const MAX_BLOCK_PAYLOAD: usize = 1_000;
 
+/// Most failed leaders one block records ([`Block::failed_leaders`]): the leaders of the last
+/// this-many rounds it skips.
+pub const MAX_FAILED_LEADERS: usize = 32;
+
+/// The rounds strictly between `parent` and `round` whose leaders a block at `round` on a
+/// parent at `parent` records: the last [`MAX_FAILED_LEADERS`] of them, oldest first.
+pub fn skipped_rounds(parent: Round, round: Round) -> impl Iterator<Item = Round> {
+    let end = round.0;
+    let start = parent
+        .0
+        .saturating_add(1)
+        .max(end.saturating_sub(MAX_FAILED_LEADERS as u64));
+    (start..end).map(Round)
+}
+
 /// The digest the genesis QC of `epoch` certifies.
 pub fn genesis_digest(epoch: Epoch, chain_id: ChainId) -> Digest {
     Digest::of_tagged("keel/genesis", &(epoch, chain_id))
@@ -190,6 +205,11 @@ pub struct Block {
     pub parent_qc: QuorumCertificate,
     /// Present when the previous round ended in a timeout rather than a QC.
     pub timeout_cert: Option<TimeoutCertificate>,
+    /// The leaders of the rounds this block skips (those between its parent QC's round and
+    /// its own), oldest first: all of them, or the last [`MAX_FAILED_LEADERS`]. Verification
+    /// checks the count and the indices; voters check that they are the leaders their election
+    /// names, so committed blocks record who failed for leader reputation.
+    pub failed_leaders: Vec<ValidatorIndex>,
     /// Batches ordered by this block.
     pub payload: Vec<ProofOfAvailability>,
     /// The proposer's clock.
@@ -205,6 +225,12 @@ impl Block {
     /// The parent's digest.
     pub fn parent(&self) -> Digest {
         self.parent_qc.block()
+    }
+
+    /// The rounds whose leaders [`Block::failed_leaders`] names, oldest first: the last
+    /// [`MAX_FAILED_LEADERS`] rounds between the parent QC's round and this block's round.
+    pub fn skipped_rounds(&self) -> impl Iterator<Item = Round> + use<> {
+        skipped_rounds(self.parent_qc.round(), self.round)
     }
 
     /// Signs the block as its author.
@@ -282,6 +308,19 @@ impl SignedBlock {
                     b.parent_qc.round()
                 ),
             });
+        }
+        let skipped = b.skipped_rounds().count();
+        if b.failed_leaders.len() != skipped {
+            return Err(Error::Malformed {
+                what: "block",
+                reason: format!(
+                    "records {} failed leaders for {skipped} skipped rounds",
+                    b.failed_leaders.len()
+                ),
+            });
+        }
+        for leader in &b.failed_leaders {
+            committee.member(*leader)?;
         }
         let follows_parent = b.parent_qc.round().checked_next() == Some(b.round);
         match &b.timeout_cert {
@@ -572,6 +611,7 @@ mod tests {
             author: ValidatorIndex(0),
             parent_qc: QuorumCertificate::genesis(Epoch(1), CHAIN),
             timeout_cert: None,
+            failed_leaders: vec![],
             payload,
             timestamp: TimestampMs(5),
         }

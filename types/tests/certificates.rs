@@ -316,6 +316,7 @@ fn block_rules_are_checked() {
             author: ValidatorIndex(author),
             parent_qc: genesis.clone(),
             timeout_cert: None,
+            failed_leaders: vec![],
             payload: vec![],
             timestamp: Default::default(),
         }

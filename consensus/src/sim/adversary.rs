@@ -129,7 +129,13 @@ impl Simulation {
                 &self.keys[to],
                 CHAIN,
             );
-            let next = self.leader.leader(Round(b.block.round.0 + 1)).as_usize();
+            let Some(core) = self.replicas[to].core.as_ref() else {
+                return;
+            };
+            let next = core
+                .election()
+                .leader(Round(b.block.round.0 + 1))
+                .as_usize();
             self.send(to, next, ConsensusMessage::Vote(vote));
         }
     }

@@ -5,11 +5,13 @@
 //! and wipes included): it signs no votes for two blocks, no two timeouts with different high
 //! QC rounds, and no first vote after a timeout in that round; a live honest replica's round
 //! never goes back; and (when safety data is persisted) its last voted round never goes back
-//! either, except when a wipe loses it. Violations are collected as messages, not panics, so a
+//! either, except when a wipe loses it; and honest replicas that act on a leader (propose as
+//! it, or vote for its block) computed from final history agree on it in every round.
+//! Violations are collected as messages, not panics, so a
 //! test can print the seed and the whole list.
 
-use keel_types::{Digest, Height, Round, Timeout, Vote};
-use std::collections::HashMap;
+use keel_types::{Digest, Height, Round, Timeout, ValidatorIndex, Vote};
+use std::collections::{HashMap, HashSet};
 
 /// What the checker has seen, and what it found.
 pub(super) struct Checker {
@@ -25,6 +27,11 @@ pub(super) struct Checker {
     voted: Vec<Round>,
     /// Whether the last voted round must survive crashes (safety data is persisted).
     voted_survives_crashes: bool,
+    /// Per round: the leader honest replicas acted on from final history, and the first
+    /// replica that did.
+    final_leaders: HashMap<Round, (ValidatorIndex, usize)>,
+    /// Per round: every leader honest replicas acted on.
+    acted_leaders: HashMap<Round, HashSet<ValidatorIndex>>,
     violations: Vec<String>,
 }
 
@@ -38,6 +45,8 @@ impl Checker {
             rounds: vec![Round(0); n],
             voted: vec![Round(0); n],
             voted_survives_crashes,
+            final_leaders: HashMap::new(),
+            acted_leaders: HashMap::new(),
             violations: Vec::new(),
         }
     }
@@ -65,14 +74,18 @@ impl Checker {
     }
 
     /// Honest replica `from` sends `vote` at `now`: it must not have voted for another block
-    /// in that round.
-    pub(super) fn honest_vote(&mut self, now: u64, from: usize, vote: &Vote) {
+    /// in that round. Returns whether this is its first vote in the round (not the same vote
+    /// again, as timeouts re-send it).
+    pub(super) fn honest_vote(&mut self, now: u64, from: usize, vote: &Vote) -> bool {
         let round = vote.data.round;
         match self.honest_votes.get(&(from, round)) {
-            Some(d) if *d != vote.data.block => self.violations.push(format!(
-                "t={now}ms: honest replica {from} voted for two blocks in round {round}"
-            )),
-            Some(_) => {} // the same vote again
+            Some(d) if *d != vote.data.block => {
+                self.violations.push(format!(
+                    "t={now}ms: honest replica {from} voted for two blocks in round {round}"
+                ));
+                false
+            }
+            Some(_) => false, // the same vote again
             None => {
                 if self.honest_timeouts.contains_key(&(from, round)) {
                     self.violations.push(format!(
@@ -80,8 +93,40 @@ impl Checker {
                     ));
                 }
                 self.honest_votes.insert((from, round), vote.data.block);
+                true
             }
         }
+    }
+
+    /// Honest replica `from` acts at `now` on `leader` leading `round`, computed from final
+    /// history or not (`is_final`): every final belief in a round must be the same.
+    pub(super) fn honest_leader(
+        &mut self,
+        now: u64,
+        from: usize,
+        round: Round,
+        leader: ValidatorIndex,
+        is_final: bool,
+    ) {
+        self.acted_leaders.entry(round).or_default().insert(leader);
+        if !is_final {
+            return;
+        }
+        match self.final_leaders.get(&round) {
+            Some((other, by)) if *other != leader => self.violations.push(format!(
+                "t={now}ms: honest replicas {by} and {from} took {other} and {leader} as the leader of round {round}"
+            )),
+            Some(_) => {}
+            None => {
+                self.final_leaders.insert(round, (leader, from));
+            }
+        }
+    }
+
+    /// Rounds in which honest replicas acted on different leaders, some of them not from final
+    /// history (final disagreements are violations).
+    pub(super) fn unfinal_disagreements(&self) -> u64 {
+        self.acted_leaders.values().filter(|l| l.len() > 1).count() as u64
     }
 
     /// Honest replica `from` sends `timeout` at `now`: any earlier timeout of its in that round

@@ -34,7 +34,7 @@ pub use scenario::{Behaviour, Crash, Partition, SimConfig};
 
 use crate::{
     core::Input,
-    leader::WeightedRoundRobin,
+    leader::LeaderElection,
     message::{CertificateAnswer, ConsensusMessage, Verified, verify_block},
 };
 use checker::Checker;
@@ -54,7 +54,6 @@ pub struct Simulation {
     config: SimConfig,
     committee: Committee,
     keys: Vec<KeyPair>,
-    leader: WeightedRoundRobin,
     replicas: Vec<Replica>,
     net: Network,
     checker: Checker,
@@ -80,7 +79,6 @@ impl Simulation {
             .collect();
         // INVARIANT: distinct seeded keys and positive stakes make a valid committee.
         let committee = Committee::new(Epoch(1), validators).expect("INVARIANT: valid committee");
-        let leader = WeightedRoundRobin::new(&committee);
         let replicas = config.behaviours.iter().map(|b| Replica::new(*b)).collect();
         let mut sim = Simulation {
             report: SimReport::new(n),
@@ -90,7 +88,6 @@ impl Simulation {
             config,
             committee,
             keys,
-            leader,
             replicas,
             started: false,
         };
@@ -118,14 +115,42 @@ impl Simulation {
     fn send(&mut self, from: usize, to: usize, message: ConsensusMessage) {
         if self.is_honest(from) {
             match &message {
-                ConsensusMessage::Vote(v) => self.checker.honest_vote(self.net.now, from, v),
+                ConsensusMessage::Vote(v) => {
+                    if !self.checker.honest_vote(self.net.now, from, v) {
+                        // The same vote again (a timeout re-sends it): the leader it was
+                        // cast for was recorded, with its finality, when it was signed.
+                        return self.send_as(from, to, message);
+                    }
+                    let author = self.replicas[from]
+                        .persisted
+                        .blocks
+                        .get(&v.data.block)
+                        .map(|b| b.block.author);
+                    if let Some(author) = author {
+                        self.honest_leader(from, v.data.round, author);
+                    }
+                }
                 ConsensusMessage::Timeout(t) => {
                     self.checker.honest_timeout(self.net.now, from, t);
+                }
+                ConsensusMessage::Proposal(b) if b.block.author.as_usize() == from => {
+                    self.honest_leader(from, b.block.round, b.block.author);
                 }
                 _ => {}
             }
         }
         self.send_as(from, to, message);
+    }
+
+    /// Honest replica `from` acts on `leader` leading `round` (it proposes as the leader, or
+    /// votes for the leader's block): the checker compares it with the other honest replicas'.
+    fn honest_leader(&mut self, from: usize, round: Round, leader: ValidatorIndex) {
+        let Some(core) = self.replicas[from].core.as_ref() else {
+            return;
+        };
+        let is_final = core.election().is_final(round);
+        self.checker
+            .honest_leader(self.net.now, from, round, leader, is_final);
     }
 
     /// Delivers `message` from replica `from` (`None`: a scripted message claiming to come
@@ -334,6 +359,23 @@ impl Simulation {
             .collect()
     }
 
+    /// Each replica's view of `round`'s leader (`None` while down): the leader, whether its
+    /// election is final for the round, and the reputations it drew from.
+    pub fn leader_views(
+        &self,
+        round: Round,
+    ) -> Vec<Option<(ValidatorIndex, bool, Vec<crate::ValidatorReputation>)>> {
+        self.replicas
+            .iter()
+            .map(|r| {
+                r.core.as_ref().map(|c| {
+                    let e = c.election();
+                    (e.leader(round), e.is_final(round), e.reputations(round))
+                })
+            })
+            .collect()
+    }
+
     /// Current round of each replica (0 while down).
     pub fn rounds(&self) -> Vec<u64> {
         self.replicas
@@ -391,6 +433,15 @@ impl Simulation {
             .collect()
     }
 
+    /// The blocks `replica` has committed, in height order.
+    pub fn committed_blocks(&self, replica: ValidatorIndex) -> Vec<SignedBlock> {
+        let p = &self.replicas[replica.as_usize()].persisted;
+        p.committed
+            .iter()
+            .filter_map(|d| p.blocks.get(d).cloned())
+            .collect()
+    }
+
     /// Signs `block` with `signer`'s key (scripted equivocation).
     pub fn sign_block(&self, signer: ValidatorIndex, block: keel_types::Block) -> SignedBlock {
         block.sign(&self.keys[signer.as_usize()], CHAIN)
@@ -430,6 +481,7 @@ impl Simulation {
             .enumerate()
             .filter(|(_, r)| r.behaviour == Behaviour::Honest)
             .map(|(i, r)| (i, r.persisted.committed.as_slice()));
+        self.report.unfinal_leader_disagreements = self.checker.unfinal_disagreements();
         self.report.violations = self.checker.finish(honest_chains);
         self.report
     }

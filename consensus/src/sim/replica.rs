@@ -10,7 +10,7 @@ use super::{Simulation, network::Event, scenario::Behaviour, scenario::CHAIN};
 use crate::{
     block_tree::{CommitRoot, CommittedBlock},
     core::{Action, Core, CoreConfig, CoreDeps, EmptyPayload, Input, RecoveryData},
-    leader::WeightedRoundRobin,
+    leader::{Election, LeaderElection},
     message::{CertificateCache, ConsensusMessage},
     safety::SafetyData,
 };
@@ -18,7 +18,7 @@ use keel_types::{Committee, Digest, KeyPair, Round, SignedBlock, TimestampMs, Va
 use std::collections::{HashMap, VecDeque};
 
 /// The core every simulated replica runs.
-pub(super) type SimCore = Core<WeightedRoundRobin, EmptyPayload>;
+pub(super) type SimCore = Core<Election, EmptyPayload>;
 
 /// What survives a crash.
 #[derive(Default)]
@@ -42,6 +42,22 @@ impl Persisted {
         }
         recovery.blocks = self.blocks.values().cloned().collect();
         recovery
+    }
+
+    /// `election` after being fed the last committed blocks it needs, as a node feeds it
+    /// from its store on restart.
+    fn election(&self, mut election: Election) -> Election {
+        let keep = election.history_len();
+        let from = self.committed.len().saturating_sub(keep);
+        for (i, digest) in self.committed.iter().enumerate().skip(from) {
+            if let Some(block) = self.blocks.get(digest) {
+                election.on_commit(&CommittedBlock {
+                    block: block.clone(),
+                    height: keel_types::Height(i as u64 + 1),
+                });
+            }
+        }
+        election
     }
 
     /// Records a committed block as the new root.
@@ -93,20 +109,30 @@ impl Simulation {
             // Set explicitly: the scenario's value (often 0), not the library default.
             min_block_interval_ms: self.config.min_block_interval_ms,
             max_idle_wait_ms: self.config.max_idle_wait_ms,
+            election: self.election_config(i),
             ..CoreConfig::default()
         };
+        let election = Election::new(&config.election, &self.committee);
         Core::new(CoreDeps {
             config,
             chain_id: CHAIN,
             me: ValidatorIndex(i as u32),
             committee: self.committee.clone(),
             key: KeyPair::from_seed(&self.keys[i].seed()),
-            leader: self.leader.clone(),
+            leader: self.replicas[i].persisted.election(election),
             payload: EmptyPayload,
             recovery: self.replicas[i]
                 .persisted
                 .recovery(&self.committee, amnesiac),
         })
+    }
+
+    /// The election configuration replica `i` runs.
+    pub(super) fn election_config(&self, i: usize) -> crate::leader::ElectionConfig {
+        match self.config.election_override {
+            Some((r, config)) if r.as_usize() == i => config,
+            _ => self.config.election,
+        }
     }
 
     /// Feeds `input` to replica `i`'s core (if up), carries out its actions, then checks.

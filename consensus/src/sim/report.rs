@@ -24,6 +24,10 @@ pub struct SimReport {
     pub rejected: u64,
     /// Messages refused by the core's precheck, before any verification.
     pub dropped_unverified: u64,
+    /// Rounds in which an honest replica acted on a leader it had not computed from final
+    /// history (it lagged, see [`crate::Reputation`]) and that differs from another honest
+    /// replica's: a wasted round at most, never a safety question (not a violation).
+    pub unfinal_leader_disagreements: u64,
 }
 
 impl SimReport {

@@ -6,7 +6,7 @@
 //! crash-restarts from the seed; [`SimConfig::random_wiped`] makes those crashes lose the
 //! replicas' safety data (the amnesia scenario).
 
-use crate::pacemaker::PacemakerConfig;
+use crate::{leader::ElectionConfig, pacemaker::PacemakerConfig};
 use keel_types::{ChainId, KeyPair, ValidatorIndex};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
@@ -114,6 +114,11 @@ pub struct SimConfig {
     /// How long an idle leader waits for payload (see [`crate::CoreConfig::max_idle_wait_ms`]);
     /// simulated replicas never have payload, so every leader following a QC waits this long.
     pub max_idle_wait_ms: u64,
+    /// Leader election (reputation unless a test says otherwise).
+    pub election: ElectionConfig,
+    /// One replica running a different election configuration than the others: for the
+    /// negative test of the leader-agreement check only.
+    pub election_override: Option<(ValidatorIndex, ElectionConfig)>,
 }
 
 impl SimConfig {
@@ -130,7 +135,9 @@ impl SimConfig {
             duration_ms: 10_000,
             pacemaker: PacemakerConfig {
                 base_timeout_ms: 300,
+                min_timeout_ms: 100,
                 max_backoff_exponent: 4,
+                ..PacemakerConfig::default()
             },
             persist_safety: true,
             amnesia_guard: true,
@@ -138,6 +145,8 @@ impl SimConfig {
             max_future_rounds: 100,
             min_block_interval_ms: 0,
             max_idle_wait_ms: 0,
+            election: ElectionConfig::default(),
+            election_override: None,
         }
     }
 
@@ -213,7 +222,9 @@ impl SimConfig {
             duration_ms: stable_ms + 15_000,
             pacemaker: PacemakerConfig {
                 base_timeout_ms: 4 * max_latency + 100,
+                min_timeout_ms: 2 * max_latency + 50,
                 max_backoff_exponent: 2,
+                ..PacemakerConfig::default()
             },
             persist_safety: true,
             amnesia_guard: true,
@@ -221,6 +232,8 @@ impl SimConfig {
             max_future_rounds: 100,
             min_block_interval_ms,
             max_idle_wait_ms,
+            election: ElectionConfig::default(),
+            election_override: None,
         }
     }
 

@@ -142,6 +142,7 @@ impl Fixture {
             author,
             parent_qc,
             timeout_cert: None,
+            failed_leaders: vec![],
             payload: vec![],
             timestamp: TimestampMs(100 + round),
         }

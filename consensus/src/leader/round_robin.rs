@@ -1,19 +1,14 @@
-//! Leader election: who proposes in a round.
+//! Stake-weighted round robin: the history-free schedule.
 //!
-//! [`LeaderElection`] is a trait so that reputation-based election (skipping leaders that
-//! recently failed) can replace the default. [`WeightedRoundRobin`] spreads rounds over
-//! validators in proportion to stake with the smooth weighted round-robin schedule: over each
-//! cycle a validator leads `slots_i` rounds, interleaved as evenly as possible. With equal
-//! stakes it is plain round robin. The schedule depends only on the committee, so every
-//! replica computes the same leader for a round.
+//! [`WeightedRoundRobin`] spreads rounds over validators in proportion to stake with the smooth
+//! weighted round-robin schedule: over each cycle a validator leads `slots_i` rounds,
+//! interleaved as evenly as possible. With equal stakes it is plain round robin. The schedule
+//! depends only on the committee, so every replica computes the same leader for a round. It is
+//! the election when configured so, and the fallback of [`super::Reputation`] for rounds whose
+//! history a replica does not hold yet.
 
+use super::LeaderElection;
 use keel_types::{Committee, Round, ValidatorIndex};
-
-/// Chooses the leader of a round; must be deterministic.
-pub trait LeaderElection {
-    /// The leader of `round`.
-    fn leader(&self, round: Round) -> ValidatorIndex;
-}
 
 /// Longest schedule cycle; stakes are scaled down to fit.
 const MAX_CYCLE: u64 = 1_000;
