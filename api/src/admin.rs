@@ -65,10 +65,15 @@ async fn not_found() -> ApiError {
 
 async fn status(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let node = state.node.clone();
-    let status = tokio::task::spawn_blocking(move || node.status())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let status = tokio::task::spawn_blocking(move || {
+        node.status().map(|status| crate::dto::AdminStatusJson {
+            status,
+            consensus: node.consensus(),
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     Ok(axum::response::IntoResponse::into_response(Json(status)))
 }
 

@@ -396,6 +396,49 @@ pub struct StatusJson {
     pub latest_checkpoint: Option<CheckpointRefJson>,
 }
 
+/// The admin status: the public status and this node's view of consensus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminStatusJson {
+    /// The public status.
+    #[serde(flatten)]
+    pub status: StatusJson,
+    /// Rounds, timeouts and leader election.
+    pub consensus: ConsensusJson,
+}
+
+/// This node's view of consensus (admin status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusJson {
+    /// The current round.
+    pub round: u64,
+    /// Its leader.
+    pub leader: u32,
+    /// The current round timeout in ms (adapted to round latency, backed off while rounds
+    /// fail).
+    pub round_timeout_ms: u64,
+    /// Rounds this node left on a timeout certificate since it started.
+    pub failed_rounds: u64,
+    /// The election: `reputation` or `round_robin`.
+    pub election: String,
+    /// Each validator's standing in the current round's draw (empty for round robin).
+    pub reputations: Vec<ReputationJson>,
+}
+
+/// One validator's leader reputation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReputationJson {
+    /// The validator.
+    pub validator: u32,
+    /// Blocks it proposed in the proposer window.
+    pub proposed: u32,
+    /// Leader rounds it failed in the proposer window.
+    pub failed: u32,
+    /// Parent QCs it signed in the voter window.
+    pub voted: u32,
+    /// Its weight before stake.
+    pub weight: u64,
+}
+
 /// A certified checkpoint in short (in the node status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRefJson {

@@ -31,7 +31,7 @@ pub use error::{ApiError, ErrorJson};
 pub use openapi::OPENAPI_PATH;
 pub use public::public_router;
 
-use dto::{BlockJson, PeerJson, StatusJson, TxLookup};
+use dto::{BlockJson, ConsensusJson, PeerJson, StatusJson, TxLookup};
 use keel_types::{
     Account, Address, CertifiedCheckpoint, Digest, Height, Object, Receipt, SignedTransaction,
 };
@@ -69,6 +69,8 @@ pub trait NodeApi: Send + Sync + 'static {
     fn checkpoint(&self, sequence: Option<u64>) -> Result<Option<CertifiedCheckpoint>, String>;
     /// Node status.
     fn status(&self) -> Result<StatusJson, String>;
+    /// This node's view of consensus: round, timeout, leaders (admin status).
+    fn consensus(&self) -> ConsensusJson;
     /// Receipts of each executed block, as it executes.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Receipt>>>;
     /// Metrics in the Prometheus text format.

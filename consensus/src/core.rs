@@ -404,6 +404,16 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let keep_from = Round(round.0.saturating_sub(1));
         self.votes.prune_below(keep_from);
         self.timeouts.prune_below(keep_from);
+        // Entered on a QC with nothing ordered awaiting commit: this round's leader may wait
+        // for payload (the leader itself enters here before it waits), so the timer allows
+        // for that wait however short the adapted timeout is.
+        if self.config.max_idle_wait_ms > 0
+            && self.high_qc.round().checked_next() == Some(round)
+            && !self.committed_payload
+            && !self.tree.uncommitted_payload(&self.high_qc.block())
+        {
+            self.pacemaker.mark_idle();
+        }
         out.push(Action::SetTimer {
             round,
             after_ms: self.pacemaker.timeout_ms(),

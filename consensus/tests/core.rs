@@ -352,6 +352,26 @@ fn an_idle_leader_waits_for_payload_then_proposes_an_empty_block() {
     assert!(proposals[0].block.payload.is_empty());
 }
 
+/// An idle leader waits longer than the shortest adapted timeout: its own round timer must
+/// outlast the wait, or it times out in its round before proposing (and then may not propose).
+#[test]
+fn an_idle_leaders_own_timer_outlasts_its_wait() {
+    let f = Fixture::new();
+    let (mut config, payload) = idle_setup();
+    config.pacemaker = keel_consensus::PacemakerConfig::fixed(200);
+    let (mut core, actions) = f.started(f.leader.leader(Round(1)), config, payload);
+    let timer = actions.iter().find_map(|a| match a {
+        Action::SetTimer { round, after_ms } if *round == Round(1) => Some(*after_ms),
+        _ => None,
+    });
+    assert_eq!(timer, Some(700), "200 ms plus the 500 ms idle allowance: {actions:?}");
+    let actions = core.handle(
+        TimestampMs(NOW.0 + 500),
+        Input::ProposeTimer { round: Round(1) },
+    );
+    assert_eq!(proposals_in(&actions).len(), 1, "{actions:?}");
+}
+
 #[test]
 fn payload_arriving_ends_an_idle_leaders_wait() {
     let f = Fixture::new();

@@ -12,7 +12,10 @@ use crate::{
 };
 use keel_api::{
     NodeApi, SubmitError,
-    dto::{BatchRefJson, BlockJson, CheckpointRefJson, PeerJson, StatusJson, SyncJson, TxLookup},
+    dto::{
+        BatchRefJson, BlockJson, CheckpointRefJson, ConsensusJson, PeerJson, ReputationJson,
+        StatusJson, SyncJson, TxLookup,
+    },
 };
 use keel_authority::{Mempool, NonceReader, Rejection, checkpoint_store, state};
 use keel_storage::Store;
@@ -194,6 +197,29 @@ impl NodeApi for NodeView {
                 .as_ref()
                 .map(CheckpointRefJson::from),
         })
+    }
+
+    fn consensus(&self) -> ConsensusJson {
+        let s = self.status.borrow();
+        let c = &s.consensus;
+        ConsensusJson {
+            round: s.round.0,
+            leader: c.leader.0,
+            round_timeout_ms: c.round_timeout_ms,
+            failed_rounds: c.failed_rounds,
+            election: c.election.to_string(),
+            reputations: c
+                .reputations
+                .iter()
+                .map(|r| ReputationJson {
+                    validator: r.validator.0,
+                    proposed: r.proposed,
+                    failed: r.failed,
+                    voted: r.voted,
+                    weight: r.weight,
+                })
+                .collect(),
+        }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Receipt>>> {

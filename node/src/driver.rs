@@ -15,11 +15,12 @@
 
 use crate::{
     clock::now_ms, metrics::Metrics, payload::ProofPayload, peers::Outbound, persist,
-    status::StatusWriter, sync::SyncControl,
+    status::{ConsensusView, StatusWriter},
+    sync::SyncControl,
 };
 use keel_consensus::{
     Action, CertificateAnswer, CertificateCache, CommitRoot, CommittedBlock, ConsensusMessage,
-    Core, Input, PayloadSource, RecoveryData, Verified, WeightedRoundRobin, verify_block,
+    Core, Election, Input, LeaderElection, PayloadSource, RecoveryData, Verified, verify_block,
 };
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
@@ -35,7 +36,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 /// The consensus core type the node runs.
-pub type NodeCore = Core<WeightedRoundRobin, ProofPayload>;
+pub type NodeCore = Core<Election, ProofPayload>;
 
 /// A peer's consensus message, unverified.
 pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
@@ -278,12 +279,42 @@ impl Driver {
             .inc_by(stats.timeouts.saturating_sub(m.timeouts.get()));
         m.proposals
             .inc_by(stats.proposals.saturating_sub(m.proposals.get()));
+        m.failed_rounds
+            .inc_by(stats.failed_rounds.saturating_sub(m.failed_rounds.get()));
+        m.round_timeout_ms.set(self.core.timeout_ms() as i64);
         let round = self.core.round();
-        self.status.send_if_modified(|s| {
-            let changed = s.round != round;
-            s.round = round;
-            changed
-        });
+        if self.status.borrow().round != round {
+            let view = self.consensus_view(round);
+            self.status.send_modify(|s| {
+                s.round = round;
+                s.consensus = view;
+            });
+        }
+    }
+
+    /// The consensus view of `round` for the status and the leader metrics (once per round:
+    /// the reputations walk the election's windows).
+    fn consensus_view(&self, round: Round) -> ConsensusView {
+        let election = self.core.election();
+        let leader = election.leader(round);
+        let reputations = election.reputations(round);
+        self.metrics.round_leader.set(i64::from(leader.0));
+        for r in &reputations {
+            self.metrics
+                .leader_weight
+                .with_label_values(&[&r.validator.0.to_string()])
+                .set(r.weight as i64);
+        }
+        ConsensusView {
+            leader,
+            round_timeout_ms: self.core.timeout_ms(),
+            failed_rounds: self.core.stats().failed_rounds,
+            election: match election {
+                Election::RoundRobin(_) => "round_robin",
+                Election::Reputation(_) => "reputation",
+            },
+            reputations,
+        }
     }
 
     async fn apply(&mut self, actions: Vec<Action>, inputs: &mut VecDeque<Input>) {
@@ -369,6 +400,17 @@ impl Driver {
         let mut digests = Vec::new();
         for b in blocks {
             self.metrics.committed_blocks.inc();
+            let block = &b.block.block;
+            let outcome = |validator: ValidatorIndex, outcome: &str| {
+                self.metrics
+                    .leader_rounds
+                    .with_label_values(&[&validator.0.to_string(), outcome])
+                    .inc();
+            };
+            outcome(block.author, "succeeded");
+            for failed in &block.failed_leaders {
+                outcome(*failed, "failed");
+            }
             let latency = now.0.saturating_sub(b.block.block.timestamp.0) as f64 / 1e3;
             self.metrics.commit_latency.observe(latency);
             digests.extend(b.block.block.payload.iter().map(|p| p.info.digest));

@@ -14,6 +14,17 @@ pub struct Metrics {
     pub timeouts: IntCounter,
     /// Proposals made.
     pub proposals: IntCounter,
+    /// Rounds this node left on a timeout certificate.
+    pub failed_rounds: IntCounter,
+    /// The current round timeout in milliseconds (adapted base, back-off, idle allowance).
+    pub round_timeout_ms: IntGauge,
+    /// The leader of the current round.
+    pub round_leader: IntGauge,
+    /// Leader rounds per validator and outcome (`succeeded`: its block is committed;
+    /// `failed`: a committed block records its round as skipped), from committed blocks.
+    pub leader_rounds: IntCounterVec,
+    /// Each validator's reputation weight (before stake) for the current round's draw.
+    pub leader_weight: IntGaugeVec,
     /// Blocks committed.
     pub committed_blocks: IntCounter,
     /// Highest committed height.
@@ -184,6 +195,41 @@ impl Metrics {
                 "Round timeouts signed (view changes started)",
             ),
             proposals: counter(&r, "keel_consensus_proposals_total", "Blocks proposed"),
+            failed_rounds: counter(
+                &r,
+                "keel_consensus_failed_rounds_total",
+                "Rounds left on a timeout certificate (their leader failed)",
+            ),
+            round_timeout_ms: gauge(
+                &r,
+                "keel_consensus_round_timeout_ms",
+                "Current round timeout in ms (adapted to round latency, backed off while rounds fail)",
+            ),
+            round_leader: gauge(
+                &r,
+                "keel_consensus_round_leader",
+                "Validator index of the current round's leader",
+            ),
+            leader_rounds: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keel_consensus_leader_rounds_total",
+                        "Leader rounds by validator and outcome (succeeded, failed), from committed blocks",
+                    ),
+                    &["validator", "outcome"],
+                ),
+            ),
+            leader_weight: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "keel_consensus_leader_weight",
+                        "Reputation weight (before stake) of each validator for the current round's leader draw",
+                    ),
+                    &["validator"],
+                ),
+            ),
             committed_blocks: counter(
                 &r,
                 "keel_consensus_committed_blocks_total",

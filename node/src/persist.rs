@@ -21,7 +21,9 @@
 //! never committed here.
 
 use anyhow::{Context, Result};
-use keel_consensus::{CommitRoot, CommittedBlock, RecoveryData, SafetyData};
+use keel_consensus::{
+    CommitRoot, CommittedBlock, Election, ElectionConfig, LeaderElection, RecoveryData, SafetyData,
+};
 use keel_storage::{Column, Store, WriteOp};
 use keel_types::{ChainId, Committee, Digest, Height, SignedBlock};
 use serde::{Deserialize, Serialize};
@@ -254,6 +256,55 @@ pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Resul
         }
     }
     Ok(recovery)
+}
+
+/// The last `count` committed blocks up to `root` (fewer where the chain is shorter or pruned),
+/// in height order: the history a rebuilt leader election is fed
+/// ([`keel_consensus::Election::history_len`]).
+pub fn recent_committed(
+    store: &Store,
+    root: &CommitRoot,
+    count: usize,
+) -> Result<Vec<CommittedBlock>> {
+    let first = root
+        .height
+        .0
+        .saturating_sub(count as u64)
+        .saturating_add(1)
+        .max(retained_from(store)?.0);
+    let mut blocks = Vec::with_capacity(count);
+    for h in first..=root.height.0 {
+        if let Some(record) = committed_at(store, Height(h))? {
+            blocks.push(CommittedBlock {
+                block: record.block,
+                height: record.height,
+            });
+        }
+    }
+    Ok(blocks)
+}
+
+/// The configured leader election for `committee`, fed the committed blocks it needs up to
+/// `root` (a core built at start-up or rebuilt after range sync computes the same leaders as
+/// replicas that never stopped). A store that cannot be read leaves the history empty, logged:
+/// the election then disagrees with the others' for about a window of blocks (wasted rounds,
+/// never a safety question).
+pub fn election(
+    store: &Store,
+    config: &ElectionConfig,
+    committee: &Committee,
+    root: &CommitRoot,
+) -> Election {
+    let mut election = Election::new(config, committee);
+    match recent_committed(store, root, election.history_len()) {
+        Ok(blocks) => {
+            for b in &blocks {
+                election.on_commit(b);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the committed history for leader election"),
+    }
+    election
 }
 
 #[cfg(test)]

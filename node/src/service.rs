@@ -30,7 +30,7 @@ use keel_authority::{
     BatchVerifier, CheckpointMachine, Dissemination, DisseminationDeps, Executed, Executor,
     GenesisState, Mempool, ProofQueue, checkpoint_store,
 };
-use keel_consensus::{Core, CoreDeps, WeightedRoundRobin};
+use keel_consensus::{Core, CoreDeps, RecoveryData};
 use keel_p2p::{AllowedPeers, EndpointConfig, Network, NetworkIdentity};
 use keel_storage::Store;
 use keel_types::{Checkpoint, KeyPair};
@@ -219,19 +219,21 @@ pub async fn run(
     let key = move || KeyPair::from_seed(&seed);
     let protocol = Arc::new(key());
     let new_core = {
-        let (consensus, committee, dissemination) = (
+        let (consensus, committee, dissemination, store) = (
             config.consensus.clone(),
             committee.clone(),
             config.dissemination.clone(),
+            store.clone(),
         );
-        move |recovery| {
+        move |recovery: RecoveryData| {
+            let leader = persist::election(&store, &consensus.election, &committee, &recovery.root);
             Core::new(CoreDeps {
                 config: consensus.clone(),
                 chain_id,
                 me,
                 committee: committee.clone(),
                 key: key(),
-                leader: WeightedRoundRobin::new(&committee),
+                leader,
                 payload: ProofPayload::new(
                     ProofQueue::from_config(&dissemination),
                     committee.clone(),

@@ -2,7 +2,8 @@
 //! and the sync task write and the API reads. Writers only ever change their own fields (`send_modify`), so the
 //! two never overwrite each other; readers borrow briefly and never block a writer for long.
 
-use keel_types::{Digest, Height, Round};
+use keel_consensus::ValidatorReputation;
+use keel_types::{Digest, Height, Round, ValidatorIndex};
 use std::{collections::VecDeque, time::Instant};
 use tokio::sync::watch;
 
@@ -30,11 +31,28 @@ pub enum SyncProgress {
     },
 }
 
+/// The driver's view of consensus, refreshed when the round changes (admin status).
+#[derive(Debug, Clone, Default)]
+pub struct ConsensusView {
+    /// The current round's leader.
+    pub leader: ValidatorIndex,
+    /// The current round timeout in ms.
+    pub round_timeout_ms: u64,
+    /// Rounds left on a timeout certificate since start.
+    pub failed_rounds: u64,
+    /// `reputation` or `round_robin`.
+    pub election: &'static str,
+    /// Each validator's standing in the current round's draw (empty for round robin).
+    pub reputations: Vec<ValidatorReputation>,
+}
+
 /// What consensus and execution have reached.
 #[derive(Debug)]
 pub struct NodeStatus {
     /// The consensus round (driver).
     pub round: Round,
+    /// Leaders, timeouts (driver).
+    pub consensus: ConsensusView,
     /// The highest committed height (driver).
     pub committed: Height,
     /// The highest executed height (execution).
@@ -65,6 +83,7 @@ impl NodeStatus {
     ) -> Self {
         NodeStatus {
             round: Round(0),
+            consensus: ConsensusView::default(),
             committed,
             executed,
             root,

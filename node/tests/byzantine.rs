@@ -114,7 +114,7 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
     let mut c = Committee::create(4);
     let honest = [0, 1, 2];
     // Leaders wait 200 ms after their parent, so batches reach every leader's proposal, the
-    // doomed ones included.
+    // doomed ones included; leaders rotate round robin.
     for i in honest {
         let path = c.path().join(format!("net/v{i}.toml"));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -124,11 +124,17 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
                 "min_block_interval_ms = 20\n",
                 "min_block_interval_ms = 200\n",
             )
-            .replace("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n");
+            .replace("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n")
+            // The interval must stay within half the shortest round timeout.
+            .replace("min_timeout_ms = 200\n", "min_timeout_ms = 500\n")
+            // The flooder plans around the leader schedule: round robin, known in advance.
+            .replace("kind = \"reputation\"\n", "kind = \"round_robin\"\n");
         assert!(
             paced.contains("min_block_interval_ms = 200\n")
-                && paced.contains("max_idle_wait_ms = 0\n"),
-            "the generated config sets both pacing fields"
+                && paced.contains("max_idle_wait_ms = 0\n")
+                && paced.contains("min_timeout_ms = 500\n")
+                && paced.contains("kind = \"round_robin\"\n"),
+            "the generated config sets the pacing and election fields"
         );
         std::fs::write(&path, paced).unwrap();
     }
