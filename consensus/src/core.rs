@@ -13,8 +13,16 @@
 //!   commit), then, if it is the current round leader's, votes for it if the safety rules
 //!   allow and the payload validator accepts its payload, sending the vote to the leader of
 //!   `r + 1`, which forms the QC and proposes on it.
-//! - On timer expiry a replica broadcasts a signed timeout with its highest QC; more than 1/3 of
-//!   the stake timing out makes the others time out too; 2/3 form a TC.
+//! - On timer expiry a replica broadcasts a signed timeout with its highest QC, and with it the
+//!   vote it signed in the round, if any: when the next leader failed, every replica can still
+//!   form the QC from those votes, so the round's block is certified rather than orphaned.
+//!   More than 1/3 of the stake timing out makes the others time out too; 2/3 form a TC.
+//! - Leaders come from the [`LeaderElection`] (reputation-based by default, computed from
+//!   committed blocks, which the core feeds it as it commits). A proposal records the leaders
+//!   of the rounds it skips ([`keel_types::Block::failed_leaders`]); a replica votes only if
+//!   they are the ones its election names, so committed blocks are an agreed record of failed
+//!   leaders. Round timers adapt to round latency (see [`crate::pacemaker`]); a round that may
+//!   wait for an idle leader's payload is allowed that wait.
 //! - A QC for block `B` whose parent `P` is one round below `B` commits `P` and its ancestors.
 //! - Pacing: a leader following a QC proposes no sooner than `min_block_interval_ms` after its
 //!   parent; if it then has no payload, no uncommitted block below its parent carries any, and
@@ -412,7 +420,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             && !self.committed_payload
             && !self.tree.uncommitted_payload(&self.high_qc.block())
         {
-            self.pacemaker.mark_idle();
+            self.pacemaker.mark_idle(self.now);
         }
         out.push(Action::SetTimer {
             round,
@@ -590,7 +598,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             && b.round == self.round()
             && !self.tree.uncommitted_payload(&block.digest())
         {
-            self.pacemaker.mark_idle();
+            self.pacemaker.mark_idle(self.now);
             out.push(Action::SetTimer {
                 round: b.round,
                 after_ms: self.pacemaker.timeout_ms(),

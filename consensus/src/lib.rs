@@ -16,8 +16,10 @@
 //! Main types: [`Core`] (the state machine, built from [`CoreDeps`]; tunables in
 //! [`CoreConfig`], serde-loadable with `DEFAULT_*` constants), [`SafetyRules`]/[`SafetyData`]
 //! (what may be signed, and the state persisted before any signature leaves), [`Pacemaker`]
-//! (rounds and back-off), [`VoteAggregator`]/[`TimeoutAggregator`] (QCs and TCs),
-//! [`BlockTree`] (2-chain commits), [`LeaderElection`] (who proposes), [`amnesia`] (the guard
+//! (rounds, timeouts adapted to round latency, back-off), [`VoteAggregator`]/[`TimeoutAggregator`]
+//! (QCs and TCs), [`BlockTree`] (2-chain commits), [`LeaderElection`] (who proposes:
+//! [`Election`] runs [`Reputation`], from committed history, or [`WeightedRoundRobin`]),
+//! [`amnesia`] (the guard
 //! of a replica that lost its safety data: [`AnswerTally`], [`CertificateAnswer`]), and
 //! `sim::Simulation` (deterministic committee simulator).
 //!
@@ -41,9 +43,12 @@
 //!   in a round it may have signed in before (see [`amnesia`]).
 //! - A replica never votes twice in a round, and never votes for a block that does not extend
 //!   the highest QC a quorum may have committed on (see [`safety`]).
-//! - A replica votes only for its current round leader's proposal, and only after its
-//!   [`PayloadValidator`] accepted the payload (the one path to a vote, fetched parents
-//!   included).
+//! - A replica votes only for its current round leader's proposal, whose record of failed
+//!   leaders matches its election, and only after its [`PayloadValidator`] accepted the
+//!   payload (the one path to a vote, fetched parents included).
+//! - Leader election depends only on the committee and committed blocks; replicas whose
+//!   committed history decides a round ([`LeaderElection::is_final`]) name the same leader
+//!   (the simulator checks every round an honest replica acts in).
 //! - Committed blocks are delivered in height order, each exactly once per replica life.
 //! - Every buffer is bounded: rounds in aggregators, pending blocks, the block tree.
 //!

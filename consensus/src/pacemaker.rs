@@ -3,11 +3,12 @@
 //! Rules:
 //! - A replica enters round `r + 1` on a QC or a TC for round `r`; rounds never go back.
 //! - Entering on a QC means the protocol progressed: the back-off resets. A round left on a
-//!   QC for it is a latency sample (the time from entering it to its QC), unless the core
-//!   marked it idle ([`Pacemaker::mark_idle`]: the next leader may wait for payload on
-//!   purpose, which is not latency) or this replica timed out in it
-//!   ([`Pacemaker::on_local_timeout`]: a QC formed from the votes that come with timeouts ends
-//!   a round that lasted the timer).
+//!   QC for it is a latency sample: the time from the last arming of its timer (entering it,
+//!   or [`Pacemaker::mark_idle`]) to its QC, less the idle allowance if the round was marked
+//!   idle (the leader's wait for payload is on purpose, not latency; a leader that waited less
+//!   gives a smaller sample, which the floor absorbs). A round in which this replica timed
+//!   out ([`Pacemaker::on_local_timeout`]) is no sample: a QC formed from the votes that come
+//!   with timeouts ends a round that lasted the timer.
 //! - **Adaptive base.** The base timeout is `latency_multiplier` times the 99th percentile of
 //!   the last `latency_window` samples, within `[min_timeout_ms, base_timeout_ms]`; with no
 //!   samples yet (a fresh or restarted replica) it is `base_timeout_ms`. So failed rounds cost
@@ -92,8 +93,8 @@ pub struct Pacemaker {
     grace: u32,
     config: PacemakerConfig,
     idle_allowance_ms: u64,
-    /// When the current round was entered (`None` until the first round change).
-    entered_at: Option<TimestampMs>,
+    /// When the current round's timer was last armed (`None` until the first round change).
+    armed_at: Option<TimestampMs>,
     /// Whether the current round was marked idle.
     idle: bool,
     /// Whether this replica timed out in the current round.
@@ -112,7 +113,7 @@ impl Pacemaker {
             grace,
             config,
             idle_allowance_ms,
-            entered_at: None,
+            armed_at: None,
             idle: false,
             timed_out: false,
             samples: VecDeque::new(),
@@ -148,10 +149,12 @@ impl Pacemaker {
             .saturating_add(allowance)
     }
 
-    /// The current round may idle on purpose (its next leader may wait for payload): it waits
-    /// the idle allowance more and is no latency sample.
-    pub fn mark_idle(&mut self) {
+    /// The current round may idle on purpose from `now` (a leader may wait for payload before
+    /// the round can end): the timer, re-armed now, waits the idle allowance more, and the
+    /// latency sample counts from now, less the allowance.
+    pub fn mark_idle(&mut self, now: TimestampMs) {
         self.idle = true;
+        self.armed_at = Some(now);
     }
 
     /// This replica timed out in the current round: if the round still ends on a QC (formed
@@ -168,11 +171,11 @@ impl Pacemaker {
             return None;
         }
         if qc_round == self.round
-            && !self.idle
             && !self.timed_out
-            && let Some(entered) = self.entered_at
+            && let Some(armed) = self.armed_at
         {
-            self.sample(now.0.saturating_sub(entered.0));
+            let allowance = if self.idle { self.idle_allowance_ms } else { 0 };
+            self.sample(now.0.saturating_sub(armed.0).saturating_sub(allowance));
         }
         self.enter(next, now);
         self.failures = 0;
@@ -192,7 +195,7 @@ impl Pacemaker {
 
     fn enter(&mut self, round: Round, now: TimestampMs) {
         self.round = round;
-        self.entered_at = Some(now);
+        self.armed_at = Some(now);
         self.idle = false;
         self.timed_out = false;
     }
@@ -311,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_rounds_wait_longer_and_are_no_samples() {
+    fn idle_rounds_wait_longer_and_sample_without_the_wait() {
         let mut p = Pacemaker::new(Round(1), PacemakerConfig::default(), 0, 400);
         let mut now = 0;
         for r in 1..=20 {
@@ -319,23 +322,25 @@ mod tests {
             p.on_qc(Round(r), at(now));
         }
         assert_eq!(p.timeout_ms(), 200);
-        p.mark_idle();
+        // Marked idle 50 ms into the round: 200 + 400, and the round lasts 100 ms + the wait.
+        now += 50;
+        p.mark_idle(at(now));
         assert_eq!(p.timeout_ms(), 600);
-        now += 420;
+        now += 500;
         p.on_qc(Round(21), at(now));
         assert_eq!(
             p.timeout_ms(),
-            200,
-            "the idle round's 420 ms is not a sample"
+            300,
+            "the idle round samples 100 ms: 3 x 100"
         );
-        // Catching up over several rounds at once is no sample either.
+        // Catching up over several rounds at once is no sample.
         now += 5_000;
         p.on_qc(Round(30), at(now));
-        assert_eq!(p.timeout_ms(), 200);
+        assert_eq!(p.timeout_ms(), 300);
         // Nor a round that timed out here and still ended on a QC.
         p.on_local_timeout();
         now += 1_000;
         p.on_qc(Round(31), at(now));
-        assert_eq!(p.timeout_ms(), 200);
+        assert_eq!(p.timeout_ms(), 300);
     }
 }

@@ -364,7 +364,11 @@ fn an_idle_leaders_own_timer_outlasts_its_wait() {
         Action::SetTimer { round, after_ms } if *round == Round(1) => Some(*after_ms),
         _ => None,
     });
-    assert_eq!(timer, Some(700), "200 ms plus the 500 ms idle allowance: {actions:?}");
+    assert_eq!(
+        timer,
+        Some(700),
+        "200 ms plus the 500 ms idle allowance: {actions:?}"
+    );
     let actions = core.handle(
         TimestampMs(NOW.0 + 500),
         Input::ProposeTimer { round: Round(1) },

@@ -157,26 +157,36 @@ fn wiped_replicas_with_the_amnesia_guard_never_equivocate() {
 }
 
 /// The guard is necessary: the same scenarios without it make wiped replicas vote twice in a
-/// round (seeds found by sweeping seeds 0-99 of `SimConfig::random_wiped` with the guard off,
-/// under round-robin election: the seeds replay those runs).
+/// round. Seeds 0-19 of `SimConfig::random_wiped` per committee size, under round-robin
+/// election: without the guard several of them double-vote (7 of these 40 runs when last
+/// run), with it none does.
 #[test]
 fn without_the_amnesia_guard_wiped_replicas_equivocate() {
-    for (n, seed) in [(4usize, 7u64), (4, 52), (4, 79), (4, 87), (7, 50), (7, 70)] {
-        let mut config = SimConfig::random_wiped(n, seed);
-        config.election.kind = ElectionKind::RoundRobin;
-        config.amnesia_guard = false;
-        let off = Simulation::new(config.clone()).run();
-        assert!(
-            off.violations
+    let mut caught = Vec::new();
+    for n in [4usize, 7] {
+        for seed in 0..20u64 {
+            let mut config = SimConfig::random_wiped(n, seed);
+            config.election.kind = ElectionKind::RoundRobin;
+            config.amnesia_guard = false;
+            let off = Simulation::new(config.clone()).run();
+            if !off
+                .violations
                 .iter()
-                .any(|v| v.contains("voted for two blocks")),
-            "n={n} seed={seed}: expected a double vote without the guard, got {:?}",
-            off.violations
-        );
-        config.amnesia_guard = true;
-        let on = Simulation::new(config).run();
-        assert_safe(&on, &format!("n={n} seed={seed} with the guard"));
+                .any(|v| v.contains("voted for two blocks"))
+            {
+                continue;
+            }
+            caught.push((n, seed));
+            config.amnesia_guard = true;
+            let on = Simulation::new(config).run();
+            assert_safe(&on, &format!("n={n} seed={seed} with the guard"));
+        }
     }
+    println!("double votes without the guard (n, seed): {caught:?}");
+    assert!(
+        caught.len() >= 3,
+        "expected double votes without the guard, found them only for {caught:?}"
+    );
 }
 
 /// The genesis case: a committee in which every replica starts as a node with an empty store

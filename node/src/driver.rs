@@ -14,7 +14,11 @@
 //!   the new committed root, the uncommitted blocks above it) keeping the proof queue.
 
 use crate::{
-    clock::now_ms, metrics::Metrics, payload::ProofPayload, peers::Outbound, persist,
+    clock::now_ms,
+    metrics::Metrics,
+    payload::ProofPayload,
+    peers::Outbound,
+    persist,
     status::{ConsensusView, StatusWriter},
     sync::SyncControl,
 };

@@ -302,7 +302,9 @@ pub fn election(
                 election.on_commit(b);
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot read the committed history for leader election"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the committed history for leader election")
+        }
     }
     election
 }
