@@ -361,9 +361,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         if qc.round() > self.high_qc.round() {
             self.high_qc = qc.clone();
         }
-        if let Some(fetch) = self.sync.fetch_certified(&qc, &self.tree) {
-            out.push(fetch);
-        }
+        out.extend(self.sync.fetch_certified(&qc, &self.tree));
         self.try_commit(&qc, out);
         if self.pacemaker.on_qc(qc.round(), self.now).is_some() {
             self.last_tc = None;
@@ -540,7 +538,8 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
     /// Votes for `block`, the current round leader's proposal, now in the tree: the only path
     /// to a vote. In order: the timestamp must not precede the parent's nor run ahead of this
     /// replica's clock by more than `max_clock_drift_ms`; the payload must be within
-    /// `max_block_proofs`; the safety rules must allow the vote; then, and only then, the
+    /// `max_block_proofs`; the failed leaders it records must be those this replica's
+    /// election names for the rounds it skips; the safety rules must allow the vote; then, and only then, the
     /// payload validator checks the payload (its proofs included, which verification left to
     /// it); then the vote is signed and released only after its safety data is persisted.
     pub(crate) fn vote_for(&mut self, block: &SignedBlock, out: &mut Vec<Action>) -> Result<()> {

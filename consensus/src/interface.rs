@@ -166,8 +166,8 @@ impl CoreConfig {
         if self.pacemaker.latency_multiplier == 0 {
             return bad("pacemaker.latency_multiplier", "must be positive".into());
         }
-        if self.pacemaker.latency_window == 0 {
-            return bad("pacemaker.latency_window", "must be positive".into());
+        if !(1..=10_000).contains(&self.pacemaker.latency_window) {
+            return bad("pacemaker.latency_window", "must be 1..=10000".into());
         }
         // A leader following a QC waits the block interval before proposing: the shortest
         // round timeout must leave the other half for the network trips.
@@ -181,9 +181,9 @@ impl CoreConfig {
             );
         }
         self.election.validate()?;
-        // The other replicas wait in the previous round for a vote trip, the leader's pacing
-        // and a proposal trip: pacing may take at most half their round timeout, leaving the
-        // other half for the two network trips.
+        // Rounds in which a leader may wait for payload get that wait added to their timer;
+        // the wait is still bounded by half the longest timeout, so an idle leader's round
+        // never lasts beyond what a replica without latency samples waits anyway.
         if self
             .max_idle_wait_ms
             .saturating_add(self.min_block_interval_ms)
@@ -443,6 +443,24 @@ mod tests {
             c.validate(),
             Err(Error::Config {
                 field: "max_block_proofs",
+                ..
+            })
+        ));
+        let mut c = CoreConfig::default();
+        c.election.exclude_rounds = 2;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "election.exclude_rounds",
+                ..
+            })
+        ));
+        let mut c = CoreConfig::default();
+        c.pacemaker.min_timeout_ms = c.pacemaker.base_timeout_ms + 1;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "pacemaker.min_timeout_ms",
                 ..
             })
         ));

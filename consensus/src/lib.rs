@@ -48,7 +48,8 @@
 //!   payload (the one path to a vote, fetched parents included).
 //! - Leader election depends only on the committee and committed blocks; replicas whose
 //!   committed history decides a round ([`LeaderElection::is_final`]) name the same leader
-//!   (the simulator checks every round an honest replica acts in).
+//!   (the simulator checks, in every round, the leaders honest replicas propose as or vote
+//!   for).
 //! - Committed blocks are delivered in height order, each exactly once per replica life.
 //! - Every buffer is bounded: rounds in aggregators, pending blocks, the block tree.
 //!

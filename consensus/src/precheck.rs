@@ -15,10 +15,15 @@
 //!    (Transports bind a peer to its committee identity, so `from` is trustworthy.)
 //! 2. **A proposal comes from its round's leader** ([`Error::NotLeader`]) when this replica's
 //!    election is final for the round: the core accepts no other, so nobody else's block is
-//!    worth verifying. A replica whose history does not decide the round yet (it lags, see
-//!    [`crate::Reputation`]) lets the proposal through: its certificates are how it catches up,
-//!    and the core checks the leader again after adopting them.
-//! 3. **A proposal is not stale.** A proposal for a round below the current one is dropped
+//!    worth verifying. Where the replica's committed history does not decide the round yet
+//!    ([`crate::LeaderElection::is_final`]: it lags, its history is incomplete, or the round
+//!    is more than `exclude_rounds` past its last commit) the proposal passes: its
+//!    certificates are how a lagging replica catches up, and the core checks the leader again
+//!    after adopting them. So for such rounds any member's proposal costs a verification
+//!    (one per member and round is all an honest committee sends; before reputation, the
+//!    round-robin leader could already send many).
+//! 3. **A proposal is not stale** (checked first, as it is the cheapest). A proposal for a
+//!    round below the current one is dropped
 //!    ([`Error::Stale`]): the core inserts only the current round's proposal (an old block it
 //!    needs is fetched when a QC names it), so a replayed proposal is refused unverified.
 //!    Proposals *above* the future window pass: their certificates are how a replica far
@@ -66,6 +71,9 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let current = self.round();
         match msg {
             ConsensusMessage::Proposal(b) => {
+                if round < current {
+                    return Err(Error::Stale { round, current });
+                }
                 let leader = self.leader.leader(round);
                 if author != leader && self.leader.is_final(round) {
                     return Err(Error::NotLeader {
@@ -73,9 +81,6 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                         author,
                         leader,
                     });
-                }
-                if round < current {
-                    return Err(Error::Stale { round, current });
                 }
                 let limit = self.config.max_block_proofs;
                 if b.block.payload.len() > limit {

@@ -128,15 +128,15 @@ fn a_returning_validator_regains_its_turns() {
     );
 }
 
-/// The leader-agreement check bites: one replica with a different `exclude_rounds` computes
-/// other leaders from the same history, and acts on them.
+/// The leader-agreement check bites: a committee split between round robin (replicas 0 and
+/// 1) and reputation (2 and 3) has each half propose as, and vote for, its own leaders.
 #[test]
 fn the_checker_catches_replicas_that_disagree_on_leaders() {
     let mut config = SimConfig::honest(4, 8);
     config.election_override = Some((
-        ValidatorIndex(1),
+        vec![ValidatorIndex(0), ValidatorIndex(1)],
         ElectionConfig {
-            exclude_rounds: 13,
+            kind: ElectionKind::RoundRobin,
             ..ElectionConfig::default()
         },
     ));

@@ -122,13 +122,19 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
     let target = match (resume, best) {
         (Some(r), Some(b)) if r.checkpoint.sequence >= b.checkpoint.sequence => Some(r),
         (Some(r), best) => {
-            // Resume while a peer still holds the snapshot of the interrupted sync's checkpoint.
-            if serves_summary(deps, &views, &r.checkpoint).await {
+            // Resume while a peer still holds the snapshot of the interrupted sync's checkpoint
+            // and its block (peers prune blocks sooner than snapshots: without the block the
+            // sync could never install, and would retry forever).
+            if serves_summary(deps, &views, &r.checkpoint).await
+                && fetch_block(deps, &views, r.checkpoint.last_block)
+                    .await
+                    .is_ok()
+            {
                 Some(r)
             } else {
                 tracing::info!(
                     sequence = r.checkpoint.sequence,
-                    "no peer serves the interrupted state sync's checkpoint any more; starting over"
+                    "no peer serves the interrupted state sync's checkpoint (its state or its block) any more; starting over"
                 );
                 forget(store)?;
                 best

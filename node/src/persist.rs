@@ -22,7 +22,7 @@
 
 use anyhow::{Context, Result};
 use keel_consensus::{
-    CommitRoot, CommittedBlock, Election, ElectionConfig, LeaderElection, RecoveryData, SafetyData,
+    CommitRoot, CommittedBlock, Election, ElectionConfig, RecoveryData, SafetyData,
 };
 use keel_storage::{Column, Store, WriteOp};
 use keel_types::{ChainId, Committee, Digest, Height, SignedBlock};
@@ -286,9 +286,11 @@ pub fn recent_committed(
 
 /// The configured leader election for `committee`, fed the committed blocks it needs up to
 /// `root` (a core built at start-up or rebuilt after range sync computes the same leaders as
-/// replicas that never stopped). A store that cannot be read leaves the history empty, logged:
-/// the election then disagrees with the others' for about a window of blocks (wasted rounds,
-/// never a safety question).
+/// replicas that never stopped). Fewer blocks (pruned below the election's history, a node
+/// that joined by state sync, a store that cannot be read, which is logged) leave its history
+/// incomplete: it is not final and follows round robin, so it may vote for or propose as a
+/// leader the others do not share (wasted rounds, never a safety question) until about
+/// `history_len` more blocks are committed.
 pub fn election(
     store: &Store,
     config: &ElectionConfig,
@@ -296,16 +298,11 @@ pub fn election(
     root: &CommitRoot,
 ) -> Election {
     let mut election = Election::new(config, committee);
-    match recent_committed(store, root, election.history_len()) {
-        Ok(blocks) => {
-            for b in &blocks {
-                election.on_commit(b);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the committed history for leader election")
-        }
-    }
+    let recent = recent_committed(store, root, election.history_len()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the committed history for leader election");
+        Vec::new()
+    });
+    election.recover(root.height, &recent);
     election
 }
 

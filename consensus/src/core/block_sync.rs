@@ -4,6 +4,8 @@
 //! - **Fetch what is certified.** A QC naming a block above the committed root that is not in
 //!   the tree is a request for that block, sent to one of the QC's signers (all of them hold
 //!   it); successive requests rotate over the signers, so a crashed one is not asked forever.
+//!   Such a QC also asks again, from its signers, for the missing parent at the bottom of each
+//!   parked chain, so a chain whose first request went to a crashed author still connects.
 //! - **Park proposals, bounded.** A proposal whose parent is unknown waits, at most
 //!   `max_pending` of them, while its parent is asked for from its author (unless the parent is
 //!   itself waiting, in which case its own parent is already asked for).
@@ -38,25 +40,40 @@ pub(crate) struct BlockSync {
 }
 
 impl BlockSync {
-    /// The fetch a QC calls for: its block, from one of its signers, if the block is missing
-    /// and above the committed root.
+    /// The fetches a QC calls for when its block is missing and above the committed root:
+    /// the block, and again the missing parent of every parked chain (its first request, to
+    /// the child's author, may have gone to a crashed validator), each from one of the QC's
+    /// signers (they hold the block and its ancestors).
     pub(crate) fn fetch_certified(
         &mut self,
         qc: &QuorumCertificate,
         tree: &BlockTree,
-    ) -> Option<Action> {
+    ) -> Vec<Action> {
         let signers = qc.signatures.signatures();
         if tree.contains(&qc.block()) || qc.round() <= tree.root().round || signers.is_empty() {
-            return None;
+            return Vec::new();
         }
-        // Rotate over the signers (all hold the block) so a crashed one is not asked forever.
-        self.fetch_attempts = self.fetch_attempts.wrapping_add(1);
-        let (signer, _) = signers[self.fetch_attempts % signers.len()];
-        self.requested.insert(qc.block());
-        Some(Action::FetchBlock {
-            digest: qc.block(),
-            from: signer,
-        })
+        let parked: HashSet<Digest> = self.pending.iter().map(SignedBlock::digest).collect();
+        let mut missing: Vec<Digest> = vec![qc.block()];
+        for b in &self.pending {
+            let parent = b.block.parent();
+            if !tree.contains(&parent) && !parked.contains(&parent) && !missing.contains(&parent) {
+                missing.push(parent);
+            }
+        }
+        missing
+            .into_iter()
+            .map(|digest| {
+                // Rotate over the signers so a crashed one is not asked forever.
+                self.fetch_attempts = self.fetch_attempts.wrapping_add(1);
+                let (signer, _) = signers[self.fetch_attempts % signers.len()];
+                self.requested.insert(digest);
+                Action::FetchBlock {
+                    digest,
+                    from: signer,
+                }
+            })
+            .collect()
     }
 
     /// Parks `block`, whose parent `parent` is missing, if there is room; returns the fetch of
@@ -152,6 +169,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             self.insert_block(block, out);
         }
         // Pending blocks whose parent is now known join the tree, repeatedly.
+        let mut to_vote = Vec::new();
         loop {
             let ready = self.sync.take_ready(&self.tree);
             if ready.is_empty() {
@@ -161,12 +179,17 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 let current_proposal = b.block.round == self.round()
                     && self.proposals_seen.get(&b.block.round) == Some(&b.digest());
                 if self.insert_block(b.clone(), out) && current_proposal {
-                    let _ = self.vote_for(&b, out);
+                    to_vote.push(b);
                 }
             }
         }
+        // Commit first: the vote then sees the committed history (and leaders) that the
+        // proposer, which had the parent, saw.
         let high_qc = self.high_qc.clone();
         self.try_commit(&high_qc, out);
+        for b in to_vote {
+            let _ = self.vote_for(&b, out);
+        }
         self.maybe_propose(out);
     }
 }

@@ -4,7 +4,7 @@
 //! on the committee and on committed history. [`LeaderElection`] is the interface the core
 //! asks; the core feeds it every block it commits ([`LeaderElection::on_commit`]), in height
 //! order, exactly once per replica life (an embedder that rebuilds a core feeds the new
-//! election the recent committed blocks first, see [`Reputation::history_len`]).
+//! election the recent committed blocks first: [`Election::recover`]).
 //!
 //! Two schedules, chosen by [`ElectionConfig::kind`] through [`Election`]:
 //! - [`WeightedRoundRobin`]: stake-weighted round robin, independent of history;
@@ -28,7 +28,7 @@ use crate::{
     block_tree::CommittedBlock,
     error::{Error, Result},
 };
-use keel_types::{Committee, Round, ValidatorIndex};
+use keel_types::{Committee, Height, Round, ValidatorIndex};
 use serde::{Deserialize, Serialize};
 
 /// Chooses the leader of a round; must be deterministic.
@@ -72,6 +72,10 @@ pub const DEFAULT_INACTIVE_WEIGHT: u64 = 10;
 pub const DEFAULT_FAILED_WEIGHT: u64 = 1;
 /// Default of [`ElectionConfig::failure_threshold_percent`].
 pub const DEFAULT_FAILURE_THRESHOLD_PERCENT: u64 = 10;
+/// Largest [`ElectionConfig::exclude_rounds`] (bounds the history kept).
+const MAX_EXCLUDE_ROUNDS: u64 = 1_000;
+/// Largest window per validator (bounds the history kept).
+const MAX_WINDOW_PER_VALIDATOR: usize = 100;
 
 /// Leader election parameters: committee-wide (replicas with different values disagree on
 /// leaders), loadable from a config file (every field defaults to its `DEFAULT_*` constant,
@@ -83,7 +87,8 @@ pub struct ElectionConfig {
     pub kind: ElectionKind,
     /// The leader of round `r` is computed from committed blocks of rounds up to `r -
     /// exclude_rounds` only: the most recent rounds may not be committed everywhere yet. At
-    /// least 2 (in round `r` a replica has committed at most round `r - 2`).
+    /// least 3: a replica voting in round `r` (having committed at most `r - 2`) must already
+    /// know the leader of `r + 1`, its vote's recipient.
     pub exclude_rounds: u64,
     /// Proposals and failures are counted over the last `proposer_window_per_validator x
     /// committee size` committed blocks.
@@ -126,17 +131,18 @@ impl ElectionConfig {
                 reason: reason.into(),
             })
         };
-        if self.exclude_rounds < 2 {
+        if !(3..=MAX_EXCLUDE_ROUNDS).contains(&self.exclude_rounds) {
             return bad(
                 "election.exclude_rounds",
-                "must be at least 2: in round r a replica has committed at most round r - 2",
+                "must be 3..=1000: a replica voting in round r has committed at most round r - 2 \
+                 and must know the leader of r + 1",
             );
         }
-        if self.proposer_window_per_validator == 0 {
-            return bad("election.proposer_window_per_validator", "must be positive");
+        if !(1..=MAX_WINDOW_PER_VALIDATOR).contains(&self.proposer_window_per_validator) {
+            return bad("election.proposer_window_per_validator", "must be 1..=100");
         }
-        if self.voter_window_per_validator == 0 {
-            return bad("election.voter_window_per_validator", "must be positive");
+        if !(1..=MAX_WINDOW_PER_VALIDATOR).contains(&self.voter_window_per_validator) {
+            return bad("election.voter_window_per_validator", "must be 1..=100");
         }
         for (field, weight) in [
             ("election.active_weight", self.active_weight),
@@ -159,8 +165,8 @@ impl ElectionConfig {
 pub enum Election {
     /// Stake-weighted round robin.
     RoundRobin(WeightedRoundRobin),
-    /// Reputation-based.
-    Reputation(Reputation),
+    /// Reputation-based (boxed: it carries its history).
+    Reputation(Box<Reputation>),
 }
 
 impl Election {
@@ -168,13 +174,22 @@ impl Election {
     pub fn new(config: &ElectionConfig, committee: &Committee) -> Self {
         match config.kind {
             ElectionKind::RoundRobin => Election::RoundRobin(WeightedRoundRobin::new(committee)),
-            ElectionKind::Reputation => Election::Reputation(Reputation::new(committee, *config)),
+            ElectionKind::Reputation => {
+                Election::Reputation(Box::new(Reputation::new(committee, *config)))
+            }
         }
     }
 
-    /// How many of the most recent committed blocks an embedder must feed a new election
-    /// (through [`LeaderElection::on_commit`]) for it to agree with replicas that never
-    /// restarted.
+    /// Feeds a rebuilt election the committed chain up to `root` (see
+    /// [`Reputation::recover`]); round robin needs nothing.
+    pub fn recover(&mut self, root: Height, recent: &[CommittedBlock]) {
+        if let Election::Reputation(r) = self {
+            r.recover(root, recent);
+        }
+    }
+
+    /// How many of the most recent committed blocks an embedder must feed a rebuilt election
+    /// ([`Election::recover`]) for it to agree with replicas that never restarted.
     pub fn history_len(&self) -> usize {
         match self {
             Election::RoundRobin(_) => 0,

@@ -14,14 +14,18 @@
 //!    multiplied by the validator's stake. Every weight is positive, so every validator keeps a
 //!    chance and one that returns is seen voting and regains its turns.
 //! 3. **Draw.** The leader is drawn in proportion to the weights, seeded by the hash of (epoch,
-//!    round, height of the last block up to the anchor). The seed is committed data that no
-//!    proposer can grind (a block digest could be varied through the timestamp to steer later
-//!    draws).
-//! 4. **Finality.** A replica that has committed a block at round `r - exclude_rounds` or
-//!    above holds every committed block up to the anchor, so every such replica computes the
-//!    same leader. One that has not (it lags, or commits have stalled for longer than
-//!    `exclude_rounds` rounds everywhere) uses the stake-weighted round robin instead: in a
-//!    stall every replica does, so they agree again, and each honest validator gets its turns.
+//!    round, height of the last block up to the anchor). The seed is committed data a proposer
+//!    cannot choose among many values (a block digest could be varied through the timestamp);
+//!    all a leader can do is withhold its block, which shifts later heights by one.
+//! 4. **Finality.** A replica whose history is complete (it has seen every committed block
+//!    the windows need: since genesis, or at least [`Reputation::history_len`] in a row) and
+//!    that has committed a block at round `r - exclude_rounds` or above holds every committed
+//!    block up to the anchor, so every such replica computes the same leader for `r`. One that
+//!    has not (it lags, it restarted on a pruned store or joined by state sync, or commits
+//!    have stalled for more than `exclude_rounds` rounds everywhere) uses the stake-weighted
+//!    round robin instead: in a stall every replica does, so they agree again, and each
+//!    honest validator gets its turns. Rounds at or below the last commit are not asked for
+//!    (their window may have been trimmed).
 //!
 //! Bounded: the history keeps the [`Reputation::history_len`] most recent committed blocks,
 //! each with at most [`keel_types::MAX_FAILED_LEADERS`] failed leaders and a committee's worth
@@ -31,7 +35,7 @@ use super::{ElectionConfig, LeaderElection, WeightedRoundRobin};
 use crate::block_tree::CommittedBlock;
 use keel_types::{Committee, Digest, Epoch, Height, Round, ValidatorIndex};
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::{cell::RefCell, collections::VecDeque};
 
 /// What the election remembers of a committed block.
 #[derive(Debug, Clone)]
@@ -73,6 +77,14 @@ pub struct Reputation {
     history: VecDeque<Entry>,
     /// Round of the last committed block seen (the epoch's genesis: 0).
     committed_round: Round,
+    /// Height of the last committed block seen (the epoch's genesis: 0).
+    committed_height: Height,
+    /// The lowest height from which this election has seen every committed block up to
+    /// `committed_height` (1: since genesis).
+    seen_from: Height,
+    /// The last weighted draw's window, by the height of its last block: the weights are the
+    /// same for every round anchored there (the precheck asks for leaders of any round).
+    cache: RefCell<Option<(Height, Vec<u128>)>>,
 }
 
 impl Reputation {
@@ -92,7 +104,44 @@ impl Reputation {
             fallback: WeightedRoundRobin::new(committee),
             history: VecDeque::new(),
             committed_round: Round(0),
+            committed_height: Height(0),
+            seen_from: Height(1),
+            cache: RefCell::new(None),
         }
+    }
+
+    /// Feeds a rebuilt election (after a restart, or range sync) the committed chain up to
+    /// `root`: `recent` are the last committed blocks the store holds, in height order,
+    /// ideally [`Reputation::history_len`] of them. Fewer (pruned, or the node joined by state
+    /// sync) leave the history incomplete: the election is not final, and uses round robin,
+    /// until enough blocks are committed.
+    pub fn recover(&mut self, root: Height, recent: &[CommittedBlock]) {
+        if let Some(first) = recent.first() {
+            // Contiguous from here, as far as this election knows.
+            self.committed_height = Height(first.height.0.saturating_sub(1));
+            self.seen_from = first.height;
+        }
+        for b in recent {
+            self.on_commit(b);
+        }
+        if self.committed_height != root {
+            self.forget(root);
+        }
+    }
+
+    /// Whether the history holds every committed block the windows may need.
+    fn complete(&self) -> bool {
+        self.seen_from.0 <= 1
+            || self.committed_height.0.saturating_sub(self.seen_from.0) + 1
+                >= self.history_len() as u64
+    }
+
+    /// A gap in the committed chain seen here: start over from `height`.
+    fn forget(&mut self, height: Height) {
+        self.history.clear();
+        self.cache.replace(None);
+        self.committed_height = height;
+        self.seen_from = Height(height.0.saturating_add(1));
     }
 
     /// How many of the most recent committed blocks the election keeps and needs: the
@@ -169,12 +218,20 @@ impl Reputation {
             .known_up_to_anchor(round)
             .next_back()
             .map_or(Height(0), |e| e.height);
-        let weights: Vec<u128> = self
-            .reputations(round)
-            .iter()
-            .zip(&self.stakes)
-            .map(|(r, stake)| u128::from(r.weight) * u128::from(*stake))
-            .collect();
+        let cached = match &*self.cache.borrow() {
+            Some((h, w)) if *h == anchor_height => Some(w.clone()),
+            _ => None,
+        };
+        let weights = cached.unwrap_or_else(|| {
+            let w: Vec<u128> = self
+                .reputations(round)
+                .iter()
+                .zip(&self.stakes)
+                .map(|(r, stake)| u128::from(r.weight) * u128::from(*stake))
+                .collect();
+            self.cache.replace(Some((anchor_height, w.clone())));
+            w
+        });
         let total: u128 = weights.iter().sum();
         if total == 0 {
             return self.fallback.leader(round);
@@ -203,14 +260,20 @@ impl LeaderElection for Reputation {
     }
 
     fn is_final(&self, round: Round) -> bool {
-        self.committed_round >= self.anchor(round)
+        self.complete() && self.committed_round >= self.anchor(round)
     }
 
     fn on_commit(&mut self, block: &CommittedBlock) {
         let b = &block.block.block;
-        if b.epoch != self.epoch || b.round <= self.committed_round && !self.history.is_empty() {
+        if b.epoch != self.epoch || block.height <= self.committed_height {
             return;
         }
+        if block.height.0 != self.committed_height.0 + 1 {
+            // A gap (nothing a core delivers; a store missing heights could): the history
+            // must be complete again before it decides anything.
+            self.forget(Height(block.height.0 - 1));
+        }
+        self.committed_height = block.height;
         self.committed_round = b.round;
         self.history.push_back(Entry {
             round: b.round,
@@ -291,11 +354,10 @@ mod tests {
     /// `count_from` on.
     fn run(e: &mut Reputation, rounds: u64, down: Option<u32>, count_from: u64) -> Vec<usize> {
         let n = e.stakes.len() as u32;
-        let mut height = e.history.back().map_or(0, |h| h.height.0);
+        let mut height = e.committed_height.0;
         let mut failed = vec![];
         let mut turns = vec![0; n as usize];
         for round in e.committed_round.0 + 1..=rounds {
-            assert!(e.is_final(Round(round)));
             let leader = e.leader(Round(round)).0;
             if round >= count_from {
                 turns[leader as usize] += 1;
@@ -371,17 +433,24 @@ mod tests {
     fn a_replica_fed_only_the_recent_history_agrees() {
         let mut full = election(&[1, 2, 1, 1, 3]);
         run(&mut full, 600, Some(4), 0);
-        let mut restarted = election(&[1, 2, 1, 1, 3]);
+        let as_blocks = |entries: &[Entry]| -> Vec<CommittedBlock> {
+            entries
+                .iter()
+                .map(|e| {
+                    committed(
+                        e.height.0,
+                        e.round.0,
+                        e.author.0,
+                        &e.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+                        &e.failed.iter().map(|v| v.0).collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        };
         let recent: Vec<Entry> = full.history.iter().cloned().collect();
-        for e in recent {
-            restarted.on_commit(&committed(
-                e.height.0,
-                e.round.0,
-                e.author.0,
-                &e.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
-                &e.failed.iter().map(|v| v.0).collect::<Vec<_>>(),
-            ));
-        }
+        let root = full.committed_height;
+        let mut restarted = election(&[1, 2, 1, 1, 3]);
+        restarted.recover(root, &as_blocks(&recent));
         let last = full.committed_round.0;
         for r in last + 1..=last + DEFAULT_EXCLUDE_ROUNDS {
             assert!(restarted.is_final(Round(r)));
@@ -392,5 +461,24 @@ mod tests {
                 "round {r}"
             );
         }
+        // Fed too little (a pruned store): not final, round robin, until enough commits.
+        let mut short = election(&[1, 2, 1, 1, 3]);
+        short.recover(root, &as_blocks(&recent[recent.len() - 5..]));
+        assert!(!short.is_final(Round(last + 1)));
+        assert_eq!(
+            short.leader(Round(last + 1)),
+            short.fallback.leader(Round(last + 1))
+        );
+        run(&mut short, last + 100, None, 0);
+        assert!(short.is_final(Round(last + 101)));
+        // Nothing fed at all, or a gap: the same.
+        let mut empty = election(&[1, 2, 1, 1, 3]);
+        empty.recover(root, &[]);
+        assert!(!empty.is_final(Round(last + 1)));
+        let mut gap = election(&[1, 2, 1, 1, 3]);
+        let mut with_gap = as_blocks(&recent);
+        with_gap.remove(with_gap.len() / 2);
+        gap.recover(root, &with_gap);
+        assert!(!gap.is_final(Round(last + 1)));
     }
 }

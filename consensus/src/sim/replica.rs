@@ -10,7 +10,7 @@ use super::{Simulation, network::Event, scenario::Behaviour, scenario::CHAIN};
 use crate::{
     block_tree::{CommitRoot, CommittedBlock},
     core::{Action, Core, CoreConfig, CoreDeps, EmptyPayload, Input, RecoveryData},
-    leader::{Election, LeaderElection},
+    leader::Election,
     message::{CertificateCache, ConsensusMessage},
     safety::SafetyData,
 };
@@ -49,14 +49,19 @@ impl Persisted {
     fn election(&self, mut election: Election) -> Election {
         let keep = election.history_len();
         let from = self.committed.len().saturating_sub(keep);
-        for (i, digest) in self.committed.iter().enumerate().skip(from) {
-            if let Some(block) = self.blocks.get(digest) {
-                election.on_commit(&CommittedBlock {
+        let recent: Vec<CommittedBlock> = self
+            .committed
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter_map(|(i, digest)| {
+                self.blocks.get(digest).map(|block| CommittedBlock {
                     block: block.clone(),
                     height: keel_types::Height(i as u64 + 1),
-                });
-            }
-        }
+                })
+            })
+            .collect();
+        election.recover(keel_types::Height(self.committed.len() as u64), &recent);
         election
     }
 
@@ -129,8 +134,8 @@ impl Simulation {
 
     /// The election configuration replica `i` runs.
     pub(super) fn election_config(&self, i: usize) -> crate::leader::ElectionConfig {
-        match self.config.election_override {
-            Some((r, config)) if r.as_usize() == i => config,
+        match &self.config.election_override {
+            Some((replicas, config)) if replicas.contains(&ValidatorIndex(i as u32)) => *config,
             _ => self.config.election,
         }
     }

@@ -116,9 +116,9 @@ pub struct SimConfig {
     pub max_idle_wait_ms: u64,
     /// Leader election (reputation unless a test says otherwise).
     pub election: ElectionConfig,
-    /// One replica running a different election configuration than the others: for the
-    /// negative test of the leader-agreement check only.
-    pub election_override: Option<(ValidatorIndex, ElectionConfig)>,
+    /// Replicas running a different election configuration than the others: for the negative
+    /// test of the leader-agreement check only.
+    pub election_override: Option<(Vec<ValidatorIndex>, ElectionConfig)>,
 }
 
 impl SimConfig {
