@@ -19,8 +19,9 @@
 //!   More than 1/3 of the stake timing out makes the others time out too; 2/3 form a TC.
 //! - Leaders come from the [`LeaderElection`] (reputation-based by default, computed from
 //!   committed blocks, which the core feeds it as it commits). A proposal records the leaders
-//!   of the rounds it skips ([`keel_types::Block::failed_leaders`]); a replica votes only if
-//!   they are the ones its election names, so committed blocks are an agreed record of failed
+//!   of the rounds it skips ([`keel_types::Block::failed_leaders`], where its history decides
+//!   them); a replica whose history decides a skipped round votes only if the leader named
+//!   for it is the one its election names, so committed blocks are a checked record of failed
 //!   leaders. Round timers adapt to round latency (see [`crate::pacemaker`]); a round that may
 //!   wait for an idle leader's payload is allowed that wait.
 //! - A QC for block `B` whose parent `P` is one round below `B` commits `P` and its ancestors.
@@ -476,7 +477,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         let mut payload = self.payload.pull(round, parent, max);
         payload.truncate(max);
         let failed_leaders = skipped_rounds(self.high_qc.round(), round)
-            .map(|r| self.leader.leader(r))
+            .map(|r| self.leader.is_final(r).then(|| self.leader.leader(r)))
             .collect();
         let block = Block {
             epoch: self.committee.epoch(),
@@ -564,10 +565,13 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 limit: self.config.max_block_proofs,
             });
         }
+        // Only where this replica's history decides the round: replicas that are not final
+        // for a round may name another leader for it, and refusing them would stall.
         if let Some((round, named)) = b
             .skipped_rounds()
             .zip(&b.failed_leaders)
-            .find(|(r, named)| self.leader.leader(*r) != **named)
+            .filter_map(|(r, named)| named.map(|n| (r, n)))
+            .find(|(r, named)| self.leader.is_final(*r) && self.leader.leader(*r) != *named)
         {
             return Err(Error::Unsafe(format!(
                 "block records {named} as the failed leader of round {round}, this replica's election names {}",

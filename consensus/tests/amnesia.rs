@@ -77,7 +77,10 @@ fn proposal_after_tc(
     use keel_consensus::LeaderElection;
     let author = f.leader.leader(Round(round));
     let mut block = f.block_by(author, round, parent_qc);
-    block.failed_leaders = block.skipped_rounds().map(|r| f.leader.leader(r)).collect();
+    block.failed_leaders = block
+        .skipped_rounds()
+        .map(|r| Some(f.leader.leader(r)))
+        .collect();
     block.timeout_cert = Some(tc);
     block.sign(&f.keys[author.as_usize()], CHAIN)
 }

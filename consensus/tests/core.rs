@@ -490,3 +490,43 @@ fn a_replica_far_behind_catches_up_from_a_far_ahead_timeouts_high_qc() {
         Err(Error::TooFarAhead { .. })
     ));
 }
+
+// The record of failed leaders.
+
+/// Round 2's proposal after round 1 timed out, recording `failed` as round 1's leader; whether
+/// replica 0 (whose round-robin election is final for every round) votes for it.
+fn votes_for_record(failed: Option<ValidatorIndex>) -> bool {
+    let f = Fixture::new();
+    let mut core = f.accepting();
+    core.handle(NOW, Input::Start);
+    let mut timeouts = keel_consensus::TimeoutAggregator::default();
+    let tc = (1..4u32)
+        .find_map(
+            |i| match timeouts.add(&f.timeout(i, 1, f.genesis_qc()), &f.committee) {
+                keel_consensus::TimeoutOutcome::NewTc(tc) => Some(tc),
+                _ => None,
+            },
+        )
+        .expect("three of four timeouts form a TC");
+    let author = f.leader.leader(Round(2));
+    let mut block = f.block_by(author, 2, f.genesis_qc());
+    block.timeout_cert = Some(tc);
+    block.failed_leaders = vec![failed];
+    let block = block.sign(&f.keys[author.as_usize()], CHAIN);
+    let actions = core.handle(NOW, f.verified(&block));
+    let (_, released) = signed_messages(&actions);
+    votes_in(&released) == vec![Round(2)]
+}
+
+#[test]
+fn a_replica_votes_only_for_a_true_record_of_failed_leaders() {
+    let f = Fixture::new();
+    let leader_1 = f.leader.leader(Round(1));
+    let other = ValidatorIndex((leader_1.0 + 1) % 4);
+    assert!(votes_for_record(Some(leader_1)), "the true record");
+    assert!(
+        votes_for_record(None),
+        "a proposer whose history does not decide round 1"
+    );
+    assert!(!votes_for_record(Some(other)), "a false record");
+}

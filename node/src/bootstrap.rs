@@ -8,7 +8,8 @@
 //!   target;
 //! - the target and each proven bucket are recorded in the meta column and the chunks staged in
 //!   the store, so a node killed during the sync resumes it (with the same checkpoint, while a
-//!   peer still serves it; otherwise it starts over from the newer one);
+//!   peer still serves its state and its block; otherwise it goes on with the newest one,
+//!   keeping the proven buckets whose content the newer checkpoint's checksums still match);
 //! - the checkpoint's block is fetched and checked against the certified digest (it becomes the
 //!   committed root);
 //! - the install replaces the state atomically with the executed marker, the committed root,
@@ -132,11 +133,23 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
             {
                 Some(r)
             } else {
+                // Buckets that did not change since are kept (most of a large state).
+                let newer = match &best {
+                    Some(b) => summary(deps, &views, &b.checkpoint).await,
+                    None => None,
+                };
+                let kept = match newer {
+                    Some(checksums) => carry_over(store, &checksums)?,
+                    None => {
+                        forget(store)?;
+                        0
+                    }
+                };
                 tracing::info!(
                     sequence = r.checkpoint.sequence,
-                    "no peer serves the interrupted state sync's checkpoint (its state or its block) any more; starting over"
+                    kept,
+                    "no peer serves the interrupted state sync's checkpoint (its state or its block) any more; going on with the latest, keeping the buckets that did not change"
                 );
-                forget(store)?;
                 best
             }
         }
@@ -263,6 +276,15 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
 
 /// Whether some peer answers the bucket summary of `target` (one that hashes to its root).
 async fn serves_summary(deps: &BootstrapDeps, views: &[PeerView], target: &Checkpoint) -> bool {
+    summary(deps, views, target).await.is_some()
+}
+
+/// The bucket checksums of `target` from the first peer whose summary hashes to its root.
+async fn summary(
+    deps: &BootstrapDeps,
+    views: &[PeerView],
+    target: &Checkpoint,
+) -> Option<Vec<Digest>> {
     for v in views {
         let request = Request::StateSummary {
             checkpoint: target.sequence,
@@ -271,10 +293,36 @@ async fn serves_summary(deps: &BootstrapDeps, views: &[PeerView], target: &Check
             deps.outbound.request(v.peer, &request).await
             && root_of(&checksums) == target.state_root
         {
-            return true;
+            return Some(checksums);
         }
     }
-    false
+    None
+}
+
+/// Moves an abandoned sync's staging over to a newer checkpoint whose (verified) bucket
+/// checksums are `checksums`: a proven bucket whose staged content hashes to the new
+/// checksum is the same bucket and stays proven; every other bucket is dropped. Returns how
+/// many were kept.
+fn carry_over(store: &Store, checksums: &[Digest]) -> Result<usize> {
+    let mut kept = 0;
+    for b in 0..BUCKETS {
+        let bucket = b as u8;
+        let proven = store.get(Column::Meta, &proven_key(bucket))?.is_some();
+        if proven && checksums.get(b) == Some(&store.staged_bucket_hash(bucket)?.checksum()) {
+            kept += 1;
+            continue;
+        }
+        store.write(
+            vec![WriteOp {
+                column: Column::Meta,
+                key: proven_key(bucket),
+                value: None,
+            }],
+            true,
+        )?;
+        store.clear_staged_bucket(bucket)?;
+    }
+    Ok(kept)
 }
 
 /// Drops an abandoned sync's records, then its staging (records first and in one write: a

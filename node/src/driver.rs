@@ -412,7 +412,7 @@ impl Driver {
                     .inc();
             };
             outcome(block.author, "succeeded");
-            for failed in &block.failed_leaders {
+            for failed in block.failed_leaders.iter().flatten() {
                 outcome(*failed, "failed");
             }
             let latency = now.0.saturating_sub(b.block.block.timestamp.0) as f64 / 1e3;

@@ -206,10 +206,12 @@ pub struct Block {
     /// Present when the previous round ended in a timeout rather than a QC.
     pub timeout_cert: Option<TimeoutCertificate>,
     /// The leaders of the rounds this block skips (those between its parent QC's round and
-    /// its own), oldest first: all of them, or the last [`MAX_FAILED_LEADERS`]. Verification
-    /// checks the count and the indices; voters check that they are the leaders their election
-    /// names, so committed blocks record who failed for leader reputation.
-    pub failed_leaders: Vec<ValidatorIndex>,
+    /// its own), oldest first: one entry per skipped round, for all of them or the last
+    /// [`MAX_FAILED_LEADERS`]; `None` where the proposer's committed history does not decide
+    /// that round's leader yet. Verification checks the count and the indices; voters whose
+    /// history decides a round check the leader named for it, so committed blocks record who
+    /// failed for leader reputation.
+    pub failed_leaders: Vec<Option<ValidatorIndex>>,
     /// Batches ordered by this block.
     pub payload: Vec<ProofOfAvailability>,
     /// The proposer's clock.
@@ -319,7 +321,7 @@ impl SignedBlock {
                 ),
             });
         }
-        for leader in &b.failed_leaders {
+        for leader in b.failed_leaders.iter().flatten() {
             committee.member(*leader)?;
         }
         let follows_parent = b.parent_qc.round().checked_next() == Some(b.round);

@@ -14,9 +14,12 @@
 //!   loses its turns within a few rounds and regains them once it takes part again.
 //!
 //! Rule shared by every schedule: a block records the leaders of the rounds it skips
-//! ([`keel_types::Block::failed_leaders`]), and a replica votes only for a block whose record
-//! matches its own election (`Core::vote_for`); committed blocks are therefore a record of
-//! failures every replica agrees on.
+//! ([`keel_types::Block::failed_leaders`]; `None` for a round the proposer's history does not
+//! decide yet), and a replica whose history decides a skipped round votes only if the leader
+//! named for it matches its own election (`Core::vote_for`); committed blocks are therefore a
+//! record of failures the committee checked. (A replica that is not final for a round cannot
+//! check it and does not refuse: refusing there could stall a committee whose members are
+//! final for different rounds, which the simulator found.)
 
 mod reputation;
 mod round_robin;

@@ -6,8 +6,8 @@
 //!    committed blocks up to the anchor; the voter window the last `voter_window_per_validator
 //!    x n`. In the proposer window a validator *proposed* each block it authored and *failed*
 //!    each round a block records it as the failed leader of ([`keel_types::Block::failed_leaders`],
-//!    checked by the voters of that block); in the voter window it *voted* for each block whose
-//!    parent QC it signed.
+//!    checked by those of that block's voters whose history decides the round); in the voter
+//!    window it *voted* for each block whose parent QC it signed.
 //! 2. **Weights.** A validator whose failures exceed `failure_threshold_percent` of its leader
 //!    rounds (proposed + failed) in the window weighs `failed_weight`; otherwise one that
 //!    proposed or voted weighs `active_weight`; otherwise `inactive_weight`. Each weight is
@@ -286,7 +286,7 @@ impl LeaderElection for Reputation {
                 .iter()
                 .map(|(v, _)| *v)
                 .collect(),
-            failed: b.failed_leaders.clone(),
+            failed: b.failed_leaders.iter().flatten().copied().collect(),
         });
         while self.history.len() > self.history_len() {
             self.history.pop_front();
@@ -334,7 +334,7 @@ mod tests {
                     author: ValidatorIndex(author),
                     parent_qc: qc,
                     timeout_cert: None,
-                    failed_leaders: failed.iter().map(|f| ValidatorIndex(*f)).collect(),
+                    failed_leaders: failed.iter().map(|f| Some(ValidatorIndex(*f))).collect(),
                     payload: vec![],
                     timestamp: TimestampMs(round),
                 },
