@@ -56,7 +56,15 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
             ],
         );
     }
-    c.edit_config(3, &[("format = \"human\"\n", "format = \"json\"\n")]);
+    // Validator 3 itself keeps its blocks and receipts: the others' pruning is what sends it
+    // to state sync, and the receipts it serves afterwards must not be pruned within seconds.
+    c.edit_config(
+        3,
+        &[
+            ("format = \"human\"\n", "format = \"json\"\n"),
+            ("keep_blocks = 100\n", "keep_blocks = 100000\n"),
+        ],
+    );
     for i in 0..4 {
         c.spawn(i);
     }
