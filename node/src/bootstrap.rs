@@ -14,7 +14,12 @@
 //!   committed root);
 //! - the install replaces the state atomically with the executed marker, the committed root,
 //!   the lowest retained height (the checkpoint's: nothing below it is here) and the certified
-//!   checkpoint (see keel-storage's staging).
+//!   checkpoint (see keel-storage's staging);
+//! - after an install it asks again (at most 5 passes in all): peers that certified a newer
+//!   checkpoint meanwhile may have pruned the heights right after the installed one, and then
+//!   it syncs to the newer one instead of starting where nobody can serve it. (Once running,
+//!   a node whose next heights are pruned everywhere is told to restart: state sync runs only
+//!   here.)
 //!
 //! Safety data is not touched: a node that lost it starts amnesiac (see the driver).
 
@@ -92,7 +97,10 @@ pub async fn run(deps: &BootstrapDeps) -> Result<()> {
     }
     for attempt in 1..=ATTEMPTS {
         match attempt_sync(deps).await {
-            Ok(()) => return Ok(()),
+            // Installed: check again, as the peers may have certified a newer checkpoint and
+            // pruned the heights after this one while it synced (then it syncs to that one).
+            Ok(true) if attempt < ATTEMPTS => {}
+            Ok(_) => return Ok(()),
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(attempt, error = %format!("{e:#}"), "state sync failed; trying again");
                 tokio::time::sleep(Duration::from_millis(deps.config.startup_wait_ms)).await;
@@ -103,7 +111,8 @@ pub async fn run(deps: &BootstrapDeps) -> Result<()> {
     Ok(())
 }
 
-async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
+/// One state sync if the node needs it; whether it installed a checkpoint's state.
+async fn attempt_sync(deps: &BootstrapDeps) -> Result<bool> {
     let store = &deps.store;
     let resume: Option<CertifiedCheckpoint> = store
         .get(Column::Meta, TARGET_KEY)?
@@ -156,7 +165,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         (None, best) => best,
     };
     let Some(target) = target else {
-        return Ok(());
+        return Ok(false);
     };
     let cp = &target.checkpoint;
     // Range sync can go on from here only if peers holding more than 1/3 of the stake (so
@@ -179,7 +188,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
     let needed = cp.last_height > local
         && (resuming || cp.last_height.0 > local.0 + deps.config.min_gap || pruned_out);
     if !needed {
-        return Ok(());
+        return Ok(false);
     }
     tracing::info!(
         executed = %local,
@@ -271,7 +280,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<()> {
         state_root = %root,
         "state sync installed the checkpoint's state; range sync continues from it"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Whether some peer answers the bucket summary of `target` (one that hashes to its root).
