@@ -58,6 +58,16 @@ pub enum OpJson {
         /// Value (hex).
         value: String,
     },
+    /// A validator's governance vote (validators' nodes make these through the admin API).
+    Governance {
+        /// The epoch voted in.
+        epoch: u64,
+        /// The change: hex of its bcs encoding.
+        change: String,
+        /// What the change does (filled in answers, ignored when submitted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
 }
 
 fn hex_field(value: &str, field: &str) -> Result<Vec<u8>, ApiError> {
@@ -137,6 +147,15 @@ impl OpJson {
                 expected_version: *expected_version,
                 value: hex_field(value, &f("value"))?,
             },
+            OpJson::Governance { epoch, change, .. } => Op::Governance {
+                epoch: keel_types::Epoch(*epoch),
+                change: keel_types::encoding::decode(
+                    &hex_field(change, &f("change"))?,
+                    keel_types::MAX_TRANSACTION_BYTES,
+                    "committee change",
+                )
+                .map_err(|e| ApiError::bad_request(format!("{}: {e}", f("change"))))?,
+            },
         })
     }
 
@@ -161,6 +180,11 @@ impl OpJson {
                 key: hex::encode(key),
                 expected_version: *expected_version,
                 value: hex::encode(value),
+            },
+            Op::Governance { epoch, change } => OpJson::Governance {
+                epoch: epoch.0,
+                change: hex::encode(keel_types::encoding::encode(change)),
+                description: Some(change.describe()),
             },
         }
     }
@@ -215,6 +239,14 @@ pub enum EffectJson {
         /// Key (hex).
         key: String,
     },
+    /// A governance vote counted.
+    GovernanceVote {
+        /// The change's digest.
+        change: String,
+        /// The last height of the epoch, when the change is scheduled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduled_until: Option<u64>,
+    },
 }
 
 impl From<&Receipt> for ReceiptJson {
@@ -249,6 +281,13 @@ impl From<&Receipt> for ReceiptJson {
                     },
                     Effect::ObjectDeleted { key } => EffectJson::ObjectDeleted {
                         key: hex::encode(key),
+                    },
+                    Effect::GovernanceVote {
+                        change,
+                        scheduled_until,
+                    } => EffectJson::GovernanceVote {
+                        change: change.to_string(),
+                        scheduled_until: scheduled_until.map(|h| h.0),
                     },
                 })
                 .collect(),

@@ -37,6 +37,10 @@ fn run(workers: usize, config: &WorkloadConfig) -> (f64, usize, [f64; 3]) {
             phases = [0.0; 3];
         }
         let block = BlockToExecute {
+            epoch: executor
+                .epoch_state()
+                .map(|e| e.epoch())
+                .unwrap_or_default(),
             height: Height(i as u64 + 1),
             digest: Digest::of_tagged("bench-block", &i),
             timestamp: BLOCK_TIME,

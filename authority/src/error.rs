@@ -87,6 +87,18 @@ pub enum Error {
         /// The height given.
         found: keel_types::Height,
     },
+    /// A block of another epoch than the executed state's.
+    #[error(
+        "block at height {height} is of epoch {found}, the executed state is in epoch {expected}"
+    )]
+    WrongEpoch {
+        /// The block's height.
+        height: keel_types::Height,
+        /// The executed state's epoch.
+        expected: keel_types::Epoch,
+        /// The block's epoch.
+        found: keel_types::Epoch,
+    },
     /// The store holds another network's genesis.
     #[error("the data directory holds genesis {found}, the configuration names {expected}")]
     GenesisMismatch {

@@ -11,15 +11,18 @@
 //!    of an executed transaction from a late one);
 //! 3. ops apply in order on a scratch copy; the first op that cannot apply fails the whole
 //!    transaction, which then only consumes the nonce;
-//! 4. success writes every changed account and object, and the sender's next nonce.
+//! 4. success writes every changed account and object, and the sender's next nonce;
+//! 5. a governance vote reads and writes the epoch record ([`crate::governance`]); a refused
+//!    vote fails like any op.
 
 use crate::{
     error::Result,
-    state::{account_key, decode_account, decode_object, encode, object_key},
+    governance::{self, EPOCH_STATE_KEY, VoteOutcome},
+    state::{account_key, decode, decode_account, decode_object, encode, object_key},
 };
 use keel_types::{
-    Account, Address, DiscardReason, Effect, ExecutionStatus, FailureReason, Nonce, Object, Op,
-    TimestampMs, Transaction,
+    Account, Address, DiscardReason, Effect, EpochState, ExecutionStatus, FailureReason, Height,
+    Nonce, Object, Op, TimestampMs, Transaction,
 };
 use std::collections::BTreeMap;
 
@@ -53,13 +56,23 @@ pub enum TxOutcome {
     },
 }
 
-/// Runs `tx` (sent by `sender`) in a block with `block_timestamp` against `view`.
+/// The block a transaction runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockContext {
+    /// Its height.
+    pub height: Height,
+    /// Its timestamp.
+    pub timestamp: TimestampMs,
+}
+
+/// Runs `tx` (sent by `sender`) in `block` against `view`.
 pub fn execute_transaction(
     tx: &Transaction,
     sender: Address,
-    block_timestamp: TimestampMs,
+    block: BlockContext,
     view: &mut impl StateView,
 ) -> Result<TxOutcome> {
+    let block_timestamp = block.timestamp;
     if tx.expiry < block_timestamp {
         return Ok(TxOutcome::Discarded(DiscardReason::Expired {
             expiry: tx.expiry,
@@ -86,14 +99,20 @@ pub fn execute_transaction(
 
     let mut scratch = Scratch {
         sender,
+        tx,
+        height: block.height,
         accounts: BTreeMap::from([(sender, start)]),
         objects: BTreeMap::new(),
+        epoch_state: None,
+        votes: Vec::new(),
     };
     let status = match scratch.apply_ops(&tx.ops, view)? {
         Ok(()) => ExecutionStatus::Success,
         Err(reason) => {
             scratch.accounts = BTreeMap::from([(sender, start)]);
             scratch.objects.clear();
+            scratch.epoch_state = None;
+            scratch.votes.clear();
             ExecutionStatus::Failed(reason)
         }
     };
@@ -109,15 +128,21 @@ pub fn execute_transaction(
 }
 
 /// A transaction's view of the accounts and objects it touched, changed in place.
-struct Scratch {
+struct Scratch<'t> {
     sender: Address,
+    tx: &'t Transaction,
+    height: Height,
+    /// The epoch record, once a governance op read it, and whether it changed.
+    epoch_state: Option<(EpochState, bool)>,
+    /// Effects of counted governance votes.
+    votes: Vec<Effect>,
     /// Every account read, with its current value (all are written back).
     accounts: BTreeMap<Address, Account>,
     /// Sender's objects read: the current value, and whether the transaction changed it.
     objects: BTreeMap<Vec<u8>, (Option<Object>, bool)>,
 }
 
-impl Scratch {
+impl Scratch<'_> {
     fn account(&mut self, address: Address, view: &mut impl StateView) -> Result<&mut Account> {
         match self.accounts.entry(address) {
             std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
@@ -205,6 +230,33 @@ impl Scratch {
                 }
                 return Ok(write_next_version(entry, value, op_index));
             }
+            Op::Governance { epoch, change } => {
+                let refused =
+                    |reason: String| FailureReason::GovernanceRefused { op_index, reason };
+                if self.epoch_state.is_none() {
+                    let Some(bytes) = view.read(EPOCH_STATE_KEY)? else {
+                        return Ok(Err(refused("this chain keeps no epoch record".into())));
+                    };
+                    self.epoch_state = Some((decode(&bytes, "epoch state")?, false));
+                }
+                let Some((state, changed)) = self.epoch_state.as_mut() else {
+                    return Ok(Err(refused("no epoch record".into())));
+                };
+                let voter = self.tx.sender;
+                match governance::vote(state, &voter, *epoch, change, self.height) {
+                    Err(reason) => return Ok(Err(refused(reason))),
+                    Ok(outcome) => {
+                        *changed |= outcome != VoteOutcome::AlreadyCounted;
+                        self.votes.push(Effect::GovernanceVote {
+                            change: change.digest(),
+                            scheduled_until: match outcome {
+                                VoteOutcome::Scheduled { ends_at } => Some(ends_at),
+                                _ => None,
+                            },
+                        });
+                    }
+                }
+            }
         }
         Ok(Ok(()))
     }
@@ -240,6 +292,10 @@ impl Scratch {
                 }
             }
         }
+        if let Some((state, true)) = self.epoch_state {
+            writes.insert(EPOCH_STATE_KEY.to_vec(), Some(encode(&state)));
+        }
+        effects.extend(self.votes);
         (writes, effects)
     }
 }

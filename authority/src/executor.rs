@@ -23,13 +23,14 @@ use crate::{
     cache::StateCache,
     config::ExecutorConfig,
     error::{Error, Result},
-    execution::{StateView, TxOutcome, execute_transaction},
+    execution::{BlockContext, StateView, TxOutcome, execute_transaction},
+    governance::{self, EPOCH_STATE_KEY},
     state::{self, EXECUTED_KEY, ExecutedMarker, account_key, encode},
 };
 use keel_storage::{Column, StateSnapshot, Store, Versioned, WriteOp};
 use keel_types::{
-    Account, Address, Digest, DiscardReason, ExecutionStatus, Height, Receipt, SignedTransaction,
-    TimestampMs,
+    Account, Address, Digest, DiscardReason, Epoch, EpochState, ExecutionStatus, Height, Receipt,
+    SignedTransaction, TimestampMs,
 };
 use std::{
     collections::{HashMap, HashSet},
@@ -50,6 +51,9 @@ pub struct GenesisState {
     pub digest: Digest,
     /// Funded accounts.
     pub accounts: Vec<(Address, u64)>,
+    /// The first epoch's governance record (`None`: a chain without governance, whose votes
+    /// all fail).
+    pub epoch: Option<EpochState>,
 }
 
 impl GenesisState {
@@ -70,6 +74,11 @@ impl GenesisState {
                 };
                 (account_key(&address), encode(&account))
             })
+            .chain(
+                self.epoch
+                    .iter()
+                    .map(|e| (EPOCH_STATE_KEY.to_vec(), encode(e))),
+            )
             .collect()
     }
 
@@ -90,6 +99,8 @@ pub struct BlockToExecute<'a> {
     pub height: Height,
     /// The block id.
     pub digest: Digest,
+    /// The block's epoch: it must be the epoch the executed state is in.
+    pub epoch: Epoch,
     /// The block's timestamp (transactions expiring before it are discarded).
     pub timestamp: TimestampMs,
     /// The transactions of its batches, in proof order then batch order.
@@ -109,6 +120,8 @@ pub struct BlockOutcome {
     pub reexecuted: usize,
     /// Where the time went.
     pub timings: Timings,
+    /// The next epoch's record, when this block ended the epoch (it is already written).
+    pub epoch_end: Option<EpochState>,
 }
 
 /// Time spent in each phase of a block's execution.
@@ -128,6 +141,8 @@ pub struct Executor {
     config: ExecutorConfig,
     marker: ExecutedMarker,
     cache: StateCache,
+    /// The executed state's epoch record (`None` on a chain without one).
+    epoch: Option<EpochState>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -165,12 +180,29 @@ impl Executor {
             }
             None => write_genesis(&store, genesis)?,
         };
+        let epoch = read_epoch_state(&store)?;
         Ok(Executor {
             store,
             cache: StateCache::new(config.cache_entries),
             config,
             marker,
+            epoch,
         })
+    }
+
+    /// The executed state's epoch record.
+    pub fn epoch_state(&self) -> Option<&EpochState> {
+        self.epoch.as_ref()
+    }
+
+    /// Reloads the epoch record from the store (after state sync installed another state).
+    pub fn reload(&mut self) -> Result<()> {
+        self.epoch = read_epoch_state(&self.store)?;
+        if let Some(marker) = state::executed_marker(&self.store)? {
+            self.marker = marker;
+        }
+        self.cache = StateCache::new(self.config.cache_entries);
+        Ok(())
     }
 
     /// How far execution has got.
@@ -192,6 +224,19 @@ impl Executor {
                 found: block.height,
             });
         }
+        if let Some(epoch) = &self.epoch
+            && epoch.epoch() != block.epoch
+        {
+            return Err(Error::WrongEpoch {
+                height: block.height,
+                expected: epoch.epoch(),
+                found: block.epoch,
+            });
+        }
+        let context = BlockContext {
+            height: block.height,
+            timestamp: block.timestamp,
+        };
         let started = Instant::now();
         let mut timings = Timings::default();
         let mut txn = self.store.begin();
@@ -242,7 +287,7 @@ impl Executor {
                         base: &mut base,
                         pre: &pre,
                     };
-                    execute_transaction(&tx.transaction, sender, block.timestamp, &mut view)?
+                    execute_transaction(&tx.transaction, sender, context, &mut view)?
                 }
             };
             let (status, effects) = match outcome {
@@ -281,6 +326,19 @@ impl Executor {
             });
         }
 
+        // The epoch record after the block, and the next epoch's if the block ends this one.
+        let mut epoch = self.epoch.clone();
+        if let Some(Some(bytes)) = overlay.get(EPOCH_STATE_KEY) {
+            epoch = Some(state::decode(bytes, "epoch state")?);
+        }
+        let epoch_end = epoch
+            .as_ref()
+            .filter(|e| e.ends_with(block.height))
+            .map(|e| governance::next_epoch(e, block.height));
+        if let Some(next) = &epoch_end {
+            overlay.insert(EPOCH_STATE_KEY.to_vec(), Some(encode(next)));
+            epoch = Some(next.clone());
+        }
         timings.validate = started.elapsed() - timings.optimistic;
         let marker = ExecutedMarker {
             height: block.height,
@@ -330,12 +388,14 @@ impl Executor {
         }
         timings.commit = started.elapsed() - timings.optimistic - timings.validate;
         self.marker = marker.clone();
+        self.epoch = epoch;
         Ok(BlockOutcome {
             marker,
             receipts,
             skipped,
             reexecuted,
             timings,
+            epoch_end,
         })
     }
 }
@@ -392,8 +452,11 @@ fn optimistic_phase(
                     pre,
                     reads: Vec::new(),
                 };
-                let outcome =
-                    execute_transaction(&tx.transaction, sender, block.timestamp, &mut view)?;
+                let context = BlockContext {
+                    height: block.height,
+                    timestamp: block.timestamp,
+                };
+                let outcome = execute_transaction(&tx.transaction, sender, context, &mut view)?;
                 out.push((
                     i,
                     Run {
@@ -475,6 +538,14 @@ impl StateView for OverlayView<'_, '_, '_> {
 }
 
 const GENESIS_KEY: &[u8] = b"genesis";
+
+/// Reads the epoch record from the latest executed state.
+pub fn read_epoch_state(store: &Store) -> Result<Option<EpochState>> {
+    store
+        .get_state(EPOCH_STATE_KEY)?
+        .map(|v| state::decode(&v.value, "epoch state"))
+        .transpose()
+}
 
 fn genesis_marker_digest(store: &Store) -> Result<Option<Digest>> {
     store

@@ -16,7 +16,8 @@
 //! and acknowledging peers' batches), [`proof_queue`] (proofs awaiting ordering, payload
 //! validation), [`resolve`] (storing batches, resolving committed proofs through a
 //! [`BatchFetcher`]), [`execution`] (one transaction's semantics), [`executor`] (blocks:
-//! optimistic parallel runs, in-order validation, one atomic commit), [`state`] (the key layout),
+//! optimistic parallel runs, in-order validation, one atomic commit), [`governance`] (votes for
+//! committee changes and the end of an epoch), [`state`] (the key layout),
 //! [`checkpoints`] (the checkpoint state machine: signing every K blocks, aggregating peers'
 //! signatures into certificates), [`checkpoint_store`] (where checkpoints are kept).
 //!
@@ -36,6 +37,9 @@
 //! - execution gives the receipts and state of sequential execution in block order, whatever the
 //!   number of workers; a block's writes, receipts and executed marker commit atomically, so
 //!   after a crash execution resumes at the marker's height + 1;
+//! - the epoch record (committee, votes, scheduled changes) is part of the executed state, so
+//!   the end of an epoch and the next committee are deterministic and covered by the state
+//!   root; a block executes only in its own epoch;
 //! - a checkpoint is signed only as the successor of the previous checkpoint this node knows,
 //!   each signature is persisted before it is broadcast, and peers' signatures are verified and
 //!   buffered within a bounded window (see [`checkpoints`]).
@@ -56,6 +60,7 @@ pub mod dissemination;
 pub mod error;
 pub mod execution;
 pub mod executor;
+pub mod governance;
 pub mod mempool;
 pub mod peer_batch;
 pub mod proof_queue;
@@ -76,6 +81,7 @@ pub use dissemination::{Dissemination, DisseminationAction, DisseminationDeps};
 pub use error::{Error, Rejection, Result};
 pub use executor::{
     BlockOutcome, BlockToExecute, Executor, GenesisState, Timings, installed_state_ops,
+    read_epoch_state,
 };
 pub use mempool::{Mempool, NonceReader};
 pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};

@@ -3,7 +3,8 @@
 
 use crate::executor::GenesisState;
 use keel_types::{
-    Address, ChainId, Digest, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
+    Address, ChainId, Committee, CommitteeChange, Digest, Epoch, EpochParams, EpochState, KeyPair,
+    Nonce, Op, PossessionProof, SignedTransaction, Stake, TimestampMs, Transaction, ValidatorInfo,
     test_utils::seeded_key,
 };
 use rand::{Rng, SeedableRng};
@@ -40,7 +41,19 @@ pub struct WorkloadConfig {
     /// Senders are drawn at random (true) or in rotation, so a block of at most `accounts`
     /// transactions has distinct senders (false).
     pub random_senders: bool,
+    /// Probability that a transaction is a governance vote (the first [`COMMITTEE`] accounts
+    /// form the genesis committee; votes name a random epoch of the first few).
+    pub governance_probability: f64,
 }
+
+/// Accounts whose keys form the workload's genesis committee.
+pub const COMMITTEE: usize = 4;
+
+/// The workload's epoch parameters: short epochs, so blocks cross epoch ends.
+pub const EPOCH_PARAMS: EpochParams = EpochParams {
+    change_delay_blocks: 1,
+    max_length_blocks: 3,
+};
 
 impl WorkloadConfig {
     /// Single-op transfers between `accounts` accounts in rotation, no hot spot, nothing bad.
@@ -57,6 +70,7 @@ impl WorkloadConfig {
             expired_probability: 0.0,
             duplicate_probability: 0.0,
             random_senders: false,
+            governance_probability: 0.0,
         }
     }
 
@@ -74,6 +88,7 @@ impl WorkloadConfig {
             expired_probability: 0.05,
             duplicate_probability: 0.08,
             random_senders: true,
+            governance_probability: 0.05,
         }
     }
 }
@@ -116,10 +131,31 @@ impl Workload {
         &self.addresses
     }
 
+    /// The genesis committee: the first [`COMMITTEE`] accounts' keys (fewer if there are
+    /// fewer accounts), stake 1 each, in epoch 0.
+    pub fn committee(&self) -> Committee {
+        let validators = self
+            .keys
+            .iter()
+            .take(COMMITTEE)
+            .enumerate()
+            .map(|(i, k)| ValidatorInfo {
+                protocol_key: k.public(),
+                network_key: seeded_key("workload network", i as u64).public(),
+                stake: Stake(1),
+                address: format!("10.0.0.{i}:1"),
+            })
+            .collect();
+        // INVARIANT: distinct seeded keys and positive stakes make a valid committee.
+        Committee::new(Epoch(0), validators).expect("INVARIANT: a valid committee")
+    }
+
     /// Genesis: every account funded with 1,000,000, except every fifth with 300 (so
-    /// transfers from it soon fail).
+    /// transfers from it soon fail); the committee of [`Workload::committee`].
     pub fn genesis(&self) -> GenesisState {
         GenesisState {
+            epoch: (!self.keys.is_empty())
+                .then(|| EpochState::genesis(self.committee(), EPOCH_PARAMS)),
             digest: Digest::of_tagged("keel/test-genesis", &self.config.accounts),
             accounts: self
                 .addresses
@@ -157,9 +193,13 @@ impl Workload {
             };
         }
         let expired = self.rng.gen_bool(c.expired_probability);
-        let ops = (0..self.rng.gen_range(1..=c.max_ops))
-            .map(|_| self.op(sender))
-            .collect();
+        let ops = if self.rng.gen_bool(c.governance_probability) {
+            vec![self.vote()]
+        } else {
+            (0..self.rng.gen_range(1..=c.max_ops))
+                .map(|_| self.op(sender))
+                .collect()
+        };
         let tx = Transaction {
             chain_id: CHAIN,
             sender: self.keys[sender].public(),
@@ -181,6 +221,41 @@ impl Workload {
             self.history.push(tx.clone());
         }
         tx
+    }
+
+    /// A vote for one of a few changes (stake changes, removals and additions of two fixed
+    /// newcomers) in one of the first epochs; many fail (wrong epoch, not a validator, a
+    /// conflict), some schedule changes.
+    fn vote(&mut self) -> Op {
+        let members = self.keys.len().min(COMMITTEE);
+        let member = self.keys[self.rng.gen_range(0..members)].public();
+        let change = match self.rng.gen_range(0..3) {
+            0 => CommitteeChange::SetStake {
+                protocol_key: member,
+                stake: Stake(self.rng.gen_range(1..4)),
+            },
+            1 => CommitteeChange::Remove {
+                protocol_key: member,
+            },
+            _ => {
+                let i = self.rng.gen_range(0..2u64);
+                let protocol = seeded_key("workload newcomer", i);
+                let network = seeded_key("workload newcomer network", i);
+                CommitteeChange::Add {
+                    validator: ValidatorInfo {
+                        protocol_key: protocol.public(),
+                        network_key: network.public(),
+                        stake: Stake(1),
+                        address: format!("10.0.1.{i}:1"),
+                    },
+                    proof: PossessionProof::create(&protocol, &network, CHAIN),
+                }
+            }
+        };
+        Op::Governance {
+            epoch: Epoch(self.rng.gen_range(0..3)),
+            change,
+        }
     }
 
     fn op(&mut self, sender: usize) -> Op {

@@ -506,6 +506,10 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
             assert!(net.validate(v, &payload));
             let batches = resolve_batches(&net.nodes[v].store, &fetcher, &payload).unwrap();
             let block = BlockToExecute {
+                epoch: executor
+                    .epoch_state()
+                    .map(|e| e.epoch())
+                    .unwrap_or_default(),
                 height: Height(height),
                 digest: Digest::of_tagged("block", &height),
                 timestamp: BLOCK_TIME,

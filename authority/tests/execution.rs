@@ -23,8 +23,23 @@ fn open_with(dir: &tempfile::TempDir, config: ExecutorConfig, genesis: &GenesisS
     Executor::open(store, config, genesis).unwrap()
 }
 
+/// Executes `transactions` as the block at `height`, in the executed state's epoch.
+fn execute(
+    executor: &mut Executor,
+    height: u64,
+    transactions: &[SignedTransaction],
+) -> Result<BlockOutcome, Error> {
+    let mut block = block_at(height, transactions);
+    block.epoch = executor
+        .epoch_state()
+        .map(|e| e.epoch())
+        .unwrap_or_default();
+    executor.execute_block(&block)
+}
+
 fn block_at(height: u64, transactions: &[SignedTransaction]) -> BlockToExecute<'_> {
     BlockToExecute {
+        epoch: keel_types::Epoch(0),
         height: Height(height),
         digest: Digest::of_tagged("test-block", &height),
         timestamp: BLOCK_TIME,
@@ -45,9 +60,7 @@ fn run(
         .iter()
         .enumerate()
         .map(|(i, txs)| {
-            let outcome = executor
-                .execute_block(&block_at(i as u64 + 1, txs))
-                .unwrap();
+            let outcome = execute(&mut executor, i as u64 + 1, txs).unwrap();
             reexecuted += outcome.reexecuted;
             let root = executor.store().state_root().unwrap();
             (bcs::to_bytes(&outcome.receipts).unwrap(), root)
@@ -99,12 +112,26 @@ fn the_property_workload_really_conflicts_fails_and_discards() {
     let mut executor = open(&dir, 2, &genesis);
     let (mut reexecuted, mut skipped) = (0, 0);
     let mut statuses = [0usize; 3];
+    let (mut votes_counted, mut votes_refused, mut epoch_ends) = (0, 0, 0);
     for (i, txs) in blocks.iter().enumerate() {
-        let outcome = executor
-            .execute_block(&block_at(i as u64 + 1, txs))
-            .unwrap();
+        let outcome = execute(&mut executor, i as u64 + 1, txs).unwrap();
         reexecuted += outcome.reexecuted;
         skipped += outcome.skipped;
+        epoch_ends += usize::from(outcome.epoch_end.is_some());
+        for r in &outcome.receipts {
+            if r.effects
+                .iter()
+                .any(|e| matches!(e, Effect::GovernanceVote { .. }))
+            {
+                votes_counted += 1;
+            }
+            if matches!(
+                r.status,
+                ExecutionStatus::Failed(FailureReason::GovernanceRefused { .. })
+            ) {
+                votes_refused += 1;
+            }
+        }
         for r in &outcome.receipts {
             statuses[match r.status {
                 ExecutionStatus::Success => 0,
@@ -118,6 +145,10 @@ fn the_property_workload_really_conflicts_fails_and_discards() {
     assert!(
         statuses.iter().all(|n| *n > 10),
         "success/failed/discarded = {statuses:?}"
+    );
+    assert!(
+        votes_counted > 2 && votes_refused > 2 && epoch_ends >= 1,
+        "governance votes counted {votes_counted}, refused {votes_refused}, epoch ends {epoch_ends}"
     );
 }
 
@@ -141,6 +172,7 @@ fn two_accounts() -> (keel_types::KeyPair, keel_types::KeyPair, GenesisState) {
     let genesis = GenesisState {
         digest: Digest::of_tagged("test-genesis", &0u8),
         accounts: vec![(addr(&a), 100), (addr(&b), 5)],
+        epoch: None,
     };
     (a, b, genesis)
 }
@@ -152,9 +184,7 @@ fn a_failed_transaction_consumes_its_nonce_and_changes_nothing_else() {
     let mut executor = open(&dir, 2, &genesis);
     let pay = transfer(&a, 0, addr(&b), 30);
     let overdraw = transfer(&b, 0, addr(&a), 500);
-    let outcome = executor
-        .execute_block(&block_at(1, &[pay.clone(), overdraw.clone()]))
-        .unwrap();
+    let outcome = execute(&mut executor, 1, &[pay.clone(), overdraw.clone()]).unwrap();
     let [ok, failed] = &outcome.receipts[..] else {
         panic!("two receipts expected: {:?}", outcome.receipts)
     };
@@ -194,20 +224,18 @@ fn duplicates_are_skipped_and_stale_or_future_nonces_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let mut executor = open(&dir, 2, &genesis);
     let first = transfer(&a, 0, addr(&b), 1);
-    let outcome = executor
-        .execute_block(&block_at(1, &[first.clone(), first.clone()]))
-        .unwrap();
+    let outcome = execute(&mut executor, 1, &[first.clone(), first.clone()]).unwrap();
     assert_eq!((outcome.receipts.len(), outcome.skipped), (1, 1));
 
     // The same transaction again in a later block: skipped, its receipt untouched.
     let other_with_old_nonce = transfer(&a, 0, addr(&b), 2);
     let future = transfer(&a, 5, addr(&b), 1);
-    let outcome = executor
-        .execute_block(&block_at(
-            2,
-            &[first.clone(), other_with_old_nonce.clone(), future.clone()],
-        ))
-        .unwrap();
+    let outcome = execute(
+        &mut executor,
+        2,
+        &[first.clone(), other_with_old_nonce.clone(), future.clone()],
+    )
+    .unwrap();
     assert_eq!(outcome.skipped, 1);
     let statuses: Vec<_> = outcome.receipts.iter().map(|r| r.status.clone()).collect();
     assert_eq!(
@@ -283,7 +311,7 @@ fn objects_follow_put_delete_and_compare_and_swap() {
             }],
         ),
     ];
-    let outcome = executor.execute_block(&block_at(1, &txs)).unwrap();
+    let outcome = execute(&mut executor, 1, &txs).unwrap();
     let statuses: Vec<_> = outcome.receipts.iter().map(|r| r.status.clone()).collect();
     assert_eq!(
         statuses,
@@ -304,7 +332,7 @@ fn objects_follow_put_delete_and_compare_and_swap() {
     );
 
     let delete = vec![tx(3, vec![Op::Delete { key: k.clone() }])];
-    executor.execute_block(&block_at(2, &delete)).unwrap();
+    execute(&mut executor, 2, &delete).unwrap();
     assert_eq!(object(executor.store(), &addr(&a), &k).unwrap(), None);
 }
 
@@ -314,7 +342,7 @@ fn blocks_must_come_in_height_order_and_genesis_must_match() {
     let dir = tempfile::tempdir().unwrap();
     let mut executor = open(&dir, 2, &genesis);
     let txs = [transfer(&a, 0, addr(&b), 1)];
-    let err = executor.execute_block(&block_at(2, &txs)).unwrap_err();
+    let err = execute(&mut executor, 2, &txs).unwrap_err();
     assert!(
         matches!(
             err,
@@ -325,8 +353,8 @@ fn blocks_must_come_in_height_order_and_genesis_must_match() {
         ),
         "{err}"
     );
-    let BlockOutcome { marker, .. } = executor.execute_block(&block_at(1, &txs)).unwrap();
-    assert!(executor.execute_block(&block_at(1, &txs)).is_err());
+    let BlockOutcome { marker, .. } = execute(&mut executor, 1, &txs).unwrap();
+    assert!(execute(&mut executor, 1, &txs).is_err());
     let store = executor.store().clone();
     drop(executor);
 

@@ -35,11 +35,22 @@ fn workload() -> (keel_authority::GenesisState, Vec<Vec<SignedTransaction>>) {
 
 fn block_at(height: usize, transactions: &[SignedTransaction]) -> BlockToExecute<'_> {
     BlockToExecute {
+        epoch: keel_types::Epoch(0),
         height: Height(height as u64),
         digest: Digest::of_tagged("crash-block", &height),
         timestamp: BLOCK_TIME,
         transactions: transactions.iter().collect(),
     }
+}
+
+/// Executes the block at `height` in the executed state's epoch.
+fn run_block(executor: &mut Executor, height: usize, transactions: &[SignedTransaction]) {
+    let mut block = block_at(height, transactions);
+    block.epoch = executor
+        .epoch_state()
+        .map(|e| e.epoch())
+        .unwrap_or_default();
+    executor.execute_block(&block).unwrap();
 }
 
 fn open(dir: &std::path::Path) -> Executor {
@@ -60,9 +71,7 @@ fn execution_crash_child() {
     let start = executor.marker().height.0 as usize + 1;
     println!("ready at {start}");
     for height in start..=BLOCKS {
-        executor
-            .execute_block(&block_at(height, &blocks[height - 1]))
-            .unwrap();
+        run_block(&mut executor, height, &blocks[height - 1]);
         println!("executed {height}");
     }
     println!("done");
@@ -74,7 +83,7 @@ fn reference(blocks: &[Vec<SignedTransaction>]) -> (Vec<Digest>, Vec<Option<Vec<
     let mut executor = open(dir.path());
     let mut roots = vec![executor.store().state_root().unwrap()];
     for (i, txs) in blocks.iter().enumerate() {
-        executor.execute_block(&block_at(i + 1, txs)).unwrap();
+        run_block(&mut executor, i + 1, txs);
         roots.push(executor.store().state_root().unwrap());
     }
     (roots, receipts(executor.store(), blocks))

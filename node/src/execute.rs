@@ -102,6 +102,7 @@ fn run(deps: ExecuteDeps) {
         let to_execute = BlockToExecute {
             height: next,
             digest: block.digest(),
+            epoch: block.block.epoch,
             timestamp: block.block.timestamp,
             transactions: batches.iter().flat_map(|b| &b.transactions).collect(),
         };

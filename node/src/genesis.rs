@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use keel_types::{
-    Address, ChainId, Committee, Digest, Epoch, KeyPair, PublicKey, Stake, ValidatorInfo,
+    Address, ChainId, Committee, Digest, Epoch, EpochParams, EpochState, KeyPair, PublicKey, Stake,
+    ValidatorInfo,
 };
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::Path};
@@ -63,6 +64,9 @@ pub struct Genesis {
     /// Accounts funded from a seed.
     #[serde(default)]
     pub derived_accounts: Option<DerivedAccounts>,
+    /// When epochs end (execution rules: part of the genesis digest).
+    #[serde(default)]
+    pub epochs: EpochParams,
 }
 
 /// Most accounts a genesis may derive.
@@ -87,7 +91,7 @@ impl Genesis {
             .with_context(|| format!("cannot read genesis file {}", path.display()))?;
         let genesis: Genesis = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("genesis file {}: {e}", path.display()))?;
-        genesis.committee()?;
+        genesis.epoch_state()?;
         genesis.funded()?;
         Ok(genesis)
     }
@@ -100,6 +104,17 @@ impl Genesis {
     /// The chain id.
     pub fn chain_id(&self) -> ChainId {
         ChainId(self.chain_id)
+    }
+
+    /// The first epoch's governance record.
+    pub fn epoch_state(&self) -> Result<EpochState> {
+        if self.epochs.change_delay_blocks == 0 {
+            return Err(genesis_error(
+                "epochs.change_delay_blocks",
+                "must be positive",
+            ));
+        }
+        Ok(EpochState::genesis(self.committee()?, self.epochs))
     }
 
     /// The first committee.
@@ -215,6 +230,7 @@ mod tests {
             }],
             accounts: vec![],
             derived_accounts: None,
+            epochs: EpochParams::default(),
         };
         let err = genesis.committee().unwrap_err().to_string();
         assert!(err.contains("validators[0].protocol_key"), "{err}");

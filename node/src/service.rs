@@ -74,6 +74,7 @@ pub async fn run(
     let genesis_state = GenesisState {
         digest: genesis.digest(),
         accounts: genesis.funded()?,
+        epoch: Some(genesis.epoch_state()?),
     };
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());

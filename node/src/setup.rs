@@ -131,6 +131,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
         validators,
         accounts: spec.accounts.clone(),
         derived_accounts: spec.derived.clone(),
+        epochs: Default::default(),
     };
     genesis.committee()?;
     genesis.funded()?;

@@ -37,6 +37,7 @@ pub mod crypto;
 pub mod digest;
 pub mod encoding;
 pub mod error;
+pub mod governance;
 pub mod ids;
 pub mod multisig;
 pub mod receipt;
@@ -56,6 +57,9 @@ pub use consensus::{
 pub use crypto::{Domain, KeyPair, PublicKey, Signature};
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use governance::{
+    CommitteeChange, EpochParams, EpochState, PendingChange, PossessionProof, ScheduledChange,
+};
 pub use ids::{ChainId, Epoch, Height, Nonce, Round, Stake, TimestampMs, ValidatorIndex};
 pub use multisig::{MultiSignature, Threshold};
 pub use receipt::{DiscardReason, Effect, ExecutionStatus, FailureReason, Receipt};

@@ -46,6 +46,13 @@ pub enum FailureReason {
         /// The failing op.
         op_index: u32,
     },
+    /// A governance vote was refused (not a validator, another epoch, a key in use, ...).
+    GovernanceRefused {
+        /// The failing op.
+        op_index: u32,
+        /// Why, naming the value at fault.
+        reason: String,
+    },
 }
 
 impl fmt::Display for FailureReason {
@@ -72,6 +79,9 @@ impl fmt::Display for FailureReason {
             ),
             FailureReason::VersionOverflow { op_index } => {
                 write!(f, "ops[{op_index}]: object version overflow")
+            }
+            FailureReason::GovernanceRefused { op_index, reason } => {
+                write!(f, "ops[{op_index}]: governance vote refused: {reason}")
             }
         }
     }
@@ -168,6 +178,13 @@ pub enum Effect {
     ObjectDeleted {
         /// The object's key.
         key: Vec<u8>,
+    },
+    /// A governance vote was counted.
+    GovernanceVote {
+        /// The change voted for ([`crate::CommitteeChange::digest`]).
+        change: Digest,
+        /// The last height of the epoch, when the change is scheduled.
+        scheduled_until: Option<Height>,
     },
 }
 

@@ -11,6 +11,7 @@ use crate::{
     digest::Digest,
     encoding,
     error::{Error, Result},
+    governance::CommitteeChange,
     ids::{ChainId, Epoch, Nonce, TimestampMs},
 };
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,14 @@ pub enum Op {
         expected_version: u64,
         /// At most [`MAX_VALUE_LEN`] bytes.
         value: Vec<u8>,
+    },
+    /// A validator's vote for a committee change (the sender must be a committee member's
+    /// protocol key; see [`crate::governance`]).
+    Governance {
+        /// The epoch the vote is for (a vote of another epoch fails).
+        epoch: Epoch,
+        /// The change voted for.
+        change: CommitteeChange,
     },
 }
 
@@ -143,6 +152,15 @@ impl Transaction {
                 Op::CompareAndSwap { key, value, .. } => {
                     check_key(key, || format!("ops[{i}].key"))?;
                     check_value(value, || format!("ops[{i}].value"))?;
+                }
+                Op::Governance { change, .. } => {
+                    if self.ops.len() != 1 {
+                        return Err(Error::InvalidField {
+                            field: format!("ops[{i}]"),
+                            reason: "a governance vote must be the transaction's only op".into(),
+                        });
+                    }
+                    change.validate(self.chain_id, &format!("ops[{i}].change"))?;
                 }
             }
         }
