@@ -1,15 +1,18 @@
 //! The admin router: every route requires `Authorization: Bearer <token>`. The token is
 //! compared in constant time (as blake3 digests, so its length does not leak either).
-//! Reconfiguration routes join this router under `/admin/`.
+//! Reconfiguration: `GET /admin/epoch`, and votes for committee changes
+//! (`POST /admin/validators`, `DELETE /admin/validators/{id}`,
+//! `PUT /admin/validators/{id}/stake`), each answered with the change's digest and the epoch in
+//! which it takes effect; repeating a request is harmless.
 
 use crate::{NodeApi, error::ApiError};
 use axum::{
     Json, Router,
-    extract::{Request, State, rejection::JsonRejection},
+    extract::{Path, Request, State, rejection::JsonRejection},
     http::header,
     middleware::{self, Next},
     response::Response,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -35,6 +38,10 @@ pub fn admin_router(node: Arc<dyn NodeApi>, token: &str) -> Router {
         .route("/admin/peers", get(peers))
         .route("/admin/log-level", put(log_level))
         .route("/admin/shutdown", post(shutdown))
+        .route("/admin/epoch", get(epoch))
+        .route("/admin/validators", post(add_validator))
+        .route("/admin/validators/{id}", delete(remove_validator))
+        .route("/admin/validators/{id}/stake", put(set_stake))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY))
@@ -102,4 +109,59 @@ async fn log_level(
 async fn shutdown(State(state): State<AdminState>) -> Json<serde_json::Value> {
     state.node.shutdown();
     Json(serde_json::json!({ "shutting_down": true }))
+}
+
+async fn epoch(State(state): State<AdminState>) -> Result<Json<crate::dto::EpochJson>, ApiError> {
+    let node = state.node.clone();
+    let epoch = tokio::task::spawn_blocking(move || node.epoch())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(epoch))
+}
+
+async fn vote(
+    state: AdminState,
+    change: crate::dto::ChangeRequest,
+) -> Result<Json<crate::dto::VoteJson>, ApiError> {
+    let node = state.node.clone();
+    let voted = tokio::task::spawn_blocking(move || node.vote(change))
+        .await
+        .map_err(ApiError::internal)?;
+    match voted {
+        Ok(vote) => Ok(Json(vote)),
+        Err(crate::SubmitError::Invalid(m)) => Err(ApiError::bad_request(m)),
+        Err(crate::SubmitError::Overloaded(m)) => Err(ApiError::overloaded(m)),
+    }
+}
+
+async fn add_validator(
+    State(state): State<AdminState>,
+    body: Result<Json<crate::dto::AddValidatorJson>, JsonRejection>,
+) -> Result<Json<crate::dto::VoteJson>, ApiError> {
+    let Json(body) = body?;
+    vote(state, crate::dto::ChangeRequest::Add(body)).await
+}
+
+async fn remove_validator(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::dto::VoteJson>, ApiError> {
+    vote(state, crate::dto::ChangeRequest::Remove { validator: id }).await
+}
+
+async fn set_stake(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<crate::dto::StakeJson>, JsonRejection>,
+) -> Result<Json<crate::dto::VoteJson>, ApiError> {
+    let Json(body) = body?;
+    vote(
+        state,
+        crate::dto::ChangeRequest::SetStake {
+            validator: id,
+            stake: body.stake,
+        },
+    )
+    .await
 }

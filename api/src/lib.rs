@@ -31,7 +31,9 @@ pub use error::{ApiError, ErrorJson};
 pub use openapi::OPENAPI_PATH;
 pub use public::public_router;
 
-use dto::{BlockJson, ConsensusJson, PeerJson, StatusJson, TxLookup};
+use dto::{
+    BlockJson, ChangeRequest, ConsensusJson, EpochJson, PeerJson, StatusJson, TxLookup, VoteJson,
+};
 use keel_types::{
     Account, Address, CertifiedCheckpoint, Digest, Height, Object, Receipt, SignedTransaction,
 };
@@ -83,4 +85,9 @@ pub trait NodeApi: Send + Sync + 'static {
     fn set_log_level(&self, filter: &str) -> Result<(), String>;
     /// Starts a graceful shutdown.
     fn shutdown(&self);
+    /// The epoch: committee, pending and scheduled changes (admin).
+    fn epoch(&self) -> Result<EpochJson, String>;
+    /// Signs this validator's vote for a committee change and submits it (admin). A refused
+    /// change is a [`SubmitError::Invalid`] naming the value at fault.
+    fn vote(&self, change: ChangeRequest) -> Result<VoteJson, SubmitError>;
 }

@@ -145,6 +145,11 @@ impl ProofBuilder {
         }
     }
 
+    /// The committee acknowledgements are checked against.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
     /// Starts collecting acknowledgements for a batch this node sealed. Returns false (and
     /// does not track it) when too many batches are already waiting.
     pub fn track(&mut self, batch: &Batch, now: TimestampMs) -> bool {

@@ -43,6 +43,12 @@
 //!   checkpoint certified without it, it compares its own result with the certificate
 //!   (`Diverged` if they differ) and signs it if they agree (stored, not broadcast).
 //!
+//! - **Epochs.** An executed block that ends the epoch gets a checkpoint whatever its height,
+//!   naming the next committee and signed under the ending one; the machine then moves to the
+//!   next committee (keeping the previous one, so late signatures and the certificate of the
+//!   epoch-ending checkpoint still verify). A node that is not in the next committee signs
+//!   nothing from then on but still follows certified checkpoints.
+//!
 //! This module does not store, send or fetch anything, and knows nothing of epochs beyond the
 //! explicit epoch-end input (the next committee it is given).
 
@@ -134,6 +140,8 @@ pub enum ExecutedOutcome {
         /// The new checkpoint's sequence.
         sequence: u64,
     },
+    /// Built, not signed: this node is not in the committee.
+    NotAMember,
     /// The previous checkpoint is unknown here, so nothing is signed (see the module rules).
     Gap {
         /// The height of the newest checkpoint known.
@@ -216,7 +224,10 @@ pub struct CheckpointMachine {
     config: CheckpointConfig,
     chain_id: ChainId,
     committee: Committee,
-    me: ValidatorIndex,
+    /// The committee of the previous epoch, once an epoch ended here.
+    previous: Option<Committee>,
+    /// This node's index in `committee` (`None`: not a member, signs nothing).
+    me: Option<ValidatorIndex>,
     key: Arc<KeyPair>,
     tip: Checkpoint,
     certified: Option<CertifiedCheckpoint>,
@@ -244,7 +255,8 @@ impl CheckpointMachine {
             },
             chain_id,
             committee,
-            me,
+            previous: None,
+            me: Some(me),
             key,
             tip: genesis,
             certified: None,
@@ -349,18 +361,28 @@ impl CheckpointMachine {
         };
         let sequence = checkpoint.sequence;
         let digest = checkpoint.digest();
-        let own = CheckpointSignature::new(checkpoint.clone(), self.me, &self.key, self.chain_id);
-        self.tip = checkpoint;
+        let next_committee = checkpoint.next_committee.clone();
+        self.tip = checkpoint.clone();
         self.pending = self.pending.split_off(&(self.floor() + 1));
-        self.own = Some(own.clone());
-        let mut actions = vec![
-            CheckpointAction::PersistOwn(own.clone()),
-            CheckpointAction::Broadcast(own.clone()),
-        ];
-        if let Some(certified) = self.add(own, digest) {
-            self.adopt(certified, &mut actions);
+        let mut actions = Vec::new();
+        let outcome = match self.me {
+            Some(me) => {
+                let own = CheckpointSignature::new(checkpoint, me, &self.key, self.chain_id);
+                self.own = Some(own.clone());
+                actions.push(CheckpointAction::PersistOwn(own.clone()));
+                actions.push(CheckpointAction::Broadcast(own.clone()));
+                if let Some(certified) = self.add(own, digest) {
+                    self.adopt(certified, &mut actions);
+                }
+                ExecutedOutcome::Signed { sequence }
+            }
+            None => ExecutedOutcome::NotAMember,
+        };
+        if let Some(next) = next_committee {
+            self.me = next.index_of(&self.key.public());
+            self.previous = Some(std::mem::replace(&mut self.committee, next));
         }
-        handled(ExecutedOutcome::Signed { sequence }, actions)
+        handled(outcome, actions)
     }
 
     /// This node executed the height of a checkpoint its peers certified first: it checks its
@@ -388,12 +410,31 @@ impl CheckpointMachine {
             return handled(ExecutedOutcome::AlreadyKnown, vec![diverged]);
         }
         let sequence = checkpoint.sequence;
-        let signature = CheckpointSignature::new(checkpoint, self.me, &self.key, self.chain_id);
+        let Some(me) = self.me else {
+            return handled(ExecutedOutcome::NotAMember, Vec::new());
+        };
+        let signature = CheckpointSignature::new(checkpoint, me, &self.key, self.chain_id);
         self.own = Some(signature.clone());
         handled(
             ExecutedOutcome::Signed { sequence },
             vec![CheckpointAction::PersistOwn(signature)],
         )
+    }
+
+    /// The committee that signs checkpoints of `epoch` (the current or the previous one).
+    fn committee_of(&self, epoch: keel_types::Epoch) -> keel_types::Result<&Committee> {
+        if let Some(previous) = &self.previous
+            && previous.epoch() == epoch
+        {
+            return Ok(previous);
+        }
+        keel_types::batch::check_epoch(&self.committee, epoch)?;
+        Ok(&self.committee)
+    }
+
+    /// This node's index in the current committee.
+    pub fn me(&self) -> Option<ValidatorIndex> {
+        self.me
     }
 
     /// A peer's signature arrived (unverified).
@@ -408,7 +449,11 @@ impl CheckpointMachine {
         if sequence > self.tip.sequence.saturating_add(self.config.window) {
             return handled(SignatureOutcome::OutOfWindow, Vec::new());
         }
-        if let Err(e) = self.committee.member(signature.signer) {
+        let committee = match self.committee_of(signature.checkpoint.epoch) {
+            Ok(c) => c,
+            Err(e) => return handled(SignatureOutcome::Invalid(e), Vec::new()),
+        };
+        if let Err(e) = committee.member(signature.signer) {
             return handled(SignatureOutcome::Invalid(e), Vec::new());
         }
         let digest = signature.checkpoint.digest();
@@ -420,7 +465,7 @@ impl CheckpointMachine {
         if earlier == Some(digest) {
             return handled(SignatureOutcome::Duplicate, Vec::new());
         }
-        if let Err(e) = signature.verify(&self.committee, self.chain_id) {
+        if let Err(e) = signature.verify(committee, self.chain_id) {
             return handled(SignatureOutcome::Invalid(e), Vec::new());
         }
         if earlier.is_some() {
@@ -445,7 +490,10 @@ impl CheckpointMachine {
         if certified.checkpoint.sequence <= self.certified_sequence() {
             return handled(CertifiedOutcome::Stale, Vec::new());
         }
-        if let Err(e) = certified.verify(&self.committee, self.chain_id) {
+        let verified = self
+            .committee_of(certified.checkpoint.epoch)
+            .and_then(|c| certified.verify(c, self.chain_id));
+        if let Err(e) = verified {
             return handled(CertifiedOutcome::Invalid(e), Vec::new());
         }
         let mut actions = Vec::new();
@@ -461,11 +509,13 @@ impl CheckpointMachine {
         digest: Digest,
     ) -> Option<CertifiedCheckpoint> {
         let sequence = signature.checkpoint.sequence;
+        let committee = self.committee_of(signature.checkpoint.epoch).ok()?.clone();
+        let stake = committee.stake(signature.signer);
+        let quorum = |stake| committee.is_quorum(stake);
         let pending = self.pending.entry(sequence).or_default();
         if pending.signed.insert(signature.signer, digest).is_some() {
             return None;
         }
-        let stake = self.committee.stake(signature.signer);
         let candidate = pending
             .candidates
             .entry(digest)
@@ -478,7 +528,7 @@ impl CheckpointMachine {
             .signatures
             .push((signature.signer, signature.signature));
         candidate.stake = candidate.stake.saturating_add(stake);
-        if !self.committee.is_quorum(candidate.stake) {
+        if !quorum(candidate.stake) {
             return None;
         }
         let candidate = pending.candidates.remove(&digest)?;

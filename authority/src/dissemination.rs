@@ -113,6 +113,11 @@ impl Dissemination {
         }
     }
 
+    /// The epoch its batches are for.
+    pub fn epoch(&self) -> keel_types::Epoch {
+        self.builder.committee().epoch()
+    }
+
     /// Adds admitted transactions to the open batch; the actions publish every batch they
     /// fill.
     pub fn on_transactions(

@@ -62,6 +62,11 @@ impl BatchVerifier {
         }
     }
 
+    /// The epoch whose batches it checks.
+    pub fn epoch(&self) -> keel_types::Epoch {
+        self.committee.epoch()
+    }
+
     /// Validates `batch` from `sender` (author, epoch, sizes, static rules), verifies every
     /// transaction signature in one batch verification, and signs the acknowledgement.
     fn check(&self, sender: ValidatorIndex, batch: &Batch) -> Result<BatchAck, BatchRejection> {

@@ -6,7 +6,7 @@
 //! [`crate::Core::precheck`] whether an unverified message is worth verifying at all.
 
 use keel_types::{
-    CertificateVerifier, ChainId, Committee, Digest, QuorumCertificate, Round, SignedBlock,
+    CertificateVerifier, ChainId, Committee, Digest, Epoch, QuorumCertificate, Round, SignedBlock,
     Timeout, TimeoutCertificate, Uncached, ValidatorIndex, Vote,
 };
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,16 @@ pub enum ConsensusMessage {
 }
 
 impl ConsensusMessage {
+    /// The epoch the message claims (checked against the committee when verified).
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            ConsensusMessage::Proposal(b) => b.block.epoch,
+            ConsensusMessage::Vote(v) => v.data.epoch,
+            ConsensusMessage::Timeout(t) => t.epoch,
+            ConsensusMessage::TimeoutCertificate(tc) => tc.epoch,
+        }
+    }
+
     /// The round the message is about.
     pub fn round(&self) -> Round {
         match self {
@@ -173,7 +183,12 @@ pub struct CertificateCache {
 }
 
 impl CertificateCache {
-    /// A cache of at most `capacity` certificates.
+    /// How many certificates it remembers.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// An empty cache remembering up to `capacity` certificates.
     pub fn new(capacity: usize) -> Self {
         CertificateCache {
             seen: HashSet::new(),

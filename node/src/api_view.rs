@@ -4,6 +4,8 @@
 
 use crate::{
     clock::now_ms,
+    epoch::EpochWatch,
+    governance,
     metrics::Metrics,
     peers::Net,
     pending::PendingTxs,
@@ -13,15 +15,15 @@ use crate::{
 use keel_api::{
     NodeApi, SubmitError,
     dto::{
-        BatchRefJson, BlockJson, CheckpointRefJson, ConsensusJson, PeerJson, ReputationJson,
-        StatusJson, SyncJson, TxLookup,
+        BatchRefJson, BlockJson, ChangeRequest, CheckpointRefJson, ConsensusJson, EpochJson,
+        PeerJson, ReputationJson, StatusJson, SyncJson, TxLookup, VoteJson,
     },
 };
 use keel_authority::{Mempool, NonceReader, Rejection, checkpoint_store, state};
 use keel_storage::Store;
 use keel_types::{
-    Account, Address, CertifiedCheckpoint, ChainId, Committee, Digest, Height, Nonce, Object,
-    Receipt, SignedTransaction, ValidatorIndex,
+    Account, Address, CertifiedCheckpoint, ChainId, Digest, Height, KeyPair, Nonce, Object,
+    Receipt, SignedTransaction,
 };
 use parking_lot::Mutex;
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -35,10 +37,10 @@ pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct NodeView {
     /// The chain.
     pub chain_id: ChainId,
-    /// This validator.
-    pub me: ValidatorIndex,
-    /// The committee.
-    pub committee: Committee,
+    /// The epoch (committee, this node's index, governance record).
+    pub epoch: EpochWatch,
+    /// This validator's protocol key (signs its governance votes).
+    pub key: Arc<KeyPair>,
     /// Committed state, receipts and blocks.
     pub store: Arc<Store>,
     /// Where submitted transactions are admitted.
@@ -182,8 +184,8 @@ impl NodeApi for NodeView {
         };
         Ok(StatusJson {
             chain_id: self.chain_id.0,
-            validator: self.me.0,
-            epoch: self.committee.epoch().0,
+            validator: self.epoch.borrow().me.map_or(u32::MAX, |m| m.0),
+            epoch: self.epoch.borrow().epoch().0,
             round: round.0,
             committed_height: committed.0,
             executed_height: executed.0,
@@ -232,7 +234,7 @@ impl NodeApi for NodeView {
 
     fn readiness(&self) -> Result<(), String> {
         let connected = self.net.connected_peers().len();
-        let size = self.committee.size();
+        let size = self.epoch.borrow().committee.size();
         let others_needed = (2 * (size.saturating_sub(1) / 3)).max(1);
         if size > 1 && connected < others_needed {
             return Err(format!(
@@ -266,11 +268,13 @@ impl NodeApi for NodeView {
 
     fn peers(&self) -> Vec<PeerJson> {
         let connected: HashSet<_> = self.net.connected_peers().into_iter().collect();
-        self.committee
+        let view = self.epoch.borrow().clone();
+        let me = view.me.map(|m| m.as_usize());
+        view.committee
             .validators()
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.me.as_usize())
+            .filter(|(i, _)| Some(*i) != me)
             .map(|(i, v)| PeerJson {
                 validator: i as u32,
                 network_key: v.network_key.to_string(),
@@ -286,6 +290,25 @@ impl NodeApi for NodeView {
 
     fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    fn epoch(&self) -> Result<EpochJson, String> {
+        Ok(governance::epoch_json(&self.epoch.borrow().clone()))
+    }
+
+    fn vote(&self, request: ChangeRequest) -> Result<VoteJson, SubmitError> {
+        let view = self.epoch.borrow().clone();
+        let change = governance::change_of(request, &view.committee)?;
+        let address = Address::from_public_key(&self.key.public());
+        let nonce = StoreNonces(&self.store).next_nonce(&address);
+        let (answer, tx) = governance::vote(&view, change, &self.key, self.chain_id, nonce)?;
+        if let Some(tx) = tx {
+            self.submit(vec![tx])
+                .pop()
+                .unwrap_or_else(|| Err(SubmitError::Invalid("the vote was not admitted".into())))?;
+            tracing::info!(change = %answer.change, description = %answer.description, "governance vote submitted");
+        }
+        Ok(answer)
     }
 }
 

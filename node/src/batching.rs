@@ -3,21 +3,31 @@
 //! acknowledgements of its own batches. It carries out the machine's actions in order: a batch
 //! is stored before it is broadcast, and a finished proof goes to the consensus driver's queue
 //! (waiting for room: own proofs are never dropped) and to every peer.
+//!
+//! At an epoch change ([`crate::epoch`]) the machine is rebuilt for the new committee (batches
+//! name their epoch; the old epoch's unfinished batches are dropped). A node outside the
+//! committee seals nothing: admitted transactions wait in the mempool.
 
-use crate::{clock::now_ms, metrics::Metrics, peers::Outbound};
+use crate::{clock::now_ms, epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{Dissemination, DisseminationAction, Mempool, store_batch};
 use keel_p2p::Notification;
 use keel_storage::Store;
-use keel_types::{Batch, BatchAck, ProofOfAvailability};
+use keel_types::{Batch, BatchAck, Committee, ProofOfAvailability, ValidatorIndex};
 use parking_lot::Mutex;
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+/// Builds the dissemination machine for a committee and this node's index in it.
+pub type DisseminationBuilder =
+    Box<dyn Fn(&Committee, ValidatorIndex) -> Dissemination + Send + Sync>;
+
 /// What the batching task is built from.
 pub struct BatchingDeps {
-    /// The state machine.
-    pub dissemination: Dissemination,
+    /// Builds the state machine for each epoch.
+    pub dissemination: DisseminationBuilder,
+    /// The epoch.
+    pub epoch: EpochWatch,
     /// Admitted transactions (shared with the API, which admits into it).
     pub mempool: Arc<Mutex<Mempool>>,
     /// Where batches are stored.
@@ -45,7 +55,8 @@ pub fn spawn(deps: BatchingDeps) -> JoinHandle<()> {
 
 async fn run(deps: BatchingDeps) {
     let BatchingDeps {
-        mut dissemination,
+        dissemination: build,
+        mut epoch,
         mempool,
         store,
         outbound,
@@ -63,12 +74,22 @@ async fn run(deps: BatchingDeps) {
         outbound: &outbound,
         proofs: &proofs,
     };
+    let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(&view.committee, me));
+    let mut machine = make(&epoch.borrow_and_update());
     loop {
         // The ticker comes before acknowledgements: a flood of them cannot stop sealing.
         let actions = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {
+            Ok(()) = epoch.changed() => {
+                let view = epoch.borrow_and_update().clone();
+                if machine.as_ref().map(|m| m.epoch()) != Some(view.epoch()) {
+                    machine = make(&view);
+                }
+                continue;
+            }
+            _ = ticker.tick(), if machine.is_some() => {
+                let Some(dissemination) = machine.as_mut() else { continue };
                 let txs = mempool.lock().take(take);
                 let now = now_ms();
                 let mut actions = dissemination.on_transactions(txs, now);
@@ -79,7 +100,10 @@ async fn run(deps: BatchingDeps) {
                 }
                 actions
             }
-            Some(ack) = acks.recv() => dissemination.on_ack(&ack, now_ms()),
+            Some(ack) = acks.recv() => match machine.as_mut() {
+                Some(dissemination) => dissemination.on_ack(&ack, now_ms()),
+                None => continue,
+            },
         };
         if let Err(e) = carry.out(actions).await {
             tracing::error!(error = %e, "cannot store a batch; shutting down");

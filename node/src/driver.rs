@@ -11,10 +11,19 @@
 //!   input: peers' messages, timers and fetch answers are dropped, so it signs and commits
 //!   nothing while the sync task writes the committed chain; the heights sync applies are
 //!   published like commits; on resume the core is rebuilt from the store (safety data,
-//!   the new committed root, the uncommitted blocks above it) keeping the proof queue.
+//!   the new committed root, the uncommitted blocks above it) keeping the proof queue;
+//! - epochs ([`crate::epoch`]): once the epoch's last height is known, commits above it are
+//!   not persisted (the next epoch starts from it); when execution publishes the next epoch
+//!   the stored consensus state moves to that epoch's start ([`persist::start_epoch`]) and
+//!   the core is rebuilt for the new committee at round 0 with an empty proof queue (the old
+//!   epoch's proofs cannot be ordered in the new one). A node outside the new committee stops
+//!   feeding its core. Messages of an older epoch are refused and counted; messages of a
+//!   newer one are held (at most `max_held_messages`, the oldest dropped first) and handed to
+//!   the new core after the switch.
 
 use crate::{
     clock::now_ms,
+    epoch::EpochWatch,
     metrics::Metrics,
     payload::ProofPayload,
     peers::Outbound,
@@ -48,9 +57,10 @@ pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
 /// A peer's answer to a certificates request (amnesia guard), unverified.
 pub type PeerCertificates = (ValidatorIndex, CertificateAnswer);
 
-/// Builds a core from recovery data (the same config, keys and committee as the first one;
-/// its payload is replaced by the running core's).
-pub type CoreBuilder = Box<dyn Fn(RecoveryData) -> NodeCore + Send>;
+/// Builds a core for a committee and this node's index in it, from recovery data (the same
+/// config and keys as the first one, a fresh proof queue).
+pub type CoreBuilder =
+    Box<dyn Fn(RecoveryData, &keel_types::Committee, ValidatorIndex) -> NodeCore + Send>;
 
 /// What the driver is built from.
 pub struct DriverDeps {
@@ -87,8 +97,12 @@ pub struct DriverDeps {
     pub proof_expiry_interval: Duration,
     /// Range sync's requests.
     pub sync: mpsc::Receiver<SyncControl>,
-    /// Rebuilds the core after range sync.
+    /// Rebuilds the core after range sync and at an epoch change.
     pub rebuild: CoreBuilder,
+    /// The epoch (published by execution).
+    pub epoch: EpochWatch,
+    /// Messages of a future epoch held until the switch.
+    pub max_held_messages: usize,
     /// Peers' answers to certificate requests (amnesia guard), and the sender they use.
     pub certificates: (
         mpsc::Sender<PeerCertificates>,
@@ -117,6 +131,13 @@ pub struct Driver {
     /// Range sync runs: the core gets no input.
     paused: bool,
     rebuild: CoreBuilder,
+    /// Whether this node is in the current committee (a core runs only then).
+    member: bool,
+    /// The current epoch's last height, once known: commits above it are not persisted.
+    ends_at: Option<Height>,
+    /// Peers' messages of a future epoch, oldest first.
+    held: VecDeque<PeerMessage>,
+    max_held: usize,
 }
 
 /// The driver's inputs.
@@ -127,6 +148,7 @@ struct Inputs {
     expiry: tokio::time::Interval,
     sync: mpsc::Receiver<SyncControl>,
     certificates: mpsc::Receiver<PeerCertificates>,
+    epoch: EpochWatch,
 }
 
 impl Driver {
@@ -150,6 +172,8 @@ impl Driver {
             sync,
             rebuild,
             certificates: (certificates_tx, certificates),
+            epoch,
+            max_held_messages,
         } = deps;
         let mut expiry = tokio::time::interval(proof_expiry_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,6 +195,10 @@ impl Driver {
             propose_timer: None,
             paused: false,
             rebuild,
+            member: true,
+            ends_at: epoch.borrow().ends_at,
+            held: VecDeque::new(),
+            max_held: max_held_messages,
         };
         let inputs = Inputs {
             messages,
@@ -179,6 +207,7 @@ impl Driver {
             expiry,
             sync,
             certificates,
+            epoch,
         };
         tokio::spawn(driver.run(inputs))
     }
@@ -204,6 +233,10 @@ impl Driver {
                     if let Some((round, _)) = propose {
                         self.process(Input::ProposeTimer { round }).await;
                     }
+                }
+                Ok(()) = inputs.epoch.changed() => {
+                    let view = inputs.epoch.borrow_and_update().clone();
+                    self.on_epoch(&view).await;
                 }
                 Some(control) = inputs.sync.recv() => self.on_sync(control).await,
                 Some((from, answer)) = inputs.certificates.recv() => {
@@ -243,8 +276,38 @@ impl Driver {
         }
     }
 
-    /// Cheap checks first, then signatures, then the core.
+    /// The epoch first (old: refused; future: held), then cheap checks, then signatures,
+    /// then the core.
     async fn on_message(&mut self, from: ValidatorIndex, message: ConsensusMessage) {
+        let epoch = message.epoch();
+        let current = self.committee.epoch();
+        if epoch < current {
+            self.metrics
+                .wrong_epoch_messages
+                .with_label_values(&["old"])
+                .inc();
+            tracing::debug!(%from, %epoch, %current, "consensus message of an old epoch refused");
+            return;
+        }
+        if epoch > current {
+            if self.held.len() >= self.max_held {
+                self.held.pop_front();
+                self.metrics
+                    .wrong_epoch_messages
+                    .with_label_values(&["future_dropped"])
+                    .inc();
+            }
+            self.held.push_back((from, message));
+            self.metrics
+                .wrong_epoch_messages
+                .with_label_values(&["future"])
+                .inc();
+            return;
+        }
+        if !self.member {
+            self.metrics.consensus_dropped.inc();
+            return;
+        }
         if let Err(e) = self.core.precheck(from, &message) {
             self.metrics.consensus_dropped.inc();
             tracing::debug!(%from, error = %e, "consensus message failed the cheap checks");
@@ -271,6 +334,9 @@ impl Driver {
     }
 
     async fn process(&mut self, input: Input) {
+        if !self.member {
+            return;
+        }
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             let actions = self.core.handle(now_ms(), input);
@@ -384,7 +450,14 @@ impl Driver {
                     self.propose_timer =
                         Some((round, Instant::now() + Duration::from_millis(after_ms)));
                 }
-                Action::Commit(blocks) => {
+                Action::Commit(mut blocks) => {
+                    // Past the epoch's end nothing is committed: the next epoch starts there.
+                    if let Some(end) = self.ends_at {
+                        blocks.retain(|b| b.height <= end);
+                        if blocks.is_empty() {
+                            continue;
+                        }
+                    }
                     if let Err(e) = persist::save_commit(&self.store, &blocks) {
                         tracing::error!(error = %e, "cannot persist a commit; shutting down");
                         self.shutdown.cancel();
@@ -467,11 +540,74 @@ impl Driver {
                 // Still amnesiac before the sync: still amnesiac after it.
                 let mut recovery = recovery;
                 recovery.amnesiac |= self.core.is_amnesiac();
-                let mut core = (self.rebuild)(recovery);
+                let mut core = (self.rebuild)(recovery, &self.committee, self.me);
                 std::mem::swap(core.payload_mut(), self.core.payload_mut());
                 self.core = core;
                 self.paused = false;
                 self.process(Input::Start).await;
+            }
+        }
+    }
+
+    /// Execution published the epoch: a scheduled end, or the next epoch (see the module
+    /// documentation).
+    async fn on_epoch(&mut self, view: &crate::epoch::EpochView) {
+        if view.epoch() <= self.committee.epoch() {
+            if view.epoch() == self.committee.epoch() {
+                self.ends_at = view.ends_at;
+            }
+            return;
+        }
+        let started = std::time::Instant::now();
+        let store = self.store.clone();
+        let (committee, chain_id, after) =
+            (view.committee.clone(), self.chain_id, view.started_after);
+        let moved = tokio::task::spawn_blocking(move || {
+            persist::start_epoch(&store, &committee, chain_id, after)?;
+            persist::recover(&store, &committee, chain_id)
+        })
+        .await;
+        let recovery = match moved {
+            Ok(Ok(recovery)) => recovery,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot start the new epoch's consensus; shutting down");
+                self.shutdown.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "epoch switch task failed; shutting down");
+                self.shutdown.cancel();
+                return;
+            }
+        };
+        self.committee = view.committee.clone();
+        self.certs = CertificateCache::new(self.certs.capacity());
+        self.timer = None;
+        self.propose_timer = None;
+        self.paused = false;
+        self.ends_at = view.ends_at;
+        self.metrics.epoch_changes.inc();
+        self.metrics.queued_proofs.set(0);
+        self.publish_height(view.started_after);
+        let held = std::mem::take(&mut self.held);
+        match view.me {
+            Some(me) => {
+                self.me = me;
+                self.member = true;
+                self.core = (self.rebuild)(recovery, &self.committee, me);
+                tracing::info!(epoch = %view.epoch(), validator = %me, after = %view.started_after, took_ms = started.elapsed().as_millis() as u64, "consensus starts the new epoch");
+                self.process(Input::Start).await;
+            }
+            None => {
+                self.member = false;
+                tracing::info!(epoch = %view.epoch(), "not in the new committee: consensus stops here");
+            }
+        }
+        for (from, message) in held {
+            if message.epoch() == self.committee.epoch() {
+                self.on_message(from, message).await;
+            } else if message.epoch() > self.committee.epoch() {
+                self.held.push_back((from, message));
             }
         }
     }

@@ -5,13 +5,20 @@
 //! subscriber skips the oldest blocks and is told so), the pending set, and each executed
 //! height to the checkpoint task (a bounded queue; full: this thread waits, so no checkpoint
 //! height is skipped).
+//!
+//! It is also the only writer of the epoch ([`crate::epoch`]): after a block that counted a
+//! governance vote or ended the epoch it publishes the executed state's epoch record. A block
+//! that ends the epoch reaches the checkpoint task (which builds the epoch-ending checkpoint
+//! under the old committee) before the new epoch is published. A committed record of an older
+//! epoch at the next height (committed past that epoch's end, before consensus switched) is
+//! never executed: the thread waits until the new epoch's block replaces it.
 
 use crate::{
-    metrics::Metrics, peers::Outbound, pending::PendingTxs, persist, snapshots::Snapshots,
-    status::StatusWriter,
+    epoch::EpochView, metrics::Metrics, peers::Outbound, pending::PendingTxs, persist,
+    snapshots::Snapshots, status::StatusWriter,
 };
 use keel_authority::{BlockOutcome, BlockToExecute, Executed, Executor, resolve_batches};
-use keel_types::{Digest, Height, Receipt};
+use keel_types::{Digest, Effect, Height, PublicKey, Receipt};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +51,10 @@ pub struct ExecuteDeps {
     pub runtime: tokio::runtime::Handle,
     /// Wait before re-reading the store or retrying a batch fetch.
     pub retry: Duration,
+    /// The epoch, published here.
+    pub epoch: watch::Sender<Arc<EpochView>>,
+    /// This node's protocol key (its index in each committee).
+    pub protocol_key: PublicKey,
 }
 
 /// Starts the execution thread.
@@ -68,6 +79,8 @@ fn run(deps: ExecuteDeps) {
         shutdown,
         runtime,
         retry,
+        epoch,
+        protocol_key,
     } = deps;
     let store = executor.store().clone();
     while !shutdown.is_cancelled() {
@@ -87,6 +100,14 @@ fn run(deps: ExecuteDeps) {
             }
         };
         let block = &record.block;
+        if let Some(state) = executor.epoch_state()
+            && block.block.epoch < state.epoch()
+        {
+            // Committed past the old epoch's end; the new epoch's block will replace it.
+            let _ =
+                runtime.block_on(async { tokio::time::timeout(retry, committed.changed()).await });
+            continue;
+        }
         let batches = loop {
             match resolve_batches(&store, &outbound, &block.block.payload) {
                 Ok(batches) => break batches,
@@ -123,12 +144,18 @@ fn run(deps: ExecuteDeps) {
                 return;
             }
         };
+        let voted = outcome.receipts.iter().any(|r| {
+            r.effects
+                .iter()
+                .any(|e| matches!(e, Effect::GovernanceVote { .. }))
+        });
+        let epoch_end = outcome.epoch_end.clone();
         let executed = Executed {
             height: outcome.marker.height,
             block: outcome.marker.block,
             state_root: root,
             executed_transactions: outcome.marker.executed_transactions,
-            epoch_end: None,
+            epoch_end: epoch_end.as_ref().map(|e| e.committee.clone()),
         };
         publish(
             &status,
@@ -145,6 +172,12 @@ fn run(deps: ExecuteDeps) {
         }
         // Waits while the checkpoint task is behind; fails only once it has stopped (shutdown).
         let _ = checkpoints.blocking_send(executed);
+        if let Some(next) = epoch_end {
+            tracing::info!(epoch = %next.epoch(), after = %next.started_after, members = next.committee.size(), "epoch ends");
+            epoch.send_replace(Arc::new(EpochView::new(next, &protocol_key)));
+        } else if voted && let Some(state) = executor.epoch_state() {
+            epoch.send_replace(Arc::new(EpochView::new(state.clone(), &protocol_key)));
+        }
     }
 }
 

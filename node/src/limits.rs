@@ -52,6 +52,10 @@ pub const DEFAULT_CHECKPOINT_QUEUE: usize = 1_024;
 pub const DEFAULT_CHECKPOINT_SIGNATURE_QUEUE: usize = 1_024;
 /// Default of [`LimitsConfig::checkpoint_rebroadcast_ms`].
 pub const DEFAULT_CHECKPOINT_REBROADCAST_MS: u64 = 5_000;
+/// Default of [`LimitsConfig::future_epoch_messages`].
+pub const DEFAULT_FUTURE_EPOCH_MESSAGES: usize = 1_024;
+/// Default of [`LimitsConfig::epoch_switch_grace_ms`].
+pub const DEFAULT_EPOCH_SWITCH_GRACE_MS: u64 = 10_000;
 
 /// Capacities and intervals of the node's tasks and channels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +124,13 @@ pub struct LimitsConfig {
     /// How often this validator sends its not yet certified checkpoint signature again, and
     /// may fetch a newer certified checkpoint from a peer that is ahead, in ms.
     pub checkpoint_rebroadcast_ms: u64,
+    /// Consensus messages of the next epoch held until this node switches. Full: the oldest
+    /// is dropped and counted (`keel_consensus_wrong_epoch_messages_total{epoch="future_dropped"}`);
+    /// timeouts recover.
+    pub future_epoch_messages: usize,
+    /// After an epoch change, how long members of the old and the new committee may both
+    /// connect (peers that switch later can still reach this node), in ms.
+    pub epoch_switch_grace_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -149,6 +160,8 @@ impl Default for LimitsConfig {
             checkpoint_queue: DEFAULT_CHECKPOINT_QUEUE,
             checkpoint_signature_queue: DEFAULT_CHECKPOINT_SIGNATURE_QUEUE,
             checkpoint_rebroadcast_ms: DEFAULT_CHECKPOINT_REBROADCAST_MS,
+            future_epoch_messages: DEFAULT_FUTURE_EPOCH_MESSAGES,
+            epoch_switch_grace_ms: DEFAULT_EPOCH_SWITCH_GRACE_MS,
         }
     }
 }
@@ -189,6 +202,8 @@ impl LimitsConfig {
                 "checkpoint_rebroadcast_ms",
                 self.checkpoint_rebroadcast_ms as usize,
             ),
+            ("future_epoch_messages", self.future_epoch_messages),
+            ("epoch_switch_grace_ms", self.epoch_switch_grace_ms as usize),
         ];
         for (field, value) in positive {
             if value == 0 {

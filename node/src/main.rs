@@ -58,6 +58,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod api_view;
 mod batching;
 mod bench;
@@ -67,10 +68,12 @@ mod client;
 mod clock;
 mod config;
 mod driver;
+mod epoch;
 mod execute;
 mod faults;
 mod gauges;
 mod genesis;
+mod governance;
 mod limits;
 mod localnet;
 mod metrics;
@@ -187,6 +190,8 @@ enum Command {
     },
     /// Sign and submit a transaction, or query.
     Tx(tx::TxArgs),
+    /// Ask this node (admin API) about the epoch, or to vote for a committee change.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -359,6 +364,10 @@ fn real_main() -> Result<()> {
         Command::Tx(args) => {
             let rt = runtime(1)?;
             rt.block_on(tx::run(args))?;
+        }
+        Command::Admin(args) => {
+            let rt = runtime(1)?;
+            rt.block_on(admin::run(args))?;
         }
     }
     Ok(())

@@ -98,6 +98,13 @@ pub struct Metrics {
     pub pruner_pass_seconds: Histogram,
     /// Seconds each compaction of pruned data takes (flush included).
     pub pruner_compaction_seconds: Histogram,
+    /// The current epoch.
+    pub epoch: IntGauge,
+    /// Epoch changes this node carried out.
+    pub epoch_changes: IntCounter,
+    /// Consensus messages of another epoch, by `epoch` (`old`: refused; `future`: held until
+    /// the switch, or dropped when the hold is full).
+    pub wrong_epoch_messages: IntCounterVec,
     /// Checkpoint signing and certification.
     pub checkpoints: CheckpointMetrics,
 }
@@ -389,6 +396,22 @@ impl Metrics {
                 "keel_pruner_compaction_seconds",
                 "Time one compaction of pruned data takes, flush included",
                 vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
+            ),
+            epoch: gauge(&r, "keel_epoch", "The current epoch"),
+            epoch_changes: counter(
+                &r,
+                "keel_epoch_changes_total",
+                "Epoch changes this node carried out",
+            ),
+            wrong_epoch_messages: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keel_consensus_wrong_epoch_messages_total",
+                        "Consensus messages of another epoch: old (refused), future (held until the switch), future_dropped (the hold was full)",
+                    ),
+                    &["epoch"],
+                ),
             ),
             checkpoints: CheckpointMetrics::new(&r),
             registry: r,

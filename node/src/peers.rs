@@ -1,26 +1,32 @@
 //! Who is who on the network (validator index ↔ network key) and [`Outbound`], the handle the
-//! tasks send through. It is built after the endpoint has started, from the endpoint itself,
-//! so nothing needs patching after construction.
+//! tasks send through. It is built after the endpoint has started, from the endpoint itself.
+//! The map is shared: at an epoch change the epoch task replaces it with the new committee's
+//! (`crate::epoch`), and every holder sees the new map at once.
 
 use keel_authority::BatchFetcher;
 use keel_consensus::ConsensusMessage;
 use keel_p2p::{Network, Notification, Request, Response};
 use keel_types::{Batch, Committee, Digest, PublicKey, ValidatorIndex};
-use std::collections::HashMap;
+use parking_lot::RwLock;
+use std::{collections::HashMap, sync::Arc};
 
 /// The network type the node runs.
 pub type Net = Network<ConsensusMessage>;
 
-/// Validator indexes and network keys.
+/// Validator indexes and network keys of the current committee. Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct Peers {
+    map: Arc<RwLock<PeerMap>>,
+}
+
+#[derive(Debug)]
+struct PeerMap {
     keys: Vec<PublicKey>,
     by_key: HashMap<PublicKey, ValidatorIndex>,
 }
 
-impl Peers {
-    /// The committee's network keys.
-    pub fn new(committee: &Committee) -> Self {
+impl PeerMap {
+    fn new(committee: &Committee) -> Self {
         let keys: Vec<PublicKey> = committee
             .validators()
             .iter()
@@ -31,17 +37,36 @@ impl Peers {
             .enumerate()
             .map(|(i, k)| (*k, ValidatorIndex(i as u32)))
             .collect();
-        Peers { keys, by_key }
+        PeerMap { keys, by_key }
+    }
+}
+
+impl Peers {
+    /// The committee's network keys.
+    pub fn new(committee: &Committee) -> Self {
+        Peers {
+            map: Arc::new(RwLock::new(PeerMap::new(committee))),
+        }
+    }
+
+    /// Replaces the map with `committee`'s (an epoch change).
+    pub fn set_committee(&self, committee: &Committee) {
+        *self.map.write() = PeerMap::new(committee);
     }
 
     /// The network key of validator `index`.
-    pub fn key(&self, index: ValidatorIndex) -> Option<&PublicKey> {
-        self.keys.get(index.as_usize())
+    pub fn key(&self, index: ValidatorIndex) -> Option<PublicKey> {
+        self.map.read().keys.get(index.as_usize()).copied()
     }
 
     /// The validator holding network key `key`.
     pub fn index(&self, key: &PublicKey) -> Option<ValidatorIndex> {
-        self.by_key.get(key).copied()
+        self.map.read().by_key.get(key).copied()
+    }
+
+    /// Every member's network key.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        self.map.read().keys.clone()
     }
 }
 
@@ -70,7 +95,7 @@ impl Outbound {
             tracing::debug!(%to, "send to an unknown validator");
             return;
         };
-        if let Err(e) = self.net.send(key, message) {
+        if let Err(e) = self.net.send(&key, message) {
             tracing::debug!(%to, error = %e, "send failed");
         }
     }
@@ -93,7 +118,7 @@ impl Outbound {
             .key(from)
             .ok_or_else(|| format!("no validator {from}"))?;
         self.net
-            .request(key, request)
+            .request(&key, request)
             .await
             .map_err(|e| e.to_string())
     }

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | consensus | `safety` | bcs `SafetyData` (synced write before any vote or timeout leaves) |
 //! | consensus | `amnesiac` | present while the safety data may be stale (`keel run --restored-from-backup`) until peers' certificates lift the amnesia guard |
-//! | consensus | `root` | bcs `CommitRoot`: the last committed block |
+//! | consensus | `root` | bcs `CommitRoot`: the last committed block (at the start of an epoch: the epoch's genesis at the previous epoch's last height) |
+//! | consensus | `epoch` | bcs `Epoch` the consensus state (root, tree, safety) belongs to (absent: the genesis epoch) |
 //! | consensus | `tree/` ‖ digest | bcs `SignedBlock` not yet committed |
 //! | blocks | `h/` ‖ height (big-endian) | bcs [`CommittedRecord`] |
 //! | blocks | `d/` ‖ digest | height (big-endian) |
@@ -25,7 +26,7 @@ use keel_consensus::{
     CommitRoot, CommittedBlock, Election, ElectionConfig, RecoveryData, SafetyData,
 };
 use keel_storage::{Column, Store, WriteOp};
-use keel_types::{ChainId, Committee, Digest, Height, SignedBlock};
+use keel_types::{ChainId, Committee, Digest, Epoch, Height, SignedBlock};
 use serde::{Deserialize, Serialize};
 
 const SAFETY: &[u8] = b"safety";
@@ -33,6 +34,7 @@ const AMNESIAC: &[u8] = b"amnesiac";
 const ROOT: &[u8] = b"root";
 const TREE: &[u8] = b"tree/";
 const RETAINED_FROM: &[u8] = b"retained_from";
+const EPOCH: &[u8] = b"epoch";
 
 /// A committed block as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,8 +243,12 @@ pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Resul
     // Safety data restored from a backup may be stale: the same guard applies until lifted.
     let mut recovery = RecoveryData::amnesiac(committee, chain_id);
     if let Some(safety) = load_safety(store)? {
-        recovery.safety = safety;
         recovery.amnesiac = store.get(Column::Consensus, AMNESIAC)?.is_some();
+        // Safety data of an earlier epoch: this replica signed nothing in this one yet (it
+        // persists before its first signature here), so it starts fresh in this epoch.
+        if safety.epoch >= committee.epoch() {
+            recovery.safety = safety;
+        }
     }
     if let Some(root) = commit_root(store)? {
         recovery.root = root;
@@ -258,12 +264,78 @@ pub fn recover(store: &Store, committee: &Committee, chain_id: ChainId) -> Resul
     Ok(recovery)
 }
 
+/// The epoch the stored consensus state belongs to (the genesis epoch when never recorded).
+pub fn consensus_epoch(store: &Store, genesis: Epoch) -> Result<Epoch> {
+    Ok(store
+        .get(Column::Consensus, EPOCH)?
+        .map(|b| decode(&b, "consensus epoch"))
+        .transpose()?
+        .unwrap_or(genesis))
+}
+
+/// Moves the stored consensus state to the start of `committee`'s epoch, which follows the
+/// block at `started_after`: committed blocks above it (the previous epoch's, committed
+/// past its end and never executed) and the uncommitted tree are deleted, and the root becomes
+/// the epoch's genesis at that height. Safety data stays: [`recover`] ignores an older epoch's.
+pub fn start_epoch(
+    store: &Store,
+    committee: &Committee,
+    chain_id: ChainId,
+    started_after: Height,
+) -> Result<CommitRoot> {
+    let last = committed_at(store, started_after)?;
+    let root = CommitRoot {
+        digest: keel_types::genesis_digest(committee.epoch(), chain_id),
+        round: keel_types::Round(0),
+        height: started_after,
+        timestamp: last.map(|r| r.block.block.timestamp).unwrap_or_default(),
+    };
+    let mut ops = Vec::new();
+    // Heights are contiguous: walk up from the epoch's start until a gap.
+    let mut height = Height(started_after.0.saturating_add(1));
+    while let Some(record) = committed_at(store, height)? {
+        if record.block.block.epoch < committee.epoch() {
+            ops.push(WriteOp {
+                column: Column::Blocks,
+                key: height_key(height),
+                value: None,
+            });
+            ops.push(WriteOp {
+                column: Column::Blocks,
+                key: digest_key(&record.block.digest()),
+                value: None,
+            });
+        }
+        height = Height(height.0.saturating_add(1));
+    }
+    for (key, _) in store.scan_prefix(Column::Consensus, TREE)? {
+        ops.push(WriteOp {
+            column: Column::Consensus,
+            key,
+            value: None,
+        });
+    }
+    ops.push(WriteOp {
+        column: Column::Consensus,
+        key: ROOT.to_vec(),
+        value: Some(encode(&root)),
+    });
+    ops.push(WriteOp {
+        column: Column::Consensus,
+        key: EPOCH.to_vec(),
+        value: Some(encode(&committee.epoch())),
+    });
+    store.write(ops, true).context("starting an epoch")?;
+    Ok(root)
+}
+
 /// The last `count` committed blocks up to `root` (fewer where the chain is shorter or pruned),
-/// in height order: the history a rebuilt leader election is fed
+/// of `root`'s epoch only, in height order: the history a rebuilt leader election is fed
 /// ([`keel_consensus::Election::history_len`]).
 pub fn recent_committed(
     store: &Store,
     root: &CommitRoot,
+    epoch: Epoch,
     count: usize,
 ) -> Result<Vec<CommittedBlock>> {
     let first = root
@@ -274,7 +346,9 @@ pub fn recent_committed(
         .max(retained_from(store)?.0);
     let mut blocks = Vec::with_capacity(count);
     for h in first..=root.height.0 {
-        if let Some(record) = committed_at(store, Height(h))? {
+        if let Some(record) = committed_at(store, Height(h))?
+            && record.block.block.epoch == epoch
+        {
             blocks.push(CommittedBlock {
                 block: record.block,
                 height: record.height,
@@ -298,10 +372,11 @@ pub fn election(
     root: &CommitRoot,
 ) -> Election {
     let mut election = Election::new(config, committee);
-    let recent = recent_committed(store, root, election.history_len()).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot read the committed history for leader election");
-        Vec::new()
-    });
+    let recent = recent_committed(store, root, committee.epoch(), election.history_len())
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the committed history for leader election");
+            Vec::new()
+        });
     election.recover(root.height, &recent);
     election
 }
@@ -320,6 +395,7 @@ mod tests {
         // A new or wiped store: amnesiac.
         assert!(recover(&store, &committee, chain).unwrap().amnesiac);
         let safety = SafetyData {
+            epoch: committee.epoch(),
             last_voted_round: Round(42),
             ..SafetyData::default()
         };
@@ -337,5 +413,50 @@ mod tests {
         }
         clear_amnesiac(&store).unwrap();
         assert!(!recover(&store, &committee, chain).unwrap().amnesiac);
+    }
+
+    #[test]
+    fn a_new_epoch_starts_fresh_safety_data_at_the_previous_epochs_last_height() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let (committee, _) = committee(4);
+        let chain = ChainId(7);
+        let old = SafetyData {
+            epoch: committee.epoch(),
+            last_voted_round: Round(42),
+            ..SafetyData::default()
+        };
+        save_safety(&store, &old).unwrap();
+        let next = Committee::new(
+            Epoch(committee.epoch().0 + 1),
+            committee.validators().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            consensus_epoch(&store, committee.epoch()).unwrap(),
+            committee.epoch()
+        );
+        let root = start_epoch(&store, &next, chain, Height(7)).unwrap();
+        assert_eq!(root.height, Height(7));
+        assert_eq!(root.digest, keel_types::genesis_digest(next.epoch(), chain));
+        assert_eq!(
+            consensus_epoch(&store, committee.epoch()).unwrap(),
+            next.epoch()
+        );
+        let recovered = recover(&store, &next, chain).unwrap();
+        assert!(
+            !recovered.amnesiac,
+            "an older epoch's data proves the store was not wiped"
+        );
+        assert_eq!(recovered.safety.epoch, next.epoch());
+        assert_eq!(recovered.safety.last_voted_round, Round(0));
+        assert_eq!(recovered.root, root);
+        // Data of the current epoch is kept as it is.
+        let current = SafetyData {
+            last_voted_round: Round(3),
+            ..recovered.safety
+        };
+        save_safety(&store, &current).unwrap();
+        assert_eq!(recover(&store, &next, chain).unwrap().safety, current);
     }
 }

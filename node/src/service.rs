@@ -9,6 +9,7 @@ use crate::{
     checkpoint::{self, CheckpointTaskDeps},
     config::NodeConfig,
     driver::{Driver, DriverDeps},
+    epoch::{self, EpochNetworkDeps, EpochView},
     execute::{self, ExecuteDeps},
     gauges,
     genesis::{Genesis, read_key},
@@ -47,30 +48,41 @@ pub async fn run(
 ) -> Result<()> {
     let term = listen_for_sigterm()?;
     let genesis = Genesis::load(&config.genesis)?;
-    let committee = genesis.committee()?;
     let chain_id = genesis.chain_id();
     let protocol_key = read_key(&config.protocol_key)?;
     let network_key = read_key(&config.network_key)?;
-    let me = committee
-        .index_of(&protocol_key.public())
-        .with_context(|| {
-            format!(
-                "config field `protocol_key`: key {} is not in the genesis committee",
-                protocol_key.public()
-            )
-        })?;
-    let member = committee.member(me)?;
-    if member.network_key != network_key.public() {
-        bail!(
-            "config field `network_key`: key {} is not validator {me}'s network key in genesis",
-            network_key.public()
-        );
-    }
     let token = read_token(&config)?;
     let limits = config.limits.clone();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir, &config.storage)?);
+    // The epoch the executed state is in (genesis for a new store).
+    let epoch_state = match keel_authority::read_epoch_state(&store)? {
+        Some(state) => state,
+        None => genesis.epoch_state()?,
+    };
+    let committee = epoch_state.committee.clone();
+    let me = committee
+        .index_of(&protocol_key.public())
+        .with_context(|| {
+            format!(
+                "config field `protocol_key`: key {} is not in the committee of epoch {}",
+                protocol_key.public(),
+                committee.epoch()
+            )
+        })?;
+    let member = committee.member(me)?;
+    if member.network_key != network_key.public() {
+        bail!(
+            "config field `network_key`: key {} is not validator {me}'s network key in epoch {}",
+            network_key.public(),
+            committee.epoch()
+        );
+    }
+    let (epoch_tx, epoch_rx) = watch::channel(Arc::new(EpochView::new(
+        epoch_state.clone(),
+        &protocol_key.public(),
+    )));
     let genesis_state = GenesisState {
         digest: genesis.digest(),
         accounts: genesis.funded()?,
@@ -140,7 +152,11 @@ pub async fn run(
             endpoint.add_peer(v.network_key, address);
         }
     }
-    let outbound = Outbound::new(endpoint.clone(), peers, tokio::runtime::Handle::current());
+    let outbound = Outbound::new(
+        endpoint.clone(),
+        peers.clone(),
+        tokio::runtime::Handle::current(),
+    );
 
     // What the store holds now (start-up state sync may move it on).
     let stored = keel_authority::state::executed_marker(&store)?;
@@ -156,8 +172,8 @@ pub async fn run(
     // APIs: up before start-up state sync, so its progress shows (`/readyz` says not ready).
     let api: Arc<dyn NodeApi> = Arc::new(NodeView {
         chain_id,
-        me,
-        committee: committee.clone(),
+        epoch: epoch_rx.clone(),
+        key: Arc::new(KeyPair::from_seed(&protocol_key.seed())),
         store: store.clone(),
         mempool: mempool.clone(),
         pending: pending.clone(),
@@ -196,6 +212,11 @@ pub async fn run(
         );
         persist::mark_amnesiac(&store)?;
     }
+    // A crash between executing an epoch's last block and moving consensus to the next
+    // epoch: move it now.
+    if persist::consensus_epoch(&store, genesis.committee()?.epoch())? < committee.epoch() {
+        persist::start_epoch(&store, &committee, chain_id, epoch_state.started_after)?;
+    }
     let recovery = persist::recover(&store, &committee, chain_id)?;
     let executed = executor.marker().clone();
     let root = store.state_root()?;
@@ -220,14 +241,13 @@ pub async fn run(
     let key = move || KeyPair::from_seed(&seed);
     let protocol = Arc::new(key());
     let new_core = {
-        let (consensus, committee, dissemination, store) = (
+        let (consensus, dissemination, store) = (
             config.consensus.clone(),
-            committee.clone(),
             config.dissemination.clone(),
             store.clone(),
         );
-        move |recovery: RecoveryData| {
-            let leader = persist::election(&store, &consensus.election, &committee, &recovery.root);
+        move |recovery: RecoveryData, committee: &keel_types::Committee, me| {
+            let leader = persist::election(&store, &consensus.election, committee, &recovery.root);
             Core::new(CoreDeps {
                 config: consensus.clone(),
                 chain_id,
@@ -244,7 +264,7 @@ pub async fn run(
             })
         }
     };
-    let core = new_core(recovery);
+    let core = new_core(recovery, &committee, me);
     let driver = Driver::spawn(DriverDeps {
         core,
         chain_id,
@@ -263,12 +283,13 @@ pub async fn run(
         sync: sync_rx,
         rebuild: Box::new(new_core),
         certificates: mpsc::channel(committee.size()),
+        epoch: epoch_rx.clone(),
+        max_held_messages: limits.future_epoch_messages,
     });
     let sync = sync::spawn(SyncDeps {
         config: config.sync,
-        committee: committee.clone(),
+        epoch: epoch_rx.clone(),
         chain_id,
-        me,
         store: store.clone(),
         outbound: outbound.clone(),
         driver: sync_tx,
@@ -277,14 +298,24 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let batching = batching::spawn(BatchingDeps {
-        dissemination: Dissemination::new(DisseminationDeps {
-            config: config.dissemination.clone(),
-            batch: config.batching.clone(),
-            chain_id,
-            committee: committee.clone(),
-            me,
-            key: protocol.clone(),
-        }),
+        dissemination: {
+            let (config, batch, key) = (
+                config.dissemination.clone(),
+                config.batching.clone(),
+                protocol.clone(),
+            );
+            Box::new(move |committee: &keel_types::Committee, me| {
+                Dissemination::new(DisseminationDeps {
+                    config: config.clone(),
+                    batch: batch.clone(),
+                    chain_id,
+                    committee: committee.clone(),
+                    me,
+                    key: key.clone(),
+                })
+            })
+        },
+        epoch: epoch_rx.clone(),
         mempool: mempool.clone(),
         store: store.clone(),
         outbound: outbound.clone(),
@@ -296,7 +327,13 @@ pub async fn run(
         take: limits.batching_take,
     });
     let batch_verifier = verify::spawn_batches(BatchVerifyDeps {
-        verifier: BatchVerifier::new(committee.clone(), chain_id, me, protocol.clone()),
+        verifier: {
+            let key = protocol.clone();
+            Box::new(move |committee: &keel_types::Committee, me| {
+                BatchVerifier::new(committee.clone(), chain_id, me, key.clone())
+            })
+        },
+        epoch: epoch_rx.clone(),
         store: store.clone(),
         outbound: outbound.clone(),
         batches: peer_batch_rx,
@@ -305,7 +342,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let proof_verifier = verify::spawn_proofs(ProofVerifyDeps {
-        committee: committee.clone(),
+        epoch: epoch_rx.clone(),
         chain_id,
         proofs: peer_proof_rx,
         driver: proof_tx,
@@ -341,7 +378,7 @@ pub async fn run(
             me,
             key: protocol.clone(),
             genesis: Checkpoint::genesis(
-                committee.epoch(),
+                genesis.committee()?.epoch(),
                 genesis_state.digest,
                 genesis_state.state_root(),
             ),
@@ -377,8 +414,20 @@ pub async fn run(
         shutdown: shutdown.clone(),
         runtime: tokio::runtime::Handle::current(),
         retry: Duration::from_millis(limits.execution_retry_ms),
+        epoch: epoch_tx,
+        protocol_key: protocol.public(),
     })
     .context("cannot start the execution thread")?;
+    let epoch_network = epoch::spawn_network(EpochNetworkDeps {
+        epoch: epoch_rx.clone(),
+        net: endpoint.clone(),
+        peers: peers.clone(),
+        me: network_key.public(),
+        switch_grace: Duration::from_millis(limits.epoch_switch_grace_ms),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    metrics.epoch.set(committee.epoch().0 as i64);
 
     status.send_modify(|s| s.started = true);
     wait_for_signal(&shutdown, term).await;
@@ -394,6 +443,7 @@ pub async fn run(
         ("gauges", gauges),
         ("pruner", pruner),
         ("checkpoints", checkpoints),
+        ("epoch network", epoch_network),
         ("public api", public_api),
         ("admin api", admin_api),
     ] {

@@ -17,6 +17,7 @@
 //!   the next range (the next check retries).
 
 use crate::{
+    epoch::EpochWatch,
     metrics::Metrics,
     peers::Outbound,
     persist,
@@ -55,16 +56,21 @@ pub enum SyncControl {
     Resume,
 }
 
+impl SyncDeps {
+    fn committee(&self) -> Committee {
+        self.epoch.borrow().committee.clone()
+    }
+}
+
 /// What the sync task is built from.
 pub struct SyncDeps {
     /// Tunables.
     pub config: RangeSyncConfig,
-    /// The committee (verification, peers, quorum arithmetic).
-    pub committee: Committee,
+    /// The epoch: its committee verifies, is asked and makes quorums (a range stops at the
+    /// epoch's end; the next pass, after execution switched, goes on in the next epoch).
+    pub epoch: EpochWatch,
     /// The chain.
     pub chain_id: ChainId,
-    /// This validator (never asked).
-    pub me: ValidatorIndex,
     /// Where committed blocks and batches go.
     pub store: Arc<Store>,
     /// Requests to peers.
@@ -113,7 +119,7 @@ async fn run(deps: SyncDeps) {
             }
         };
         let claims = peer_heights(&deps, local).await;
-        let Some(target) = sync_target(&deps.committee, &claims) else {
+        let Some(target) = sync_target(&deps.committee(), &claims) else {
             if claims.is_empty() && local.0 > 0 && !warned {
                 warned = true;
                 tracing::warn!(
@@ -136,9 +142,10 @@ async fn run(deps: SyncDeps) {
 async fn peer_heights(deps: &SyncDeps, local: Height) -> Vec<(ValidatorIndex, Height)> {
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     let mut asks = JoinSet::new();
-    for i in 0..deps.committee.size() {
+    let me = deps.epoch.borrow().me;
+    for i in 0..deps.committee().size() {
         let peer = ValidatorIndex(i as u32);
-        if peer == deps.me {
+        if Some(peer) == me {
             continue;
         }
         let outbound = deps.outbound.clone();
@@ -187,7 +194,7 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
     loop {
         let mut machine = RangeSync::new(
             deps.config,
-            deps.committee.clone(),
+            deps.committee(),
             deps.chain_id,
             (root.height, root.digest),
             target,
@@ -210,7 +217,7 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
         }
         // The chain moved on meanwhile: go again while still far behind.
         claims = peer_heights(deps, root.height).await;
-        match sync_target(&deps.committee, &claims) {
+        match sync_target(&deps.committee(), &claims) {
             Some(t) if t.0 > root.height.0 + deps.config.trigger_gap => target = t,
             _ => break,
         }
@@ -302,7 +309,7 @@ fn fetch_range(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let outbound = deps.outbound.clone();
     let store = deps.store.clone();
-    let committee = deps.committee.clone();
+    let committee = deps.committee();
     let chain_id = deps.chain_id;
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     async move {

@@ -7,8 +7,12 @@
 //! - Proofs: verified one at a time against the committee and handed to the consensus driver
 //!   (`try_send`: a full driver queue drops and counts the proof; another leader can still
 //!   propose its batch).
+//!
+//! Both follow the epoch ([`crate::epoch`]): a batch or proof is checked against the current
+//! committee (another epoch's is refused), and a node outside the committee acknowledges no
+//! batch.
 
-use crate::{metrics::Metrics, peers::Outbound};
+use crate::{epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{BatchVerifier, DisseminationAction, accept_peer_batch, store_batch};
 use keel_p2p::Notification;
 use keel_storage::Store;
@@ -23,10 +27,15 @@ use tokio_util::sync::CancellationToken;
 /// A peer's batch, unverified.
 pub type PeerBatch = (ValidatorIndex, Batch);
 
+/// Builds the batch verifier for a committee and this node's index in it.
+pub type VerifierBuilder = Box<dyn Fn(&Committee, ValidatorIndex) -> BatchVerifier + Send + Sync>;
+
 /// What the batch verifier is built from.
 pub struct BatchVerifyDeps {
-    /// Checks batches and signs acknowledgements.
-    pub verifier: BatchVerifier,
+    /// Builds the verifier (checks batches, signs acknowledgements) for each epoch.
+    pub verifier: VerifierBuilder,
+    /// The epoch.
+    pub epoch: EpochWatch,
     /// Where accepted batches are stored.
     pub store: Arc<Store>,
     /// Sends acknowledgements.
@@ -45,7 +54,8 @@ pub struct BatchVerifyDeps {
 pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
     tokio::spawn(async move {
         let BatchVerifyDeps {
-            verifier,
+            verifier: build,
+            mut epoch,
             store,
             outbound,
             mut batches,
@@ -54,22 +64,30 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             shutdown,
         } = deps;
         let permits = Arc::new(Semaphore::new(parallel.max(1)));
+        let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(&view.committee, me));
+        let mut current = make(&epoch.borrow_and_update());
         loop {
             let (sender, batch) = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
+                Ok(()) = epoch.changed() => {
+                    let view = epoch.borrow_and_update().clone();
+                    if current.as_ref().map(|v| v.epoch()) != Some(view.epoch()) {
+                        current = make(&view);
+                    }
+                    continue;
+                }
                 Some(b) = batches.recv() => b,
                 else => return,
+            };
+            let Some(verifier) = current.clone() else {
+                metrics.batches_refused.inc();
+                continue;
             };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (verifier, store, outbound, metrics) = (
-                verifier.clone(),
-                store.clone(),
-                outbound.clone(),
-                metrics.clone(),
-            );
+            let (store, outbound, metrics) = (store.clone(), outbound.clone(), metrics.clone());
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 on_batch(&verifier, &store, &outbound, &metrics, sender, batch);
@@ -114,8 +132,8 @@ fn on_batch(
 
 /// What the proof verifier is built from.
 pub struct ProofVerifyDeps {
-    /// The committee proofs are checked against.
-    pub committee: Committee,
+    /// The epoch (proofs are checked against its committee).
+    pub epoch: EpochWatch,
     /// The chain.
     pub chain_id: ChainId,
     /// Proofs from the router.
@@ -132,14 +150,13 @@ pub struct ProofVerifyDeps {
 pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
     tokio::spawn(async move {
         let ProofVerifyDeps {
-            committee,
+            epoch,
             chain_id,
             mut proofs,
             driver,
             metrics,
             shutdown,
         } = deps;
-        let committee = Arc::new(committee);
         loop {
             let proof = tokio::select! {
                 biased;
@@ -147,10 +164,11 @@ pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
                 Some(p) = proofs.recv() => p,
                 else => return,
             };
-            let c = committee.clone();
-            let checked =
-                tokio::task::spawn_blocking(move || proof.verify(&c, chain_id).map(|()| proof))
-                    .await;
+            let view = epoch.borrow().clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                proof.verify(&view.committee, chain_id).map(|()| proof)
+            })
+            .await;
             match checked {
                 Ok(Ok(proof)) => {
                     if driver.try_send(proof).is_err() {

@@ -73,7 +73,8 @@ fn a_wiped_validator_restarted_at_once_never_signs_a_conflicting_vote() {
     for (n, life) in lives.iter().enumerate() {
         assert!(
             !life.is_empty(),
-            "validator 3 signed no vote in lifetime {n}"
+            "validator 3 signed no vote in lifetime {n}; its log ends:\n{}",
+            c.log_tail(3)
         );
     }
     let mut by_round: BTreeMap<u64, Vec<&String>> = BTreeMap::new();

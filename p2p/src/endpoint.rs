@@ -64,6 +64,8 @@ pub struct NetworkCounters {
 struct PeerQueue {
     messages: Mutex<VecDeque<Vec<u8>>>,
     ready: Notify,
+    /// Set when the peer is removed: its sender task stops.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 struct Inner<C> {
@@ -142,14 +144,50 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         })
     }
 
-    /// Adds a peer to send to; dials it if this node has the smaller key.
+    /// Adds a peer to send to; dials it if this node has the smaller key. A peer already
+    /// added stays as it is.
     pub fn add_peer(&self, key: PublicKey, address: SocketAddr) {
         let queue = Arc::new(PeerQueue {
             messages: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            removed: std::sync::atomic::AtomicBool::new(false),
         });
-        self.inner.queues.lock().insert(key, queue.clone());
+        {
+            let mut queues = self.inner.queues.lock();
+            if queues.contains_key(&key) {
+                return;
+            }
+            queues.insert(key, queue.clone());
+        }
         tokio::spawn(peer_sender(self.inner.clone(), key, address, queue));
+    }
+
+    /// Stops sending to `key` (its queued messages are dropped) and closes its connection.
+    pub fn remove_peer(&self, key: &PublicKey) {
+        if let Some(queue) = self.inner.queues.lock().remove(key) {
+            queue.removed.store(true, Ordering::Release);
+            queue.ready.notify_one();
+        }
+        if let Some(connection) = self.inner.connections.lock().remove(key) {
+            connection.close(0u32.into(), b"not a peer");
+        }
+    }
+
+    /// Replaces the keys allowed to connect and closes connections of keys no longer allowed
+    /// (e.g. at an epoch change).
+    pub fn set_allowed(&self, keys: impl IntoIterator<Item = PublicKey>) {
+        self.inner.allowed.replace(keys);
+        let mut connections = self.inner.connections.lock();
+        let gone: Vec<PublicKey> = connections
+            .keys()
+            .filter(|k| !self.inner.allowed.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(connection) = connections.remove(&key) {
+                connection.close(0u32.into(), b"not allowed");
+            }
+        }
     }
 
     /// Queues `message` for `peer` (drop-oldest when the queue is full).
@@ -314,6 +352,11 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
     key: PublicKey,
     connection: quinn::Connection,
 ) {
+    if !inner.allowed.contains(&key) {
+        // Allowed at the handshake, removed since (an epoch change in between).
+        connection.close(0u32.into(), b"not allowed");
+        return;
+    }
     inner.connections.lock().insert(key, connection.clone());
     if let Some(q) = inner.queues.lock().get(&key) {
         q.ready.notify_one();
@@ -388,7 +431,7 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
 ) {
     let dialer = inner.me < key;
     let mut backoff = Duration::from_millis(50);
-    while !inner.is_shut_down() {
+    while !inner.is_shut_down() && !queue.removed.load(Ordering::Acquire) {
         if !inner.allowed.contains(&key) {
             tokio::time::sleep(backoff).await;
             continue;

@@ -159,7 +159,8 @@ impl ProofOfAvailability {
     }
 }
 
-pub(crate) fn check_epoch(committee: &Committee, found: Epoch) -> Result<()> {
+/// Checks that `found` is `committee`'s epoch ([`Error::WrongEpoch`] otherwise).
+pub fn check_epoch(committee: &Committee, found: Epoch) -> Result<()> {
     if committee.epoch() != found {
         return Err(Error::WrongEpoch {
             expected: committee.epoch(),
