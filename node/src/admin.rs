@@ -53,15 +53,7 @@ enum AdminCommand {
 /// Runs one admin command.
 pub async fn run(args: AdminArgs) -> Result<()> {
     let config = NodeConfig::load(&args.config)?;
-    let token = std::fs::read_to_string(&config.admin_token_file)
-        .with_context(|| {
-            format!(
-                "config field `admin_token_file`: cannot read {}",
-                config.admin_token_file.display()
-            )
-        })?
-        .trim()
-        .to_string();
+    let token = crate::service::read_token(&config)?;
     let base = format!("http://{}", config.admin_listen);
     let http = reqwest::Client::new();
     let request = match args.command {

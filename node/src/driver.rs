@@ -48,6 +48,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+mod epoch;
+
 /// The consensus core type the node runs.
 pub type NodeCore = Core<Election, ProofPayload>;
 
@@ -276,38 +278,12 @@ impl Driver {
         }
     }
 
-    /// The epoch first (old: refused; future: held), then cheap checks, then signatures,
-    /// then the core.
+    /// The epoch first ([`Driver::admit_epoch`]), then cheap checks, then signatures, then
+    /// the core.
     async fn on_message(&mut self, from: ValidatorIndex, message: ConsensusMessage) {
-        let epoch = message.epoch();
-        let current = self.committee.epoch();
-        if epoch < current {
-            self.metrics
-                .wrong_epoch_messages
-                .with_label_values(&["old"])
-                .inc();
-            tracing::debug!(%from, %epoch, %current, "consensus message of an old epoch refused");
+        let Some(message) = self.admit_epoch(from, message) else {
             return;
-        }
-        if epoch > current {
-            if self.held.len() >= self.max_held {
-                self.held.pop_front();
-                self.metrics
-                    .wrong_epoch_messages
-                    .with_label_values(&["future_dropped"])
-                    .inc();
-            }
-            self.held.push_back((from, message));
-            self.metrics
-                .wrong_epoch_messages
-                .with_label_values(&["future"])
-                .inc();
-            return;
-        }
-        if !self.member {
-            self.metrics.consensus_dropped.inc();
-            return;
-        }
+        };
         if let Err(e) = self.core.precheck(from, &message) {
             self.metrics.consensus_dropped.inc();
             tracing::debug!(%from, error = %e, "consensus message failed the cheap checks");
@@ -545,69 +521,6 @@ impl Driver {
                 self.core = core;
                 self.paused = false;
                 self.process(Input::Start).await;
-            }
-        }
-    }
-
-    /// Execution published the epoch: a scheduled end, or the next epoch (see the module
-    /// documentation).
-    async fn on_epoch(&mut self, view: &crate::epoch::EpochView) {
-        if view.epoch() <= self.committee.epoch() {
-            if view.epoch() == self.committee.epoch() {
-                self.ends_at = view.ends_at;
-            }
-            return;
-        }
-        let started = std::time::Instant::now();
-        let store = self.store.clone();
-        let (committee, chain_id, after) =
-            (view.committee.clone(), self.chain_id, view.started_after);
-        let moved = tokio::task::spawn_blocking(move || {
-            persist::start_epoch(&store, &committee, chain_id, after)?;
-            persist::recover(&store, &committee, chain_id)
-        })
-        .await;
-        let recovery = match moved {
-            Ok(Ok(recovery)) => recovery,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot start the new epoch's consensus; shutting down");
-                self.shutdown.cancel();
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "epoch switch task failed; shutting down");
-                self.shutdown.cancel();
-                return;
-            }
-        };
-        self.committee = view.committee.clone();
-        self.certs = CertificateCache::new(self.certs.capacity());
-        self.timer = None;
-        self.propose_timer = None;
-        self.paused = false;
-        self.ends_at = view.ends_at;
-        self.metrics.epoch_changes.inc();
-        self.metrics.queued_proofs.set(0);
-        self.publish_height(view.started_after);
-        let held = std::mem::take(&mut self.held);
-        match view.me {
-            Some(me) => {
-                self.me = me;
-                self.member = true;
-                self.core = (self.rebuild)(recovery, &self.committee, me);
-                tracing::info!(epoch = %view.epoch(), validator = %me, after = %view.started_after, took_ms = started.elapsed().as_millis() as u64, "consensus starts the new epoch");
-                self.process(Input::Start).await;
-            }
-            None => {
-                self.member = false;
-                tracing::info!(epoch = %view.epoch(), "not in the new committee: consensus stops here");
-            }
-        }
-        for (from, message) in held {
-            if message.epoch() == self.committee.epoch() {
-                self.on_message(from, message).await;
-            } else if message.epoch() > self.committee.epoch() {
-                self.held.push_back((from, message));
             }
         }
     }

@@ -461,7 +461,8 @@ pub async fn run(
     Ok(())
 }
 
-fn read_token(config: &NodeConfig) -> Result<String> {
+/// Reads the admin token from the config's token file (at least 16 characters).
+pub(crate) fn read_token(config: &NodeConfig) -> Result<String> {
     let token = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| {
             format!(

@@ -4,7 +4,15 @@
 
 mod common;
 
-use common::{ACCOUNTS, Committee, submit_spread, transfers};
+use common::{ACCOUNTS, Committee, read_key, submit_spread, transfers};
+use keel_consensus::ConsensusMessage;
+use keel_p2p::{
+    AllowedPeers, EndpointConfig, Handler, Network, NetworkIdentity, Notification, Request,
+    Response,
+};
+use keel_types::{
+    Block, PublicKey, Round, SignedBlock, TimestampMs, ValidatorIndex, Vote, VoteData,
+};
 use serde_json::Value;
 use std::{
     sync::{
@@ -286,5 +294,157 @@ fn stake_change_and_removal_under_load_keep_committing() {
         longest_gap <= Duration::from_secs(2),
         "a commit gap of {} ms",
         longest_gap.as_millis()
+    );
+}
+
+/// Records the honest proposals it receives.
+#[derive(Default)]
+struct Recorder {
+    proposals: std::sync::Mutex<Vec<SignedBlock>>,
+}
+
+impl Handler<ConsensusMessage> for Recorder {
+    fn on_notification(&self, _from: PublicKey, message: Notification<ConsensusMessage>) {
+        if let Notification::Consensus(ConsensusMessage::Proposal(b)) = message {
+            let mut p = self.proposals.lock().unwrap();
+            if p.len() < 64 {
+                p.push(b);
+            }
+        }
+    }
+
+    fn on_request(&self, _from: PublicKey, _request: Request) -> Response {
+        Response::Refused("test peer".into())
+    }
+}
+
+fn old_epoch_refused(c: &Committee, i: usize) -> f64 {
+    c.metric(
+        i,
+        "keel_consensus_wrong_epoch_messages_total{epoch=\"old\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Validator 3 is a test peer with its real keys that runs no protocol. After the three others
+/// moved to epoch 2, it sends them epoch-1 messages that were valid in epoch 1: its own signed
+/// votes for epoch-1 blocks, its own proposals built on epoch-1 certificates, and replays of
+/// the honest epoch-1 proposals. Every one is refused as old and counted, and the three keep
+/// committing.
+#[test]
+fn old_epoch_votes_and_proposals_after_the_switch_are_refused_and_counted() {
+    const PEER: usize = 3;
+    let mut c = Committee::create(4);
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    for i in 0..3 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let (committee, chain_id, addresses) = c.genesis_committee();
+    let keys = c.path().join(format!("keys-{PEER}"));
+    let protocol = read_key(&keys.join("protocol.key"));
+    let network = read_key(&keys.join("network.key"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let recorder = Arc::new(Recorder::default());
+    let net = Network::<ConsensusMessage>::start(
+        EndpointConfig {
+            listen: addresses[PEER],
+            ..EndpointConfig::default()
+        },
+        &NetworkIdentity::from_seed(&network.seed()).unwrap(),
+        AllowedPeers::new(committee.validators().iter().map(|v| v.network_key)),
+        recorder.clone(),
+    )
+    .unwrap();
+    for (v, address) in committee.validators().iter().zip(&addresses).take(3) {
+        net.add_peer(v.network_key, *address);
+    }
+    c.wait_for(
+        Duration::from_secs(30),
+        "epoch-1 proposals to reach the peer",
+        || recorder.proposals.lock().unwrap().len() >= 8,
+    );
+    let before: Vec<f64> = (0..3).map(|i| old_epoch_refused(&c, i)).collect();
+    assert!(
+        before.iter().all(|n| *n == 0.0),
+        "nothing old yet: {before:?}"
+    );
+
+    // The three operators raise validator 0's stake (3 of 4 is more than 2/3).
+    change_epoch(
+        &c,
+        &[0, 1, 2],
+        &[0, 1, 2],
+        "PUT",
+        "/admin/validators/0/stake",
+        Some(serde_json::json!({ "stake": 2 })),
+    );
+    let committed_then = c.status(0)["committed_height"].as_u64().unwrap();
+
+    // Epoch-1 messages, each valid in epoch 1.
+    let old: Vec<SignedBlock> = recorder
+        .proposals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| b.block.epoch == committee.epoch())
+        .cloned()
+        .collect();
+    assert!(old.len() >= 8, "{} epoch-1 proposals recorded", old.len());
+    let me = ValidatorIndex(PEER as u32);
+    let mut messages = Vec::new();
+    for b in &old {
+        let data = VoteData {
+            epoch: b.block.epoch,
+            round: b.block.round,
+            block: b.digest(),
+        };
+        messages.push(ConsensusMessage::Vote(Vote::new(
+            data, me, &protocol, chain_id,
+        )));
+        let own = Block {
+            author: me,
+            round: Round(b.block.round.0 + 1),
+            parent_qc: b.block.parent_qc.clone(),
+            timeout_cert: None,
+            failed_leaders: Vec::new(),
+            payload: Vec::new(),
+            timestamp: TimestampMs(common::now_ms()),
+            epoch: b.block.epoch,
+        };
+        messages.push(ConsensusMessage::Proposal(own.sign(&protocol, chain_id)));
+        messages.push(ConsensusMessage::Proposal(b.clone()));
+    }
+    let sent = messages.len();
+    for m in messages {
+        for i in 0..3 {
+            net.send(
+                &committee.validators()[i].network_key,
+                &Notification::Consensus(m.clone()),
+            )
+            .unwrap();
+        }
+    }
+    // Each honest validator counts (at least) the old messages from the peer's own key; the
+    // replays of others' proposals are counted too (the epoch is checked first).
+    c.wait_for(
+        Duration::from_secs(20),
+        "the old messages to be refused",
+        || (0..3).all(|i| old_epoch_refused(&c, i) >= (sent as f64) * 0.9),
+    );
+    c.wait_for(Duration::from_secs(20), "commits to go on", || {
+        c.status(0)["committed_height"].as_u64().unwrap() > committed_then + 20
+    });
+    let counted: Vec<f64> = (0..3).map(|i| old_epoch_refused(&c, i)).collect();
+    println!(
+        "sent {sent} epoch-1 messages to each of 3 validators in epoch 2; refused as old: {counted:?}"
+    );
+    let height = c.status(0)["executed_height"].as_u64().unwrap();
+    let roots = common::roots_at(&c, &[0, 1, 2], height);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "roots differ: {roots:?}"
     );
 }
