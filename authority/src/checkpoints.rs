@@ -70,8 +70,8 @@ pub struct CheckpointDeps {
     pub chain_id: ChainId,
     /// The committee signatures are checked against.
     pub committee: Committee,
-    /// This validator.
-    pub me: ValidatorIndex,
+    /// This validator's index (`None`: not in the committee; it signs nothing).
+    pub me: Option<ValidatorIndex>,
     /// Its protocol key.
     pub key: Arc<KeyPair>,
     /// The genesis checkpoint (sequence 0; see [`Checkpoint::genesis`]).
@@ -256,7 +256,7 @@ impl CheckpointMachine {
             chain_id,
             committee,
             previous: None,
-            me: Some(me),
+            me,
             key,
             tip: genesis,
             certified: None,

@@ -53,7 +53,7 @@ impl Net {
             },
             chain_id: CHAIN,
             committee: self.committee.clone(),
-            me: ValidatorIndex(me),
+            me: Some(ValidatorIndex(me)),
             key: self.keys[me as usize].clone(),
             genesis: self.genesis.clone(),
             restored,

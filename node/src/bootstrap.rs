@@ -60,7 +60,7 @@ pub struct BootstrapDeps {
     /// The chain.
     pub chain_id: ChainId,
     /// This validator.
-    pub me: ValidatorIndex,
+    pub me: Option<ValidatorIndex>,
     /// The genesis digest (recorded with the installed state).
     pub genesis: Digest,
     /// The store to install into.
@@ -182,7 +182,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<bool> {
         .iter()
         .map(|v| deps.committee.stake(v.peer))
         .sum::<u64>()
-        + deps.committee.stake(deps.me);
+        + deps.me.map_or(0, |me| deps.committee.stake(me));
     let pruned_out = !held_by_peers && deps.committee.is_quorum(answered);
     let resuming = store.get(Column::Meta, TARGET_KEY)?.is_some();
     let needed = cp.last_height > local
@@ -380,7 +380,7 @@ async fn peer_views(deps: &BootstrapDeps) -> Vec<PeerView> {
         let mut asks = JoinSet::new();
         for i in 0..deps.committee.size() {
             let peer = ValidatorIndex(i as u32);
-            if peer == deps.me || views.iter().any(|v| v.peer == peer) {
+            if Some(peer) == deps.me || views.iter().any(|v| v.peer == peer) {
                 continue;
             }
             let outbound = deps.outbound.clone();

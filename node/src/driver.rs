@@ -197,7 +197,7 @@ impl Driver {
             propose_timer: None,
             paused: false,
             rebuild,
-            member: true,
+            member: epoch.borrow().me.is_some(),
             ends_at: epoch.borrow().ends_at,
             held: VecDeque::new(),
             max_held: max_held_messages,

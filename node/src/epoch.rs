@@ -9,11 +9,15 @@
 //! The network task here carries the switch out on the transport: the index ↔ key map
 //! ([`Peers`]) becomes the new committee's, the new members are dialled, and for
 //! `switch_grace` both the old and the new members may connect (peers that switch a little
-//! later can still reach this node); then only the new committee (and sync-only peers) is
-//! allowed and connections of the others are closed.
+//! later can still reach this node); then only the new committee is allowed and connections
+//! of the others are closed. Validators that a pending or scheduled change adds are allowed
+//! and dialled too, from the first vote on: a joining validator syncs as a follower before
+//! the epoch that includes it.
 
 use crate::{metrics::Metrics, peers::Net, peers::Peers};
-use keel_types::{Committee, Epoch, EpochState, Height, PublicKey, ValidatorIndex};
+use keel_types::{
+    Committee, CommitteeChange, Epoch, EpochState, Height, PublicKey, ValidatorIndex,
+};
 use std::{collections::HashSet, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -77,55 +81,98 @@ pub fn spawn_network(deps: EpochNetworkDeps) -> JoinHandle<()> {
     tokio::spawn(run_network(deps))
 }
 
+/// Network keys and addresses of validators that pending or scheduled changes add: they may
+/// connect (and are dialled) to sync before the epoch that includes them.
+fn joining(view: &EpochView) -> Vec<(PublicKey, String)> {
+    let pending = view.state.pending.iter().map(|p| &p.change);
+    let scheduled = view.state.scheduled.iter().map(|s| &s.change);
+    pending
+        .chain(scheduled)
+        .filter_map(|change| match change {
+            CommitteeChange::Add { validator, .. } => {
+                Some((validator.network_key, validator.address.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 async fn run_network(mut deps: EpochNetworkDeps) {
     let mut current = deps.epoch.borrow().epoch();
+    // Members of the previous committee still allowed, until the grace period ends.
+    let mut grace: Option<(tokio::time::Instant, HashSet<PublicKey>)> = None;
+    let mut dialled: HashSet<PublicKey> = HashSet::new();
+    let mut view = deps.epoch.borrow_and_update().clone();
     loop {
+        let members: HashSet<PublicKey> = view
+            .committee
+            .validators()
+            .iter()
+            .map(|v| v.network_key)
+            .collect();
+        if view.epoch() != current {
+            let old: HashSet<PublicKey> = deps.peers.keys().into_iter().collect();
+            tracing::info!(epoch = %view.epoch(), members = members.len(), member = view.me.is_some(), "epoch change: switching peers");
+            deps.peers.set_committee(&view.committee);
+            deps.metrics.epoch.set(view.epoch().0 as i64);
+            current = view.epoch();
+            let mut gone: HashSet<PublicKey> = old.difference(&members).copied().collect();
+            if let Some((_, earlier)) = grace.take() {
+                gone.extend(earlier.difference(&members));
+            }
+            grace = Some((tokio::time::Instant::now() + deps.switch_grace, gone));
+        }
+        let mut wanted: Vec<(PublicKey, String)> = view
+            .committee
+            .validators()
+            .iter()
+            .map(|v| (v.network_key, v.address.clone()))
+            .collect();
+        wanted.extend(joining(&view));
+        let mut allowed: HashSet<PublicKey> = wanted.iter().map(|(k, _)| *k).collect();
+        if let Some((_, old)) = &grace {
+            allowed.extend(old.iter().copied());
+        }
+        deps.net.set_allowed(allowed);
+        for (key, address) in wanted {
+            if key == deps.me || dialled.contains(&key) {
+                continue;
+            }
+            match address.parse() {
+                Ok(address) => {
+                    deps.net.add_peer(key, address);
+                    dialled.insert(key);
+                }
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "a validator's address does not parse; not dialled")
+                }
+            }
+        }
+        let grace_end = grace.as_ref().map(|(at, _)| *at);
         tokio::select! {
             _ = deps.shutdown.cancelled() => return,
             changed = deps.epoch.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                view = deps.epoch.borrow_and_update().clone();
             }
-        }
-        let view = deps.epoch.borrow_and_update().clone();
-        if view.epoch() == current {
-            continue;
-        }
-        let old: HashSet<PublicKey> = deps.peers.keys().into_iter().collect();
-        let new: HashSet<PublicKey> = view
-            .committee
-            .validators()
-            .iter()
-            .map(|v| v.network_key)
-            .collect();
-        tracing::info!(epoch = %view.epoch(), members = new.len(), member = view.me.is_some(), "epoch change: switching peers");
-        deps.peers.set_committee(&view.committee);
-        deps.net.set_allowed(old.union(&new).copied());
-        for v in view.committee.validators() {
-            if v.network_key == deps.me {
-                continue;
-            }
-            match v.address.parse() {
-                Ok(address) => deps.net.add_peer(v.network_key, address),
-                Err(e) => {
-                    tracing::warn!(address = %v.address, error = %e, "a member's address does not parse; not dialled")
+            _ = async {
+                match grace_end {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // The grace period is over: only the committee and joining validators remain.
+                if let Some((_, old)) = grace.take() {
+                    let keep: HashSet<PublicKey> =
+                        members.iter().copied().chain(joining(&view).into_iter().map(|(k, _)| k)).collect();
+                    for key in old.difference(&keep) {
+                        deps.net.remove_peer(key);
+                        dialled.remove(key);
+                    }
                 }
             }
-        }
-        deps.metrics.epoch.set(view.epoch().0 as i64);
-        current = view.epoch();
-        tokio::select! {
-            _ = deps.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(deps.switch_grace) => {}
-        }
-        // Only if no newer epoch arrived meanwhile (the next pass handles that one).
-        if deps.epoch.borrow().epoch() != current {
-            continue;
-        }
-        deps.net.set_allowed(new.iter().copied());
-        for key in old.difference(&new) {
-            deps.net.remove_peer(key);
         }
     }
 }

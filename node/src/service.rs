@@ -62,23 +62,28 @@ pub async fn run(
         None => genesis.epoch_state()?,
     };
     let committee = epoch_state.committee.clone();
-    let me = committee
-        .index_of(&protocol_key.public())
-        .with_context(|| {
-            format!(
-                "config field `protocol_key`: key {} is not in the committee of epoch {}",
-                protocol_key.public(),
-                committee.epoch()
-            )
-        })?;
-    let member = committee.member(me)?;
-    if member.network_key != network_key.public() {
-        bail!(
-            "config field `network_key`: key {} is not validator {me}'s network key in epoch {}",
-            network_key.public(),
-            committee.epoch()
-        );
+    // Outside the committee the node follows the chain without voting (a joining validator
+    // syncs until the epoch that includes it starts; a removed one keeps serving sync).
+    let me = committee.index_of(&protocol_key.public());
+    match me {
+        Some(me) => {
+            if committee.member(me)?.network_key != network_key.public() {
+                bail!(
+                    "config field `network_key`: key {} is not validator {me}'s network key in epoch {}",
+                    network_key.public(),
+                    committee.epoch()
+                );
+            }
+        }
+        None => tracing::info!(
+            protocol_key = %protocol_key.public(),
+            epoch = %committee.epoch(),
+            "not in the committee: following the chain without voting until an epoch includes this key"
+        ),
     }
+    // An inert index for the parts built before the epoch includes this node (its core gets
+    // no input and signs nothing while it is not a member).
+    let index = me.unwrap_or_default();
     let (epoch_tx, epoch_rx) = watch::channel(Arc::new(EpochView::new(
         epoch_state.clone(),
         &protocol_key.public(),
@@ -144,7 +149,7 @@ pub async fn run(
         )
     })?;
     for (i, v) in committee.validators().iter().enumerate() {
-        if i != me.as_usize() {
+        if v.network_key != network_key.public() {
             let address = v
                 .address
                 .parse()
@@ -221,7 +226,7 @@ pub async fn run(
     let executed = executor.marker().clone();
     let root = store.state_root()?;
     tracing::info!(
-        validator = %me,
+        validator = ?me,
         chain = %chain_id,
         committed = %recovery.root.height,
         executed = %executed.height,
@@ -264,11 +269,11 @@ pub async fn run(
             })
         }
     };
-    let core = new_core(recovery, &committee, me);
+    let core = new_core(recovery, &committee, index);
     let driver = Driver::spawn(DriverDeps {
         core,
         chain_id,
-        me,
+        me: index,
         store: store.clone(),
         outbound: outbound.clone(),
         status: status.clone(),

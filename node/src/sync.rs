@@ -60,6 +60,15 @@ impl SyncDeps {
     fn committee(&self) -> Committee {
         self.epoch.borrow().committee.clone()
     }
+
+    /// The current epoch's last block `(height, digest)`, when this node holds its certified
+    /// epoch-ending checkpoint (the checkpoint task verified it against this committee).
+    fn epoch_end(&self) -> Option<(Height, Digest)> {
+        let epoch = self.epoch.borrow().epoch();
+        let latest = keel_authority::checkpoint_store::latest_certified(&self.store).ok()??;
+        let c = latest.checkpoint;
+        (c.epoch == epoch && c.next_committee.is_some()).then_some((c.last_height, c.last_block))
+    }
 }
 
 /// What the sync task is built from.
@@ -131,7 +140,12 @@ async fn run(deps: SyncDeps) {
             continue;
         };
         warned = false;
-        if target.0 > local.0 + deps.config.trigger_gap {
+        // Below the epoch's end, consensus cannot fetch the rest (its committee moved on):
+        // sync at any gap.
+        let ending = deps
+            .epoch_end()
+            .is_some_and(|(end, _)| local < end && target >= end);
+        if target.0 > local.0 + deps.config.trigger_gap || ending {
             sync(&deps, claims, target).await;
         }
     }
@@ -200,6 +214,9 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
             target,
             &claims,
         );
+        if let Some(end) = deps.epoch_end() {
+            machine = machine.with_epoch_end(end);
+        }
         let started = std::time::Instant::now();
         let before = root.height;
         let ended = drive(deps, &mut machine, &mut root, start).await;
@@ -213,6 +230,10 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
             "range sync pass ended"
         );
         if !ended || deps.shutdown.is_cancelled() {
+            break;
+        }
+        // At the epoch's end: the next pass starts once execution moved to the next epoch.
+        if deps.epoch_end().is_some_and(|(end, _)| root.height >= end) {
             break;
         }
         // The chain moved on meanwhile: go again while still far behind.

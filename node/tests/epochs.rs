@@ -448,3 +448,126 @@ fn old_epoch_votes_and_proposals_after_the_switch_are_refused_and_counted() {
         "roots differ: {roots:?}"
     );
 }
+
+/// 4 → 5 → 4 under load: a fifth node starts outside the committee and follows the chain; three
+/// of the four operators vote it in; it joins at the next epoch and proposes and votes; then
+/// it is removed and the others close its connections.
+#[test]
+fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
+    let mut c = Committee::create(4);
+    for i in 0..4 {
+        c.edit_config(
+            i,
+            &[(
+                "epoch_switch_grace_ms = 10000",
+                &format!("epoch_switch_grace_ms = {GRACE_MS}"),
+            )],
+        );
+        c.spawn(i);
+    }
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let new = c.add_follower();
+    c.spawn(new);
+    c.wait_for(Duration::from_secs(30), "the follower's API", || {
+        c.http
+            .get(format!("{}/v1/status", c.apis[new]))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    let c = c;
+    let keys = c.path().join(format!("keys-{new}"));
+    let protocol = read_key(&keys.join("protocol.key"));
+    let network = read_key(&keys.join("network.key"));
+    let proof = keel_types::PossessionProof::create(
+        &protocol,
+        &network,
+        keel_types::ChainId(common::CHAIN),
+    );
+    let add = serde_json::json!({
+        "protocol_key": protocol.public().to_string(),
+        "network_key": network.public().to_string(),
+        "address": c.p2p_address(new),
+        "stake": 1,
+        "proof_protocol": hex::encode(proof.protocol.0),
+        "proof_network": hex::encode(proof.network.0),
+    });
+    // A proof that does not verify is refused, naming it.
+    let mut forged = add.clone();
+    forged["proof_network"] = serde_json::json!(hex::encode(proof.protocol.0));
+    let (code, answer) = admin(&c, 0, "POST", "/admin/validators", Some(forged));
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.to_string().contains("proof"), "{answer}");
+
+    let stop = AtomicBool::new(false);
+    let gaps = GapWatch::start(c.apis[0].clone());
+    let (join, leave) = std::thread::scope(|s| {
+        let loader = s.spawn(|| load(&c, &[0, 1, 2, 3], 900, Duration::from_millis(100), &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        // 4 → 5: three of four vote it in.
+        let join = change_epoch(
+            &c,
+            &[0, 1, 2],
+            &[0, 1, 2, 3, new],
+            "POST",
+            "/admin/validators",
+            Some(add.clone()),
+        );
+        let (_, e) = admin(&c, new, "GET", "/admin/epoch", None);
+        assert_eq!(e["validator"].as_u64(), Some(new as u64), "{e}");
+        // It proposes (a committed block of its own) and votes (its signatures in QCs).
+        c.wait_for(
+            Duration::from_secs(60),
+            "the new validator to propose and vote",
+            || {
+                let (_, s) = admin(&c, 0, "GET", "/admin/status", None);
+                s["consensus"]["reputations"].as_array().is_some_and(|r| {
+                    r.iter().any(|v| {
+                        v["validator"].as_u64() == Some(new as u64)
+                            && v["proposed"].as_u64().unwrap_or(0) > 0
+                            && v["voted"].as_u64().unwrap_or(0) > 0
+                    })
+                })
+            },
+        );
+        // 5 → 4: four of five vote it out.
+        let leave = change_epoch(
+            &c,
+            &[0, 1, 2, 3],
+            &[0, 1, 2, 3],
+            "DELETE",
+            &format!("/admin/validators/{new}"),
+            None,
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        loader.join().unwrap();
+        (join, leave)
+    });
+    let longest_gap = gaps.finish();
+    let height = c.status(0)["executed_height"].as_u64().unwrap();
+    let roots = common::roots_at(&c, &[0, 1, 2, 3], height);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "roots differ: {roots:?}"
+    );
+    c.wait_for(
+        Duration::from_millis(GRACE_MS * 5),
+        "the removed validator to be disconnected",
+        || c.status(new)["peers"].as_u64() == Some(0),
+    );
+    println!(
+        "join: {:.2} s from scheduled to the new epoch's first commit (after height {}); leave: {:.2} s (after height {}); longest commit gap {} ms; roots equal at height {height}",
+        join.0,
+        join.1,
+        leave.0,
+        leave.1,
+        longest_gap.as_millis()
+    );
+    assert!(
+        longest_gap <= Duration::from_secs(2),
+        "a commit gap of {} ms",
+        longest_gap.as_millis()
+    );
+}

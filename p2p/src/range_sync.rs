@@ -164,13 +164,20 @@ pub enum RangeError {
 
 /// How many leading blocks of `blocks` (consecutive committed heights, as a server claims) are
 /// proven committed: up to and including the highest anchor (see the module docs). Checks the
-/// epoch and the hash links of every block and verifies one QC.
+/// epoch and the hash links of every block and verifies one QC. Blocks of a later epoch end
+/// the range (the committee's epoch ended before them; [`epoch_end_prefix`] proves its last
+/// blocks).
 pub fn committed_prefix(
     blocks: &[SignedBlock],
     committee: &Committee,
     chain_id: ChainId,
 ) -> Result<usize, RangeError> {
     let epoch = committee.epoch();
+    let end = blocks
+        .iter()
+        .position(|b| b.block.epoch > epoch)
+        .unwrap_or(blocks.len());
+    let blocks = &blocks[..end];
     let digests: Vec<Digest> = blocks.iter().map(SignedBlock::digest).collect();
     for (offset, b) in blocks.iter().enumerate() {
         if b.block.epoch != epoch {
@@ -202,6 +209,22 @@ pub fn committed_prefix(
             reason: e.to_string(),
         })?;
     Ok(i + 1)
+}
+
+/// How many leading blocks of `blocks`, the first at height `from`, a certified epoch-ending
+/// checkpoint proves: its last block `(height, digest)` is in the range and every block before
+/// it links to it by hash. The last blocks of an epoch have no certified grandchild in their
+/// epoch, so only the checkpoint proves them.
+pub fn epoch_end_prefix(blocks: &[SignedBlock], from: Height, end: (Height, Digest)) -> usize {
+    let (height, digest) = end;
+    let Some(offset) = height.0.checked_sub(from.0).map(|o| o as usize) else {
+        return 0;
+    };
+    if offset >= blocks.len() || blocks[offset].digest() != digest {
+        return 0;
+    }
+    let linked = (1..=offset).all(|i| blocks[i].block.parent() == blocks[i - 1].digest());
+    if linked { offset + 1 } else { 0 }
 }
 
 /// The height claimed by validators holding more than 1/3 of the stake: the highest height at
@@ -290,6 +313,9 @@ pub struct RangeSync {
     /// The lowest height never asked for.
     next_new: u64,
     finished: bool,
+    /// The epoch's last block, from its certified epoch-ending checkpoint, when known: the
+    /// sync ends there (the next epoch's blocks need the next committee).
+    epoch_end: Option<(Height, Digest)>,
 }
 
 impl RangeSync {
@@ -328,7 +354,17 @@ impl RangeSync {
             retry: BTreeSet::new(),
             next_new: applied.0 + 1,
             finished: false,
+            epoch_end: None,
         }
+    }
+
+    /// Ends the sync at the committee's epoch end, `(height, digest)` of its last block as a
+    /// verified epoch-ending checkpoint names it: the target is capped there, and that
+    /// checkpoint proves the epoch's last blocks.
+    pub fn with_epoch_end(mut self, end: (Height, Digest)) -> Self {
+        self.target = self.target.min(end.0);
+        self.epoch_end = Some(end);
+        self
     }
 
     /// The last height applied.
@@ -370,7 +406,12 @@ impl RangeSync {
         };
         debug_assert_eq!(asked, peer);
         let wanted = (to - from.0 + 1) as usize;
-        match committed_prefix(&blocks, &self.committee, self.chain_id) {
+        let by_checkpoint = self
+            .epoch_end
+            .map_or(0, |end| epoch_end_prefix(&blocks, from, end));
+        let proven =
+            committed_prefix(&blocks, &self.committee, self.chain_id).map(|p| p.max(by_checkpoint));
+        match proven {
             Err(e) => {
                 self.strike(peer, e.to_string(), &mut out);
                 self.retry.insert((from.0, to));
@@ -532,7 +573,13 @@ impl RangeSync {
                 to: Height(to),
             });
         }
-        if self.applied.0 + self.config.done_margin >= self.target.0 {
+        // At an epoch's end consensus cannot fetch the rest: sync goes all the way.
+        let margin = if self.epoch_end.is_some() {
+            0
+        } else {
+            self.config.done_margin
+        };
+        if self.applied.0 + margin >= self.target.0 {
             self.finished = true;
             out.push(SyncAction::Done {
                 applied: self.applied,

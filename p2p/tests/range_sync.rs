@@ -2,7 +2,8 @@
 //! schedules ranges over several peers, applies them in order and treats lying peers.
 
 use keel_p2p::range_sync::{
-    RangeError, RangeSync, RangeSyncConfig, SyncAction, committed_prefix, sync_target,
+    RangeError, RangeSync, RangeSyncConfig, SyncAction, committed_prefix, epoch_end_prefix,
+    sync_target,
 };
 use keel_types::{
     Block, ChainId, Committee, Height, KeyPair, MultiSignature, QuorumCertificate, Round,
@@ -145,13 +146,45 @@ fn broken_links_bad_certificates_and_other_epochs_are_refused() {
         Err(RangeError::BadCertificate { .. })
     ));
 
-    let mut other_epoch = chain.blocks[0].block.clone();
-    other_epoch.epoch = keel_types::Epoch(chain.committee.epoch().0 + 1);
-    let blocks = vec![other_epoch.sign(&chain.keys[1], CHAIN)];
+    // An older epoch's block is a lie; a later epoch's ends the range (the epoch ended).
+    let mut older = chain.blocks[0].block.clone();
+    older.epoch = keel_types::Epoch(chain.committee.epoch().0 - 1);
+    let blocks = vec![older.sign(&chain.keys[1], CHAIN)];
     assert!(matches!(
         committed_prefix(&blocks, &chain.committee, CHAIN),
         Err(RangeError::Epoch { .. })
     ));
+    let mut later = chain.blocks[9].block.clone();
+    later.epoch = keel_types::Epoch(chain.committee.epoch().0 + 1);
+    let mut blocks = chain.blocks[..9].to_vec();
+    blocks.push(later.sign(&chain.keys[1], CHAIN));
+    let proven = committed_prefix(&blocks, &chain.committee, CHAIN).unwrap();
+    assert!(
+        proven > 0 && proven < 9,
+        "proven {proven}: the tail needs more"
+    );
+}
+
+#[test]
+fn an_epoch_ending_checkpoint_proves_the_epochs_last_blocks() {
+    let chain = Chain::new(20, &[]);
+    let blocks = chain.blocks[..10].to_vec();
+    let anchored = committed_prefix(&blocks, &chain.committee, CHAIN).unwrap();
+    assert!(
+        anchored < 10,
+        "the last blocks have no certified grandchild in the range"
+    );
+    // The checkpoint names the block at height 10: all ten are proven by hash links.
+    let end = (keel_types::Height(10), blocks[9].digest());
+    assert_eq!(epoch_end_prefix(&blocks, keel_types::Height(1), end), 10);
+    // Another digest at that height, or a broken link below it, proves nothing.
+    let wrong = (keel_types::Height(10), blocks[8].digest());
+    assert_eq!(epoch_end_prefix(&blocks, keel_types::Height(1), wrong), 0);
+    let mut broken = blocks.clone();
+    broken.swap(2, 3);
+    assert_eq!(epoch_end_prefix(&broken, keel_types::Height(1), end), 0);
+    // An end outside the range proves nothing here.
+    assert_eq!(epoch_end_prefix(&blocks, keel_types::Height(11), end), 0);
 }
 
 #[test]

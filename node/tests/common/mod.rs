@@ -335,6 +335,58 @@ impl Committee {
         )
     }
 
+    /// Keys and a config for one more node, not in genesis (a validator to add): validator
+    /// 0's config with its own keys, data directory, free ports and token. Returns its index.
+    pub fn add_follower(&mut self) -> usize {
+        let i = self.configs.len();
+        let keys = self.dir.path().join(format!("keys-{i}"));
+        run_cli(&["keygen", "--out-dir", keys.to_str().unwrap()]);
+        let base = loop {
+            let base = 20_000 + rand_port() % 30_000;
+            if ports_free(base, 1) {
+                break base;
+            }
+        };
+        let net = self.dir.path().join("net");
+        let token = format!("{:048x}", rand_port() as u128 * 0x9e37_79b9_7f4a_7c15);
+        std::fs::write(net.join(format!("v{i}.token")), &token).unwrap();
+        let mut lines = Vec::new();
+        for line in std::fs::read_to_string(&self.configs[0]).unwrap().lines() {
+            let key = line.split(" = ").next().unwrap_or_default();
+            let quoted = |v: String| format!("{key} = \"{v}\"");
+            lines.push(match key {
+                "protocol_key" => quoted(keys.join("protocol.key").display().to_string()),
+                "network_key" => quoted(keys.join("network.key").display().to_string()),
+                "data_dir" => quoted(net.join(format!("v{i}-data")).display().to_string()),
+                "p2p_listen" => quoted(format!("127.0.0.1:{base}")),
+                "api_listen" => quoted(format!("127.0.0.1:{}", base + 100)),
+                "admin_listen" => quoted(format!("127.0.0.1:{}", base + 200)),
+                "admin_token_file" => quoted(net.join(format!("v{i}.token")).display().to_string()),
+                _ => line.to_string(),
+            });
+        }
+        let config = net.join(format!("v{i}.toml"));
+        std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+        self.configs.push(config);
+        self.children.push(None);
+        self.apis.push(format!("http://127.0.0.1:{}", base + 100));
+        self.admin.push(format!("http://127.0.0.1:{}", base + 200));
+        self.tokens.push(token);
+        i
+    }
+
+    /// The p2p address in validator `i`'s config.
+    pub fn p2p_address(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.configs[i]).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("p2p_listen = "))
+            .unwrap();
+        line.trim_start_matches("p2p_listen = ")
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// Rewrites lines of validator `i`'s generated config (`from` must be present: the test
     /// fails loudly if the generated config no longer has the line it means to change).
     pub fn edit_config(&self, i: usize, edits: &[(&str, &str)]) {
