@@ -168,6 +168,15 @@ impl Pacemaker {
     pub fn on_qc(&mut self, qc_round: Round, now: TimestampMs) -> Option<Round> {
         let next = qc_round.checked_next()?;
         if next <= self.round {
+            // A QC for the round this replica just left on a timeout certificate: that round
+            // still certified its block (votes travel with the timeouts), so it is no failure
+            // for the back-off. Without this, a TC that arrives before the QC of the same
+            // round (the usual order: timeouts go out first) counted every round after a
+            // dead leader as failed, and a few unlucky leader draws doubled the timeout into
+            // seconds-long stalls of the whole committee.
+            if next == self.round {
+                self.failures = 0;
+            }
             return None;
         }
         if qc_round == self.round
@@ -253,6 +262,33 @@ mod tests {
         assert_eq!(p.on_qc(Round(3), at(0)), None);
         assert_eq!(p.on_tc(Round(4), at(0)), None);
         assert_eq!(p.round(), Round(11));
+    }
+
+    #[test]
+    fn a_round_left_on_a_tc_whose_block_was_certified_is_no_failure() {
+        let mut p = Pacemaker::new(
+            Round(1),
+            PacemakerConfig {
+                max_backoff_exponent: 5,
+                ..PacemakerConfig::fixed(100)
+            },
+            0,
+            0,
+        );
+        // The TC of round 1 arrives first, then the QC of round 1 (formed from the votes that
+        // travel with the timeouts): the round certified its block, the back-off resets.
+        p.on_tc(Round(1), at(0));
+        assert_eq!(p.timeout_ms(), 200);
+        assert_eq!(p.on_qc(Round(1), at(0)), None, "the round does not move");
+        assert_eq!(p.round(), Round(2));
+        assert_eq!(p.timeout_ms(), 100);
+        // A round that ends on a TC and certifies nothing still counts.
+        p.on_tc(Round(2), at(0));
+        p.on_tc(Round(3), at(0));
+        assert_eq!(p.timeout_ms(), 400);
+        // A late QC for an older round excuses nothing.
+        assert_eq!(p.on_qc(Round(2), at(0)), None);
+        assert_eq!(p.timeout_ms(), 400);
     }
 
     #[test]

@@ -41,6 +41,25 @@ fn admin(c: &Committee, i: usize, method: &str, path: &str, body: Option<Value>)
     (code, r.json().unwrap_or(Value::Null))
 }
 
+/// `n` validators with a short switch grace, started and ready.
+fn start(n: usize) -> Committee {
+    let mut c = Committee::create(n);
+    for i in 0..n {
+        c.edit_config(
+            i,
+            &[(
+                "epoch_switch_grace_ms = 10000",
+                &format!("epoch_switch_grace_ms = {GRACE_MS}"),
+            )],
+        );
+        c.spawn(i);
+    }
+    for i in 0..n {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    c
+}
+
 fn epoch_of(c: &Committee, i: usize) -> u64 {
     c.status(i)["epoch"].as_u64().unwrap()
 }
@@ -188,21 +207,7 @@ fn change_epoch(
 
 #[test]
 fn stake_change_and_removal_under_load_keep_committing() {
-    let mut c = Committee::create(5);
-    for i in 0..5 {
-        c.edit_config(
-            i,
-            &[(
-                "epoch_switch_grace_ms = 10000",
-                &format!("epoch_switch_grace_ms = {GRACE_MS}"),
-            )],
-        );
-        c.spawn(i);
-    }
-    for i in 0..5 {
-        c.wait_ready(i, Duration::from_secs(60));
-    }
-    let c = c;
+    let c = start(5);
     let stop = AtomicBool::new(false);
     let gaps = GapWatch::start(c.apis[0].clone());
     let (submitted, stake_change, removal) = std::thread::scope(|s| {
@@ -454,20 +459,7 @@ fn old_epoch_votes_and_proposals_after_the_switch_are_refused_and_counted() {
 /// it is removed and the others close its connections.
 #[test]
 fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
-    let mut c = Committee::create(4);
-    for i in 0..4 {
-        c.edit_config(
-            i,
-            &[(
-                "epoch_switch_grace_ms = 10000",
-                &format!("epoch_switch_grace_ms = {GRACE_MS}"),
-            )],
-        );
-        c.spawn(i);
-    }
-    for i in 0..4 {
-        c.wait_ready(i, Duration::from_secs(60));
-    }
+    let mut c = start(4);
     let new = c.add_follower();
     c.spawn(new);
     c.wait_for(Duration::from_secs(30), "the follower's API", || {
