@@ -5,6 +5,10 @@
 //! | [`CERTIFIED_PREFIX`] ‖ sequence (u64 big-endian) | bcs [`CertifiedCheckpoint`] |
 //! | [`LATEST_CERTIFIED_KEY`] | bcs `u64`: the latest certified sequence |
 //! | [`OWN_KEY`] | bcs [`CheckpointSignature`]: this validator's latest own signature |
+//! | [`EPOCH_END_PREFIX`] ‖ epoch (u64 big-endian) | bcs `u64`: the sequence of the certified checkpoint that ends that epoch |
+//!
+//! Certified checkpoints are never pruned, so the epoch-ending ones (the chain that proves
+//! each epoch's committee from genesis) are kept forever.
 //!
 //! Invariants: a certified checkpoint and the latest pointer are written in one atomic batch,
 //! and the pointer only moves forward, so after a crash the pointer names a stored certificate.
@@ -17,7 +21,7 @@ use crate::{
     state::{decode, encode},
 };
 use keel_storage::{Column, Store, WriteOp};
-use keel_types::{CertifiedCheckpoint, CheckpointSignature};
+use keel_types::{CertifiedCheckpoint, CheckpointSignature, Epoch};
 
 /// Prefix of certified checkpoints by sequence.
 pub const CERTIFIED_PREFIX: &[u8] = b"checkpoint/certified/";
@@ -25,6 +29,12 @@ pub const CERTIFIED_PREFIX: &[u8] = b"checkpoint/certified/";
 pub const LATEST_CERTIFIED_KEY: &[u8] = b"checkpoint/latest";
 /// This validator's latest own signature.
 pub const OWN_KEY: &[u8] = b"checkpoint/own";
+/// Prefix of the epoch → epoch-ending checkpoint index.
+pub const EPOCH_END_PREFIX: &[u8] = b"checkpoint/epoch-end/";
+
+fn epoch_end_key(epoch: Epoch) -> Vec<u8> {
+    [EPOCH_END_PREFIX, &epoch.0.to_be_bytes()].concat()
+}
 
 /// The meta key of certified checkpoint `sequence`.
 pub fn certified_key(sequence: u64) -> Vec<u8> {
@@ -39,6 +49,13 @@ pub fn save_certified(store: &Store, certified: &CertifiedCheckpoint) -> Result<
         key: certified_key(sequence),
         value: Some(encode(certified)),
     }];
+    if certified.checkpoint.next_committee.is_some() {
+        ops.push(WriteOp {
+            column: Column::Meta,
+            key: epoch_end_key(certified.checkpoint.epoch),
+            value: Some(encode(&sequence)),
+        });
+    }
     if latest_sequence(store)?.is_none_or(|latest| latest < sequence) {
         ops.push(WriteOp {
             column: Column::Meta,
@@ -64,6 +81,18 @@ pub fn certified(store: &Store, sequence: u64) -> Result<Option<CertifiedCheckpo
         .get(Column::Meta, &certified_key(sequence))?
         .map(|b| decode(&b, "certified checkpoint"))
         .transpose()
+}
+
+/// The certified checkpoint that ends `epoch` (it names the next committee), if stored.
+pub fn epoch_end(store: &Store, epoch: Epoch) -> Result<Option<CertifiedCheckpoint>> {
+    let Some(sequence) = store
+        .get(Column::Meta, &epoch_end_key(epoch))?
+        .map(|b| decode::<u64>(&b, "epoch-ending checkpoint sequence"))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    certified(store, sequence)
 }
 
 /// The latest certified checkpoint, if any.

@@ -142,6 +142,9 @@ impl Router {
             Request::Checkpoint { sequence } => {
                 checkpoint_response(checkpoint_store::certified(&self.store, sequence))
             }
+            Request::EpochEnd { epoch } => {
+                checkpoint_response(checkpoint_store::epoch_end(&self.store, epoch))
+            }
             Request::Blocks { .. } | Request::Batches { .. } => {
                 Response::Refused(format!("more than {MAX_REQUEST_ITEMS} items"))
             }

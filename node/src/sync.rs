@@ -62,12 +62,43 @@ impl SyncDeps {
     }
 
     /// The current epoch's last block `(height, digest)`, when this node holds its certified
-    /// epoch-ending checkpoint (the checkpoint task verified it against this committee).
+    /// epoch-ending checkpoint (verified against this committee before it was stored).
     fn epoch_end(&self) -> Option<(Height, Digest)> {
         let epoch = self.epoch.borrow().epoch();
-        let latest = keel_authority::checkpoint_store::latest_certified(&self.store).ok()??;
-        let c = latest.checkpoint;
-        (c.epoch == epoch && c.next_committee.is_some()).then_some((c.last_height, c.last_block))
+        let end = keel_authority::checkpoint_store::epoch_end(&self.store, epoch).ok()??;
+        let c = end.checkpoint;
+        Some((c.last_height, c.last_block))
+    }
+
+    /// Asks `peer` for the certified checkpoint that ends the current epoch; stores it if it
+    /// verifies against this epoch's committee and names the next one (a node that was not
+    /// connected when its signatures were gossiped needs it to sync past the epoch's end).
+    async fn fetch_epoch_end(&self, peer: ValidatorIndex) {
+        let (committee, epoch) = {
+            let view = self.epoch.borrow();
+            (view.committee.clone(), view.epoch())
+        };
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        let request = Request::EpochEnd { epoch };
+        let answer = tokio::time::timeout(timeout, self.outbound.request(peer, &request)).await;
+        let Ok(Ok(Response::Checkpoint(Some(certified)))) = answer else {
+            return;
+        };
+        let c = &certified.checkpoint;
+        if c.epoch != epoch || c.next_committee.is_none() {
+            tracing::debug!(%peer, "answered another checkpoint than the epoch's end");
+            return;
+        }
+        if let Err(e) = certified.verify(&committee, self.chain_id) {
+            tracing::warn!(%peer, error = %e, "sent an epoch-ending checkpoint that does not verify");
+            return;
+        }
+        match keel_authority::checkpoint_store::save_certified(&self.store, &certified) {
+            Ok(()) => {
+                tracing::info!(%epoch, height = %c.last_height, "fetched the epoch-ending checkpoint")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store the epoch-ending checkpoint"),
+        }
     }
 }
 
@@ -140,6 +171,13 @@ async fn run(deps: SyncDeps) {
             continue;
         };
         warned = false;
+        // Behind: the epoch may have ended; ask the most advanced peer for its end if unknown.
+        if target.0 > local.0 + deps.config.done_margin
+            && deps.epoch_end().is_none()
+            && let Some((peer, _)) = claims.iter().max_by_key(|(_, h)| *h)
+        {
+            deps.fetch_epoch_end(*peer).await;
+        }
         // Below the epoch's end, consensus cannot fetch the rest (its committee moved on):
         // sync at any gap.
         let ending = deps

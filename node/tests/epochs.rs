@@ -563,3 +563,55 @@ fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
         longest_gap.as_millis()
     );
 }
+
+/// A validator that was stopped while the epoch changed learns of it late: restarted, it
+/// range-syncs to the old epoch's end (fetching the epoch-ending checkpoint it never saw
+/// certified, which proves the last blocks), switches, syncs on in the new epoch and takes part
+/// again, with the same state as the others.
+#[test]
+fn a_validator_down_across_an_epoch_change_catches_up_and_rejoins() {
+    let mut c = start(4);
+    let stopped = c.stop(3);
+    assert!(stopped.success(), "validator 3 stopped cleanly");
+    let (_, started_after) = change_epoch(
+        &c,
+        &[0, 1, 2],
+        &[0, 1, 2],
+        "PUT",
+        "/admin/validators/0/stake",
+        Some(serde_json::json!({ "stake": 2 })),
+    );
+    // The new epoch runs on well past its start (a few checkpoints' worth of heights).
+    c.wait_for(Duration::from_secs(60), "the new epoch to run on", || {
+        c.status(0)["committed_height"].as_u64().unwrap() > started_after + 40
+    });
+    c.spawn(3);
+    c.wait_for(
+        Duration::from_secs(90),
+        "validator 3 to reach the new epoch",
+        || {
+            c.http
+                .get(format!("{}/v1/status", c.apis[3]))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|s| s["epoch"].as_u64() == Some(2))
+        },
+    );
+    let target = c.status(0)["committed_height"].as_u64().unwrap() + 30;
+    c.wait_for(
+        Duration::from_secs(90),
+        "validator 3 to execute past the others' height",
+        || c.executed_height(3) >= target,
+    );
+    let roots = common::roots_at(&c, &[0, 1, 2, 3], target);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "roots differ: {roots:?}"
+    );
+    let log = std::fs::read_to_string(c.log_path(3)).unwrap();
+    println!(
+        "validator 3 restarted after the epoch change (epoch 2 after height {started_after}) and reached height {target} with equal roots; fetched the epoch-ending checkpoint: {}",
+        log.contains("fetched the epoch-ending checkpoint")
+    );
+}

@@ -7,8 +7,8 @@
 //! use; this layer only bounds and decodes.
 
 use keel_types::{
-    Batch, BatchAck, CertifiedCheckpoint, CheckpointSignature, Digest, Height, ProofOfAvailability,
-    QuorumCertificate, SignedBlock, TimeoutCertificate,
+    Batch, BatchAck, CertifiedCheckpoint, CheckpointSignature, Digest, Epoch, Height,
+    ProofOfAvailability, QuorumCertificate, SignedBlock, TimeoutCertificate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +108,12 @@ pub enum Request {
     Checkpoint {
         /// Its sequence.
         sequence: u64,
+    },
+    /// The certified checkpoint that ends `epoch` and names the next committee (answered with
+    /// [`Response::Checkpoint`]; `None` while the epoch runs).
+    EpochEnd {
+        /// The epoch.
+        epoch: Epoch,
     },
     /// The entries of one state bucket as of a checkpoint.
     StateChunk {
