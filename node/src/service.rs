@@ -98,6 +98,7 @@ pub async fn run(
     let peers = Peers::new(&committee);
     let snapshots = Snapshots::spawn(store.clone(), limits.state_snapshots)
         .context("cannot start the state snapshot thread")?;
+    let snapshot_thread = snapshots.clone();
     let (receipts, _) = broadcast::channel(limits.receipt_stream_buffer);
     let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool.clone(), chain_id)));
     let pending = Arc::new(PendingTxs::new(limits.tracked_pending));
@@ -460,6 +461,12 @@ pub async fn run(
     let joined = tokio::task::spawn_blocking(move || execution.join());
     if tokio::time::timeout(grace, joined).await.is_err() {
         tracing::warn!("execution thread did not stop in time");
+    }
+    // The snapshot thread holds the store: end it, so the store closes before the process
+    // exits (RocksDB aborts an exit that its background threads outlive).
+    let stopped = tokio::task::spawn_blocking(move || snapshot_thread.stop());
+    if tokio::time::timeout(grace, stopped).await.is_err() {
+        tracing::warn!("snapshot thread did not stop in time");
     }
     store.flush()?;
     tracing::info!("stopped");

@@ -39,22 +39,40 @@ enum Message {
         max_bytes: usize,
         reply: SyncSender<Result<BucketChunk, String>>,
     },
+    /// Release every snapshot and the store, and end the thread.
+    Stop,
 }
 
 /// The handle to the snapshot thread (cheap to clone).
 #[derive(Clone)]
 pub struct Snapshots {
     tx: SyncSender<Message>,
+    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Snapshots {
     /// Starts the thread; it keeps the last `keep` snapshots.
     pub fn spawn(store: Arc<Store>, keep: usize) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("keel-snapshots".into())
             .spawn(move || run(&store, keep.max(1), rx))?;
-        Ok(Snapshots { tx })
+        Ok(Snapshots {
+            tx,
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Ends the thread and waits until it has released the store (at shutdown: the store must
+    /// close before the process exits, or RocksDB's background threads outlive it and abort
+    /// the exit). Requests made afterwards are answered "stopped".
+    pub fn stop(&self) {
+        let _ = self.tx.send(Message::Stop);
+        if let Some(thread) = self.thread.lock().take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the snapshot thread panicked");
+        }
     }
 
     /// Takes a snapshot of the state as it is now, for checkpoint height `height`; returns
@@ -136,6 +154,7 @@ fn run(store: &Store, keep: usize, rx: Receiver<Message>) {
                 };
                 let _ = reply.send(answer);
             }
+            Message::Stop => return,
         }
     }
 }
