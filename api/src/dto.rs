@@ -413,8 +413,9 @@ pub struct BlockJson {
 pub struct StatusJson {
     /// Chain id.
     pub chain_id: u64,
-    /// This validator's index.
-    pub validator: u32,
+    /// This node's index in the current committee (`None` while it is not a member: a
+    /// joining validator that still syncs, or one removed).
+    pub validator: Option<u32>,
     /// Epoch.
     pub epoch: u64,
     /// Current consensus round.

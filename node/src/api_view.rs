@@ -184,7 +184,7 @@ impl NodeApi for NodeView {
         };
         Ok(StatusJson {
             chain_id: self.chain_id.0,
-            validator: self.epoch.borrow().me.map_or(u32::MAX, |m| m.0),
+            validator: self.epoch.borrow().me.map(|m| m.0),
             epoch: self.epoch.borrow().epoch().0,
             round: round.0,
             committed_height: committed.0,

@@ -469,6 +469,10 @@ fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
             .is_ok_and(|r| r.status().is_success())
     });
     let c = c;
+    assert!(
+        c.status(new)["validator"].is_null(),
+        "a follower has no committee index"
+    );
     let keys = c.path().join(format!("keys-{new}"));
     let protocol = read_key(&keys.join("protocol.key"));
     let network = read_key(&keys.join("network.key"));
@@ -508,6 +512,7 @@ fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
         );
         let (_, e) = admin(&c, new, "GET", "/admin/epoch", None);
         assert_eq!(e["validator"].as_u64(), Some(new as u64), "{e}");
+        assert_eq!(c.status(new)["validator"].as_u64(), Some(new as u64));
         // It proposes (a committed block of its own) and votes (its signatures in QCs).
         c.wait_for(
             Duration::from_secs(60),
