@@ -60,6 +60,27 @@ fn start(n: usize) -> Committee {
     c
 }
 
+/// Waits until `members` executed validator 0's current height and asserts their state roots
+/// there are equal; returns the height.
+fn assert_same_state(c: &Committee, members: &[usize]) -> u64 {
+    let height = c.status(members[0])["executed_height"].as_u64().unwrap();
+    let roots = common::roots_at(c, members, height);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "roots differ at {height}: {roots:?}"
+    );
+    height
+}
+
+/// Waits until the removed validator has no connected peer (the members closed it out).
+fn assert_disconnected(c: &Committee, removed: usize) {
+    c.wait_for(
+        Duration::from_millis(GRACE_MS * 5),
+        "the removed validator to be disconnected",
+        || c.status(removed)["peers"].as_u64() == Some(0),
+    );
+}
+
 fn epoch_of(c: &Committee, i: usize) -> u64 {
     c.status(i)["epoch"].as_u64().unwrap()
 }
@@ -266,18 +287,9 @@ fn stake_change_and_removal_under_load_keep_committing() {
     let longest_gap = gaps.finish();
 
     // The four members agree on the state after the removal's epoch started and beyond.
-    let height = c.status(0)["executed_height"].as_u64().unwrap();
-    let roots = common::roots_at(&c, &[0, 1, 2, 3], height);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "roots differ: {roots:?}"
-    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
     // The removed validator is not a peer any more: the members closed its connections.
-    c.wait_for(
-        Duration::from_millis(GRACE_MS * 5),
-        "the removed validator to be disconnected",
-        || c.status(4)["peers"].as_u64() == Some(0),
-    );
+    assert_disconnected(&c, 4);
     assert_eq!(
         epoch_of(&c, 4),
         3,
@@ -446,12 +458,7 @@ fn old_epoch_votes_and_proposals_after_the_switch_are_refused_and_counted() {
     println!(
         "sent {sent} epoch-1 messages to each of 3 validators in epoch 2; refused as old: {counted:?}"
     );
-    let height = c.status(0)["executed_height"].as_u64().unwrap();
-    let roots = common::roots_at(&c, &[0, 1, 2], height);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "roots differ: {roots:?}"
-    );
+    assert_same_state(&c, &[0, 1, 2]);
 }
 
 /// 4 → 5 → 4 under load: a fifth node starts outside the committee and follows the chain; three
@@ -543,17 +550,8 @@ fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
         (join, leave)
     });
     let longest_gap = gaps.finish();
-    let height = c.status(0)["executed_height"].as_u64().unwrap();
-    let roots = common::roots_at(&c, &[0, 1, 2, 3], height);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "roots differ: {roots:?}"
-    );
-    c.wait_for(
-        Duration::from_millis(GRACE_MS * 5),
-        "the removed validator to be disconnected",
-        || c.status(new)["peers"].as_u64() == Some(0),
-    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
+    assert_disconnected(&c, new);
     println!(
         "join: {:.2} s from scheduled to the new epoch's first commit (after height {}); leave: {:.2} s (after height {}); longest commit gap {} ms; roots equal at height {height}",
         join.0,
@@ -609,14 +607,11 @@ fn a_validator_down_across_an_epoch_change_catches_up_and_rejoins() {
         "validator 3 to execute past the others' height",
         || c.executed_height(3) >= target,
     );
-    let roots = common::roots_at(&c, &[0, 1, 2, 3], target);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "roots differ: {roots:?}"
-    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
+    assert!(height >= target, "validator 0 went back below {target}");
     let log = std::fs::read_to_string(c.log_path(3)).unwrap();
     println!(
-        "validator 3 restarted after the epoch change (epoch 2 after height {started_after}) and reached height {target} with equal roots; fetched the epoch-ending checkpoint: {}",
+        "validator 3 restarted after the epoch change (epoch 2 after height {started_after}) and reached height {target}, roots equal at {height}; fetched the epoch-ending checkpoint: {}",
         log.contains("fetched the epoch-ending checkpoint")
     );
 }
