@@ -30,6 +30,7 @@
 
 pub mod account;
 pub mod batch;
+pub mod certificates;
 pub mod checkpoint;
 pub mod committee;
 pub mod consensus;
