@@ -509,9 +509,9 @@ impl CheckpointMachine {
         digest: Digest,
     ) -> Option<CertifiedCheckpoint> {
         let sequence = signature.checkpoint.sequence;
-        let committee = self.committee_of(signature.checkpoint.epoch).ok()?.clone();
+        let committee = self.committee_of(signature.checkpoint.epoch).ok()?;
         let stake = committee.stake(signature.signer);
-        let quorum = |stake| committee.is_quorum(stake);
+        let threshold = committee.quorum_threshold();
         let pending = self.pending.entry(sequence).or_default();
         if pending.signed.insert(signature.signer, digest).is_some() {
             return None;
@@ -528,7 +528,7 @@ impl CheckpointMachine {
             .signatures
             .push((signature.signer, signature.signature));
         candidate.stake = candidate.stake.saturating_add(stake);
-        if !quorum(candidate.stake) {
+        if candidate.stake < threshold {
             return None;
         }
         let candidate = pending.candidates.remove(&digest)?;

@@ -236,24 +236,13 @@ fn stake_change_and_removal_under_load_keep_committing() {
         std::thread::sleep(Duration::from_secs(2));
 
         // A bad request is refused with the value at fault and changes nothing.
-        let (code, answer) = admin(
-            &c,
-            0,
-            "PUT",
-            "/admin/validators/9/stake",
-            Some(serde_json::json!({ "stake": 2 })),
-        );
-        assert_eq!(code, 400, "{answer}");
-        assert!(answer.to_string().contains("no validator 9"), "{answer}");
-        let (code, answer) = admin(
-            &c,
-            0,
-            "PUT",
-            "/admin/validators/4/stake",
-            Some(serde_json::json!({ "stake": 0 })),
-        );
-        assert_eq!(code, 400, "{answer}");
-        assert!(answer.to_string().contains("stake"), "{answer}");
+        for (id, stake, names) in [(9, 2, "no validator 9"), (4, 0, "stake")] {
+            let path = format!("/admin/validators/{id}/stake");
+            let body = serde_json::json!({ "stake": stake });
+            let (code, answer) = admin(&c, 0, "PUT", &path, Some(body));
+            assert_eq!(code, 400, "{answer}");
+            assert!(answer.to_string().contains(names), "{answer}");
+        }
 
         // Epoch 1 → 2: validator 4's stake doubles (4 of 5 votes: more than 2/3).
         let stake_change = change_epoch(
