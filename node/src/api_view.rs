@@ -234,7 +234,7 @@ impl NodeApi for NodeView {
 
     fn readiness(&self) -> Result<(), String> {
         let connected = self.net.connected_peers().len();
-        let size = self.epoch.borrow().committee.size();
+        let size = self.epoch.borrow().committee().size();
         let others_needed = (2 * (size.saturating_sub(1) / 3)).max(1);
         if size > 1 && connected < others_needed {
             return Err(format!(
@@ -270,7 +270,7 @@ impl NodeApi for NodeView {
         let connected: HashSet<_> = self.net.connected_peers().into_iter().collect();
         let view = self.epoch.borrow().clone();
         let me = view.me.map(|m| m.as_usize());
-        view.committee
+        view.committee()
             .validators()
             .iter()
             .enumerate()
@@ -298,7 +298,7 @@ impl NodeApi for NodeView {
 
     fn vote(&self, request: ChangeRequest) -> Result<VoteJson, SubmitError> {
         let view = self.epoch.borrow().clone();
-        let change = governance::change_of(request, &view.committee)?;
+        let change = governance::change_of(request, view.committee())?;
         let address = Address::from_public_key(&self.key.public());
         let nonce = StoreNonces(&self.store).next_nonce(&address);
         let (answer, tx) = governance::vote(&view, change, &self.key, self.chain_id, nonce)?;

@@ -74,7 +74,7 @@ async fn run(deps: BatchingDeps) {
         outbound: &outbound,
         proofs: &proofs,
     };
-    let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(&view.committee, me));
+    let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(view.committee(), me));
     let mut machine = make(&epoch.borrow_and_update());
     loop {
         // The ticker comes before acknowledgements: a flood of them cannot stop sealing.

@@ -198,7 +198,7 @@ impl Driver {
             paused: false,
             rebuild,
             member: epoch.borrow().me.is_some(),
-            ends_at: epoch.borrow().ends_at,
+            ends_at: epoch.borrow().ends_at(),
             held: VecDeque::new(),
             max_held: max_held_messages,
         };

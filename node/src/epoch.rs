@@ -25,16 +25,12 @@ use tokio_util::sync::CancellationToken;
 /// The epoch as the node's executed state has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochView {
-    /// The committee (its epoch is the current epoch).
-    pub committee: Committee,
-    /// This node's index in it (`None`: not a member; it follows the chain without voting).
-    pub me: Option<ValidatorIndex>,
-    /// The last height of the previous epoch.
-    pub started_after: Height,
-    /// The epoch's last height, once a change is scheduled.
-    pub ends_at: Option<Height>,
-    /// The governance record (pending and scheduled changes), for the admin API.
+    /// The governance record: the committee, when the epoch started and ends, pending and
+    /// scheduled changes.
     pub state: EpochState,
+    /// This node's index in the committee (`None`: not a member; it follows the chain
+    /// without voting).
+    pub me: Option<ValidatorIndex>,
 }
 
 impl EpochView {
@@ -42,16 +38,28 @@ impl EpochView {
     pub fn new(state: EpochState, me: &PublicKey) -> Self {
         EpochView {
             me: state.committee.index_of(me),
-            committee: state.committee.clone(),
-            started_after: state.started_after,
-            ends_at: state.ends_at,
             state,
         }
     }
 
+    /// The committee (its epoch is the current epoch).
+    pub fn committee(&self) -> &Committee {
+        &self.state.committee
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> Epoch {
-        self.committee.epoch()
+        self.state.epoch()
+    }
+
+    /// The last height of the previous epoch.
+    pub fn started_after(&self) -> Height {
+        self.state.started_after
+    }
+
+    /// The epoch's last height, once a change is scheduled.
+    pub fn ends_at(&self) -> Option<Height> {
+        self.state.ends_at
     }
 }
 
@@ -105,7 +113,7 @@ async fn run_network(mut deps: EpochNetworkDeps) {
     let mut view = deps.epoch.borrow_and_update().clone();
     loop {
         let members: HashSet<PublicKey> = view
-            .committee
+            .committee()
             .validators()
             .iter()
             .map(|v| v.network_key)
@@ -113,7 +121,7 @@ async fn run_network(mut deps: EpochNetworkDeps) {
         if view.epoch() != current {
             let old: HashSet<PublicKey> = deps.peers.keys().into_iter().collect();
             tracing::info!(epoch = %view.epoch(), members = members.len(), member = view.me.is_some(), "epoch change: switching peers");
-            deps.peers.set_committee(&view.committee);
+            deps.peers.set_committee(view.committee());
             deps.metrics.epoch.set(view.epoch().0 as i64);
             current = view.epoch();
             let mut gone: HashSet<PublicKey> = old.difference(&members).copied().collect();
@@ -123,7 +131,7 @@ async fn run_network(mut deps: EpochNetworkDeps) {
             grace = Some((tokio::time::Instant::now() + deps.switch_grace, gone));
         }
         let mut wanted: Vec<(PublicKey, String)> = view
-            .committee
+            .committee()
             .validators()
             .iter()
             .map(|v| (v.network_key, v.address.clone()))

@@ -58,7 +58,7 @@ pub enum SyncControl {
 
 impl SyncDeps {
     fn committee(&self) -> Committee {
-        self.epoch.borrow().committee.clone()
+        self.epoch.borrow().committee().clone()
     }
 
     /// The current epoch's last block `(height, digest)`, when this node holds its certified
@@ -76,7 +76,7 @@ impl SyncDeps {
     async fn fetch_epoch_end(&self, peer: ValidatorIndex) {
         let (committee, epoch) = {
             let view = self.epoch.borrow();
-            (view.committee.clone(), view.epoch())
+            (view.committee().clone(), view.epoch())
         };
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
         let request = Request::EpochEnd { epoch };

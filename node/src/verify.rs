@@ -64,7 +64,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             shutdown,
         } = deps;
         let permits = Arc::new(Semaphore::new(parallel.max(1)));
-        let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(&view.committee, me));
+        let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(view.committee(), me));
         let mut current = make(&epoch.borrow_and_update());
         loop {
             let (sender, batch) = tokio::select! {
@@ -166,7 +166,7 @@ pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
             };
             let view = epoch.borrow().clone();
             let checked = tokio::task::spawn_blocking(move || {
-                proof.verify(&view.committee, chain_id).map(|()| proof)
+                proof.verify(view.committee(), chain_id).map(|()| proof)
             })
             .await;
             match checked {

@@ -53,7 +53,7 @@ impl Driver {
     pub(super) async fn on_epoch(&mut self, view: &EpochView) {
         if view.epoch() <= self.committee.epoch() {
             if view.epoch() == self.committee.epoch() {
-                self.ends_at = view.ends_at;
+                self.ends_at = view.ends_at();
             }
             return;
         }
@@ -67,8 +67,11 @@ impl Driver {
             self.process(Input::Timer { round }).await;
         }
         let store = self.store.clone();
-        let (committee, chain_id, after) =
-            (view.committee.clone(), self.chain_id, view.started_after);
+        let (committee, chain_id, after) = (
+            view.committee().clone(),
+            self.chain_id,
+            view.started_after(),
+        );
         let moved = tokio::task::spawn_blocking(move || {
             persist::start_epoch(&store, &committee, chain_id, after)?;
             persist::recover(&store, &committee, chain_id)
@@ -87,22 +90,22 @@ impl Driver {
                 return;
             }
         };
-        self.committee = view.committee.clone();
+        self.committee = view.committee().clone();
         self.certs = CertificateCache::new(self.certs.capacity());
         self.timer = None;
         self.propose_timer = None;
         self.paused = false;
-        self.ends_at = view.ends_at;
+        self.ends_at = view.ends_at();
         self.metrics.epoch_changes.inc();
         self.metrics.queued_proofs.set(0);
-        self.publish_height(view.started_after);
+        self.publish_height(view.started_after());
         let held = std::mem::take(&mut self.held);
         match view.me {
             Some(me) => {
                 self.me = me;
                 self.member = true;
                 self.core = (self.rebuild)(recovery, &self.committee, me);
-                tracing::info!(epoch = %view.epoch(), validator = %me, after = %view.started_after, took_ms = started.elapsed().as_millis() as u64, "consensus starts the new epoch");
+                tracing::info!(epoch = %view.epoch(), validator = %me, after = %view.started_after(), took_ms = started.elapsed().as_millis() as u64, "consensus starts the new epoch");
                 self.process(Input::Start).await;
             }
             None => {
