@@ -15,9 +15,11 @@
 //! - the install replaces the state atomically with the executed marker, the committed root,
 //!   the lowest retained height (the checkpoint's: nothing below it is here) and the certified
 //!   checkpoint (see keel-storage's staging);
-//! - after an install it asks again (at most 5 passes in all): peers that certified a newer
-//!   checkpoint meanwhile may have pruned the heights right after the installed one, and then
-//!   it syncs to the newer one instead of starting where nobody can serve it. (Once running,
+//! - after an install it asks again (at most [`MAX_INSTALLS`] installs, and [`ATTEMPTS`]
+//!   failures): peers that certified a newer checkpoint meanwhile may have pruned the heights
+//!   right after the installed one, and then it syncs to the newer one instead of starting
+//!   where nobody can serve it. Such a sync downloads only the buckets whose content changed
+//!   since (the others are copied from the installed state), so the chase ends. (Once running,
 //!   a node whose next heights are pruned everywhere is told to restart: state sync runs only
 //!   here.)
 //!
@@ -48,8 +50,12 @@ use tokio::{sync::mpsc, task::JoinSet};
 const TARGET_KEY: &[u8] = b"state_sync/target";
 /// Meta key prefix: a bucket proven by a sync in progress.
 const PROVEN_PREFIX: &[u8] = b"state_sync/proven/";
-/// Start-up attempts before giving up (each waits `startup_wait_ms` for peers first).
+/// Failed start-up attempts before giving up (each waits `startup_wait_ms` for peers first).
 const ATTEMPTS: usize = 5;
+/// Most installs in one start-up: each install that finds the peers already past it (they
+/// certified a newer checkpoint and pruned the heights after this one) syncs again, and each
+/// of those downloads only the buckets that changed, so the chase ends within a few.
+const MAX_INSTALLS: usize = 16;
 
 /// What start-up state sync needs.
 pub struct BootstrapDeps {
@@ -95,20 +101,21 @@ pub async fn run(deps: &BootstrapDeps) -> Result<()> {
     if !deps.config.enabled {
         return Ok(());
     }
-    for attempt in 1..=ATTEMPTS {
+    let (mut failures, mut installs) = (0, 0);
+    loop {
         match attempt_sync(deps).await {
             // Installed: check again, as the peers may have certified a newer checkpoint and
             // pruned the heights after this one while it synced (then it syncs to that one).
-            Ok(true) if attempt < ATTEMPTS => {}
+            Ok(true) if installs + 1 < MAX_INSTALLS => installs += 1,
             Ok(_) => return Ok(()),
-            Err(e) if attempt < ATTEMPTS => {
-                tracing::warn!(attempt, error = %format!("{e:#}"), "state sync failed; trying again");
+            Err(e) if failures + 1 < ATTEMPTS => {
+                failures += 1;
+                tracing::warn!(attempt = failures, error = %format!("{e:#}"), "state sync failed; trying again");
                 tokio::time::sleep(Duration::from_millis(deps.config.startup_wait_ms)).await;
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
 
 /// One state sync if the node needs it; whether it installed a checkpoint's state.
@@ -206,6 +213,7 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<bool> {
     // Every peer that answered may hold the snapshot (one that does not fails its requests
     // and is asked less, then not at all).
     let peers: Vec<ValidatorIndex> = views.iter().map(|v| v.peer).collect();
+    keep_current_buckets(deps, &views, cp).await?;
     let progress = restore_progress(store)?;
     let started = std::time::Instant::now();
     download(deps, &target, &peers, progress).await?;
@@ -352,6 +360,41 @@ fn forget(store: &Store) -> Result<()> {
     store.write(ops, true)?;
     store.clear_staging()?;
     Ok(())
+}
+
+/// Stages, as proven, every bucket not proven yet whose content in the installed state is
+/// already the target's (same checksum in a peer's summary that hashes to the certified
+/// root): a node that installed a checkpoint moments ago, or is a little behind, downloads
+/// only what changed since. Returns how many buckets it kept.
+async fn keep_current_buckets(
+    deps: &BootstrapDeps,
+    views: &[PeerView],
+    target: &Checkpoint,
+) -> Result<usize> {
+    let Some(checksums) = summary(deps, views, target).await else {
+        return Ok(0);
+    };
+    let store = deps.store.clone();
+    let batch_bytes = deps.config.chunk_bytes;
+    let kept = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let current = store.state_hash()?;
+        let mut kept = 0;
+        for b in 0..BUCKETS {
+            let bucket = b as u8;
+            if store.get(Column::Meta, &proven_key(bucket))?.is_some()
+                || checksums.get(b) != Some(&current.bucket(bucket).checksum())
+            {
+                continue;
+            }
+            store.stage_current_bucket(bucket, batch_bytes)?;
+            store.put(Column::Meta, &proven_key(bucket), &[1])?;
+            kept += 1;
+        }
+        Ok(kept)
+    })
+    .await??;
+    tracing::info!(kept, "buckets the installed state already has are kept");
+    Ok(kept)
 }
 
 /// Each bucket's progress as the store holds it: proven buckets are kept (the whole staged

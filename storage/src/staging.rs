@@ -12,6 +12,8 @@
 //!   download stopped, [`Store::staged_bucket_hash`] recomputes a bucket's lattice hash from
 //!   what is staged (the client proves it against the certified root before installing), and
 //!   [`Store::clear_staged_bucket`] drops a bucket a lying peer served.
+//!   [`Store::stage_current_bucket`] stages a bucket of the current state as it is, for a
+//!   sync whose target shares that bucket with the installed state.
 //! - [`Store::install_staged`] replaces the state with the staged one. It first writes a synced
 //!   `installing` marker, then rewrites the state bucket by bucket from staging, then, in one
 //!   synced batch, the lattices, the sequence, the caller's own writes (e.g. the executed
@@ -140,6 +142,35 @@ impl Store {
                 });
             }
             batch.put_cf(cf, [&[bucket][..], key].concat(), value);
+        }
+        self.db.write(batch).map_err(Error::rocks("stage"))
+    }
+
+    /// Stages `bucket` of the current state as it is (a local copy: a state sync keeps the
+    /// buckets its target has in common with the installed state instead of downloading
+    /// them). Replaces what was staged for the bucket. Written in batches of about
+    /// `batch_bytes`; no transaction may run on the store meanwhile.
+    pub fn stage_current_bucket(&self, bucket: u8, batch_bytes: usize) -> Result<()> {
+        self.clear_staged_bucket(bucket)?;
+        let (from, _) = bucket_range(bucket);
+        let iter = self.db.iterator_cf(
+            self.state_cf(),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let cf = self.staging_cf();
+        let mut batch = WriteBatch::default();
+        for item in iter {
+            let (skey, raw) = item.map_err(Error::rocks("iterate"))?;
+            if skey.first() != Some(&bucket) {
+                break;
+            }
+            let (_, value) = crate::layout::split_value(&raw)?;
+            batch.put_cf(cf, &skey, value);
+            if batch.size_in_bytes() >= batch_bytes {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(Error::rocks("stage"))?;
+            }
         }
         self.db.write(batch).map_err(Error::rocks("stage"))
     }

@@ -220,3 +220,48 @@ fn a_killed_install_is_finished_at_open() {
         outcomes.0, outcomes.1, outcomes.2
     );
 }
+
+#[test]
+fn a_bucket_staged_from_the_current_state_installs_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(dir.path().join("source"), &StoreConfig::default()).unwrap();
+    fill(&source, 0..2_000, "v");
+    let target = Store::open(dir.path().join("target"), &StoreConfig::default()).unwrap();
+    fill(&target, 0..2_000, "v");
+    // The target differs from the source in the buckets of keys 0..20 only.
+    fill(&target, 0..20, "stale");
+    fill(&target, 5_000..5_001, "extra");
+    let want = source.state_hash().unwrap();
+    let have = target.state_hash().unwrap();
+    let snapshot = source.snapshot();
+    let (mut copied, mut downloaded) = (0, 0);
+    for bucket in 0..=255u8 {
+        if have.bucket(bucket).checksum() == want.bucket(bucket).checksum() {
+            // Something staged before is replaced; a tiny batch budget writes many batches.
+            let junk = (0..)
+                .map(|n| format!("junk/{n}").into_bytes())
+                .find(|k| bucket_of(k) == bucket)
+                .unwrap();
+            target.stage(bucket, &[(junk, b"x".to_vec())]).unwrap();
+            target.stage_current_bucket(bucket, 64).unwrap();
+            copied += 1;
+        } else {
+            let chunk = snapshot.bucket_chunk(bucket, None, usize::MAX).unwrap();
+            target.stage(bucket, &chunk.entries).unwrap();
+            downloaded += 1;
+        }
+        assert_eq!(
+            target.staged_bucket_hash(bucket).unwrap().checksum(),
+            want.bucket(bucket).checksum(),
+            "bucket {bucket}"
+        );
+    }
+    assert!(
+        copied > 200 && downloaded > 0,
+        "{copied} copied, {downloaded} downloaded"
+    );
+    target.install_staged(Vec::new()).unwrap();
+    assert_eq!(target.state_root().unwrap(), source.state_root().unwrap());
+    assert_eq!(target.get_state(&key(3)).unwrap().unwrap().value, b"v3");
+    assert!(target.get_state(&key(5_000)).unwrap().is_none());
+}

@@ -401,10 +401,16 @@ impl Committee {
 }
 
 impl Drop for Committee {
+    /// Stops every process; when the test failed, keeps the directory (configs, data, logs) and
+    /// says where, so the failure can be read afterwards.
     fn drop(&mut self) {
         for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("the failed test's directory is kept at {}", kept.display());
         }
     }
 }
