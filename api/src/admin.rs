@@ -2,8 +2,9 @@
 //! compared in constant time (as blake3 digests, so its length does not leak either).
 //! Reconfiguration: `GET /admin/epoch`, and votes for committee changes
 //! (`POST /admin/validators`, `DELETE /admin/validators/{id}`,
-//! `PUT /admin/validators/{id}/stake`), each answered with the change's digest and the epoch in
-//! which it takes effect; repeating a request is harmless.
+//! `PUT /admin/validators/{id}/stake`, `POST /admin/keys/rotate`), each answered with the
+//! change's digest and the epoch in which it takes effect; repeating a request is harmless.
+//! `POST /admin/keys/stage` generates the keys a rotation moves to (body optional: which keys).
 
 use crate::{NodeApi, error::ApiError};
 use axum::{
@@ -42,6 +43,8 @@ pub fn admin_router(node: Arc<dyn NodeApi>, token: &str) -> Router {
         .route("/admin/validators", post(add_validator))
         .route("/admin/validators/{id}", delete(remove_validator))
         .route("/admin/validators/{id}/stake", put(set_stake))
+        .route("/admin/keys/stage", post(stage_keys))
+        .route("/admin/keys/rotate", post(rotate_keys))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY))
@@ -164,4 +167,33 @@ async fn set_stake(
         },
     )
     .await
+}
+
+async fn stage_keys(
+    State(state): State<AdminState>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::dto::StagedKeysJson>, ApiError> {
+    // The body is optional: none means both keys.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        crate::dto::StageKeysJson::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+    };
+    if !request.protocol && !request.network {
+        return Err(ApiError::bad_request(
+            "body: `protocol` and `network` are both false: nothing to rotate",
+        ));
+    }
+    let node = state.node.clone();
+    let staged = tokio::task::spawn_blocking(move || node.stage_keys(request))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(staged))
+}
+
+async fn rotate_keys(
+    State(state): State<AdminState>,
+) -> Result<Json<crate::dto::VoteJson>, ApiError> {
+    vote(state, crate::dto::ChangeRequest::RotateKeys).await
 }

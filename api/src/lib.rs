@@ -32,7 +32,8 @@ pub use openapi::OPENAPI_PATH;
 pub use public::public_router;
 
 use dto::{
-    BlockJson, ChangeRequest, ConsensusJson, EpochJson, PeerJson, StatusJson, TxLookup, VoteJson,
+    BlockJson, ChangeRequest, ConsensusJson, EpochJson, PeerJson, StageKeysJson, StagedKeysJson,
+    StatusJson, TxLookup, VoteJson,
 };
 use keel_types::{
     Account, Address, CertifiedCheckpoint, Digest, Height, Object, Receipt, SignedTransaction,
@@ -90,4 +91,7 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Signs this validator's vote for a committee change and submits it (admin). A refused
     /// change is a [`SubmitError::Invalid`] naming the value at fault.
     fn vote(&self, change: ChangeRequest) -> Result<VoteJson, SubmitError>;
+    /// Stages new keys for a rotation of this validator's keys (admin); an error is the
+    /// node's (it cannot write the key files).
+    fn stage_keys(&self, request: StageKeysJson) -> Result<StagedKeysJson, String>;
 }

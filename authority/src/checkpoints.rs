@@ -229,6 +229,8 @@ pub struct CheckpointMachine {
     /// This node's index in `committee` (`None`: not a member, signs nothing).
     me: Option<ValidatorIndex>,
     key: Arc<KeyPair>,
+    /// The key to sign with from the next epoch on, when it differs (a rotated protocol key).
+    next_key: Option<Arc<KeyPair>>,
     tip: Checkpoint,
     certified: Option<CertifiedCheckpoint>,
     own: Option<CheckpointSignature>,
@@ -258,6 +260,7 @@ impl CheckpointMachine {
             previous: None,
             me,
             key,
+            next_key: None,
             tip: genesis,
             certified: None,
             own: None,
@@ -379,6 +382,9 @@ impl CheckpointMachine {
             None => ExecutedOutcome::NotAMember,
         };
         if let Some(next) = next_committee {
+            if let Some(key) = self.next_key.take() {
+                self.key = key;
+            }
             self.me = next.index_of(&self.key.public());
             self.previous = Some(std::mem::replace(&mut self.committee, next));
         }
@@ -430,6 +436,12 @@ impl CheckpointMachine {
         }
         keel_types::batch::check_epoch(&self.committee, epoch)?;
         Ok(&self.committee)
+    }
+
+    /// Signs with `key` from the next epoch on (a rotated protocol key): the checkpoint that
+    /// ends this epoch is still signed with the current one.
+    pub fn set_next_key(&mut self, key: Arc<KeyPair>) {
+        self.next_key = Some(key);
     }
 
     /// This node's index in the current committee.

@@ -48,6 +48,19 @@ enum AdminCommand {
         /// The new stake.
         stake: u64,
     },
+    /// Generate new keys for a rotation (both unless one is named); prints the staged public
+    /// keys. Running it again prints the keys already staged.
+    StageKeys {
+        /// Rotate only the protocol key.
+        #[arg(long, conflicts_with = "network_only")]
+        protocol_only: bool,
+        /// Rotate only the network key.
+        #[arg(long)]
+        network_only: bool,
+    },
+    /// Vote to rotate this validator's keys to the staged ones (they take effect at the next
+    /// epoch).
+    RotateKeys,
 }
 
 /// Runs one admin command.
@@ -83,6 +96,16 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::SetStake { id, stake } => http
             .put(format!("{base}/admin/validators/{id}/stake"))
             .json(&serde_json::json!({ "stake": stake })),
+        AdminCommand::StageKeys {
+            protocol_only,
+            network_only,
+        } => http
+            .post(format!("{base}/admin/keys/stage"))
+            .json(&serde_json::json!({
+                "protocol": !network_only,
+                "network": !protocol_only,
+            })),
+        AdminCommand::RotateKeys => http.post(format!("{base}/admin/keys/rotate")),
     };
     let response = request
         .bearer_auth(token)

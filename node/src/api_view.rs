@@ -6,6 +6,7 @@ use crate::{
     clock::now_ms,
     epoch::EpochWatch,
     governance,
+    keys::KeyRing,
     metrics::Metrics,
     peers::Net,
     pending::PendingTxs,
@@ -16,14 +17,15 @@ use keel_api::{
     NodeApi, SubmitError,
     dto::{
         BatchRefJson, BlockJson, ChangeRequest, CheckpointRefJson, ConsensusJson, EpochJson,
-        PeerJson, ReputationJson, StatusJson, SyncJson, TxLookup, VoteJson,
+        PeerJson, ReputationJson, StageKeysJson, StagedKeysJson, StatusJson, SyncJson, TxLookup,
+        VoteJson,
     },
 };
 use keel_authority::{Mempool, NonceReader, Rejection, checkpoint_store, state};
 use keel_storage::Store;
 use keel_types::{
-    Account, Address, CertifiedCheckpoint, ChainId, Digest, Height, KeyPair, Nonce, Object,
-    Receipt, SignedTransaction,
+    Account, Address, CertifiedCheckpoint, ChainId, Digest, Height, Nonce, Object, Receipt,
+    SignedTransaction,
 };
 use parking_lot::Mutex;
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -39,8 +41,9 @@ pub struct NodeView {
     pub chain_id: ChainId,
     /// The epoch (committee, this node's index, governance record).
     pub epoch: EpochWatch,
-    /// This validator's protocol key (signs its governance votes).
-    pub key: Arc<KeyPair>,
+    /// This validator's keys (the epoch's protocol key signs its governance votes; a
+    /// rotation stages new ones here).
+    pub keys: Arc<KeyRing>,
     /// Committed state, receipts and blocks.
     pub store: Arc<Store>,
     /// Where submitted transactions are admitted.
@@ -298,10 +301,12 @@ impl NodeApi for NodeView {
 
     fn vote(&self, request: ChangeRequest) -> Result<VoteJson, SubmitError> {
         let view = self.epoch.borrow().clone();
-        let change = governance::change_of(request, view.committee())?;
-        let address = Address::from_public_key(&self.key.public());
+        let staged = self.keys.staged();
+        let change = governance::change_of(request, &view, staged.as_deref(), self.chain_id)?;
+        let key = &view.keys.protocol;
+        let address = Address::from_public_key(&key.public());
         let nonce = StoreNonces(&self.store).next_nonce(&address);
-        let (answer, tx) = governance::vote(&view, change, &self.key, self.chain_id, nonce)?;
+        let (answer, tx) = governance::vote(&view, change, key, self.chain_id, nonce)?;
         if let Some(tx) = tx {
             self.submit(vec![tx])
                 .pop()
@@ -309,6 +314,18 @@ impl NodeApi for NodeView {
             tracing::info!(change = %answer.change, description = %answer.description, "governance vote submitted");
         }
         Ok(answer)
+    }
+
+    fn stage_keys(&self, request: StageKeysJson) -> Result<StagedKeysJson, String> {
+        let (staged, new) = self
+            .keys
+            .stage(request.protocol, request.network)
+            .map_err(|e| format!("cannot stage keys: {e:#}"))?;
+        if new {
+            let (protocol, network) = staged.public();
+            tracing::info!(%protocol, %network, "new keys staged for a rotation");
+        }
+        Ok(governance::staged_json(&staged, new, self.chain_id))
     }
 }
 

@@ -12,15 +12,15 @@ use crate::{clock::now_ms, epoch::EpochWatch, metrics::Metrics, peers::Outbound}
 use keel_authority::{Dissemination, DisseminationAction, Mempool, store_batch};
 use keel_p2p::Notification;
 use keel_storage::Store;
-use keel_types::{Batch, BatchAck, Committee, ProofOfAvailability, ValidatorIndex};
+use keel_types::{Batch, BatchAck, Committee, KeyPair, ProofOfAvailability, ValidatorIndex};
 use parking_lot::Mutex;
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-/// Builds the dissemination machine for a committee and this node's index in it.
+/// Builds the dissemination machine for a committee, this node's index in it and its protocol key.
 pub type DisseminationBuilder =
-    Box<dyn Fn(&Committee, ValidatorIndex) -> Dissemination + Send + Sync>;
+    Box<dyn Fn(&Committee, ValidatorIndex, Arc<KeyPair>) -> Dissemination + Send + Sync>;
 
 /// What the batching task is built from.
 pub struct BatchingDeps {
@@ -74,7 +74,10 @@ async fn run(deps: BatchingDeps) {
         outbound: &outbound,
         proofs: &proofs,
     };
-    let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(view.committee(), me));
+    let make = |view: &crate::epoch::EpochView| {
+        view.me
+            .map(|me| build(view.committee(), me, view.keys.protocol.clone()))
+    };
     let mut machine = make(&epoch.borrow_and_update());
     loop {
         // The ticker comes before acknowledgements: a flood of them cannot stop sealing.

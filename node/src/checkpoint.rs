@@ -14,7 +14,7 @@
 //! A store failure stops the node (its disk is broken). Signature checks run inline: there are
 //! at most committee-size signatures per checkpoint interval.
 
-use crate::{metrics::Metrics, peers::Outbound};
+use crate::{keys::KeyRing, metrics::Metrics, peers::Outbound};
 use keel_authority::{
     CertifiedOutcome, CheckpointAction, CheckpointMachine, Executed, SignatureOutcome,
     checkpoint_store,
@@ -53,6 +53,9 @@ pub struct CheckpointTaskDeps {
     /// The height of the latest certified checkpoint (the pruner keeps everything above it,
     /// so peers can state-sync to it and range-sync on).
     pub certified: watch::Sender<Option<Height>>,
+    /// This node's keys: an epoch-ending block names the next committee, and with it the
+    /// protocol key to sign with from then on (a rotated one).
+    pub keys: Arc<KeyRing>,
 }
 
 /// Starts the checkpoint task.
@@ -72,6 +75,7 @@ async fn run(deps: CheckpointTaskDeps) {
         shutdown,
         rebroadcast,
         certified,
+        keys,
     } = deps;
     let m = &metrics.checkpoints;
     m.certified_sequence
@@ -98,7 +102,12 @@ async fn run(deps: CheckpointTaskDeps) {
         let actions = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            Some(e) = executed.recv() => machine.handle_executed(e).actions,
+            Some(e) = executed.recv() => {
+                if let Some((_, next)) = e.epoch_end.as_ref().and_then(|c| keys.for_committee(c)) {
+                    machine.set_next_key(next.protocol.clone());
+                }
+                machine.handle_executed(e).actions
+            }
             Some(c) = fetched.recv() => {
                 let handled = machine.handle_certified(c);
                 if let CertifiedOutcome::Invalid(e) = &handled.outcome {

@@ -38,7 +38,7 @@ use keel_consensus::{
 use keel_p2p::{Notification, Request, Response};
 use keel_storage::Store;
 use keel_types::{
-    ChainId, Digest, Height, ProofOfAvailability, Round, SignedBlock, ValidatorIndex,
+    ChainId, Digest, Height, KeyPair, ProofOfAvailability, Round, SignedBlock, ValidatorIndex,
 };
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::{
@@ -59,10 +59,10 @@ pub type PeerMessage = (ValidatorIndex, ConsensusMessage);
 /// A peer's answer to a certificates request (amnesia guard), unverified.
 pub type PeerCertificates = (ValidatorIndex, CertificateAnswer);
 
-/// Builds a core for a committee and this node's index in it, from recovery data (the same
-/// config and keys as the first one, a fresh proof queue).
+/// Builds a core for a committee, this node's index in it and the protocol key the committee
+/// names, from recovery data (the same config as the first one, a fresh proof queue).
 pub type CoreBuilder =
-    Box<dyn Fn(RecoveryData, &keel_types::Committee, ValidatorIndex) -> NodeCore + Send>;
+    Box<dyn Fn(RecoveryData, &keel_types::Committee, ValidatorIndex, &KeyPair) -> NodeCore + Send>;
 
 /// What the driver is built from.
 pub struct DriverDeps {
@@ -133,6 +133,8 @@ pub struct Driver {
     /// Range sync runs: the core gets no input.
     paused: bool,
     rebuild: CoreBuilder,
+    /// The protocol key of the current epoch (the core signs with it).
+    key: Arc<KeyPair>,
     /// Whether this node is in the current committee (a core runs only then).
     member: bool,
     /// The current epoch's last height, once known: commits above it are not persisted.
@@ -197,6 +199,7 @@ impl Driver {
             propose_timer: None,
             paused: false,
             rebuild,
+            key: epoch.borrow().keys.protocol.clone(),
             member: epoch.borrow().me.is_some(),
             ends_at: epoch.borrow().ends_at(),
             held: VecDeque::new(),
@@ -516,7 +519,7 @@ impl Driver {
                 // Still amnesiac before the sync: still amnesiac after it.
                 let mut recovery = recovery;
                 recovery.amnesiac |= self.core.is_amnesiac();
-                let mut core = (self.rebuild)(recovery, &self.committee, self.me);
+                let mut core = (self.rebuild)(recovery, &self.committee, self.me, &self.key);
                 std::mem::swap(core.payload_mut(), self.core.payload_mut());
                 self.core = core;
                 self.paused = false;

@@ -13,8 +13,19 @@
 //! of the others are closed. Validators that a pending or scheduled change adds are allowed
 //! and dialled too, from the first vote on: a joining validator syncs as a follower before
 //! the epoch that includes it.
+//!
+//! Key rotation: each view carries the key pair this node uses in its epoch (see
+//! [`crate::keys`]). When the switch brings a rotated network key, the endpoint presents it
+//! from then on and re-makes its connections. Peers allow a rotating validator's new network
+//! key from its vote on (it may switch before them) and dial it once the epoch naming it
+//! starts; its old key goes with the grace period.
 
-use crate::{metrics::Metrics, peers::Net, peers::Peers};
+use crate::{
+    keys::{KeyRing, ValidatorKeys},
+    metrics::Metrics,
+    peers::Net,
+    peers::Peers,
+};
 use keel_types::{
     Committee, CommitteeChange, Epoch, EpochState, Height, PublicKey, ValidatorIndex,
 };
@@ -31,15 +42,19 @@ pub struct EpochView {
     /// This node's index in the committee (`None`: not a member; it follows the chain
     /// without voting).
     pub me: Option<ValidatorIndex>,
+    /// The keys this node uses in the epoch: the pair the committee names (a rotation's
+    /// staged pair once its epoch starts), or the current pair while not a member.
+    pub keys: Arc<ValidatorKeys>,
 }
 
 impl EpochView {
-    /// The view of `state` for the node with protocol key `me`.
-    pub fn new(state: EpochState, me: &PublicKey) -> Self {
-        EpochView {
-            me: state.committee.index_of(me),
-            state,
-        }
+    /// The view of `state` for the node holding `keys`.
+    pub fn new(state: EpochState, keys: &KeyRing) -> Self {
+        let (me, keys) = match keys.for_committee(&state.committee) {
+            Some((me, keys)) => (Some(me), keys),
+            None => (None, keys.current()),
+        };
+        EpochView { state, me, keys }
     }
 
     /// The committee (its epoch is the current epoch).
@@ -74,8 +89,6 @@ pub struct EpochNetworkDeps {
     pub net: Net,
     /// The index ↔ key map every task sends through.
     pub peers: Peers,
-    /// This node's network key (never dialled).
-    pub me: PublicKey,
     /// How long old and new members are both allowed after a switch.
     pub switch_grace: Duration,
     /// Metrics.
@@ -92,10 +105,7 @@ pub fn spawn_network(deps: EpochNetworkDeps) -> JoinHandle<()> {
 /// Network keys and addresses of validators that pending or scheduled changes add: they may
 /// connect (and are dialled) to sync before the epoch that includes them.
 fn joining(view: &EpochView) -> Vec<(PublicKey, String)> {
-    let pending = view.state.pending.iter().map(|p| &p.change);
-    let scheduled = view.state.scheduled.iter().map(|s| &s.change);
-    pending
-        .chain(scheduled)
+    changes(view)
         .filter_map(|change| match change {
             CommitteeChange::Add { validator, .. } => {
                 Some((validator.network_key, validator.address.clone()))
@@ -103,6 +113,24 @@ fn joining(view: &EpochView) -> Vec<(PublicKey, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// New network keys of pending or scheduled key rotations: allowed to connect before the
+/// switch (the rotating validator changes its identity when it switches, possibly before this
+/// node), dialled once their epoch starts.
+fn rotating(view: &EpochView) -> impl Iterator<Item = PublicKey> + '_ {
+    changes(view).filter_map(|change| match change {
+        CommitteeChange::RotateKeys {
+            new_network_key, ..
+        } => Some(*new_network_key),
+        _ => None,
+    })
+}
+
+fn changes(view: &EpochView) -> impl Iterator<Item = &CommitteeChange> {
+    let pending = view.state.pending.iter().map(|p| &p.change);
+    let scheduled = view.state.scheduled.iter().map(|s| &s.change);
+    pending.chain(scheduled)
 }
 
 async fn run_network(mut deps: EpochNetworkDeps) {
@@ -122,6 +150,16 @@ async fn run_network(mut deps: EpochNetworkDeps) {
             let old: HashSet<PublicKey> = deps.peers.keys().into_iter().collect();
             tracing::info!(epoch = %view.epoch(), members = members.len(), member = view.me.is_some(), "epoch change: switching peers");
             deps.peers.set_committee(view.committee());
+            // A rotated network key: present it from now on (connections are re-made).
+            let identity = view.keys.network.public();
+            if identity != deps.net.identity() {
+                match keel_p2p::NetworkIdentity::from_seed(&view.keys.network.seed())
+                    .and_then(|id| deps.net.set_identity(&id))
+                {
+                    Ok(()) => tracing::info!(network_key = %identity, "network key rotated"),
+                    Err(e) => tracing::error!(error = %e, "cannot present the rotated network key"),
+                }
+            }
             deps.metrics.epoch.set(view.epoch().0 as i64);
             current = view.epoch();
             let mut gone: HashSet<PublicKey> = old.difference(&members).copied().collect();
@@ -138,12 +176,13 @@ async fn run_network(mut deps: EpochNetworkDeps) {
             .collect();
         wanted.extend(joining(&view));
         let mut allowed: HashSet<PublicKey> = wanted.iter().map(|(k, _)| *k).collect();
+        allowed.extend(rotating(&view));
         if let Some((_, old)) = &grace {
             allowed.extend(old.iter().copied());
         }
         deps.net.set_allowed(allowed);
         for (key, address) in wanted {
-            if key == deps.me || dialled.contains(&key) {
+            if key == deps.net.identity() || dialled.contains(&key) {
                 continue;
             }
             match address.parse() {

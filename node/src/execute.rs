@@ -14,11 +14,11 @@
 //! never executed: the thread waits until the new epoch's block replaces it.
 
 use crate::{
-    epoch::EpochView, metrics::Metrics, peers::Outbound, pending::PendingTxs, persist,
-    snapshots::Snapshots, status::StatusWriter,
+    epoch::EpochView, keys::KeyRing, metrics::Metrics, peers::Outbound, pending::PendingTxs,
+    persist, snapshots::Snapshots, status::StatusWriter,
 };
 use keel_authority::{BlockOutcome, BlockToExecute, Executed, Executor, resolve_batches};
-use keel_types::{Digest, Effect, Height, PublicKey, Receipt};
+use keel_types::{Digest, Effect, Height, Receipt};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -53,8 +53,8 @@ pub struct ExecuteDeps {
     pub retry: Duration,
     /// The epoch, published here.
     pub epoch: watch::Sender<Arc<EpochView>>,
-    /// This node's protocol key (its index in each committee).
-    pub protocol_key: PublicKey,
+    /// This node's keys (which pair, hence which index, each committee names).
+    pub keys: Arc<KeyRing>,
 }
 
 /// Starts the execution thread.
@@ -80,7 +80,7 @@ fn run(deps: ExecuteDeps) {
         runtime,
         retry,
         epoch,
-        protocol_key,
+        keys,
     } = deps;
     let store = executor.store().clone();
     while !shutdown.is_cancelled() {
@@ -174,9 +174,15 @@ fn run(deps: ExecuteDeps) {
         let _ = checkpoints.blocking_send(executed);
         if let Some(next) = epoch_end {
             tracing::info!(epoch = %next.epoch(), after = %next.started_after, members = next.committee.size(), "epoch ends");
-            epoch.send_replace(Arc::new(EpochView::new(next, &protocol_key)));
+            let view = Arc::new(EpochView::new(next, &keys));
+            // A rotation's staged keys in use from now on: their files take the config's
+            // names (the view is published either way; a failure here only delays that).
+            if let Err(e) = keys.adopt(&view.keys) {
+                tracing::error!(error = %format!("{e:#}"), "cannot promote the rotated key files");
+            }
+            epoch.send_replace(view);
         } else if voted && let Some(state) = executor.epoch_state() {
-            epoch.send_replace(Arc::new(EpochView::new(state.clone(), &protocol_key)));
+            epoch.send_replace(Arc::new(EpochView::new(state.clone(), &keys)));
         }
     }
 }

@@ -9,12 +9,12 @@
 //! is a transaction from this validator's protocol key, with the account's next nonce, signed
 //! and admitted into the local mempool like any client transaction.
 
-use crate::{clock::now_ms, epoch::EpochView};
+use crate::{clock::now_ms, epoch::EpochView, keys::ValidatorKeys};
 use keel_api::{
     SubmitError,
     dto::{
         AddValidatorJson, ChangeRequest, EpochJson, PendingChangeJson, ScheduledChangeJson,
-        ValidatorJson, VoteJson,
+        StagedKeysJson, ValidatorJson, VoteJson,
     },
 };
 use keel_authority::governance::check_change;
@@ -62,11 +62,15 @@ fn member(committee: &Committee, id: &str) -> Result<PublicKey, SubmitError> {
     key(id, "id")
 }
 
-/// The change a request names.
+/// The change a request names. A rotation moves this validator from the keys it uses in
+/// the epoch of `view` to the `staged` ones.
 pub fn change_of(
     request: ChangeRequest,
-    committee: &Committee,
+    view: &EpochView,
+    staged: Option<&ValidatorKeys>,
+    chain_id: ChainId,
 ) -> Result<CommitteeChange, SubmitError> {
+    let committee = view.committee();
     Ok(match request {
         ChangeRequest::Add(AddValidatorJson {
             protocol_key,
@@ -94,6 +98,21 @@ pub fn change_of(
             protocol_key: member(committee, &validator)?,
             stake: Stake(stake),
         },
+        ChangeRequest::RotateKeys => {
+            let Some(staged) = staged else {
+                return Err(SubmitError::Invalid(
+                    "no keys are staged (POST /admin/keys/stage first; a rotation that took \
+                     effect uses up its staged keys)"
+                        .into(),
+                ));
+            };
+            CommitteeChange::RotateKeys {
+                protocol_key: view.keys.protocol.public(),
+                new_protocol_key: staged.protocol.public(),
+                new_network_key: staged.network.public(),
+                proof: PossessionProof::create(&staged.protocol, &staged.network, chain_id),
+            }
+        }
     })
 }
 
@@ -147,6 +166,18 @@ pub fn vote(
     }
     .sign(key);
     Ok((answer(Some(tx.digest().to_string()), false), Some(tx)))
+}
+
+/// The staged keys as `POST /admin/keys/stage` answers them.
+pub fn staged_json(staged: &ValidatorKeys, new: bool, chain_id: ChainId) -> StagedKeysJson {
+    let proof = PossessionProof::create(&staged.protocol, &staged.network, chain_id);
+    StagedKeysJson {
+        protocol_key: staged.protocol.public().to_string(),
+        network_key: staged.network.public().to_string(),
+        proof_protocol: hex::encode(proof.protocol.0),
+        proof_network: hex::encode(proof.network.0),
+        new,
+    }
 }
 
 fn validators(committee: &Committee) -> Vec<ValidatorJson> {

@@ -74,6 +74,7 @@ mod faults;
 mod gauges;
 mod genesis;
 mod governance;
+mod keys;
 mod limits;
 mod localnet;
 mod metrics;

@@ -12,7 +12,8 @@ use crate::{
     epoch::{self, EpochNetworkDeps, EpochView},
     execute::{self, ExecuteDeps},
     gauges,
-    genesis::{Genesis, read_key},
+    genesis::Genesis,
+    keys::KeyRing,
     metrics::Metrics,
     payload::ProofPayload,
     peers::{Outbound, Peers},
@@ -49,8 +50,9 @@ pub async fn run(
     let term = listen_for_sigterm()?;
     let genesis = Genesis::load(&config.genesis)?;
     let chain_id = genesis.chain_id();
-    let protocol_key = read_key(&config.protocol_key)?;
-    let network_key = read_key(&config.network_key)?;
+    // The config's keys and, during a rotation, the staged ones (each epoch uses the pair
+    // its committee names).
+    let keys = Arc::new(KeyRing::load(&config.protocol_key, &config.network_key)?);
     let token = read_token(&config)?;
     let limits = config.limits.clone();
     std::fs::create_dir_all(&config.data_dir)
@@ -64,30 +66,32 @@ pub async fn run(
     let committee = epoch_state.committee.clone();
     // Outside the committee the node follows the chain without voting (a joining validator
     // syncs until the epoch that includes it starts; a removed one keeps serving sync).
-    let me = committee.index_of(&protocol_key.public());
-    match me {
-        Some(me) => {
-            if committee.member(me)?.network_key != network_key.public() {
-                bail!(
-                    "config field `network_key`: key {} is not validator {me}'s network key in epoch {}",
-                    network_key.public(),
-                    committee.epoch()
-                );
-            }
+    let view = EpochView::new(epoch_state.clone(), &keys);
+    let me = view.me;
+    if me.is_none() {
+        let current = keys.current();
+        if let Some(i) = committee.index_of(&current.protocol.public()) {
+            bail!(
+                "config field `network_key`: key {} is not validator {i}'s network key in epoch {}",
+                current.network.public(),
+                committee.epoch()
+            );
         }
-        None => tracing::info!(
-            protocol_key = %protocol_key.public(),
+        tracing::info!(
+            protocol_key = %current.protocol.public(),
             epoch = %committee.epoch(),
             "not in the committee: following the chain without voting until an epoch includes this key"
-        ),
+        );
+    }
+    // The epoch's keys (a rotation's staged pair once its epoch has started).
+    let epoch_keys = view.keys.clone();
+    if let Err(e) = keys.adopt(&epoch_keys) {
+        tracing::error!(error = %format!("{e:#}"), "cannot promote the rotated key files");
     }
     // An inert index for the parts built before the epoch includes this node (its core gets
     // no input and signs nothing while it is not a member).
     let index = me.unwrap_or_default();
-    let (epoch_tx, epoch_rx) = watch::channel(Arc::new(EpochView::new(
-        epoch_state.clone(),
-        &protocol_key.public(),
-    )));
+    let (epoch_tx, epoch_rx) = watch::channel(Arc::new(view));
     let genesis_state = GenesisState {
         digest: genesis.digest(),
         accounts: genesis.funded()?,
@@ -117,7 +121,7 @@ pub async fn run(
         tracing::warn!("test fault on: this node answers sync requests with corrupted data");
     }
     // P2P: the router only forwards into the channels above.
-    let identity = NetworkIdentity::from_seed(&network_key.seed())?;
+    let identity = NetworkIdentity::from_seed(&epoch_keys.network.seed())?;
     let allowed = AllowedPeers::new(committee.validators().iter().map(|v| v.network_key));
     let router = Arc::new(Router {
         peers: peers.clone(),
@@ -150,7 +154,7 @@ pub async fn run(
         )
     })?;
     for (i, v) in committee.validators().iter().enumerate() {
-        if v.network_key != network_key.public() {
+        if v.network_key != identity.public() {
             let address = v
                 .address
                 .parse()
@@ -179,7 +183,7 @@ pub async fn run(
     let api: Arc<dyn NodeApi> = Arc::new(NodeView {
         chain_id,
         epoch: epoch_rx.clone(),
-        key: Arc::new(KeyPair::from_seed(&protocol_key.seed())),
+        keys: keys.clone(),
         store: store.clone(),
         mempool: mempool.clone(),
         pending: pending.clone(),
@@ -243,23 +247,20 @@ pub async fn run(
     let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
 
     // Tasks.
-    let seed = protocol_key.seed();
-    let key = move || KeyPair::from_seed(&seed);
-    let protocol = Arc::new(key());
     let new_core = {
         let (consensus, dissemination, store) = (
             config.consensus.clone(),
             config.dissemination.clone(),
             store.clone(),
         );
-        move |recovery: RecoveryData, committee: &keel_types::Committee, me| {
+        move |recovery: RecoveryData, committee: &keel_types::Committee, me, key: &KeyPair| {
             let leader = persist::election(&store, &consensus.election, committee, &recovery.root);
             Core::new(CoreDeps {
                 config: consensus.clone(),
                 chain_id,
                 me,
                 committee: committee.clone(),
-                key: key(),
+                key: KeyPair::from_seed(&key.seed()),
                 leader,
                 payload: ProofPayload::new(
                     ProofQueue::from_config(&dissemination),
@@ -270,7 +271,7 @@ pub async fn run(
             })
         }
     };
-    let core = new_core(recovery, &committee, index);
+    let core = new_core(recovery, &committee, index, &epoch_keys.protocol);
     let driver = Driver::spawn(DriverDeps {
         core,
         chain_id,
@@ -305,19 +306,15 @@ pub async fn run(
     });
     let batching = batching::spawn(BatchingDeps {
         dissemination: {
-            let (config, batch, key) = (
-                config.dissemination.clone(),
-                config.batching.clone(),
-                protocol.clone(),
-            );
-            Box::new(move |committee: &keel_types::Committee, me| {
+            let (config, batch) = (config.dissemination.clone(), config.batching.clone());
+            Box::new(move |committee: &keel_types::Committee, me, key| {
                 Dissemination::new(DisseminationDeps {
                     config: config.clone(),
                     batch: batch.clone(),
                     chain_id,
                     committee: committee.clone(),
                     me,
-                    key: key.clone(),
+                    key,
                 })
             })
         },
@@ -333,12 +330,9 @@ pub async fn run(
         take: limits.batching_take,
     });
     let batch_verifier = verify::spawn_batches(BatchVerifyDeps {
-        verifier: {
-            let key = protocol.clone();
-            Box::new(move |committee: &keel_types::Committee, me| {
-                BatchVerifier::new(committee.clone(), chain_id, me, key.clone())
-            })
-        },
+        verifier: Box::new(move |committee: &keel_types::Committee, me, key| {
+            BatchVerifier::new(committee.clone(), chain_id, me, key)
+        }),
         epoch: epoch_rx.clone(),
         store: store.clone(),
         outbound: outbound.clone(),
@@ -382,7 +376,7 @@ pub async fn run(
             chain_id,
             committee: committee.clone(),
             me,
-            key: protocol.clone(),
+            key: epoch_keys.protocol.clone(),
             genesis: Checkpoint::genesis(
                 genesis.committee()?.epoch(),
                 genesis_state.digest,
@@ -405,6 +399,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         rebroadcast: Duration::from_millis(limits.checkpoint_rebroadcast_ms),
         certified: checkpoint_floor_tx,
+        keys: keys.clone(),
     });
     let execution = execute::spawn(ExecuteDeps {
         executor,
@@ -421,14 +416,13 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         retry: Duration::from_millis(limits.execution_retry_ms),
         epoch: epoch_tx,
-        protocol_key: protocol.public(),
+        keys: keys.clone(),
     })
     .context("cannot start the execution thread")?;
     let epoch_network = epoch::spawn_network(EpochNetworkDeps {
         epoch: epoch_rx.clone(),
         net: endpoint.clone(),
         peers: peers.clone(),
-        me: network_key.public(),
         switch_grace: Duration::from_millis(limits.epoch_switch_grace_ms),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),

@@ -16,7 +16,7 @@ use crate::{epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{BatchVerifier, DisseminationAction, accept_peer_batch, store_batch};
 use keel_p2p::Notification;
 use keel_storage::Store;
-use keel_types::{Batch, ChainId, Committee, ProofOfAvailability, ValidatorIndex};
+use keel_types::{Batch, ChainId, Committee, KeyPair, ProofOfAvailability, ValidatorIndex};
 use std::sync::Arc;
 use tokio::{
     sync::{Semaphore, mpsc},
@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 /// A peer's batch, unverified.
 pub type PeerBatch = (ValidatorIndex, Batch);
 
-/// Builds the batch verifier for a committee and this node's index in it.
-pub type VerifierBuilder = Box<dyn Fn(&Committee, ValidatorIndex) -> BatchVerifier + Send + Sync>;
+/// Builds the batch verifier for a committee, this node's index in it and its protocol key.
+pub type VerifierBuilder =
+    Box<dyn Fn(&Committee, ValidatorIndex, Arc<KeyPair>) -> BatchVerifier + Send + Sync>;
 
 /// What the batch verifier is built from.
 pub struct BatchVerifyDeps {
@@ -64,7 +65,10 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             shutdown,
         } = deps;
         let permits = Arc::new(Semaphore::new(parallel.max(1)));
-        let make = |view: &crate::epoch::EpochView| view.me.map(|me| build(view.committee(), me));
+        let make = |view: &crate::epoch::EpochView| {
+            view.me
+                .map(|me| build(view.committee(), me, view.keys.protocol.clone()))
+        };
         let mut current = make(&epoch.borrow_and_update());
         loop {
             let (sender, batch) = tokio::select! {

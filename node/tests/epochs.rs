@@ -604,3 +604,166 @@ fn a_validator_down_across_an_epoch_change_catches_up_and_rejoins() {
         log.contains("fetched the epoch-ending checkpoint")
     );
 }
+
+/// Validator 3 rotates both its keys under load, without a restart: it stages new keys
+/// through the admin API (staging again returns the same ones), votes the rotation alone, and
+/// from the next epoch signs and connects with the new keys. Afterwards its old network key
+/// cannot connect to any member, and a vote signed with its old protocol key is refused, both
+/// as a transaction (governance) and as a consensus vote of the new epoch.
+#[test]
+fn a_validator_rotates_its_keys_under_load_without_a_restart() {
+    const R: usize = 3;
+    let c = start(4);
+    let keys = c.path().join(format!("keys-{R}"));
+    let old_protocol = read_key(&keys.join("protocol.key"));
+    let old_network = read_key(&keys.join("network.key"));
+    let pid = c.pid(R);
+    let stop = AtomicBool::new(false);
+    let gaps = GapWatch::start(c.apis[0].clone());
+    let (submitted, rotation, staged) = std::thread::scope(|s| {
+        let loader = s.spawn(|| load(&c, &[0, 1, 2], 600, Duration::from_millis(100), &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        // Nothing staged yet: the rotation is refused, naming what is missing.
+        let (code, answer) = admin(&c, R, "POST", "/admin/keys/rotate", None);
+        assert_eq!(code, 400, "{answer}");
+        assert!(
+            answer.to_string().contains("no keys are staged"),
+            "{answer}"
+        );
+        let (code, staged) = admin(&c, R, "POST", "/admin/keys/stage", None);
+        assert_eq!(code, 200, "{staged}");
+        assert_eq!(staged["new"], true);
+        let (code, again) = admin(&c, R, "POST", "/admin/keys/stage", None);
+        assert_eq!(code, 200, "{again}");
+        assert_eq!(again["new"], false);
+        assert_eq!(again["protocol_key"], staged["protocol_key"]);
+        assert_ne!(
+            staged["protocol_key"].as_str(),
+            Some(old_protocol.public().to_string().as_str())
+        );
+        // Its own vote is enough: a validator rotates its own keys.
+        let rotation = change_epoch(&c, &[R], &[0, 1, 2, 3], "POST", "/admin/keys/rotate", None);
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        (loader.join().unwrap(), rotation, staged)
+    });
+    let longest_gap = gaps.finish();
+    let (_, e) = admin(&c, 0, "GET", "/admin/epoch", None);
+    assert_eq!(
+        e["committee"][R]["protocol_key"], staged["protocol_key"],
+        "{e}"
+    );
+    assert_eq!(
+        e["committee"][R]["network_key"], staged["network_key"],
+        "{e}"
+    );
+    assert_eq!(c.pid(R), pid, "the rotating validator was not restarted");
+    // The key files moved: the config's names hold the new keys, `.prev` the old ones.
+    assert_eq!(
+        read_key(&keys.join("protocol.key")).public().to_string(),
+        staged["protocol_key"].as_str().unwrap()
+    );
+    assert_eq!(
+        read_key(&keys.join("network.key.prev")).public(),
+        old_network.public()
+    );
+    // It proposes in the new epoch (signed with the new protocol key, or peers would not have
+    // certified and committed its blocks).
+    let epoch = e["epoch"].as_u64().unwrap();
+    c.wait_for(
+        Duration::from_secs(30),
+        "a committed block of the rotated validator",
+        || {
+            let top = c.status(0)["committed_height"].as_u64().unwrap();
+            (rotation.1 + 1..=top).rev().take(200).any(|h| {
+                let (_, b) = c.get(0, &format!("/v1/blocks/{h}"));
+                b["author"].as_u64() == Some(R as u64) && b["epoch"].as_u64() == Some(epoch)
+            })
+        },
+    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
+
+    // The old protocol key: its governance vote for the new epoch fails, naming the sender.
+    let (committee, chain_id, addresses) = c.genesis_committee();
+    let account = keel_types::Address::from_public_key(&old_protocol.public());
+    let (_, a) = c.get(0, &format!("/v1/accounts/{account}"));
+    let vote = keel_types::Transaction {
+        chain_id,
+        sender: old_protocol.public(),
+        nonce: keel_types::Nonce(a["nonce"].as_u64().unwrap_or(0)),
+        expiry: TimestampMs(common::now_ms() + 60_000),
+        ops: vec![keel_types::Op::Governance {
+            epoch: keel_types::Epoch(epoch),
+            change: keel_types::CommitteeChange::Remove {
+                protocol_key: committee.validators()[0].protocol_key,
+            },
+        }],
+    }
+    .sign(&old_protocol);
+    c.submit_batch(0, std::slice::from_ref(&vote));
+    let mut receipt = Value::Null;
+    c.wait_for(
+        Duration::from_secs(30),
+        "the old key's vote to execute",
+        || {
+            receipt = c.get(0, &format!("/v1/transactions/{}", vote.digest())).1;
+            receipt["status"] == "executed"
+        },
+    );
+    assert!(
+        receipt.to_string().contains("not a validator"),
+        "the old key's vote: {receipt}"
+    );
+    // A consensus vote of the new epoch signed with the old protocol key does not verify.
+    let mut validators = committee.validators().to_vec();
+    for (i, v) in e["committee"].as_array().unwrap().iter().enumerate() {
+        validators[i].protocol_key = v["protocol_key"].as_str().unwrap().parse().unwrap();
+        validators[i].network_key = v["network_key"].as_str().unwrap().parse().unwrap();
+    }
+    let now = keel_types::Committee::new(keel_types::Epoch(epoch), validators).unwrap();
+    let data = VoteData {
+        epoch: keel_types::Epoch(epoch),
+        round: Round(1),
+        block: keel_types::Digest::of_tagged("test", &1u8),
+    };
+    let forged = Vote::new(data, ValidatorIndex(R as u32), &old_protocol, chain_id);
+    assert!(forged.verify(&now, chain_id).is_err());
+
+    // The old network key: no member accepts a connection from it any more (the grace is over).
+    std::thread::sleep(Duration::from_millis(GRACE_MS));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let net = Network::<ConsensusMessage>::start(
+        EndpointConfig::default(),
+        &NetworkIdentity::from_seed(&old_network.seed()).unwrap(),
+        AllowedPeers::new(now.validators().iter().map(|v| v.network_key)),
+        Arc::new(Recorder::default()),
+    )
+    .unwrap();
+    for (v, address) in now.validators().iter().zip(&addresses).take(3) {
+        net.add_peer(v.network_key, *address);
+        net.send(
+            &v.network_key,
+            &Notification::Consensus(ConsensusMessage::Vote(forged.clone())),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        net.connected_peers().is_empty(),
+        "the old network key connected to {:?}",
+        net.connected_peers()
+    );
+    rt.block_on(net.shutdown());
+    println!(
+        "submitted {submitted} transfers; key rotation: {:.2} s from scheduled to the new epoch's first commit (epoch {epoch} after height {}); longest commit gap {} ms; roots equal at height {height}",
+        rotation.0,
+        rotation.1,
+        longest_gap.as_millis()
+    );
+    assert!(
+        longest_gap <= Duration::from_secs(2),
+        "a commit gap of {} ms",
+        longest_gap.as_millis()
+    );
+}

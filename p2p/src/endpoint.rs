@@ -70,7 +70,11 @@ struct PeerQueue {
 
 struct Inner<C> {
     endpoint: quinn::Endpoint,
-    me: PublicKey,
+    /// This node's network key (replaced by [`Network::set_identity`]).
+    me: Mutex<PublicKey>,
+    /// How this node dials (presents `me`).
+    client: Mutex<quinn::ClientConfig>,
+    transport: Arc<quinn::TransportConfig>,
     allowed: Arc<AllowedPeers>,
     connections: Mutex<HashMap<PublicKey, quinn::Connection>>,
     queues: Mutex<HashMap<PublicKey, Arc<PeerQueue>>>,
@@ -78,6 +82,26 @@ struct Inner<C> {
     config: EndpointConfig,
     counters: NetworkCounters,
     shutdown: std::sync::atomic::AtomicBool,
+}
+
+/// The server and client configurations presenting `identity` and accepting `allowed` peers.
+fn quic_configs(
+    identity: &NetworkIdentity,
+    allowed: &Arc<AllowedPeers>,
+    transport: &Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    let tls = |e: String| Error::Tls { reason: e };
+    let mut server = server_config(identity, allowed.clone())?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = client_config(identity, allowed.clone())?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    let server = QuicServerConfig::try_from(server).map_err(|e| tls(e.to_string()))?;
+    let client = QuicClientConfig::try_from(client).map_err(|e| tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    server.transport_config(transport.clone());
+    let mut client = quinn::ClientConfig::new(Arc::new(client));
+    client.transport_config(transport.clone());
+    Ok((server, client))
 }
 
 impl<C> Inner<C> {
@@ -107,24 +131,16 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         allowed: Arc<AllowedPeers>,
         handler: Arc<dyn Handler<C>>,
     ) -> Result<Self> {
-        let tls = |e: String| Error::Tls { reason: e };
-        let mut server = server_config(identity, allowed.clone())?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
-        let mut client = client_config(identity, allowed.clone())?;
-        client.alpn_protocols = vec![ALPN.to_vec()];
-        let server = QuicServerConfig::try_from(server).map_err(|e| tls(e.to_string()))?;
-        let client = QuicClientConfig::try_from(client).map_err(|e| tls(e.to_string()))?;
         let transport = config.transport()?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport.clone());
-        let mut endpoint = quinn::Endpoint::server(server, config.listen)
-            .map_err(|e| tls(format!("cannot bind {}: {e}", config.listen)))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport);
-        endpoint.set_default_client_config(client);
+        let (server, client) = quic_configs(identity, &allowed, &transport)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|e| Error::Tls {
+            reason: format!("cannot bind {}: {e}", config.listen),
+        })?;
         let inner = Arc::new(Inner {
             endpoint,
-            me: identity.public(),
+            me: Mutex::new(identity.public()),
+            client: Mutex::new(client),
+            transport,
             allowed,
             connections: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
@@ -171,6 +187,35 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         if let Some(connection) = self.inner.connections.lock().remove(key) {
             connection.close(0u32.into(), b"not a peer");
         }
+    }
+
+    /// This node's network key.
+    pub fn identity(&self) -> PublicKey {
+        *self.inner.me.lock()
+    }
+
+    /// Presents `identity` from now on (a validator's network key rotated at an epoch
+    /// change): new handshakes use it, and every open connection, authenticated under the
+    /// old key, is closed so that peers reconnect to the new one. Queued messages stay queued.
+    pub fn set_identity(&self, identity: &NetworkIdentity) -> Result<()> {
+        let (server, client) = quic_configs(identity, &self.inner.allowed, &self.inner.transport)?;
+        self.inner.endpoint.set_server_config(Some(server));
+        *self.inner.client.lock() = client;
+        *self.inner.me.lock() = identity.public();
+        let closed: Vec<quinn::Connection> = self
+            .inner
+            .connections
+            .lock()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for connection in closed {
+            connection.close(0u32.into(), b"identity changed");
+        }
+        for queue in self.inner.queues.lock().values() {
+            queue.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Replaces the keys allowed to connect and closes connections of keys no longer allowed
@@ -429,9 +474,11 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
     address: SocketAddr,
     queue: Arc<PeerQueue>,
 ) {
-    let dialer = inner.me < key;
     let mut backoff = Duration::from_millis(50);
     while !inner.is_shut_down() && !queue.removed.load(Ordering::Acquire) {
+        // Read each time: the identity may change (key rotation).
+        let dialer = *inner.me.lock() < key;
+        let client = inner.client.lock().clone();
         if !inner.allowed.contains(&key) {
             tokio::time::sleep(backoff).await;
             continue;
@@ -444,24 +491,33 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
             .cloned();
         let connection = match existing {
             Some(c) => c,
-            None if dialer => match inner.endpoint.connect(address, "keel") {
-                Ok(connecting) => match connecting.await {
-                    Ok(c) => {
-                        backoff = Duration::from_millis(50);
-                        tokio::spawn(serve(inner.clone(), key, c.clone()));
-                        c
-                    }
+            None if dialer => {
+                match inner.endpoint.connect_with(client, address, "keel") {
+                    Ok(connecting) => match connecting.await {
+                        // The handshake proved an allowed key: it must be the one dialled.
+                        Ok(c) if remote_key(&c) != Some(key) => {
+                            c.close(0u32.into(), b"not the key dialled");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(inner.config.max_backoff);
+                            continue;
+                        }
+                        Ok(c) => {
+                            backoff = Duration::from_millis(50);
+                            tokio::spawn(serve(inner.clone(), key, c.clone()));
+                            c
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(inner.config.max_backoff);
+                            continue;
+                        }
+                    },
                     Err(_) => {
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(inner.config.max_backoff);
                         continue;
                     }
-                },
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    continue;
                 }
-            },
+            }
             None => {
                 // The peer dials us; wait until it has (or a message arrives).
                 let _ = tokio::time::timeout(backoff, queue.ready.notified()).await;

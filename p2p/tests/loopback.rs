@@ -370,3 +370,72 @@ async fn a_stalled_receiver_does_not_delay_the_others() {
     a.network.shutdown().await;
     c.network.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_identity_is_reached_under_its_new_key_and_the_old_key_is_dropped() {
+    let keys = keys_for(3); // seed 3 is node 2's next identity
+    let a = start(1, AllowedPeers::new(keys.clone()), any_addr());
+    let b = start(2, AllowedPeers::new(keys.clone()), any_addr());
+    a.network.add_peer(keys[1], b.addr);
+    b.network.add_peer(keys[0], a.addr);
+    a.network
+        .send(&keys[1], &Notification::Consensus(vec![1]))
+        .unwrap();
+    wait_for("b hears a", || b.recorder.seen.lock().len() == 1).await;
+
+    b.network
+        .set_identity(&NetworkIdentity::from_seed(&[3; 32]).unwrap())
+        .unwrap();
+    assert_eq!(b.network.identity(), keys[2]);
+    // A moves to the new key (as at an epoch change): the old one is no longer allowed.
+    a.network.set_allowed([keys[0], keys[2]]);
+    a.network.remove_peer(&keys[1]);
+    a.network.add_peer(keys[2], b.addr);
+    b.network
+        .send(&keys[0], &Notification::Consensus(vec![2]))
+        .unwrap();
+    wait_for("a hears b under its new key", || {
+        a.recorder.seen.lock().contains(&(keys[2], vec![2]))
+    })
+    .await;
+    a.network
+        .send(&keys[2], &Notification::Consensus(vec![3]))
+        .unwrap();
+    wait_for("b hears a after the rotation", || {
+        b.recorder.seen.lock().contains(&(keys[0], vec![3]))
+    })
+    .await;
+    assert_eq!(a.network.connected_peers(), vec![keys[2]]);
+    assert!(
+        a.recorder.seen.lock().iter().all(|(k, _)| *k != keys[1]),
+        "nothing arrived under the old key after the rotation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_answered_by_another_allowed_key_is_not_taken_for_the_dialled_peer() {
+    // Three allowed keys; the dialler (the smallest) expects `wanted` at an address where
+    // `other` answers. The connection must not be recorded as `wanted`'s.
+    let mut seeds: Vec<(PublicKey, u8)> = (1..=3u8)
+        .map(|s| (NetworkIdentity::from_seed(&[s; 32]).unwrap().public(), s))
+        .collect();
+    seeds.sort();
+    let keys: Vec<PublicKey> = seeds.iter().map(|(k, _)| *k).collect();
+    let (dialler, wanted, other) = (seeds[0].1, keys[1], seeds[2].1);
+    let a = start(dialler, AllowedPeers::new(keys.clone()), any_addr());
+    let c = start(other, AllowedPeers::new(keys.clone()), any_addr());
+    a.network.add_peer(wanted, c.addr);
+    a.network
+        .send(&wanted, &Notification::Consensus(vec![7]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        a.network.connected_peers().is_empty(),
+        "{:?}",
+        a.network.connected_peers()
+    );
+    assert!(
+        c.recorder.seen.lock().is_empty(),
+        "the message reached the wrong peer"
+    );
+}

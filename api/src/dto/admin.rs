@@ -150,6 +150,48 @@ pub struct StakeJson {
     pub stake: u64,
 }
 
+/// `POST /admin/keys/stage`: which keys to replace (both when the body is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageKeysJson {
+    /// Generate a new protocol key.
+    #[serde(default = "yes")]
+    pub protocol: bool,
+    /// Generate a new network key.
+    #[serde(default = "yes")]
+    pub network: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for StageKeysJson {
+    fn default() -> Self {
+        StageKeysJson {
+            protocol: true,
+            network: true,
+        }
+    }
+}
+
+/// The answer to `POST /admin/keys/stage`: the staged public keys and their proof of
+/// possession (what `POST /admin/keys/rotate` votes for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedKeysJson {
+    /// The staged protocol public key (hex; the current one if it is not rotated).
+    pub protocol_key: String,
+    /// The staged network public key (hex; the current one if it is not rotated).
+    pub network_key: String,
+    /// The staged protocol key's signature over the pair (hex).
+    pub proof_protocol: String,
+    /// The staged network key's signature over the pair (hex).
+    pub proof_network: String,
+    /// Whether this request staged them (`false`: they were staged before and are returned
+    /// unchanged).
+    pub new: bool,
+}
+
 /// A change an operator asks its node to vote for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeRequest {
@@ -167,6 +209,8 @@ pub enum ChangeRequest {
         /// Positive stake.
         stake: u64,
     },
+    /// Rotate this validator's keys to the staged ones.
+    RotateKeys,
 }
 
 /// The answer to a governance request.

@@ -104,7 +104,8 @@ impl Driver {
             Some(me) => {
                 self.me = me;
                 self.member = true;
-                self.core = (self.rebuild)(recovery, &self.committee, me);
+                self.key = view.keys.protocol.clone();
+                self.core = (self.rebuild)(recovery, &self.committee, me, &self.key);
                 tracing::info!(epoch = %view.epoch(), validator = %me, after = %view.started_after(), took_ms = started.elapsed().as_millis() as u64, "consensus starts the new epoch");
                 self.process(Input::Start).await;
             }

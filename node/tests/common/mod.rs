@@ -200,6 +200,11 @@ impl Committee {
         }
     }
 
+    /// The process id of validator `i` (running).
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("running").id()
+    }
+
     pub fn is_running(&mut self, i: usize) -> bool {
         match &mut self.children[i] {
             Some(c) => c.try_wait().unwrap().is_none(),
