@@ -3,9 +3,13 @@
 //! downloads the state as of that checkpoint and installs it, then starts from the checkpoint
 //! (range sync brings it the rest). It carries out keel-p2p's [`StateSync`] state machine:
 //! - it asks every peer for its sync status and latest certified checkpoint, waiting up to
-//!   `state_sync.startup_wait_ms` for peers holding more than 1/3 of the stake, and verifies
-//!   each checkpoint's certificate against the committee; the highest verified one is the
-//!   target;
+//!   `state_sync.startup_wait_ms` for peers holding more than 1/3 of the stake. A checkpoint
+//!   of a later epoch than the node's is verified against that epoch's committee, which the
+//!   node proves from its own through the chain of epoch-ending checkpoints (each names the
+//!   next committee and is certified by the one it ends; fetched with `Request::EpochEnd`,
+//!   verified, stored). The highest verified checkpoint is the target. (The peers asked are
+//!   the node's own epoch's members; a wiped node of a committee that has since been wholly
+//!   replaced cannot bootstrap this way.)
 //! - the target and each proven bucket are recorded in the meta column and the chunks staged in
 //!   the store, so a node killed during the sync resumes it (with the same checkpoint, while a
 //!   peer still serves its state and its block; otherwise it goes on with the newest one,
@@ -14,7 +18,8 @@
 //!   committed root);
 //! - the install replaces the state atomically with the executed marker, the committed root,
 //!   the lowest retained height (the checkpoint's: nothing below it is here) and the certified
-//!   checkpoint (see keel-storage's staging);
+//!   checkpoint, and the installed block's epoch as consensus's (see keel-storage's
+//!   staging); the node then starts in the epoch the installed state is in;
 //! - after an install it asks again (at most [`MAX_INSTALLS`] installs, and [`ATTEMPTS`]
 //!   failures): peers that certified a newer checkpoint meanwhile may have pruned the heights
 //!   right after the installed one, and then it syncs to the newer one instead of starting
@@ -40,7 +45,7 @@ use keel_p2p::{
 };
 use keel_storage::{Column, Store, WriteOp, check_chunk};
 use keel_types::{
-    CertifiedCheckpoint, ChainId, Checkpoint, Committee, Digest, Height, SignedBlock,
+    CertifiedCheckpoint, ChainId, Checkpoint, Committee, Digest, Epoch, Height, SignedBlock,
     ValidatorIndex, state_proof::state_root_of,
 };
 use std::{sync::Arc, time::Duration};
@@ -129,7 +134,16 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<bool> {
     let local = state::executed_marker(store)?
         .map(|m| m.height)
         .unwrap_or_default();
-    let views = peer_views(deps).await;
+    let mut views = peer_views(deps).await;
+    // The peers' checkpoints may be of later epochs: prove those epochs' committees from this
+    // node's through the epoch-ending checkpoints, then keep only checkpoints that verify.
+    let claimed = views
+        .iter()
+        .filter_map(|v| v.checkpoint.as_ref().map(|c| c.checkpoint.epoch))
+        .max()
+        .unwrap_or_default();
+    let chain = committee_chain(deps, &views, claimed).await;
+    verify_checkpoints(deps, &mut views, &chain);
     let best = views
         .iter()
         .filter_map(|v| v.checkpoint.as_ref())
@@ -241,11 +255,15 @@ async fn attempt_sync(deps: &BootstrapDeps) -> Result<bool> {
         executed_transactions: cp.executed_transactions,
     };
     let mut extra = installed_state_ops(deps.genesis, &marker);
+    let block_epoch = block.block.epoch;
     extra.extend(persist::commit_ops(&[CommittedBlock {
         block,
         height: cp.last_height,
     }]));
     extra.push(persist::retained_from_op(cp.last_height));
+    // Consensus resumes in the installed block's epoch (start-up moves it on if the installed
+    // state already ended that epoch).
+    extra.push(persist::consensus_epoch_op(block_epoch));
     extra.push(WriteOp {
         column: Column::Meta,
         key: TARGET_KEY.to_vec(),
@@ -414,8 +432,95 @@ fn restore_progress(store: &Store) -> Result<Vec<BucketProgress>> {
         .collect()
 }
 
-/// Asks every peer for its status and latest checkpoint (verified), until peers holding more
-/// than 1/3 of the stake answered or `startup_wait_ms` passed.
+/// The committees from this node's epoch up to `up_to` (fewer if a link cannot be had), in
+/// order, each proven by the previous one: the certified checkpoint that ends an epoch names
+/// the next committee, and is verified against the committee it ends. The links come from the
+/// store or from peers (those fetched are stored: the node serves the chain in turn). At most
+/// one request per peer per link: a peer that claims an epoch nobody can prove costs one
+/// round of requests.
+async fn committee_chain(deps: &BootstrapDeps, views: &[PeerView], up_to: Epoch) -> Vec<Committee> {
+    let mut chain = vec![deps.committee.clone()];
+    while let Some(last) = chain.last()
+        && last.epoch() < up_to
+    {
+        match epoch_end(deps, views, last).await {
+            Some(next) => chain.push(next),
+            None => {
+                tracing::warn!(epoch = %last.epoch(), "no peer proved the end of this epoch; later checkpoints cannot be verified");
+                break;
+            }
+        }
+    }
+    chain
+}
+
+/// The committee after `committee`'s epoch, from its verified epoch-ending checkpoint.
+async fn epoch_end(
+    deps: &BootstrapDeps,
+    views: &[PeerView],
+    committee: &Committee,
+) -> Option<Committee> {
+    let epoch = committee.epoch();
+    let follows = |c: &CertifiedCheckpoint| {
+        c.checkpoint.epoch == epoch
+            && c.checkpoint
+                .next_committee
+                .as_ref()
+                .is_some_and(|n| n.epoch().0 == epoch.0.saturating_add(1))
+    };
+    if let Ok(Some(stored)) = checkpoint_store::epoch_end(&deps.store, epoch)
+        && follows(&stored)
+    {
+        return stored.checkpoint.next_committee;
+    }
+    for v in views {
+        let request = Request::EpochEnd { epoch };
+        let Ok(Response::Checkpoint(Some(certified))) =
+            deps.outbound.request(v.peer, &request).await
+        else {
+            continue;
+        };
+        if !follows(&certified) {
+            tracing::warn!(peer = %v.peer, %epoch, "answered another checkpoint than the epoch's end");
+            continue;
+        }
+        if let Err(e) = certified.verify(committee, deps.chain_id) {
+            tracing::warn!(peer = %v.peer, %epoch, error = %e, "sent an epoch-ending checkpoint that does not verify");
+            continue;
+        }
+        if let Err(e) = checkpoint_store::save_certified(&deps.store, &certified) {
+            tracing::warn!(error = %e, "cannot store an epoch-ending checkpoint");
+        }
+        tracing::info!(%epoch, height = %certified.checkpoint.last_height, "epoch end proven: the next committee is known");
+        return certified.checkpoint.next_committee;
+    }
+    None
+}
+
+/// Keeps each peer's checkpoint only if it verifies against the committee of its epoch from
+/// `chain`.
+fn verify_checkpoints(deps: &BootstrapDeps, views: &mut [PeerView], chain: &[Committee]) {
+    for v in views {
+        let Some(c) = v.checkpoint.take() else {
+            continue;
+        };
+        let committee = chain.iter().find(|k| k.epoch() == c.checkpoint.epoch);
+        match committee.map(|k| c.verify(k, deps.chain_id)) {
+            Some(Ok(())) => v.checkpoint = Some(c),
+            Some(Err(e)) => {
+                tracing::warn!(peer = %v.peer, error = %e, "peer sent a checkpoint that does not verify")
+            }
+            None => tracing::warn!(
+                peer = %v.peer,
+                epoch = %c.checkpoint.epoch,
+                "peer sent a checkpoint of an epoch whose committee is not proven"
+            ),
+        }
+    }
+}
+
+/// Asks every peer for its status and latest checkpoint (unverified), until peers holding
+/// more than 1/3 of the stake answered or `startup_wait_ms` passed.
 async fn peer_views(deps: &BootstrapDeps) -> Vec<PeerView> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(deps.config.startup_wait_ms);
     let mut views: Vec<PeerView> = Vec::new();
@@ -437,16 +542,9 @@ async fn peer_views(deps: &BootstrapDeps) -> Vec<PeerView> {
             let Ok(Response::SyncStatus { retained_from, .. }) = status else {
                 continue;
             };
+            // Verified once the committee of its epoch is known (`verify_checkpoints`).
             let checkpoint = match checkpoint {
-                Ok(Response::Checkpoint(Some(c))) => {
-                    match c.verify(&deps.committee, deps.chain_id) {
-                        Ok(()) => Some(c),
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "peer sent a checkpoint that does not verify");
-                            None
-                        }
-                    }
-                }
+                Ok(Response::Checkpoint(Some(c))) => Some(c),
                 _ => None,
             };
             views.push(PeerView {

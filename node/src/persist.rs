@@ -204,6 +204,17 @@ pub(crate) fn retained_from_op(height: Height) -> WriteOp {
     }
 }
 
+/// The write recording `epoch` as the epoch of the stored consensus state (with a state
+/// sync's install: the installed block's epoch; if the installed state is already in the next
+/// epoch, start-up then moves consensus there with [`start_epoch`]).
+pub(crate) fn consensus_epoch_op(epoch: Epoch) -> WriteOp {
+    WriteOp {
+        column: Column::Consensus,
+        key: EPOCH.to_vec(),
+        value: Some(encode(&epoch)),
+    }
+}
+
 /// The highest committed height whose block orders `batch` (absent for batches ordered before
 /// the index existed, or never).
 pub(crate) fn batch_ordered_at(store: &Store, batch: &Digest) -> Result<Option<Height>> {

@@ -58,39 +58,14 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir, &config.storage)?);
-    // The epoch the executed state is in (genesis for a new store).
-    let epoch_state = match keel_authority::read_epoch_state(&store)? {
-        Some(state) => state,
-        None => genesis.epoch_state()?,
-    };
-    let committee = epoch_state.committee.clone();
-    // Outside the committee the node follows the chain without voting (a joining validator
-    // syncs until the epoch that includes it starts; a removed one keeps serving sync).
-    let view = EpochView::new(epoch_state.clone(), &keys);
+    // The epoch the executed state is in (genesis for a new store). Outside the committee
+    // the node follows the chain without voting (a joining validator syncs until the epoch
+    // that includes it starts; a removed one keeps serving sync).
+    let view = epoch_view(&store, &genesis, &keys)?;
+    let committee = view.committee().clone();
     let me = view.me;
-    if me.is_none() {
-        let current = keys.current();
-        if let Some(i) = committee.index_of(&current.protocol.public()) {
-            bail!(
-                "config field `network_key`: key {} is not validator {i}'s network key in epoch {}",
-                current.network.public(),
-                committee.epoch()
-            );
-        }
-        tracing::info!(
-            protocol_key = %current.protocol.public(),
-            epoch = %committee.epoch(),
-            "not in the committee: following the chain without voting until an epoch includes this key"
-        );
-    }
     // The epoch's keys (a rotation's staged pair once its epoch has started).
     let epoch_keys = view.keys.clone();
-    if let Err(e) = keys.adopt(&epoch_keys) {
-        tracing::error!(error = %format!("{e:#}"), "cannot promote the rotated key files");
-    }
-    // An inert index for the parts built before the epoch includes this node (its core gets
-    // no input and signs nothing while it is not a member).
-    let index = me.unwrap_or_default();
     let (epoch_tx, epoch_rx) = watch::channel(Arc::new(view));
     let genesis_state = GenesisState {
         digest: genesis.digest(),
@@ -215,6 +190,33 @@ pub async fn run(
     })
     .await
     .context("start-up state sync")?;
+    // The installed state may be of a later epoch: the node starts in that one.
+    let view = epoch_view(&store, &genesis, &keys)?;
+    if view.epoch() != committee.epoch() {
+        tracing::info!(from = %committee.epoch(), to = %view.epoch(), "state sync moved the node to a later epoch");
+        peers.set_committee(view.committee());
+    }
+    let epoch_state = view.state.clone();
+    let committee = view.committee().clone();
+    let me = view.me;
+    if me.is_none() {
+        tracing::info!(
+            protocol_key = %keys.current().protocol.public(),
+            epoch = %committee.epoch(),
+            "not in the committee: following the chain without voting until an epoch includes this key"
+        );
+    }
+    // An inert index for the parts built before the epoch includes this node (its core gets
+    // no input and signs nothing while it is not a member).
+    let index = me.unwrap_or_default();
+    let epoch_keys = view.keys.clone();
+    if let Err(e) = keys.adopt(&epoch_keys) {
+        tracing::error!(error = %format!("{e:#}"), "cannot promote the rotated key files");
+    }
+    if epoch_keys.network.public() != endpoint.identity() {
+        endpoint.set_identity(&NetworkIdentity::from_seed(&epoch_keys.network.seed())?)?;
+    }
+    epoch_tx.send_replace(Arc::new(view));
     let executor = Executor::open(store.clone(), config.execution.clone(), &genesis_state)?;
     if restored_from_backup {
         tracing::warn!(
@@ -468,6 +470,28 @@ pub async fn run(
 }
 
 /// Reads the admin token from the config's token file (at least 16 characters).
+/// The epoch the executed state is in (genesis for a new store), for the node holding
+/// `keys`. A node whose protocol key is a member's but whose network key is not that
+/// member's is misconfigured.
+fn epoch_view(store: &Store, genesis: &Genesis, keys: &KeyRing) -> Result<EpochView> {
+    let state = match keel_authority::read_epoch_state(store)? {
+        Some(state) => state,
+        None => genesis.epoch_state()?,
+    };
+    let view = EpochView::new(state, keys);
+    if view.me.is_none() {
+        let current = keys.current();
+        if let Some(i) = view.committee().index_of(&current.protocol.public()) {
+            bail!(
+                "config field `network_key`: key {} is not validator {i}'s network key in epoch {}",
+                current.network.public(),
+                view.epoch()
+            );
+        }
+    }
+    Ok(view)
+}
+
 pub(crate) fn read_token(config: &NodeConfig) -> Result<String> {
     let token = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| {

@@ -226,6 +226,20 @@ fn change_epoch(
     (scheduled_at.elapsed().as_secs_f64(), started_after)
 }
 
+/// Validators 0, 1 and 2 (3 of 4: more than 2/3) raise validator 0's stake to 2 and wait
+/// until epoch 2 runs on the three; returns the height epoch 2 started after.
+fn raise_stake_of_0(c: &Committee) -> u64 {
+    change_epoch(
+        c,
+        &[0, 1, 2],
+        &[0, 1, 2],
+        "PUT",
+        "/admin/validators/0/stake",
+        Some(serde_json::json!({ "stake": 2 })),
+    )
+    .1
+}
+
 #[test]
 fn stake_change_and_removal_under_load_keep_committing() {
     let c = start(5);
@@ -379,14 +393,7 @@ fn old_epoch_votes_and_proposals_after_the_switch_are_refused_and_counted() {
     );
 
     // The three operators raise validator 0's stake (3 of 4 is more than 2/3).
-    change_epoch(
-        &c,
-        &[0, 1, 2],
-        &[0, 1, 2],
-        "PUT",
-        "/admin/validators/0/stake",
-        Some(serde_json::json!({ "stake": 2 })),
-    );
+    raise_stake_of_0(&c);
     let committed_then = c.status(0)["committed_height"].as_u64().unwrap();
 
     // Epoch-1 messages, each valid in epoch 1.
@@ -565,14 +572,7 @@ fn a_validator_down_across_an_epoch_change_catches_up_and_rejoins() {
     let mut c = start(4);
     let stopped = c.stop(3);
     assert!(stopped.success(), "validator 3 stopped cleanly");
-    let (_, started_after) = change_epoch(
-        &c,
-        &[0, 1, 2],
-        &[0, 1, 2],
-        "PUT",
-        "/admin/validators/0/stake",
-        Some(serde_json::json!({ "stake": 2 })),
-    );
+    let started_after = raise_stake_of_0(&c);
     // The new epoch runs on well past its start (a few checkpoints' worth of heights).
     c.wait_for(Duration::from_secs(60), "the new epoch to run on", || {
         c.status(0)["committed_height"].as_u64().unwrap() > started_after + 40
@@ -765,5 +765,81 @@ fn a_validator_rotates_its_keys_under_load_without_a_restart() {
         longest_gap <= Duration::from_secs(2),
         "a commit gap of {} ms",
         longest_gap.as_millis()
+    );
+}
+
+/// A validator that loses its disk after an epoch change, when its peers have pruned every
+/// height of the first epoch, comes back by state sync: it proves epoch 2's committee from
+/// genesis through the certified checkpoint that ended epoch 1, installs a checkpoint of
+/// epoch 2 and runs on in epoch 2 with the others' state.
+#[test]
+fn a_wiped_validator_state_syncs_across_an_epoch_change() {
+    let mut c = Committee::create(4);
+    for i in 0..4 {
+        c.edit_config(
+            i,
+            &[
+                (
+                    "epoch_switch_grace_ms = 10000",
+                    &format!("epoch_switch_grace_ms = {GRACE_MS}"),
+                ),
+                ("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n"),
+                ("interval = 1000\n", "interval = 100\n"),
+                ("keep_blocks = 100000\n", "keep_blocks = 100\n"),
+                ("interval_ms = 1000\n", "interval_ms = 200\n"),
+                ("state_snapshots = 2\n", "state_snapshots = 20\n"),
+            ],
+        );
+        c.spawn(i);
+    }
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    submit_spread(&c, &[0, 1, 2, 3], &transfers(ACCOUNTS, 0, 1));
+    c.sigkill(3);
+    let started_after = raise_stake_of_0(&c);
+    submit_spread(&c, &[0, 1, 2], &transfers(ACCOUNTS, 1, 1));
+    // Every height of epoch 1 is pruned on the three others.
+    c.wait_for(
+        Duration::from_secs(120),
+        "the others to prune all of epoch 1",
+        || {
+            (0..3).all(|i| {
+                c.metric(i, "keel_pruned_height").unwrap_or(0.0) > started_after as f64 + 1.0
+            })
+        },
+    );
+    std::fs::remove_dir_all(c.path().join("net/v3-data")).unwrap();
+    c.edit_config(3, &[("format = \"human\"\n", "format = \"json\"\n")]);
+    c.spawn(3);
+    c.wait_ready(3, Duration::from_secs(120));
+    let status = c.status(3);
+    assert_eq!(status["epoch"].as_u64(), Some(2), "{status}");
+    assert_eq!(status["validator"].as_u64(), Some(3), "{status}");
+    let target = c.status(0)["committed_height"].as_u64().unwrap() + 20;
+    c.wait_for(
+        Duration::from_secs(60),
+        "validator 3 to execute past the others' height",
+        || c.executed_height(3) >= target,
+    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
+    let log = std::fs::read_to_string(c.log_path(3)).unwrap();
+    let installed: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("state sync installed"))
+        })
+        .map(|v| format!("height {}", v["fields"]["height"]))
+        .collect();
+    assert!(
+        log.contains("epoch end proven"),
+        "validator 3 did not prove the epoch's end: {}",
+        c.log_tail(3)
+    );
+    println!(
+        "wiped validator 3 proved epoch 2 (after height {started_after}) from genesis and installed the state at {installed:?}; roots equal at {height}"
     );
 }
