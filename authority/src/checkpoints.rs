@@ -329,8 +329,32 @@ impl CheckpointMachine {
         height.0 > 0 && height.0.is_multiple_of(self.config.interval)
     }
 
-    /// The execution thread finished a block.
+    /// The execution thread finished a block. A block that ends the epoch moves the machine to
+    /// the next committee after its checkpoint is handled, whichever way (built and signed,
+    /// checked against the peers' certificate, already known, or behind a gap).
     pub fn handle_executed(&mut self, executed: Executed) -> Handled<ExecutedOutcome> {
+        let next = executed.epoch_end.clone();
+        let handled = self.checkpoint_executed(executed);
+        if let Some(next) = next {
+            self.switch_epoch(next);
+        }
+        handled
+    }
+
+    /// From the epoch that `next` follows to `next`'s: signatures of the old epoch are still
+    /// checked against the old committee; signing goes on with the next key if one was set.
+    fn switch_epoch(&mut self, next: Committee) {
+        if next.epoch() <= self.committee.epoch() {
+            return;
+        }
+        if let Some(key) = self.next_key.take() {
+            self.key = key;
+        }
+        self.me = next.index_of(&self.key.public());
+        self.previous = Some(std::mem::replace(&mut self.committee, next));
+    }
+
+    fn checkpoint_executed(&mut self, executed: Executed) -> Handled<ExecutedOutcome> {
         let h = executed.height;
         if executed.epoch_end.is_none() && !self.is_boundary(h) {
             return handled(ExecutedOutcome::NotABoundary, Vec::new());
@@ -364,7 +388,6 @@ impl CheckpointMachine {
         };
         let sequence = checkpoint.sequence;
         let digest = checkpoint.digest();
-        let next_committee = checkpoint.next_committee.clone();
         self.tip = checkpoint.clone();
         self.pending = self.pending.split_off(&(self.floor() + 1));
         let mut actions = Vec::new();
@@ -381,13 +404,6 @@ impl CheckpointMachine {
             }
             None => ExecutedOutcome::NotAMember,
         };
-        if let Some(next) = next_committee {
-            if let Some(key) = self.next_key.take() {
-                self.key = key;
-            }
-            self.me = next.index_of(&self.key.public());
-            self.previous = Some(std::mem::replace(&mut self.committee, next));
-        }
         handled(outcome, actions)
     }
 

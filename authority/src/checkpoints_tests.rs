@@ -467,3 +467,37 @@ fn signatures_behind_the_tip_fall_out_while_certification_stalls() {
     let old = net.signed(2, executed(K));
     assert_eq!(m.handle_signature(old).outcome, SignatureOutcome::Stale);
 }
+
+/// The checkpoint ending the epoch was certified by the peers before this node executed its
+/// block: the node checks and signs it, then moves to the next committee all the same, and
+/// signs the next epoch's checkpoints with its rotated key.
+#[test]
+fn a_node_behind_at_an_epoch_end_moves_to_the_next_committee_with_its_next_key() {
+    let net = net(4);
+    let rotated = Arc::new(KeyPair::from_seed(&[42; 32]));
+    let mut validators = net.committee.validators().to_vec();
+    validators[0].protocol_key = rotated.public();
+    let next = Committee::new(keel_types::Epoch(net.committee.epoch().0 + 1), validators).unwrap();
+    let mut end = executed(K);
+    end.epoch_end = Some(next.clone());
+    let peers: Vec<CheckpointSignature> = (1..4).map(|i| net.signed(i, end.clone())).collect();
+    let mut behind = net.machine(0, Restored::default());
+    for s in &peers {
+        behind.handle_signature(s.clone());
+    }
+    assert_eq!(behind.certified_sequence(), 1, "certified before executing");
+    behind.set_next_key(rotated.clone());
+    let r = behind.handle_executed(end);
+    assert_eq!(r.outcome, ExecutedOutcome::Signed { sequence: 1 });
+    // The epoch-ending checkpoint is signed with the old key, for the old committee.
+    let own = match r.actions.as_slice() {
+        [CheckpointAction::PersistOwn(own)] => own.clone(),
+        other => panic!("stored, not broadcast: {other:?}"),
+    };
+    assert_eq!(own.verify(&net.committee, CHAIN), Ok(()));
+    // The next one is of the next epoch, signed with the rotated key.
+    assert_eq!(behind.me(), Some(ValidatorIndex(0)));
+    let s = broadcast(&behind.handle_executed(executed(2 * K)).actions);
+    assert_eq!(s.checkpoint.epoch, next.epoch());
+    assert_eq!(s.verify(&next, CHAIN), Ok(()));
+}

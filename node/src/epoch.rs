@@ -115,16 +115,21 @@ fn joining(view: &EpochView) -> Vec<(PublicKey, String)> {
         .collect()
 }
 
-/// New network keys of pending or scheduled key rotations: allowed to connect before the
-/// switch (the rotating validator changes its identity when it switches, possibly before this
-/// node), dialled once their epoch starts.
-fn rotating(view: &EpochView) -> impl Iterator<Item = PublicKey> + '_ {
-    changes(view).filter_map(|change| match change {
-        CommitteeChange::RotateKeys {
-            new_network_key, ..
-        } => Some(*new_network_key),
-        _ => None,
-    })
+/// Pending or scheduled key rotations: (the member's index now, its next network key). The
+/// next key may connect before the switch (the rotating validator changes its identity when
+/// it switches, possibly before this node) and what it sends counts as the member's; it is
+/// dialled once its epoch starts.
+fn rotating(view: &EpochView) -> Vec<(ValidatorIndex, PublicKey)> {
+    changes(view)
+        .filter_map(|change| match change {
+            CommitteeChange::RotateKeys {
+                protocol_key,
+                new_network_key,
+                ..
+            } => Some((view.committee().index_of(protocol_key)?, *new_network_key)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn changes(view: &EpochView) -> impl Iterator<Item = &CommitteeChange> {
@@ -176,7 +181,10 @@ async fn run_network(mut deps: EpochNetworkDeps) {
             .collect();
         wanted.extend(joining(&view));
         let mut allowed: HashSet<PublicKey> = wanted.iter().map(|(k, _)| *k).collect();
-        allowed.extend(rotating(&view));
+        let rotations = rotating(&view);
+        allowed.extend(rotations.iter().map(|(_, key)| *key));
+        deps.peers
+            .set_aliases(rotations.iter().map(|(index, key)| (*key, *index)));
         if let Some((_, old)) = &grace {
             allowed.extend(old.iter().copied());
         }

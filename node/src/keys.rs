@@ -12,9 +12,14 @@
 //!   staged pair comes into use, [`KeyRing::adopt`] promotes the files: the current key moves
 //!   to `<file>.prev`, the staged one takes the config's file name.
 //!
-//! A crash at any step leaves a readable pair under the config's names, and possibly a staged
-//! pair beside it (or a `.prev` pair): the next start loads both candidates and picks by the
-//! committee again, so the node never signs with a key its epoch does not name.
+//! Every key file is written to a temporary file, synced and renamed, so a crash never leaves
+//! a torn key under a name the node reads. A crash at any step leaves a readable pair under
+//! the config's names plus, possibly, `.staged` or `.prev` files beside them; the next start
+//! loads the current, staged and previous pairs (a pair takes each key from its suffixed file
+//! where there is one, so a promotion interrupted between the two files still yields the pair
+//! each committee names) and picks by the committee again. The previous pair also serves a
+//! store that lost its last writes (they are not synced) and is back in the epoch before the
+//! promotion. So the node never signs with a key its epoch does not name.
 
 use anyhow::{Context, Result};
 use keel_types::{Committee, KeyPair, PublicKey, ValidatorIndex};
@@ -59,12 +64,20 @@ impl PartialEq for ValidatorKeys {
 
 impl Eq for ValidatorKeys {}
 
-/// The current key pair and, during a rotation, the staged one (see the module docs).
+/// The current key pair and, during a rotation, the staged one; after a promotion, the
+/// previous one (see the module docs).
 pub struct KeyRing {
     protocol_path: PathBuf,
     network_path: PathBuf,
-    current: RwLock<Arc<ValidatorKeys>>,
-    staged: RwLock<Option<Arc<ValidatorKeys>>>,
+    /// One lock for all candidates: a reader never sees a half-done promotion.
+    candidates: RwLock<Candidates>,
+}
+
+#[derive(Clone)]
+struct Candidates {
+    current: Arc<ValidatorKeys>,
+    staged: Option<Arc<ValidatorKeys>>,
+    previous: Option<Arc<ValidatorKeys>>,
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -73,9 +86,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn staged_path(path: &Path) -> PathBuf {
-    with_suffix(path, ".staged")
-}
+const STAGED: &str = ".staged";
+const PREVIOUS: &str = ".prev";
 
 /// Makes renames and creations in `path`'s directory durable.
 fn sync_dir(path: &Path) -> Result<()> {
@@ -88,63 +100,107 @@ fn sync_dir(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot sync directory {}", dir.display()))
 }
 
-impl KeyRing {
-    /// Reads the keys the config names and a staged pair beside them, if both files exist.
-    pub fn load(protocol_path: &Path, network_path: &Path) -> Result<Self> {
-        let current = ValidatorKeys {
-            protocol: Arc::new(read_key(protocol_path)?),
-            network: Arc::new(read_key(network_path)?),
-        };
-        let (sp, sn) = (staged_path(protocol_path), staged_path(network_path));
-        let staged = if sp.exists() && sn.exists() {
-            Some(Arc::new(ValidatorKeys {
-                protocol: Arc::new(read_key(&sp)?),
-                network: Arc::new(read_key(&sn)?),
-            }))
-        } else {
+/// Writes a key file atomically and durably: a temporary file, synced, renamed over `path`.
+fn write_key_durably(path: &Path, key: &KeyPair) -> Result<()> {
+    let temporary = with_suffix(path, ".tmp");
+    write_key(&temporary, key)?;
+    std::fs::File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))?;
+    sync_dir(path)
+}
+
+/// The key in `path` with `suffix`, if the file exists and holds a key (a torn or corrupt file
+/// is ignored with a warning: the config's own files are what must be readable).
+fn optional_key(path: &Path, suffix: &str) -> Option<Arc<KeyPair>> {
+    let file = with_suffix(path, suffix);
+    if !file.exists() {
+        return None;
+    }
+    match read_key(&file) {
+        Ok(key) => Some(Arc::new(key)),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "ignoring an unreadable key file");
             None
+        }
+    }
+}
+
+impl KeyRing {
+    /// Reads the keys the config names, and the staged and previous keys beside them. A
+    /// staged (or previous) pair takes each key from its `.staged` (`.prev`) file where there
+    /// is one and from the config's file otherwise, so a promotion interrupted between the
+    /// two files still yields the pair each committee names.
+    pub fn load(protocol_path: &Path, network_path: &Path) -> Result<Self> {
+        let protocol = Arc::new(read_key(protocol_path)?);
+        let network = Arc::new(read_key(network_path)?);
+        let pair = |suffix: &str| -> Option<Arc<ValidatorKeys>> {
+            let p = optional_key(protocol_path, suffix);
+            let n = optional_key(network_path, suffix);
+            if p.is_none() && n.is_none() {
+                return None;
+            }
+            Some(Arc::new(ValidatorKeys {
+                protocol: p.unwrap_or_else(|| protocol.clone()),
+                network: n.unwrap_or_else(|| network.clone()),
+            }))
+        };
+        let candidates = Candidates {
+            staged: pair(STAGED),
+            previous: pair(PREVIOUS),
+            current: Arc::new(ValidatorKeys {
+                protocol: protocol.clone(),
+                network: network.clone(),
+            }),
         };
         Ok(KeyRing {
             protocol_path: protocol_path.to_path_buf(),
             network_path: network_path.to_path_buf(),
-            current: RwLock::new(Arc::new(current)),
-            staged: RwLock::new(staged),
+            candidates: RwLock::new(candidates),
         })
     }
 
     /// The pair the config's files hold.
     pub fn current(&self) -> Arc<ValidatorKeys> {
-        self.current.read().clone()
+        self.candidates.read().current.clone()
     }
 
     /// The staged pair, during a rotation.
     pub fn staged(&self) -> Option<Arc<ValidatorKeys>> {
-        self.staged.read().clone()
+        self.candidates.read().staged.clone()
     }
 
-    /// The candidate pair `committee` names (both keys of one member), with its index.
+    /// The candidate pair `committee` names (both keys of one member), with its index: the
+    /// current pair, else the staged one, else the previous one (a store rolled back to the
+    /// epoch before a promotion).
     pub fn for_committee(
         &self,
         committee: &Committee,
     ) -> Option<(ValidatorIndex, Arc<ValidatorKeys>)> {
-        let candidates = [Some(self.current()), self.staged()];
-        candidates.into_iter().flatten().find_map(|keys| {
-            let (protocol, network) = keys.public();
-            let index = committee.index_of(&protocol)?;
-            let member = committee.member(index).ok()?;
-            (member.network_key == network).then_some((index, keys))
-        })
+        let c = self.candidates.read().clone();
+        [Some(c.current), c.staged, c.previous]
+            .into_iter()
+            .flatten()
+            .find_map(|keys| {
+                let (protocol, network) = keys.public();
+                let index = committee.index_of(&protocol)?;
+                let member = committee.member(index).ok()?;
+                (member.network_key == network).then_some((index, keys))
+            })
     }
 
     /// Stages a new pair: a fresh protocol key if `protocol`, a fresh network key if
     /// `network`, the current key otherwise. If a pair is staged already, returns it
-    /// unchanged (repeating the request is harmless; `new` says whether this call staged it).
+    /// unchanged (repeating the request is harmless; the flag says whether this call staged
+    /// it). Each file is written atomically and synced.
     pub fn stage(&self, protocol: bool, network: bool) -> Result<(Arc<ValidatorKeys>, bool)> {
-        let mut staged = self.staged.write();
-        if let Some(keys) = staged.as_ref() {
+        let mut candidates = self.candidates.write();
+        if let Some(keys) = candidates.staged.as_ref() {
             return Ok((keys.clone(), false));
         }
-        let current = self.current();
+        let current = candidates.current.clone();
         let mut rng = rand::rngs::OsRng;
         let keys = Arc::new(ValidatorKeys {
             protocol: if protocol {
@@ -158,37 +214,36 @@ impl KeyRing {
                 current.network.clone()
             },
         });
-        for (path, key) in [
-            (staged_path(&self.protocol_path), &keys.protocol),
-            (staged_path(&self.network_path), &keys.network),
-        ] {
-            write_key(&path, key)?;
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("cannot sync {}", path.display()))?;
-        }
-        sync_dir(&self.protocol_path)?;
-        sync_dir(&self.network_path)?;
-        *staged = Some(keys.clone());
+        write_key_durably(&with_suffix(&self.protocol_path, STAGED), &keys.protocol)?;
+        write_key_durably(&with_suffix(&self.network_path, STAGED), &keys.network)?;
+        candidates.staged = Some(keys.clone());
         Ok((keys, true))
     }
 
     /// `keys` are in use from now on: if they are the staged pair, the files are promoted
-    /// (current → `.prev`, staged → the config's names) and the pair becomes current.
+    /// (for each key with a staged file: the config's file is kept as `.prev`, the staged one
+    /// takes its name) and the pair becomes current, the replaced one previous.
     pub fn adopt(&self, keys: &ValidatorKeys) -> Result<()> {
-        let mut staged = self.staged.write();
-        if staged.as_deref() != Some(keys) {
+        let mut candidates = self.candidates.write();
+        if candidates.staged.as_deref() != Some(keys) {
             return Ok(());
         }
-        for path in [&self.protocol_path, &self.network_path] {
-            let prev = with_suffix(path, ".prev");
-            std::fs::copy(path, &prev)
-                .with_context(|| format!("cannot keep {} as {}", path.display(), prev.display()))?;
-            std::fs::rename(staged_path(path), path)
-                .with_context(|| format!("cannot move the staged key over {}", path.display()))?;
+        for (path, key) in [
+            (&self.protocol_path, &candidates.current.protocol),
+            (&self.network_path, &candidates.current.network),
+        ] {
+            let staged = with_suffix(path, STAGED);
+            if !staged.exists() {
+                continue; // promoted before a crash
+            }
+            write_key_durably(&with_suffix(path, PREVIOUS), key)?;
+            std::fs::rename(&staged, path).with_context(|| {
+                format!("cannot move {} over {}", staged.display(), path.display())
+            })?;
             sync_dir(path)?;
         }
-        *self.current.write() = staged.take().expect("checked above");
+        let staged = candidates.staged.take().expect("checked above");
+        candidates.previous = Some(std::mem::replace(&mut candidates.current, staged));
         Ok(())
     }
 }
@@ -257,5 +312,41 @@ mod tests {
         );
         // A committee that names neither pair: not a member.
         assert!(ring.for_committee(&committee_of(&[other])).is_none());
+        // A store rolled back to the old epoch still finds the old pair (kept as previous).
+        assert_eq!(*reloaded.for_committee(&before).unwrap().1, *old);
+    }
+
+    #[test]
+    fn a_promotion_interrupted_between_the_two_files_resumes_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, n) = (
+            dir.path().join("protocol.key"),
+            dir.path().join("network.key"),
+        );
+        write_key(&p, &KeyPair::from_seed(&[1; 32])).unwrap();
+        write_key(&n, &KeyPair::from_seed(&[2; 32])).unwrap();
+        let ring = KeyRing::load(&p, &n).unwrap();
+        let old = ring.current();
+        let (staged, _) = ring.stage(true, true).unwrap();
+        // The crash: the protocol key was promoted, the network key not yet.
+        std::fs::copy(&p, with_suffix(&p, PREVIOUS)).unwrap();
+        std::fs::rename(with_suffix(&p, STAGED), &p).unwrap();
+        // A torn temporary file of an interrupted write is ignored.
+        std::fs::write(with_suffix(&n, ".tmp"), "12").unwrap();
+        let ring = KeyRing::load(&p, &n).unwrap();
+        let other = (
+            KeyPair::from_seed(&[3; 32]).public(),
+            KeyPair::from_seed(&[4; 32]).public(),
+        );
+        let after = committee_of(&[other, staged.public()]);
+        let before = committee_of(&[other, old.public()]);
+        let (_, keys) = ring.for_committee(&after).unwrap();
+        assert_eq!(*keys, *staged);
+        assert_eq!(*ring.for_committee(&before).unwrap().1, *old);
+        ring.adopt(&keys).unwrap();
+        let ring = KeyRing::load(&p, &n).unwrap();
+        assert_eq!(*ring.current(), *staged);
+        assert!(ring.staged().is_none());
+        assert_eq!(*ring.for_committee(&before).unwrap().1, *old);
     }
 }

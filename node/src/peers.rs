@@ -1,7 +1,8 @@
 //! Who is who on the network (validator index ↔ network key) and [`Outbound`], the handle the
 //! tasks send through. It is built after the endpoint has started, from the endpoint itself.
 //! The map is shared: at an epoch change the epoch task replaces it with the new committee's
-//! (`crate::epoch`), and every holder sees the new map at once.
+//! (`crate::epoch`), and every holder sees the new map at once. While a member's key rotation
+//! is pending or scheduled, its next network key is an alias of it for incoming messages.
 
 use keel_authority::BatchFetcher;
 use keel_consensus::ConsensusMessage;
@@ -23,6 +24,9 @@ pub struct Peers {
 struct PeerMap {
     keys: Vec<PublicKey>,
     by_key: HashMap<PublicKey, ValidatorIndex>,
+    /// Further keys that stand for a member (a rotating validator's next network key, which it
+    /// presents as soon as it switches, possibly before this node).
+    aliases: HashMap<PublicKey, ValidatorIndex>,
 }
 
 impl PeerMap {
@@ -37,7 +41,11 @@ impl PeerMap {
             .enumerate()
             .map(|(i, k)| (*k, ValidatorIndex(i as u32)))
             .collect();
-        PeerMap { keys, by_key }
+        PeerMap {
+            keys,
+            by_key,
+            aliases: HashMap::new(),
+        }
     }
 }
 
@@ -59,9 +67,18 @@ impl Peers {
         self.map.read().keys.get(index.as_usize()).copied()
     }
 
-    /// The validator holding network key `key`.
+    /// Replaces the aliases: messages from each key count as the member's.
+    pub fn set_aliases(&self, aliases: impl IntoIterator<Item = (PublicKey, ValidatorIndex)>) {
+        self.map.write().aliases = aliases.into_iter().collect();
+    }
+
+    /// The validator holding network key `key` (or an alias of it).
     pub fn index(&self, key: &PublicKey) -> Option<ValidatorIndex> {
-        self.map.read().by_key.get(key).copied()
+        let map = self.map.read();
+        map.by_key
+            .get(key)
+            .or_else(|| map.aliases.get(key))
+            .copied()
     }
 
     /// Every member's network key.

@@ -74,6 +74,9 @@ struct Inner<C> {
     me: Mutex<PublicKey>,
     /// How this node dials (presents `me`).
     client: Mutex<quinn::ClientConfig>,
+    /// Bumped by every identity change (under the connections lock): a connection whose
+    /// handshake started under an older identity is closed instead of registered.
+    generation: AtomicU64,
     transport: Arc<quinn::TransportConfig>,
     allowed: Arc<AllowedPeers>,
     connections: Mutex<HashMap<PublicKey, quinn::Connection>>,
@@ -140,6 +143,7 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
             endpoint,
             me: Mutex::new(identity.public()),
             client: Mutex::new(client),
+            generation: AtomicU64::new(0),
             transport,
             allowed,
             connections: Mutex::new(HashMap::new()),
@@ -202,13 +206,11 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         self.inner.endpoint.set_server_config(Some(server));
         *self.inner.client.lock() = client;
         *self.inner.me.lock() = identity.public();
-        let closed: Vec<quinn::Connection> = self
-            .inner
-            .connections
-            .lock()
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+        let closed: Vec<quinn::Connection> = {
+            let mut connections = self.inner.connections.lock();
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            connections.drain().map(|(_, c)| c).collect()
+        };
         for connection in closed {
             connection.close(0u32.into(), b"identity changed");
         }
@@ -380,12 +382,13 @@ fn remote_key(connection: &quinn::Connection) -> Option<PublicKey> {
 async fn accept_loop<C: DeserializeOwned + Send + Sync + 'static>(inner: Arc<Inner<C>>) {
     while let Some(incoming) = inner.endpoint.accept().await {
         let inner = inner.clone();
+        let generation = inner.generation.load(Ordering::Acquire);
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
                 return; // handshake refused (not an allowed peer) or failed
             };
             if let Some(key) = remote_key(&connection) {
-                serve(inner, key, connection).await;
+                serve(inner, key, connection, generation).await;
             }
         });
     }
@@ -396,13 +399,22 @@ async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
     inner: Arc<Inner<C>>,
     key: PublicKey,
     connection: quinn::Connection,
+    generation: u64,
 ) {
     if !inner.allowed.contains(&key) {
         // Allowed at the handshake, removed since (an epoch change in between).
         connection.close(0u32.into(), b"not allowed");
         return;
     }
-    inner.connections.lock().insert(key, connection.clone());
+    {
+        let mut connections = inner.connections.lock();
+        if inner.generation.load(Ordering::Acquire) != generation {
+            // The handshake ran under the identity this node presented before a rotation.
+            connection.close(0u32.into(), b"identity changed");
+            return;
+        }
+        connections.insert(key, connection.clone());
+    }
     if let Some(q) = inner.queues.lock().get(&key) {
         q.ready.notify_one();
     }
@@ -478,7 +490,10 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
     while !inner.is_shut_down() && !queue.removed.load(Ordering::Acquire) {
         // Read each time: the identity may change (key rotation).
         let dialer = *inner.me.lock() < key;
-        let client = inner.client.lock().clone();
+        let (client, generation) = {
+            let client = inner.client.lock();
+            (client.clone(), inner.generation.load(Ordering::Acquire))
+        };
         if !inner.allowed.contains(&key) {
             tokio::time::sleep(backoff).await;
             continue;
@@ -503,7 +518,7 @@ async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
                         }
                         Ok(c) => {
                             backoff = Duration::from_millis(50);
-                            tokio::spawn(serve(inner.clone(), key, c.clone()));
+                            tokio::spawn(serve(inner.clone(), key, c.clone(), generation));
                             c
                         }
                         Err(_) => {
