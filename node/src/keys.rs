@@ -267,8 +267,8 @@ mod tests {
         Committee::new(Epoch(0), validators).unwrap()
     }
 
-    #[test]
-    fn a_staged_pair_is_used_once_a_committee_names_it_and_promoted_on_adoption() {
+    /// A directory with a protocol and a network key file.
+    fn key_files() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (p, n) = (
             dir.path().join("protocol.key"),
@@ -276,10 +276,21 @@ mod tests {
         );
         write_key(&p, &KeyPair::from_seed(&[1; 32])).unwrap();
         write_key(&n, &KeyPair::from_seed(&[2; 32])).unwrap();
-        let other = (
+        (dir, p, n)
+    }
+
+    /// Another member's keys.
+    fn other_member() -> (PublicKey, PublicKey) {
+        (
             KeyPair::from_seed(&[3; 32]).public(),
             KeyPair::from_seed(&[4; 32]).public(),
-        );
+        )
+    }
+
+    #[test]
+    fn a_staged_pair_is_used_once_a_committee_names_it_and_promoted_on_adoption() {
+        let (_dir, p, n) = key_files();
+        let other = other_member();
         let ring = KeyRing::load(&p, &n).unwrap();
         let old = ring.current();
         let before = committee_of(&[other, old.public()]);
@@ -318,13 +329,7 @@ mod tests {
 
     #[test]
     fn a_promotion_interrupted_between_the_two_files_resumes_at_the_next_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, n) = (
-            dir.path().join("protocol.key"),
-            dir.path().join("network.key"),
-        );
-        write_key(&p, &KeyPair::from_seed(&[1; 32])).unwrap();
-        write_key(&n, &KeyPair::from_seed(&[2; 32])).unwrap();
+        let (_dir, p, n) = key_files();
         let ring = KeyRing::load(&p, &n).unwrap();
         let old = ring.current();
         let (staged, _) = ring.stage(true, true).unwrap();
@@ -334,10 +339,7 @@ mod tests {
         // A torn temporary file of an interrupted write is ignored.
         std::fs::write(with_suffix(&n, ".tmp"), "12").unwrap();
         let ring = KeyRing::load(&p, &n).unwrap();
-        let other = (
-            KeyPair::from_seed(&[3; 32]).public(),
-            KeyPair::from_seed(&[4; 32]).public(),
-        );
+        let other = other_member();
         let after = committee_of(&[other, staged.public()]);
         let before = committee_of(&[other, old.public()]);
         let (_, keys) = ring.for_committee(&after).unwrap();
