@@ -10,7 +10,10 @@
 //! Violations are collected as messages, not panics, so a
 //! test can print the seed and the whole list.
 
-use keel_types::{Digest, Height, Round, Timeout, ValidatorIndex, Vote};
+use keel_types::{Digest, Epoch, Height, Round, Timeout, ValidatorIndex, Vote};
+
+/// A round of an epoch (rounds restart at 0 in each epoch).
+pub(super) type EpochRound = (Epoch, Round);
 use std::collections::{HashMap, HashSet};
 
 /// What the checker has seen, and what it found.
@@ -18,9 +21,9 @@ pub(super) struct Checker {
     /// The first block committed at each height by any honest replica.
     canonical: Vec<Digest>,
     /// The block each honest replica voted for in each round.
-    honest_votes: HashMap<(usize, Round), Digest>,
+    honest_votes: HashMap<(usize, EpochRound), Digest>,
     /// The high QC round of each honest replica's timeout in each round.
-    honest_timeouts: HashMap<(usize, Round), Round>,
+    honest_timeouts: HashMap<(usize, EpochRound), Round>,
     /// Per replica: its round after its last step (0 after a crash).
     rounds: Vec<Round>,
     /// Per replica: its last voted round after its last step.
@@ -29,9 +32,9 @@ pub(super) struct Checker {
     voted_survives_crashes: bool,
     /// Per round: the leader honest replicas acted on from final history, and the first
     /// replica that did.
-    final_leaders: HashMap<Round, (ValidatorIndex, usize)>,
+    final_leaders: HashMap<EpochRound, (ValidatorIndex, usize)>,
     /// Per round: every leader honest replicas acted on.
-    acted_leaders: HashMap<Round, HashSet<ValidatorIndex>>,
+    acted_leaders: HashMap<EpochRound, HashSet<ValidatorIndex>>,
     violations: Vec<String>,
 }
 
@@ -78,7 +81,8 @@ impl Checker {
     /// again, as timeouts re-send it).
     pub(super) fn honest_vote(&mut self, now: u64, from: usize, vote: &Vote) -> bool {
         let round = vote.data.round;
-        match self.honest_votes.get(&(from, round)) {
+        let key = (from, (vote.data.epoch, round));
+        match self.honest_votes.get(&key) {
             Some(d) if *d != vote.data.block => {
                 self.violations.push(format!(
                     "t={now}ms: honest replica {from} voted for two blocks in round {round}"
@@ -87,12 +91,12 @@ impl Checker {
             }
             Some(_) => false, // the same vote again
             None => {
-                if self.honest_timeouts.contains_key(&(from, round)) {
+                if self.honest_timeouts.contains_key(&key) {
                     self.violations.push(format!(
                         "t={now}ms: honest replica {from} voted in round {round} after timing out in it"
                     ));
                 }
-                self.honest_votes.insert((from, round), vote.data.block);
+                self.honest_votes.insert(key, vote.data.block);
                 true
             }
         }
@@ -104,7 +108,7 @@ impl Checker {
         &mut self,
         now: u64,
         from: usize,
-        round: Round,
+        round: EpochRound,
         leader: ValidatorIndex,
         is_final: bool,
     ) {
@@ -114,7 +118,9 @@ impl Checker {
         }
         match self.final_leaders.get(&round) {
             Some((other, by)) if *other != leader => self.violations.push(format!(
-                "t={now}ms: honest replicas {by} and {from} took {other} and {leader} as the leader of round {round}"
+                "t={now}ms: honest replicas {by} and {from} took {other} and {leader} as the leader of round {} of epoch {}",
+                round.1,
+                round.0
             )),
             Some(_) => {}
             None => {
@@ -133,13 +139,14 @@ impl Checker {
     /// must carry the same high QC round (the same signed data).
     pub(super) fn honest_timeout(&mut self, now: u64, from: usize, timeout: &Timeout) {
         let qc_round = timeout.high_qc.round();
-        match self.honest_timeouts.get(&(from, timeout.round)) {
+        let key = (from, (timeout.epoch, timeout.round));
+        match self.honest_timeouts.get(&key) {
             Some(r) if *r != qc_round => self.violations.push(format!(
                 "t={now}ms: honest replica {from} signed conflicting timeouts in round {} (high QC rounds {r} and {qc_round})",
                 timeout.round
             )),
             _ => {
-                self.honest_timeouts.insert((from, timeout.round), qc_round);
+                self.honest_timeouts.insert(key, qc_round);
             }
         }
     }
@@ -193,6 +200,13 @@ impl Checker {
             }
             self.voted[i] = voted;
         }
+    }
+
+    /// Replica `i` started a new epoch: its round and last voted round restart at 0 (what it
+    /// signed in earlier epochs stays recorded under their epoch).
+    pub(super) fn epoch_started(&mut self, i: usize) {
+        self.rounds[i] = Round(0);
+        self.voted[i] = Round(0);
     }
 
     /// Replica `i` crashed: its round restarts from what it persisted.

@@ -17,13 +17,19 @@
 //! each honest replica committed after the network stabilised, and how many rounds commits took
 //! to resume.
 //!
+//! With [`SimConfig::epoch_length`] set, epochs end every few heights and replicas switch
+//! committees as a node does (`epochs`): the checks then hold across epochs (votes and
+//! timeouts are per round of an epoch), and late replicas catch up to each epoch's end.
+//!
 //! Test machinery only: compiled with the `sim` feature, which this crate's tests and
 //! benchmarks enable. Parts: `scenario` ([`SimConfig`]: what a run looks like), `network`
 //! (event queue and links), `adversary` (Byzantine behaviours), `replica` (a core and its
-//! in-memory embedder), `checker` (safety checks) and `report` ([`SimReport`], liveness).
+//! in-memory embedder), `epochs` (epoch changes), `checker` (safety checks) and `report`
+//! ([`SimReport`], liveness).
 
 mod adversary;
 mod checker;
+mod epochs;
 mod network;
 mod replica;
 mod report;
@@ -127,14 +133,14 @@ impl Simulation {
                         .get(&v.data.block)
                         .map(|b| b.block.author);
                     if let Some(author) = author {
-                        self.honest_leader(from, v.data.round, author);
+                        self.honest_leader(from, v.data.epoch, v.data.round, author);
                     }
                 }
                 ConsensusMessage::Timeout(t) => {
                     self.checker.honest_timeout(self.net.now, from, t);
                 }
                 ConsensusMessage::Proposal(b) if b.block.author.as_usize() == from => {
-                    self.honest_leader(from, b.block.round, b.block.author);
+                    self.honest_leader(from, b.block.epoch, b.block.round, b.block.author);
                 }
                 _ => {}
             }
@@ -144,37 +150,42 @@ impl Simulation {
 
     /// Honest replica `from` acts on `leader` leading `round` (it proposes as the leader, or
     /// votes for the leader's block): the checker compares it with the other honest replicas'.
-    fn honest_leader(&mut self, from: usize, round: Round, leader: ValidatorIndex) {
+    fn honest_leader(&mut self, from: usize, epoch: Epoch, round: Round, leader: ValidatorIndex) {
         let Some(core) = self.replicas[from].core.as_ref() else {
             return;
         };
         let is_final = core.election().is_final(round);
         self.checker
-            .honest_leader(self.net.now, from, round, leader, is_final);
+            .honest_leader(self.net.now, from, (epoch, round), leader, is_final);
     }
 
     /// Delivers `message` from replica `from` (`None`: a scripted message claiming to come
-    /// from its author) to `to`, as a node receives it: its own messages loop back unchecked;
-    /// others pass the core's precheck, then verification, before reaching the core.
+    /// from its author) to `to`, as a node receives it: a message of another epoch is refused
+    /// or held (its own too: one sent just before its switch loops back after it); its own
+    /// messages loop back unchecked; others pass the core's precheck, then verification,
+    /// before reaching the core.
     fn deliver(&mut self, from: Option<usize>, to: usize, message: ConsensusMessage) {
-        let Some(core) = self.replicas[to].core.as_ref() else {
+        if self.replicas[to].core.is_none() || !self.admit_epoch(from, to, &message) {
             return;
-        };
+        }
         if from == Some(to) {
             // The replica's own message, looped back: nothing to verify.
             self.step(to, Input::Message(Box::new(Verified::own(message))));
             return;
         }
+        let Some(core) = self.replicas[to].core.as_ref() else {
+            return;
+        };
         let sender = from.map_or_else(|| message.author(), |i| ValidatorIndex(i as u32));
         if core.precheck(sender, &message).is_err() {
             self.report.dropped_unverified += 1;
             return;
         }
-        let checked = message.clone().verify_with(
-            &self.committee,
-            CHAIN,
-            &mut self.replicas[to].certificates,
-        );
+        let committee = self.committee_of(self.replicas[to].persisted.epoch);
+        let checked =
+            message
+                .clone()
+                .verify_with(&committee, CHAIN, &mut self.replicas[to].certificates);
         let Ok(verified) = checked else {
             self.report.rejected += 1;
             return;
@@ -209,13 +220,9 @@ impl Simulation {
             return;
         }
         let mut verified = Vec::new();
+        let committee = self.committee_of(self.replicas[to].persisted.epoch);
         for b in blocks {
-            match verify_block(
-                b,
-                &self.committee,
-                CHAIN,
-                &mut self.replicas[to].certificates,
-            ) {
+            match verify_block(b, &committee, CHAIN, &mut self.replicas[to].certificates) {
                 Ok(v) => verified.push(v),
                 Err(_) => self.report.rejected += 1,
             }
@@ -236,8 +243,8 @@ impl Simulation {
         if self.replicas[to].core.is_none() {
             return;
         }
-        let checked =
-            answer.verify_with(&self.committee, CHAIN, &mut self.replicas[to].certificates);
+        let committee = self.committee_of(self.replicas[to].persisted.epoch);
+        let checked = answer.verify_with(&committee, CHAIN, &mut self.replicas[to].certificates);
         let Ok(verified) = checked else {
             self.report.rejected += 1;
             return;
@@ -286,8 +293,14 @@ impl Simulation {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Deliver { from, to, message } => self.deliver(Some(from), to, *message),
-            Event::ProposeTimer { replica, round } => {
-                self.step(replica, Input::ProposeTimer { round });
+            Event::ProposeTimer {
+                replica,
+                epoch,
+                round,
+            } => {
+                if self.replicas[replica].persisted.epoch == epoch {
+                    self.step(replica, Input::ProposeTimer { round });
+                }
             }
             Event::Timer {
                 replica,
@@ -320,6 +333,15 @@ impl Simulation {
                 }
             }
             Event::Restart(i) => self.restart(ValidatorIndex(i as u32)),
+            Event::EpochSync {
+                requester,
+                server,
+                epoch,
+                after,
+            } => self.on_epoch_sync(requester, server, epoch, after),
+            Event::EpochSyncReply { to, first, blocks } => {
+                self.on_epoch_sync_reply(to, first, blocks);
+            }
         }
     }
 
@@ -482,6 +504,7 @@ impl Simulation {
             .filter(|(_, r)| r.behaviour == Behaviour::Honest)
             .map(|(i, r)| (i, r.persisted.committed.as_slice()));
         self.report.unfinal_leader_disagreements = self.checker.unfinal_disagreements();
+        self.report.epochs = self.replicas.iter().map(|r| r.persisted.epoch.0).collect();
         self.report.violations = self.checker.finish(honest_chains);
         self.report
     }

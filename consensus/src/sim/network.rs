@@ -15,7 +15,11 @@ use std::collections::BinaryHeap;
 /// Something that happens at a virtual time.
 pub(super) enum Event {
     /// A leader's proposal delay ([`crate::Action::ProposeAfter`]) passed.
-    ProposeTimer { replica: usize, round: Round },
+    ProposeTimer {
+        replica: usize,
+        epoch: keel_types::Epoch,
+        round: Round,
+    },
     /// A message arrives.
     Deliver {
         from: usize,
@@ -48,6 +52,19 @@ pub(super) enum Event {
     Crash { replica: usize, wipe_safety: bool },
     /// A replica restarts from its persisted state.
     Restart(usize),
+    /// A late replica asks for the committed blocks of `epoch` above `after`.
+    EpochSync {
+        requester: usize,
+        server: usize,
+        epoch: keel_types::Epoch,
+        after: keel_types::Height,
+    },
+    /// The committed blocks from height `first` on.
+    EpochSyncReply {
+        to: usize,
+        first: keel_types::Height,
+        blocks: Vec<SignedBlock>,
+    },
 }
 
 struct Queued {

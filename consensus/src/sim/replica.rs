@@ -14,15 +14,18 @@ use crate::{
     message::{CertificateCache, ConsensusMessage},
     safety::SafetyData,
 };
-use keel_types::{Committee, Digest, KeyPair, Round, SignedBlock, TimestampMs, ValidatorIndex};
+use keel_types::{
+    Committee, Digest, Epoch, KeyPair, Round, SignedBlock, TimestampMs, ValidatorIndex,
+};
 use std::collections::{HashMap, VecDeque};
 
 /// The core every simulated replica runs.
 pub(super) type SimCore = Core<Election, EmptyPayload>;
 
 /// What survives a crash.
-#[derive(Default)]
 pub(super) struct Persisted {
+    /// The epoch its consensus state is in.
+    pub(super) epoch: Epoch,
     pub(super) safety: Option<SafetyData>,
     pub(super) blocks: HashMap<Digest, SignedBlock>,
     pub(super) root: Option<CommitRoot>,
@@ -30,17 +33,36 @@ pub(super) struct Persisted {
 }
 
 impl Persisted {
-    /// What a core restarting from this state starts with (`amnesiac`: with the amnesia guard).
+    /// Nothing yet, in the first epoch.
+    fn new() -> Self {
+        Persisted {
+            epoch: Epoch(1),
+            safety: None,
+            blocks: HashMap::new(),
+            root: None,
+            committed: Vec::new(),
+        }
+    }
+
+    /// What a core restarting from this state starts with (`amnesiac`: with the amnesia
+    /// guard). As a node's recovery: an older epoch's safety data and blocks are ignored.
     fn recovery(&self, committee: &Committee, amnesiac: bool) -> RecoveryData {
         let mut recovery = RecoveryData::genesis(committee, CHAIN);
         recovery.amnesiac = amnesiac;
-        if let Some(s) = &self.safety {
+        if let Some(s) = &self.safety
+            && s.epoch == committee.epoch()
+        {
             recovery.safety = s.clone();
         }
         if let Some(root) = self.root {
             recovery.root = root;
         }
-        recovery.blocks = self.blocks.values().cloned().collect();
+        recovery.blocks = self
+            .blocks
+            .values()
+            .filter(|b| b.block.epoch == committee.epoch())
+            .cloned()
+            .collect();
         recovery
     }
 
@@ -60,6 +82,8 @@ impl Persisted {
                     height: keel_types::Height(i as u64 + 1),
                 })
             })
+            // The epoch's own history only, as a node's rebuilt election.
+            .filter(|cb| cb.block.block.epoch == self.epoch)
             .collect();
         election.recover(keel_types::Height(self.committed.len() as u64), &recent);
         election
@@ -88,6 +112,12 @@ pub(super) struct Replica {
     /// Messages a replaying replica received.
     pub(super) seen: VecDeque<ConsensusMessage>,
     pub(super) certificates: CertificateCache,
+    /// Newer-epoch messages held until the switch, with their sender.
+    pub(super) held: VecDeque<(Option<usize>, ConsensusMessage)>,
+    /// It committed its epoch's last height: it switches once the current step is done.
+    pub(super) switch_pending: bool,
+    /// When it last asked for the rest of its epoch (an open request).
+    pub(super) epoch_sync_sent: Option<u64>,
 }
 
 impl Replica {
@@ -95,11 +125,14 @@ impl Replica {
     pub(super) fn new(behaviour: Behaviour) -> Self {
         Replica {
             core: None,
-            persisted: Persisted::default(),
+            persisted: Persisted::new(),
             behaviour,
             timer_generation: 0,
             seen: VecDeque::new(),
             certificates: CertificateCache::new(256),
+            held: VecDeque::new(),
+            switch_pending: false,
+            epoch_sync_sent: None,
         }
     }
 }
@@ -117,18 +150,17 @@ impl Simulation {
             election: self.election_config(i),
             ..CoreConfig::default()
         };
-        let election = Election::new(&config.election, &self.committee);
+        let committee = self.committee_of(self.replicas[i].persisted.epoch);
+        let election = Election::new(&config.election, &committee);
         Core::new(CoreDeps {
             config,
             chain_id: CHAIN,
             me: ValidatorIndex(i as u32),
-            committee: self.committee.clone(),
+            committee: committee.clone(),
             key: KeyPair::from_seed(&self.keys[i].seed()),
             leader: self.replicas[i].persisted.election(election),
             payload: EmptyPayload,
-            recovery: self.replicas[i]
-                .persisted
-                .recovery(&self.committee, amnesiac),
+            recovery: self.replicas[i].persisted.recovery(&committee, amnesiac),
         })
     }
 
@@ -154,6 +186,9 @@ impl Simulation {
             self.checker.honest_step(self.net.now, i, round, voted);
         }
         self.report.max_round = self.report.max_round.max(round.0);
+        if self.replicas[i].switch_pending {
+            self.switch_epoch(i);
+        }
     }
 
     /// Carries out replica `i`'s actions, in order.
@@ -192,9 +227,14 @@ impl Simulation {
                     );
                 }
                 Action::ProposeAfter { round, after_ms } => {
+                    let epoch = self.replicas[i].persisted.epoch;
                     self.net.schedule(
                         self.net.now + after_ms,
-                        Event::ProposeTimer { replica: i, round },
+                        Event::ProposeTimer {
+                            replica: i,
+                            epoch,
+                            round,
+                        },
                     );
                 }
                 Action::Commit(blocks) => self.on_commit(i, blocks),
@@ -210,10 +250,18 @@ impl Simulation {
         }
     }
 
-    /// Replica `i` commits `blocks`: persist them, check them, measure liveness.
-    fn on_commit(&mut self, i: usize, blocks: Vec<CommittedBlock>) {
+    /// Replica `i` commits `blocks`: persist them, check them, measure liveness. Nothing above
+    /// its epoch's end is kept; committing the end makes it switch after this step.
+    pub(super) fn on_commit(&mut self, i: usize, blocks: Vec<CommittedBlock>) {
         let honest = self.is_honest(i);
+        let end = self.epoch_end(self.replicas[i].persisted.epoch);
         for cb in blocks {
+            if end.is_some_and(|end| cb.height > end) || self.replicas[i].switch_pending {
+                continue;
+            }
+            if end == Some(cb.height) {
+                self.replicas[i].switch_pending = true;
+            }
             if honest {
                 let committed = self.replicas[i].persisted.committed.len() as u64;
                 self.checker.honest_commit(

@@ -28,6 +28,14 @@ pub struct SimReport {
     /// history (it lagged, see [`crate::Reputation`]) and that differs from another honest
     /// replica's: a wasted round at most, never a safety question (not a violation).
     pub unfinal_leader_disagreements: u64,
+    /// Each replica's epoch at the end.
+    pub epochs: Vec<u64>,
+    /// Messages of an older epoch refused.
+    pub old_epoch_refused: u64,
+    /// Messages of a newer epoch held until the switch.
+    pub future_epoch_held: u64,
+    /// Answers to late replicas' requests for the rest of their epoch that they applied.
+    pub epoch_syncs: u64,
 }
 
 impl SimReport {

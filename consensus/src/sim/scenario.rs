@@ -119,6 +119,9 @@ pub struct SimConfig {
     /// Replicas running a different election configuration than the others: for the negative
     /// test of the leader-agreement check only.
     pub election_override: Option<(Vec<ValidatorIndex>, ElectionConfig)>,
+    /// Committed heights per epoch (0: the run stays in one epoch). Epoch `e` ends at height
+    /// `e × epoch_length`; see the `epochs` module.
+    pub epoch_length: u64,
 }
 
 impl SimConfig {
@@ -147,6 +150,7 @@ impl SimConfig {
             max_idle_wait_ms: 0,
             election: ElectionConfig::default(),
             election_override: None,
+            epoch_length: 0,
         }
     }
 
@@ -234,6 +238,7 @@ impl SimConfig {
             max_idle_wait_ms,
             election: ElectionConfig::default(),
             election_override: None,
+            epoch_length: 0,
         }
     }
 
