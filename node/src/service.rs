@@ -469,10 +469,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads the admin token from the config's token file (at least 16 characters).
 /// The epoch the executed state is in (genesis for a new store), for the node holding
 /// `keys`. A node whose protocol key is a member's but whose network key is not that
-/// member's is misconfigured.
+/// member's follows without voting, with a warning: its network key may be a rotated one that
+/// a later epoch names (a node restarted from an old or empty store), or the config names the
+/// wrong file.
 fn epoch_view(store: &Store, genesis: &Genesis, keys: &KeyRing) -> Result<EpochView> {
     let state = match keel_authority::read_epoch_state(store)? {
         Some(state) => state,
@@ -482,16 +483,18 @@ fn epoch_view(store: &Store, genesis: &Genesis, keys: &KeyRing) -> Result<EpochV
     if view.me.is_none() {
         let current = keys.current();
         if let Some(i) = view.committee().index_of(&current.protocol.public()) {
-            bail!(
-                "config field `network_key`: key {} is not validator {i}'s network key in epoch {}",
-                current.network.public(),
-                view.epoch()
+            tracing::warn!(
+                network_key = %current.network.public(),
+                validator = %i,
+                epoch = %view.epoch(),
+                "the protocol key is this validator's but the network key (config field `network_key`) is not: following without voting until an epoch names both (a rotated key), or fix the config"
             );
         }
     }
     Ok(view)
 }
 
+/// Reads the admin token from the config's token file (at least 16 characters).
 pub(crate) fn read_token(config: &NodeConfig) -> Result<String> {
     let token = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| {
