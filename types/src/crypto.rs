@@ -3,9 +3,16 @@
 //! Every signature is over `blake3(len(tag) || tag || epoch || chain_id || bcs(content))`. Each
 //! message kind has its own [`Domain`], so a vote can never be replayed as a timeout, a
 //! checkpoint signature or a transaction; the epoch and chain id stop replays across epochs and
-//! networks. Single signatures are checked with `verify_strict` (rejects small-order keys and
-//! non-canonical encodings); many at once go through ed25519 batch verification, falling back to
-//! one-by-one checks only to find which signature is bad.
+//! networks.
+//!
+//! One verification rule, alone or in a batch: ZIP-215 (ed25519-consensus). Its single check is
+//! cofactored like the batch equation, and its batch accepts exactly the signatures its single
+//! check accepts, so two honest nodes never disagree on a signature because one checked it in
+//! a batch and the other alone. (ed25519-dalek's `verify_strict` is cofactorless: a signature
+//! whose commitment carries a small-order component fails it yet passes any batch; keel no
+//! longer uses it.) Signing stays with ed25519-dalek: its signatures are valid under both. Many
+//! signatures at once go through the batch, falling back to one-by-one checks only to find
+//! which signature is bad.
 
 use crate::{
     digest::hash_tag,
@@ -98,11 +105,6 @@ impl PublicKey {
             })
     }
 
-    /// The curve point.
-    fn point(&self) -> Option<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0).ok()
-    }
-
     /// The compressed encoding.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0
@@ -134,10 +136,8 @@ impl PublicKey {
         signature: &Signature,
         what: &'static str,
     ) -> Result<()> {
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.point()
-            .ok_or(Error::InvalidSignature { what })?
-            .verify_strict(message, &sig)
+        ed25519_consensus::VerificationKey::try_from(self.0)
+            .and_then(|key| key.verify(&ed25519_consensus::Signature::from(signature.0), message))
             .map_err(|_| Error::InvalidSignature { what })
     }
 }
@@ -304,19 +304,17 @@ pub fn verify_batch(items: &[SignedMessage<'_>]) -> std::result::Result<(), Vec<
         }
         _ => {}
     }
-    let messages: Vec<&[u8]> = items.iter().map(|i| &i.message[..]).collect();
-    let signatures: Vec<ed25519_dalek::Signature> = items
-        .iter()
-        .map(|i| ed25519_dalek::Signature::from_bytes(&i.signature.0))
-        .collect();
-    let keys: Option<Vec<VerifyingKey>> = items.iter().map(|i| i.key.point()).collect();
-    // The batch equation is checked first; strict per-item checks still run when it passes so
-    // that the batch path accepts exactly what the single path accepts (no small-order keys).
-    // A key that is not a point fails the batch; the per-item checks find it.
-    if let Some(keys) = keys
-        && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-        && keys.iter().all(|k| !k.is_weak())
-    {
+    // The same rule as the single check (see the module documentation): if the batch holds,
+    // every item would pass alone.
+    let mut batch = ed25519_consensus::batch::Verifier::new();
+    for i in items {
+        batch.queue((
+            ed25519_consensus::VerificationKeyBytes::from(*i.key.as_bytes()),
+            ed25519_consensus::Signature::from(i.signature.0),
+            &i.message[..],
+        ));
+    }
+    if batch.verify(rand::rngs::OsRng).is_ok() {
         return Ok(());
     }
     let bad: Vec<usize> = items
