@@ -317,11 +317,27 @@ pub enum TxLookup {
 pub struct TransactionStatusJson {
     /// Transaction digest.
     pub digest: String,
-    /// `executed` or `pending`.
+    /// `pending` (admitted, not yet in an executed block), `executed` (its receipt says
+    /// `success` or `failed`) or `discarded` (ordered but not executed: expired, or its nonce
+    /// out of order; it changed nothing and its receipt says why).
     pub status: String,
-    /// The receipt, once executed.
+    /// The receipt, once its block is executed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<ReceiptJson>,
+}
+
+impl From<&Receipt> for TransactionStatusJson {
+    fn from(r: &Receipt) -> Self {
+        let status = match r.status {
+            ExecutionStatus::Discarded(_) => "discarded",
+            ExecutionStatus::Success | ExecutionStatus::Failed(_) => "executed",
+        };
+        TransactionStatusJson {
+            digest: r.transaction.to_string(),
+            status: status.into(),
+            receipt: Some(ReceiptJson::from(r)),
+        }
+    }
 }
 
 /// An account as JSON.
@@ -577,4 +593,36 @@ impl From<&Receipt> for CommittedJson {
 /// Parses a digest path segment.
 pub fn parse_digest(s: &str) -> Result<Digest, ApiError> {
     parse_field(s, "digest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_types::{Address, Height, Nonce, receipt::DiscardReason};
+
+    fn receipt(status: ExecutionStatus) -> Receipt {
+        Receipt {
+            transaction: Digest::of_bytes(b"tx"),
+            sender: Address([1; 32]),
+            nonce: Nonce(3),
+            status,
+            effects: Vec::new(),
+            height: Height(9),
+            block: Digest::of_bytes(b"block"),
+            position: 0,
+        }
+    }
+
+    #[test]
+    fn a_discarded_transaction_is_reported_discarded_not_executed() {
+        let discarded = receipt(ExecutionStatus::Discarded(DiscardReason::StaleNonce {
+            nonce: Nonce(3),
+            next: Nonce(4),
+        }));
+        let json = TransactionStatusJson::from(&discarded);
+        assert_eq!(json.status, "discarded");
+        assert_eq!(json.receipt.unwrap().status, "discarded");
+        let executed = TransactionStatusJson::from(&receipt(ExecutionStatus::Success));
+        assert_eq!(executed.status, "executed");
+    }
 }

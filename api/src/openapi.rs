@@ -106,7 +106,7 @@ pub fn openapi_document() -> Value {
                 {"type": "object", "required": ["type", "key", "expected_version", "value"], "properties": {"type": {"const": "compare_and_swap"}, "key": hex("1..=256 bytes"), "expected_version": {"type": "integer"}, "value": hex("at most 64 KiB")}}
             ]},
             "BatchSubmit": {"type": "object", "properties": {"accepted": {"type": "integer"}, "results": {"type": "array", "items": {"type": "object", "properties": {"digest": hex("digest"), "error": {"$ref": "#/components/schemas/Error/properties/error"}}}}}},
-            "TransactionStatus": {"type": "object", "properties": {"digest": hex("digest"), "status": {"type": "string", "enum": ["pending", "executed"]}, "receipt": {"$ref": "#/components/schemas/Receipt"}}},
+            "TransactionStatus": {"type": "object", "properties": {"digest": hex("digest"), "status": {"type": "string", "enum": ["pending", "executed", "discarded"]}, "receipt": {"$ref": "#/components/schemas/Receipt"}}},
             "Receipt": {"type": "object", "properties": {
                 "digest": hex("transaction"), "sender": hex("address"), "nonce": {"type": "integer"},
                 "status": {"type": "string", "enum": ["success", "failed", "discarded"]}, "reason": {"type": "string"},

@@ -3,8 +3,8 @@
 use crate::{
     NodeApi, SubmitError,
     dto::{
-        AccountJson, BatchSubmitJson, CheckpointJson, CommittedJson, ObjectJson, ReceiptJson,
-        SubmitResultJson, TransactionJson, TransactionStatusJson, TxLookup, parse_digest,
+        AccountJson, BatchSubmitJson, CheckpointJson, CommittedJson, ObjectJson, SubmitResultJson,
+        TransactionJson, TransactionStatusJson, TxLookup, parse_digest,
     },
     error::ApiError,
     openapi::{OPENAPI_PATH, openapi_document},
@@ -171,11 +171,7 @@ async fn transaction(
     .await?
     .map_err(ApiError::internal)?;
     match lookup {
-        TxLookup::Executed(receipt) => Ok(Json(TransactionStatusJson {
-            digest: digest.to_string(),
-            status: "executed".into(),
-            receipt: Some(ReceiptJson::from(&receipt)),
-        })),
+        TxLookup::Executed(receipt) => Ok(Json(TransactionStatusJson::from(&receipt))),
         TxLookup::Pending => Ok(Json(TransactionStatusJson {
             digest: digest.to_string(),
             status: "pending".into(),
