@@ -32,6 +32,14 @@ const MAX_SEALED_SIZES: usize = 1024;
 /// What the node does for dissemination, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisseminationAction {
+    /// Persist, synced, that this validator's batch sequences of `epoch` below `up_to` may be
+    /// in use (a restart in the epoch starts at `up_to`); comes before the batch that needs it.
+    ReserveSequences {
+        /// The epoch.
+        epoch: keel_types::Epoch,
+        /// The first sequence not reserved.
+        up_to: u64,
+    },
     /// Persist this batch; later actions may depend on it being stored.
     StoreBatch(Arc<Batch>),
     /// Send this node's batch to every other validator.
@@ -63,6 +71,9 @@ pub struct DisseminationDeps {
     pub me: ValidatorIndex,
     /// Its protocol key (signs its own acknowledgements).
     pub key: Arc<KeyPair>,
+    /// The first batch sequence to use: what the node reserved in this epoch before a restart
+    /// (see [`crate::batching::BatchMaker`]), 0 otherwise.
+    pub first_sequence: u64,
 }
 
 /// One validator's side of batch dissemination: seals its batches and turns acknowledgements
@@ -97,9 +108,10 @@ impl Dissemination {
             committee,
             me,
             key,
+            first_sequence,
         } = deps;
         Dissemination {
-            maker: BatchMaker::new(batch, me, committee.epoch()),
+            maker: BatchMaker::new(batch, me, committee.epoch(), first_sequence),
             builder: ProofBuilder::new(
                 committee,
                 chain_id,
@@ -181,6 +193,12 @@ impl Dissemination {
         if self.sealed.len() < MAX_SEALED_SIZES {
             self.sealed.push(batch.transactions.len());
         }
+        if let Some(up_to) = self.maker.reserve() {
+            actions.push(DisseminationAction::ReserveSequences {
+                epoch: batch.epoch,
+                up_to,
+            });
+        }
         let batch = Arc::new(batch);
         actions.push(DisseminationAction::StoreBatch(batch.clone()));
         if !self.builder.track(&batch, now) {
@@ -212,6 +230,7 @@ mod tests {
             committee,
             me: ValidatorIndex(0),
             key: Arc::new(keys.remove(0)),
+            first_sequence: 0,
         })
     }
 
@@ -219,6 +238,7 @@ mod tests {
         actions
             .iter()
             .map(|a| match a {
+                DisseminationAction::ReserveSequences { .. } => "reserve",
                 DisseminationAction::StoreBatch(_) => "store",
                 DisseminationAction::BroadcastBatch(_) => "broadcast",
                 DisseminationAction::SendAck { .. } => "ack",
@@ -232,8 +252,10 @@ mod tests {
         let txs = Workload::new(1, WorkloadConfig::transfers(10)).block(4);
         let mut four = dissemination(4, DisseminationConfig::default());
         let actions = four.on_transactions(txs.clone(), TimestampMs(0));
-        assert_eq!(kinds(&actions), ["store", "broadcast"]);
+        // The first batch also reserves sequence numbers, durably, before it leaves.
+        assert_eq!(kinds(&actions), ["reserve", "store", "broadcast"]);
         if let [
+            _,
             DisseminationAction::StoreBatch(stored),
             DisseminationAction::BroadcastBatch(sent),
         ] = actions.as_slice()
@@ -246,7 +268,7 @@ mod tests {
         // Alone in the committee, the own acknowledgement is the proof.
         let mut alone = dissemination(1, DisseminationConfig::default());
         let actions = alone.on_transactions(txs, TimestampMs(0));
-        assert_eq!(kinds(&actions), ["store", "broadcast", "proof"]);
+        assert_eq!(kinds(&actions), ["reserve", "store", "broadcast", "proof"]);
         assert_eq!(alone.collecting(), 0);
     }
 
@@ -259,7 +281,7 @@ mod tests {
         };
         let mut d = dissemination(4, config);
         let actions = d.on_transactions(txs, TimestampMs(0));
-        assert_eq!(kinds(&actions), ["store", "broadcast", "store"]);
+        assert_eq!(kinds(&actions), ["reserve", "store", "broadcast", "store"]);
         assert_eq!(d.collecting(), 1);
     }
 }

@@ -31,7 +31,7 @@ fn one_per_batch() -> BatchMaker {
         max_transactions: 1,
         ..BatchConfig::default()
     };
-    BatchMaker::new(config, ValidatorIndex(0), Epoch(1))
+    BatchMaker::new(config, ValidatorIndex(0), Epoch(1), 0)
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn batches_seal_by_count_bytes_and_time() {
         max_bytes: 4_000,
         seal_after_ms: 50,
     };
-    let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1));
+    let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1), 0);
     assert!(maker.push(tx(0, 10), TimestampMs(0)).is_none());
     assert!(maker.push(tx(1, 10), TimestampMs(1)).is_none());
     let by_count = maker.push(tx(2, 10), TimestampMs(2)).unwrap();
@@ -99,4 +99,44 @@ fn uncertified_batches_expire_and_tracking_is_bounded() {
     assert!(!builder.track(&b2, TimestampMs(50)), "bounded");
     assert_eq!(builder.expire(TimestampMs(120)), vec![b0.digest()]);
     assert_eq!(builder.collecting(), 1);
+}
+
+/// Sequences never repeat across a restart: the maker asks for a durable reservation before
+/// the first batch at or past the last one, and a maker restarted from the reservation goes on
+/// above every sequence the first one used.
+#[test]
+fn batch_sequences_are_reserved_ahead_and_a_restart_continues_above_them() {
+    use keel_authority::batching::SEQUENCE_RESERVATION;
+    let mut maker = one_per_batch();
+    let first = maker.push(tx(0, 10), TimestampMs(0)).unwrap();
+    assert_eq!(first.sequence, 0);
+    assert_eq!(
+        maker.reserve(),
+        Some(SEQUENCE_RESERVATION),
+        "reserved before the first batch"
+    );
+    let mut used = vec![first.sequence];
+    for i in 1..SEQUENCE_RESERVATION + 3 {
+        used.push(maker.push(tx(i, 10), TimestampMs(i)).unwrap().sequence);
+        let expected = (i == SEQUENCE_RESERVATION).then_some(2 * SEQUENCE_RESERVATION);
+        assert_eq!(maker.reserve(), expected, "after batch {i}");
+    }
+    // A restart: the node kept the last reservation, 2 × SEQUENCE_RESERVATION.
+    let config = BatchConfig {
+        max_transactions: 1,
+        ..BatchConfig::default()
+    };
+    let mut restarted = BatchMaker::new(
+        config,
+        ValidatorIndex(0),
+        Epoch(1),
+        2 * SEQUENCE_RESERVATION,
+    );
+    let next = restarted.push(tx(0, 10), TimestampMs(0)).unwrap();
+    assert!(
+        used.iter().all(|s| *s < next.sequence),
+        "sequence {} reused",
+        next.sequence
+    );
+    assert_eq!(restarted.reserve(), Some(3 * SEQUENCE_RESERVATION));
 }

@@ -100,6 +100,7 @@ fn net() -> Net {
                     committee: committee.clone(),
                     me,
                     key: key.clone(),
+                    first_sequence: 0,
                 }),
                 verifier: BatchVerifier::new(committee.clone(), CHAIN, me, key),
                 queue: ProofQueue::from_config(&config()),
@@ -128,6 +129,8 @@ impl Net {
     fn carry_out(&mut self, v: usize, actions: impl IntoIterator<Item = DisseminationAction>) {
         for action in actions {
             match action {
+                // The node writes the reservation; nothing here restarts.
+                DisseminationAction::ReserveSequences { .. } => {}
                 DisseminationAction::StoreBatch(batch) => {
                     store_batch(&self.nodes[v].store, &batch).unwrap();
                 }

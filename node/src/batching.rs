@@ -7,12 +7,16 @@
 //! At an epoch change ([`crate::epoch`]) the machine is rebuilt for the new committee (batches
 //! name their epoch; the old epoch's unfinished batches are dropped). A node outside the
 //! committee seals nothing: admitted transactions wait in the mempool.
+//!
+//! Batch sequence numbers never repeat within an epoch across restarts: the machine asks for
+//! reservations ahead of use, which this task writes synced ([`reserved_sequence`] reads the
+//! last one back when the machine is built).
 
 use crate::{clock::now_ms, epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{Dissemination, DisseminationAction, Mempool, store_batch};
 use keel_p2p::Notification;
-use keel_storage::Store;
-use keel_types::{Batch, BatchAck, Committee, KeyPair, ProofOfAvailability, ValidatorIndex};
+use keel_storage::{Column, Store};
+use keel_types::{Batch, BatchAck, Committee, Epoch, KeyPair, ProofOfAvailability, ValidatorIndex};
 use parking_lot::Mutex;
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -116,6 +120,30 @@ async fn run(deps: BatchingDeps) {
     }
 }
 
+/// Meta key: the last batch sequence reservation of this validator, bcs `(Epoch, u64)`.
+const SEQUENCE_KEY: &[u8] = b"batching/sequence";
+
+/// The first batch sequence to use in `epoch`: the last reservation if it was made in that
+/// epoch, 0 otherwise (a store that cannot be read is reported, and the epoch starts at 0).
+pub fn reserved_sequence(store: &Store, epoch: Epoch) -> u64 {
+    let stored = store
+        .get(Column::Meta, SEQUENCE_KEY)
+        .map(|v| v.and_then(|bytes| bcs::from_bytes::<(Epoch, u64)>(&bytes).ok()));
+    match stored {
+        Ok(Some((e, up_to))) if e == epoch => up_to,
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the batch sequence reservation");
+            0
+        }
+    }
+}
+
+fn reserve_sequences(store: &Store, epoch: Epoch, up_to: u64) -> anyhow::Result<()> {
+    store.put_synced(Column::Meta, SEQUENCE_KEY, &bcs::to_bytes(&(epoch, up_to))?)?;
+    Ok(())
+}
+
 /// Carries out dissemination actions.
 struct Carry<'a> {
     store: &'a Arc<Store>,
@@ -127,6 +155,11 @@ impl Carry<'_> {
     async fn out(&self, actions: Vec<DisseminationAction>) -> anyhow::Result<()> {
         for action in actions {
             match action {
+                DisseminationAction::ReserveSequences { epoch, up_to } => {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || reserve_sequences(&store, epoch, up_to))
+                        .await??;
+                }
                 DisseminationAction::StoreBatch(batch) => {
                     let store = self.store.clone();
                     tokio::task::spawn_blocking(move || store_batch(&store, &batch)).await??;
@@ -146,5 +179,26 @@ impl Carry<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_is_read_back_in_its_epoch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        assert_eq!(reserved_sequence(&store, Epoch(1)), 0);
+        reserve_sequences(&store, Epoch(1), 20_000).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        assert_eq!(reserved_sequence(&store, Epoch(1)), 20_000);
+        assert_eq!(
+            reserved_sequence(&store, Epoch(2)),
+            0,
+            "a new epoch starts at 0"
+        );
     }
 }

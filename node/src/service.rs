@@ -308,7 +308,11 @@ pub async fn run(
     });
     let batching = batching::spawn(BatchingDeps {
         dissemination: {
-            let (config, batch) = (config.dissemination.clone(), config.batching.clone());
+            let (config, batch, store) = (
+                config.dissemination.clone(),
+                config.batching.clone(),
+                store.clone(),
+            );
             Box::new(move |committee: &keel_types::Committee, me, key| {
                 Dissemination::new(DisseminationDeps {
                     config: config.clone(),
@@ -317,6 +321,7 @@ pub async fn run(
                     committee: committee.clone(),
                     me,
                     key,
+                    first_sequence: batching::reserved_sequence(&store, committee.epoch()),
                 })
             })
         },
