@@ -48,9 +48,14 @@ pub struct NodeConfig {
     pub p2p_listen: SocketAddr,
     /// TCP address of the public REST API.
     pub api_listen: SocketAddr,
-    /// TCP address of the admin API (keep it on loopback).
+    /// TCP address of the admin API. A non-loopback address is refused unless
+    /// `admin_allow_remote` is set.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// Serve the admin API on a non-loopback `admin_listen` (default false: refused). Only
+    /// behind a network the operator controls; the node warns at start.
+    #[serde(default)]
+    pub admin_allow_remote: bool,
     /// File holding the admin API's bearer token.
     pub admin_token_file: PathBuf,
     /// Threads of the async runtime (0: one per core).
@@ -154,6 +159,16 @@ impl NodeConfig {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
+        if !self.admin_listen.ip().is_loopback() && !self.admin_allow_remote {
+            return Err(field_error(
+                "admin_listen",
+                format!(
+                    "{} is not a loopback address: the admin API stays on loopback unless \
+                     `admin_allow_remote = true`",
+                    self.admin_listen
+                ),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return Err(field_error(
                 "log.format",
@@ -301,6 +316,15 @@ admin_token_file = "t"
 "#;
 
     #[test]
+    fn a_remote_admin_listener_needs_the_explicit_setting() {
+        let remote = format!("{MINIMAL}admin_listen = \"0.0.0.0:9\"\n");
+        let err = format!("{:#}", load_str(&remote).unwrap_err());
+        assert!(err.contains("admin_allow_remote"), "{err}");
+        let allowed = format!("{remote}admin_allow_remote = true\n");
+        assert!(load_str(&allowed).unwrap().admin_allow_remote);
+    }
+
+    #[test]
     fn config_errors_name_the_field() {
         assert!(load_str(MINIMAL).is_ok());
         let cases = [
@@ -327,6 +351,7 @@ admin_token_file = "t"
                 "pruning.max_heights_per_pass",
             ),
             ("[checkpoints]\ninterval = 0", "checkpoints.interval"),
+            ("admin_listen = \"0.0.0.0:9\"", "admin_listen"),
             ("[consensus]\nunknown = 1", "unknown"),
             (
                 "[consensus.pacemaker]\nbase_timeout_ms = 1",

@@ -26,7 +26,7 @@ use crate::{
     sync::{self, SyncDeps},
     verify::{self, BatchVerifyDeps, ProofVerifyDeps},
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use keel_api::NodeApi;
 use keel_authority::{
     BatchVerifier, CheckpointMachine, Dissemination, DisseminationDeps, Executed, Executor,
@@ -171,6 +171,9 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let public = bind(config.api_listen, "api_listen").await?;
+    if config.admin_allow_remote && !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin = %config.admin_listen, "the admin API listens beyond loopback (admin_allow_remote): keep that network closed to others");
+    }
     let admin = bind(config.admin_listen, "admin_listen").await?;
     tracing::info!(api = %public.local_addr()?, admin = %admin.local_addr()?, p2p = %endpoint.local_addr()?, "listening");
     let public_api = serve(public, keel_api::public_router(api.clone()), &shutdown);
@@ -499,7 +502,14 @@ fn epoch_view(store: &Store, genesis: &Genesis, keys: &KeyRing) -> Result<EpochV
     Ok(view)
 }
 
-/// Reads the admin token from the config's token file (at least 16 characters).
+/// Shortest admin token accepted.
+const MIN_TOKEN_LEN: usize = 32;
+/// Fewest distinct characters in an admin token (a random one has far more).
+const MIN_TOKEN_DISTINCT: usize = 10;
+
+/// Reads the admin token from the config's token file: at least [`MIN_TOKEN_LEN`] characters,
+/// at least [`MIN_TOKEN_DISTINCT`] of them distinct (`keel genesis` writes 48 random hex
+/// digits).
 pub(crate) fn read_token(config: &NodeConfig) -> Result<String> {
     let token = std::fs::read_to_string(&config.admin_token_file)
         .with_context(|| {
@@ -510,10 +520,33 @@ pub(crate) fn read_token(config: &NodeConfig) -> Result<String> {
         })?
         .trim()
         .to_string();
-    if token.len() < 16 {
-        bail!("config field `admin_token_file`: the token must be at least 16 characters");
-    }
+    check_token(&token).map_err(|reason| {
+        anyhow::anyhow!(
+            "config field `admin_token_file`: {reason} ({}); write a random one, e.g. `openssl rand -hex 24`",
+            config.admin_token_file.display()
+        )
+    })?;
     Ok(token)
+}
+
+/// Whether `token` looks random enough to guard the admin API.
+fn check_token(token: &str) -> std::result::Result<(), String> {
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "the token has {} characters, at least {MIN_TOKEN_LEN} are needed",
+            token.len()
+        ));
+    }
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < MIN_TOKEN_DISTINCT {
+        return Err(format!(
+            "the token has only {distinct} distinct characters: it does not look random"
+        ));
+    }
+    Ok(())
 }
 
 async fn bind(address: std::net::SocketAddr, field: &str) -> Result<tokio::net::TcpListener> {
@@ -550,5 +583,31 @@ async fn wait_for_signal(shutdown: &CancellationToken, mut term: tokio::signal::
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_token;
+
+    #[test]
+    fn short_or_repetitive_admin_tokens_are_refused() {
+        assert!(
+            check_token(&"a".repeat(16))
+                .unwrap_err()
+                .contains("at least 32")
+        );
+        assert!(
+            check_token(&"ab".repeat(20))
+                .unwrap_err()
+                .contains("distinct")
+        );
+        assert!(
+            check_token(&hex::encode([
+                0x5au8, 0x3c, 0x91, 0xe7, 0x08, 0x6b, 0xd2, 0x4f, 0x1e, 0xa0, 0x77, 0xc5, 0x29,
+                0xb8, 0x63, 0xf4
+            ]))
+            .is_ok()
+        );
     }
 }

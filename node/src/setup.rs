@@ -158,6 +158,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
                 [127, 0, 0, 1].into(),
                 port(v.p2p, spec.admin_port_offset)?.port(),
             ),
+            admin_allow_remote: false,
             admin_token_file: token_path,
             runtime_threads: 0,
             log: Default::default(),

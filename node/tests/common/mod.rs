@@ -353,7 +353,7 @@ impl Committee {
             }
         };
         let net = self.dir.path().join("net");
-        let token = format!("{:048x}", rand_port() as u128 * 0x9e37_79b9_7f4a_7c15);
+        let token = hex::encode(rand::random::<[u8; 24]>());
         std::fs::write(net.join(format!("v{i}.token")), &token).unwrap();
         let mut lines = Vec::new();
         for line in std::fs::read_to_string(&self.configs[0]).unwrap().lines() {
