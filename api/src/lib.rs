@@ -40,6 +40,37 @@ use keel_types::{
 };
 use std::sync::Arc;
 
+/// An event-stream subscription: the receipts, and the subscriber slot it holds (given back
+/// when the subscription is dropped, i.e. when the client goes away).
+pub struct Subscription {
+    /// Receipts of each executed block.
+    pub receipts: tokio::sync::broadcast::Receiver<Arc<Vec<Receipt>>>,
+    /// The slot.
+    pub slot: SubscriberSlot,
+}
+
+/// One of at most `max` concurrent subscribers, counted in a shared counter.
+pub struct SubscriberSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl SubscriberSlot {
+    /// Takes a slot if fewer than `max` are taken.
+    pub fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscriberSlot(count.clone()))
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Why a submitted transaction was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -74,8 +105,9 @@ pub trait NodeApi: Send + Sync + 'static {
     fn status(&self) -> Result<StatusJson, String>;
     /// This node's view of consensus: round, timeout, leaders (admin status).
     fn consensus(&self) -> ConsensusJson;
-    /// Receipts of each executed block, as it executes.
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Receipt>>>;
+    /// Receipts of each executed block, as it executes; refused (with why) while the
+    /// event-stream subscriber cap is reached.
+    fn subscribe(&self) -> Result<Subscription, String>;
     /// Metrics in the Prometheus text format.
     fn metrics(&self) -> String;
     /// `Ok` when the node is connected and making progress; otherwise why not.

@@ -81,7 +81,10 @@ pub fn openapi_document() -> Value {
             "/v1/status": {"get": {"summary": "Node status", "responses": ok_json("Status", &errors)}},
             "/v1/stream": {"get": {
                 "summary": "Server-sent events: `transaction` (data: Committed JSON) per executed transaction; `lagged` (data: blocks missed) for slow subscribers",
-                "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {}}}}
+                "responses": {
+                    "200": {"description": "Event stream", "content": {"text/event-stream": {}}},
+                    "429": {"description": "Too many subscribers (`limits.stream_subscribers`); retry later", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                }
             }},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process serves requests"}}}},
             "/readyz": {"get": {"summary": "Readiness: peers connected and recent progress", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready, with the reason"}}}},

@@ -302,8 +302,11 @@ async fn status(State(node): State<Api>) -> Result<Response, ApiError> {
 
 /// Committed transactions as server-sent events: one `transaction` event per receipt; a
 /// subscriber too slow to keep up gets a `lagged` event with the number of blocks it missed.
-async fn stream(State(node): State<Api>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = BroadcastStream::new(node.subscribe()).flat_map(|item| {
+async fn stream(
+    State(node): State<Api>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let crate::Subscription { receipts, slot } = node.subscribe().map_err(ApiError::overloaded)?;
+    let events = BroadcastStream::new(receipts).flat_map(|item| {
         let events: Vec<Result<Event, Infallible>> = match item {
             Ok(receipts) => receipts
                 .iter()
@@ -318,7 +321,12 @@ async fn stream(State(node): State<Api>) -> Sse<impl Stream<Item = Result<Event,
         };
         futures_util::stream::iter(events)
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    // The slot lives as long as the stream: it is given back when the client goes away.
+    let events = events.map(move |event| {
+        let _held = &slot;
+        event
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 async fn openapi() -> Response {

@@ -14,7 +14,7 @@ use crate::{
     status::{StatusReader, SyncProgress},
 };
 use keel_api::{
-    NodeApi, SubmitError,
+    NodeApi, SubmitError, SubscriberSlot, Subscription,
     dto::{
         BatchRefJson, BlockJson, ChangeRequest, CheckpointRefJson, ConsensusJson, EpochJson,
         PeerJson, ReputationJson, StageKeysJson, StagedKeysJson, StatusJson, SyncJson, TxLookup,
@@ -54,6 +54,10 @@ pub struct NodeView {
     pub status: StatusReader,
     /// Executed blocks' receipts.
     pub receipts: broadcast::Sender<Arc<Vec<Receipt>>>,
+    /// Event-stream subscribers now.
+    pub subscribers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Most event-stream subscribers at once.
+    pub max_subscribers: usize,
     /// Connection state.
     pub net: Net,
     /// Metrics.
@@ -227,8 +231,18 @@ impl NodeApi for NodeView {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Receipt>>> {
-        self.receipts.subscribe()
+    fn subscribe(&self) -> Result<Subscription, String> {
+        let slot =
+            SubscriberSlot::take(&self.subscribers, self.max_subscribers).ok_or_else(|| {
+                format!(
+                    "{} event-stream subscribers already (limits.stream_subscribers); retry later",
+                    self.max_subscribers
+                )
+            })?;
+        Ok(Subscription {
+            receipts: self.receipts.subscribe(),
+            slot,
+        })
     }
 
     fn metrics(&self) -> String {

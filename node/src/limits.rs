@@ -20,6 +20,8 @@ pub const DEFAULT_BATCH_VERIFY_QUEUE: usize = 256;
 pub const DEFAULT_PROOF_VERIFY_QUEUE: usize = 1_024;
 /// Default of [`LimitsConfig::certificate_cache`].
 pub const DEFAULT_CERTIFICATE_CACHE: usize = 1_024;
+/// Default of [`LimitsConfig::stream_subscribers`].
+pub const DEFAULT_STREAM_SUBSCRIBERS: usize = 256;
 /// Default of [`LimitsConfig::receipt_stream_buffer`].
 pub const DEFAULT_RECEIPT_STREAM_BUFFER: usize = 1_024;
 /// Default of [`LimitsConfig::remembered_roots`].
@@ -87,6 +89,9 @@ pub struct LimitsConfig {
     /// Executed blocks' receipts buffered for each event-stream subscriber. Full: a slow
     /// subscriber skips the oldest and is told how many it missed.
     pub receipt_stream_buffer: usize,
+    /// Event-stream (`/v1/stream`) subscribers at once. Full: a new subscriber is refused
+    /// with 429 until one goes away.
+    pub stream_subscribers: usize,
     /// Executed heights whose state root the API can report (oldest forgotten first).
     pub remembered_roots: usize,
     /// Admitted, not yet executed transactions the API reports as pending (oldest forgotten
@@ -145,6 +150,7 @@ impl Default for LimitsConfig {
             proof_verify_queue: DEFAULT_PROOF_VERIFY_QUEUE,
             certificate_cache: DEFAULT_CERTIFICATE_CACHE,
             receipt_stream_buffer: DEFAULT_RECEIPT_STREAM_BUFFER,
+            stream_subscribers: DEFAULT_STREAM_SUBSCRIBERS,
             remembered_roots: DEFAULT_REMEMBERED_ROOTS,
             tracked_pending: DEFAULT_TRACKED_PENDING,
             batching_tick_ms: DEFAULT_BATCHING_TICK_MS,
@@ -180,6 +186,7 @@ impl LimitsConfig {
             ("proof_verify_queue", self.proof_verify_queue),
             ("certificate_cache", self.certificate_cache),
             ("receipt_stream_buffer", self.receipt_stream_buffer),
+            ("stream_subscribers", self.stream_subscribers),
             ("remembered_roots", self.remembered_roots),
             ("tracked_pending", self.tracked_pending),
             ("batching_take", self.batching_take),

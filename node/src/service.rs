@@ -164,6 +164,8 @@ pub async fn run(
         pending: pending.clone(),
         status: status_rx,
         receipts: receipts.clone(),
+        subscribers: Arc::default(),
+        max_subscribers: limits.stream_subscribers,
         net: endpoint.clone(),
         metrics: metrics.clone(),
         stall_after: Duration::from_secs(limits.stall_after_secs),

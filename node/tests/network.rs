@@ -6,6 +6,8 @@
 //!   same state root;
 //! - stopping the current leader again and again forces view changes, and commits continue;
 //! - garbage, oversize and unauthenticated requests get 4xx answers and the node keeps serving;
+//! - the event stream takes a bounded number of subscribers, and a slot comes back when one
+//!   leaves;
 //! - `keel localnet` writes `apis.txt` once ready and stops every validator on SIGTERM.
 
 mod common;
@@ -378,4 +380,47 @@ fn localnet_writes_apis_once_ready_and_stops_on_sigterm() {
     for api in &apis {
         assert!(reqwest::blocking::get(format!("{api}/healthz")).is_err());
     }
+}
+
+/// The event stream takes at most `limits.stream_subscribers` subscribers: one more is refused
+/// with 429 and a message naming the limit, and a slot comes back when a subscriber leaves.
+#[test]
+fn event_stream_subscribers_are_capped_and_slots_come_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Committee::create(4);
+    for i in 0..4 {
+        c.edit_config(i, &[("stream_subscribers = 256", "stream_subscribers = 2")]);
+        c.spawn(i);
+    }
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let open = || http.get(format!("{}/v1/stream", c.apis[0])).send().unwrap();
+    let first = open();
+    let second = open();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open();
+    assert_eq!(third.status().as_u16(), 429);
+    let body: serde_json::Value = third.json().unwrap();
+    assert!(
+        body.to_string().contains("stream_subscribers"),
+        "the refusal names the limit: {body}"
+    );
+    drop(first);
+    // The server gives the slot back once it notices the client left (at its next write:
+    // transactions keep events flowing).
+    let mut nonce = 0;
+    c.wait_for(Duration::from_secs(60), "a slot to come back", || {
+        submit_spread(&c, &[0], &transfers(ACCOUNTS, nonce, 1));
+        nonce += 1;
+        open().status().as_u16() == 200
+    });
+    drop(second);
 }
