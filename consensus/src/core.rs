@@ -498,7 +498,10 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
         };
         self.proposed_round = Some(round);
         self.stats.proposals += 1;
-        out.push(Action::Broadcast(ConsensusMessage::Proposal(block)));
+        out.push(Action::PersistSafety {
+            data: self.safety.data().clone(),
+            then: vec![Action::Broadcast(ConsensusMessage::Proposal(block))],
+        });
     }
 
     fn on_proposal(&mut self, block: SignedBlock, out: &mut Vec<Action>) -> Result<()> {

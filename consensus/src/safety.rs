@@ -53,6 +53,9 @@ pub struct SafetyData {
     pub high_qc: Option<QuorumCertificate>,
     /// The TC that ended the highest timed-out round this replica knows.
     pub last_tc: Option<TimeoutCertificate>,
+    /// Highest round this replica proposed in: persisted before the proposal leaves, so a
+    /// leader restarted within its round never proposes a second block there.
+    pub last_proposed_round: Round,
 }
 
 /// Signs votes and timeouts only when the rules above allow.
@@ -125,12 +128,20 @@ impl SafetyRules {
                 self.data.last_voted_round
             )));
         }
+        if round <= self.data.last_proposed_round {
+            return Err(Error::Unsafe(format!(
+                "already proposed in round {} (a restart within the round)",
+                self.data.last_proposed_round
+            )));
+        }
         Ok(())
     }
 
-    /// Signs `block` as this replica's proposal if rules 5 and 6 allow.
-    pub fn sign_proposal(&self, block: Block) -> Result<SignedBlock> {
+    /// Signs `block` as this replica's proposal if rules 5 and 6 allow, and records its round:
+    /// the data must be persisted before the proposal is sent.
+    pub fn sign_proposal(&mut self, block: Block) -> Result<SignedBlock> {
         self.check_proposal(block.round)?;
+        self.data.last_proposed_round = block.round;
         Ok(block.sign(&self.key, self.chain_id))
     }
 

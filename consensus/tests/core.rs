@@ -530,3 +530,41 @@ fn a_replica_votes_only_for_a_true_record_of_failed_leaders() {
     );
     assert!(!votes_for_record(Some(other)), "a false record");
 }
+
+/// A leader that proposed and crashed before voting for its own block (so its last voted
+/// round is still below the round) restarts within the round: it must not propose a second
+/// block there. The proposal's round is persisted before the proposal leaves.
+#[test]
+fn a_leader_restarted_within_its_round_does_not_propose_again() {
+    let f = Fixture::new();
+    let leader = f.leader.leader(Round(1));
+    let accepting = || Recording {
+        accept: true,
+        ..Recording::default()
+    };
+    let (_, actions) = f.started(leader, CoreConfig::default(), accepting());
+    let persisted = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::PersistSafety { data, then } if !proposals_in(then).is_empty() => {
+                Some(data.clone())
+            }
+            _ => None,
+        })
+        .expect("the proposal leaves after a safety write");
+    assert_eq!(persisted.last_proposed_round, Round(1));
+    assert!(
+        persisted.last_voted_round < Round(1),
+        "it has not voted yet"
+    );
+    // The restart, from what was persisted.
+    let mut recovery = keel_consensus::RecoveryData::genesis(&f.committee, CHAIN);
+    recovery.safety = persisted;
+    let mut restarted = f.build(leader, CoreConfig::default(), accepting(), recovery);
+    let actions = restarted.handle(NOW, Input::Start);
+    assert_eq!(restarted.round(), Round(1));
+    assert!(
+        proposals_in(&actions).is_empty(),
+        "a second proposal in round 1: {actions:?}"
+    );
+}

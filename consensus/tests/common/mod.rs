@@ -303,9 +303,11 @@ pub fn any_vote(actions: &[Action]) -> bool {
 pub fn proposals_in(actions: &[Action]) -> Vec<&SignedBlock> {
     actions
         .iter()
-        .filter_map(|a| match a {
-            Action::Broadcast(ConsensusMessage::Proposal(b)) => Some(b),
-            _ => None,
+        .flat_map(|a| match a {
+            Action::Broadcast(ConsensusMessage::Proposal(b)) => vec![b],
+            // A proposal leaves after its round is persisted.
+            Action::PersistSafety { then, .. } => proposals_in(then),
+            _ => Vec::new(),
         })
         .collect()
 }
