@@ -37,7 +37,8 @@
 //! Invariants:
 //! - The core does no I/O, reads no clock and draws no randomness: equal inputs give equal
 //!   outputs.
-//! - No vote or timeout leaves before the safety data that records it is durable.
+//! - No vote, timeout or proposal leaves before the safety data that records it is durable (a
+//!   leader restarted within its round never proposes there again).
 //! - A replica that starts without trustworthy safety data ([`RecoveryData::amnesiac`]) signs
 //!   nothing until more than 2/3 of the stake has answered with its certificates, then nothing
 //!   in a round it may have signed in before (see [`amnesia`]).

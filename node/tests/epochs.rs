@@ -851,3 +851,99 @@ fn a_wiped_validator_state_syncs_across_an_epoch_change() {
         "wiped validator 3 proved epoch 2 (after height {started_after}) from genesis and installed the state at {installed:?}; roots equal at {height}"
     );
 }
+
+/// The README's way back for a rotating validator that was down at its own key switch: its
+/// members refuse the old network key once the grace period is over, so its operator moves the
+/// staged key files over the config's, removes the `.prev` files and restarts it with an empty
+/// data directory; it follows the chain with the new keys and votes again in the epoch that
+/// names them.
+#[test]
+fn a_rotating_validator_down_at_its_switch_comes_back_with_its_staged_keys() {
+    const R: usize = 3;
+    let mut c = Committee::create(4);
+    // A long delay between scheduling and the switch, so the validator can be stopped in it.
+    let genesis = c.path().join("net/genesis.json");
+    let text = std::fs::read_to_string(&genesis).unwrap();
+    assert!(
+        text.contains("\"change_delay_blocks\": 20"),
+        "genesis format changed"
+    );
+    std::fs::write(
+        &genesis,
+        text.replace(
+            "\"change_delay_blocks\": 20",
+            "\"change_delay_blocks\": 400",
+        ),
+    )
+    .unwrap();
+    for i in 0..4 {
+        c.edit_config(
+            i,
+            &[
+                (
+                    "epoch_switch_grace_ms = 10000",
+                    &format!("epoch_switch_grace_ms = {GRACE_MS}"),
+                ),
+                // Blocks without waiting for payload: the 300 heights pass in seconds.
+                ("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n"),
+            ],
+        );
+        c.spawn(i);
+    }
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let (code, staged) = admin(&c, R, "POST", "/admin/keys/stage", None);
+    assert_eq!(code, 200, "{staged}");
+    let (code, vote) = admin(&c, R, "POST", "/admin/keys/rotate", None);
+    assert_eq!(code, 200, "{vote}");
+    c.wait_for(
+        Duration::from_secs(30),
+        "the rotation to be scheduled",
+        || {
+            let (_, e) = admin(&c, 0, "GET", "/admin/epoch", None);
+            e["scheduled"].as_array().is_some_and(|s| !s.is_empty())
+        },
+    );
+    // Down before the switch; the others switch and the grace period passes.
+    c.sigkill(R);
+    c.wait_for(Duration::from_secs(120), "epoch 2 on the others", || {
+        (0..3).all(|i| epoch_of(&c, i) == 2)
+    });
+    std::thread::sleep(Duration::from_millis(2 * GRACE_MS));
+    // The operator's steps.
+    let keys = c.path().join(format!("keys-{R}"));
+    for name in ["protocol.key", "network.key"] {
+        std::fs::rename(keys.join(format!("{name}.staged")), keys.join(name)).unwrap();
+        let _ = std::fs::remove_file(keys.join(format!("{name}.prev")));
+    }
+    std::fs::remove_dir_all(c.path().join(format!("net/v{R}-data"))).unwrap();
+    c.spawn(R);
+    c.wait_for(
+        Duration::from_secs(120),
+        "the validator back in epoch 2",
+        || {
+            c.http
+                .get(format!("{}/v1/status", c.apis[R]))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|s| {
+                    s["epoch"].as_u64() == Some(2) && s["validator"].as_u64() == Some(R as u64)
+                })
+        },
+    );
+    let target = c.status(0)["committed_height"].as_u64().unwrap() + 20;
+    c.wait_for(
+        Duration::from_secs(60),
+        "it to execute past the others' height",
+        || c.executed_height(R) >= target,
+    );
+    let height = assert_same_state(&c, &[0, 1, 2, 3]);
+    let (_, e) = admin(&c, 0, "GET", "/admin/epoch", None);
+    assert_eq!(
+        e["committee"][R]["network_key"], staged["network_key"],
+        "{e}"
+    );
+    println!("the rotated validator came back with its staged keys; roots equal at {height}");
+}
