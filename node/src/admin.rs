@@ -66,7 +66,7 @@ enum AdminCommand {
 /// Runs one admin command.
 pub async fn run(args: AdminArgs) -> Result<()> {
     let config = NodeConfig::load(&args.config)?;
-    let token = crate::service::read_token(&config)?;
+    let token = crate::token::read_token(&config)?;
     let base = format!("http://{}", config.admin_listen);
     let http = reqwest::Client::new();
     let request = match args.command {

@@ -45,11 +45,17 @@ use keel_p2p::{
 };
 use keel_storage::{Column, Store, WriteOp, check_chunk};
 use keel_types::{
-    CertifiedCheckpoint, ChainId, Checkpoint, Committee, Digest, Epoch, Height, SignedBlock,
+    CertifiedCheckpoint, ChainId, Checkpoint, Committee, Digest, Height, SignedBlock,
     ValidatorIndex, state_proof::state_root_of,
 };
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinSet};
+
+mod chain;
+mod progress;
+
+use chain::{committee_chain, verify_checkpoints};
+use progress::{carry_over, forget, keep_current_buckets, restore_progress};
 
 /// Meta key: the checkpoint a state sync in progress is syncing to (bcs).
 const TARGET_KEY: &[u8] = b"state_sync/target";
@@ -332,191 +338,6 @@ async fn summary(
         }
     }
     None
-}
-
-/// Moves an abandoned sync's staging over to a newer checkpoint whose (verified) bucket
-/// checksums are `checksums`: a proven bucket whose staged content hashes to the new
-/// checksum is the same bucket and stays proven; every other bucket is dropped. Returns how
-/// many were kept.
-fn carry_over(store: &Store, checksums: &[Digest]) -> Result<usize> {
-    let mut kept = 0;
-    for b in 0..BUCKETS {
-        let bucket = b as u8;
-        let proven = store.get(Column::Meta, &proven_key(bucket))?.is_some();
-        if proven && checksums.get(b) == Some(&store.staged_bucket_hash(bucket)?.checksum()) {
-            kept += 1;
-            continue;
-        }
-        store.write(
-            vec![WriteOp {
-                column: Column::Meta,
-                key: proven_key(bucket),
-                value: None,
-            }],
-            true,
-        )?;
-        store.clear_staged_bucket(bucket)?;
-    }
-    Ok(kept)
-}
-
-/// Drops an abandoned sync's records, then its staging (records first and in one write: a
-/// crash in between leaves staging no record points to, which the next sync clears).
-fn forget(store: &Store) -> Result<()> {
-    let mut ops = vec![WriteOp {
-        column: Column::Meta,
-        key: TARGET_KEY.to_vec(),
-        value: None,
-    }];
-    for b in 0..BUCKETS {
-        ops.push(WriteOp {
-            column: Column::Meta,
-            key: proven_key(b as u8),
-            value: None,
-        });
-    }
-    store.write(ops, true)?;
-    store.clear_staging()?;
-    Ok(())
-}
-
-/// Stages, as proven, every bucket not proven yet whose content in the installed state is
-/// already the target's (same checksum in a peer's summary that hashes to the certified
-/// root): a node that installed a checkpoint moments ago, or is a little behind, downloads
-/// only what changed since. Returns how many buckets it kept.
-async fn keep_current_buckets(
-    deps: &BootstrapDeps,
-    views: &[PeerView],
-    target: &Checkpoint,
-) -> Result<usize> {
-    let Some(checksums) = summary(deps, views, target).await else {
-        return Ok(0);
-    };
-    let store = deps.store.clone();
-    let batch_bytes = deps.config.chunk_bytes;
-    let kept = tokio::task::spawn_blocking(move || -> Result<usize> {
-        let current = store.state_hash()?;
-        let mut kept = 0;
-        for b in 0..BUCKETS {
-            let bucket = b as u8;
-            if store.get(Column::Meta, &proven_key(bucket))?.is_some()
-                || checksums.get(b) != Some(&current.bucket(bucket).checksum())
-            {
-                continue;
-            }
-            store.stage_current_bucket(bucket, batch_bytes)?;
-            store.put(Column::Meta, &proven_key(bucket), &[1])?;
-            kept += 1;
-        }
-        Ok(kept)
-    })
-    .await??;
-    tracing::info!(kept, "buckets the installed state already has are kept");
-    Ok(kept)
-}
-
-/// Each bucket's progress as the store holds it: proven buckets are kept (the whole staged
-/// state is checked against the root before the install); a partly staged bucket starts
-/// over, since which peer served it is not known any more (a bad checksum must name its
-/// server).
-fn restore_progress(store: &Store) -> Result<Vec<BucketProgress>> {
-    (0..BUCKETS)
-        .map(|b| {
-            let bucket = b as u8;
-            if store.get(Column::Meta, &proven_key(bucket))?.is_some() {
-                return Ok(BucketProgress::Proven);
-            }
-            store.clear_staged_bucket(bucket)?;
-            Ok(BucketProgress::Downloading { after: None })
-        })
-        .collect()
-}
-
-/// The committees from this node's epoch up to `up_to` (fewer if a link cannot be had), in
-/// order, each proven by the previous one: the certified checkpoint that ends an epoch names
-/// the next committee, and is verified against the committee it ends. The links come from the
-/// store or from peers (those fetched are stored: the node serves the chain in turn). At most
-/// one request per peer per link: a peer that claims an epoch nobody can prove costs one
-/// round of requests.
-async fn committee_chain(deps: &BootstrapDeps, views: &[PeerView], up_to: Epoch) -> Vec<Committee> {
-    let mut chain = vec![deps.committee.clone()];
-    while let Some(last) = chain.last()
-        && last.epoch() < up_to
-    {
-        match epoch_end(deps, views, last).await {
-            Some(next) => chain.push(next),
-            None => {
-                tracing::warn!(epoch = %last.epoch(), "no peer proved the end of this epoch; later checkpoints cannot be verified");
-                break;
-            }
-        }
-    }
-    chain
-}
-
-/// The committee after `committee`'s epoch, from its verified epoch-ending checkpoint.
-async fn epoch_end(
-    deps: &BootstrapDeps,
-    views: &[PeerView],
-    committee: &Committee,
-) -> Option<Committee> {
-    let epoch = committee.epoch();
-    let follows = |c: &CertifiedCheckpoint| {
-        c.checkpoint.epoch == epoch
-            && c.checkpoint
-                .next_committee
-                .as_ref()
-                .is_some_and(|n| n.epoch().0 == epoch.0.saturating_add(1))
-    };
-    if let Ok(Some(stored)) = checkpoint_store::epoch_end(&deps.store, epoch)
-        && follows(&stored)
-    {
-        return stored.checkpoint.next_committee;
-    }
-    for v in views {
-        let request = Request::EpochEnd { epoch };
-        let Ok(Response::Checkpoint(Some(certified))) =
-            deps.outbound.request(v.peer, &request).await
-        else {
-            continue;
-        };
-        if !follows(&certified) {
-            tracing::warn!(peer = %v.peer, %epoch, "answered another checkpoint than the epoch's end");
-            continue;
-        }
-        if let Err(e) = certified.verify(committee, deps.chain_id) {
-            tracing::warn!(peer = %v.peer, %epoch, error = %e, "sent an epoch-ending checkpoint that does not verify");
-            continue;
-        }
-        if let Err(e) = checkpoint_store::save_certified(&deps.store, &certified) {
-            tracing::warn!(error = %e, "cannot store an epoch-ending checkpoint");
-        }
-        tracing::info!(%epoch, height = %certified.checkpoint.last_height, "epoch end proven: the next committee is known");
-        return certified.checkpoint.next_committee;
-    }
-    None
-}
-
-/// Keeps each peer's checkpoint only if it verifies against the committee of its epoch from
-/// `chain`.
-fn verify_checkpoints(deps: &BootstrapDeps, views: &mut [PeerView], chain: &[Committee]) {
-    for v in views {
-        let Some(c) = v.checkpoint.take() else {
-            continue;
-        };
-        let committee = chain.iter().find(|k| k.epoch() == c.checkpoint.epoch);
-        match committee.map(|k| c.verify(k, deps.chain_id)) {
-            Some(Ok(())) => v.checkpoint = Some(c),
-            Some(Err(e)) => {
-                tracing::warn!(peer = %v.peer, error = %e, "peer sent a checkpoint that does not verify")
-            }
-            None => tracing::warn!(
-                peer = %v.peer,
-                epoch = %c.checkpoint.epoch,
-                "peer sent a checkpoint of an epoch whose committee is not proven"
-            ),
-        }
-    }
 }
 
 /// Asks every peer for its status and latest checkpoint (unverified), until peers holding

@@ -89,6 +89,7 @@ mod setup;
 mod snapshots;
 mod status;
 mod sync;
+mod token;
 mod tx;
 mod verify;
 
