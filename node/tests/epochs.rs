@@ -81,6 +81,15 @@ fn assert_disconnected(c: &Committee, removed: usize) {
     );
 }
 
+/// The bound on the longest stretch without a commit during a change.
+fn assert_gap_within_bound(longest_gap: Duration) {
+    assert!(
+        longest_gap <= Duration::from_secs(2),
+        "a commit gap of {} ms",
+        longest_gap.as_millis()
+    );
+}
+
 fn epoch_of(c: &Committee, i: usize) -> u64 {
     c.status(i)["epoch"].as_u64().unwrap()
 }
@@ -310,11 +319,7 @@ fn stake_change_and_removal_under_load_keep_committing() {
         removal.1,
         longest_gap.as_millis()
     );
-    assert!(
-        longest_gap <= Duration::from_secs(2),
-        "a commit gap of {} ms",
-        longest_gap.as_millis()
-    );
+    assert_gap_within_bound(longest_gap);
 }
 
 /// Records the honest proposals it receives.
@@ -556,11 +561,7 @@ fn a_validator_joins_from_a_follower_and_is_removed_again_under_load() {
         leave.1,
         longest_gap.as_millis()
     );
-    assert!(
-        longest_gap <= Duration::from_secs(2),
-        "a commit gap of {} ms",
-        longest_gap.as_millis()
-    );
+    assert_gap_within_bound(longest_gap);
 }
 
 /// A validator that was stopped while the epoch changed learns of it late: restarted, it
@@ -769,11 +770,7 @@ fn a_validator_rotates_its_keys_under_load_without_a_restart() {
         rotation.1,
         longest_gap.as_millis()
     );
-    assert!(
-        longest_gap <= Duration::from_secs(2),
-        "a commit gap of {} ms",
-        longest_gap.as_millis()
-    );
+    assert_gap_within_bound(longest_gap);
 }
 
 /// A validator that loses its disk after an epoch change, when its peers have pruned every

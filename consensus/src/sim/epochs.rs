@@ -81,12 +81,9 @@ impl Simulation {
         }
         r.epoch_sync_sent = Some(self.net.now);
         let (epoch, after) = (r.persisted.epoch, r.persisted.committed.len() as u64);
-        if self.net.drops(i, server) {
-            return;
-        }
-        let at = self.net.now + self.net.latency(i, server);
-        self.net.schedule(
-            at,
+        self.net.over_link(
+            i,
+            server,
             Event::EpochSync {
                 requester: i,
                 server,
@@ -119,12 +116,9 @@ impl Simulation {
             .filter_map(|h| s.persisted.committed.get(h as usize))
             .filter_map(|d| s.persisted.blocks.get(d).cloned())
             .collect();
-        if self.net.drops(server, requester) {
-            return;
-        }
-        let at = self.net.now + self.net.latency(server, requester);
-        self.net.schedule(
-            at,
+        self.net.over_link(
+            server,
+            requester,
             Event::EpochSyncReply {
                 to: requester,
                 first: Height(after.0 + 1),

@@ -168,6 +168,16 @@ impl Network {
         }
     }
 
+    /// Schedules `event` after the link's delay from `from` to `to`, unless the link loses
+    /// it.
+    pub(super) fn over_link(&mut self, from: usize, to: usize, event: Event) {
+        if self.drops(from, to) {
+            return;
+        }
+        let at = self.now + self.latency(from, to);
+        self.schedule(at, event);
+    }
+
     /// Sends `message` over the link, unless the link loses it.
     pub(super) fn transmit(&mut self, from: usize, to: usize, message: ConsensusMessage) {
         if self.drops(from, to) {
