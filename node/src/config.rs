@@ -187,6 +187,9 @@ impl NodeConfig {
                 format!("at most {MAX_RUNTIME_THREADS}"),
             ));
         }
+        self.p2p
+            .validate()
+            .map_err(|e| anyhow::anyhow!("config field {e}"))?;
         if self.checkpoints.interval == 0 {
             return Err(field_error("checkpoints.interval", "must be positive"));
         }

@@ -35,6 +35,17 @@ pub async fn run(
         metrics
             .bytes_in
             .set(c.bytes_received.load(Ordering::Relaxed) as i64);
+        for (gauge, counter) in [
+            (&metrics.p2p_dropped, &c.dropped),
+            (&metrics.p2p_bad_frames, &c.bad_frames),
+            (&metrics.p2p_stalled_frames, &c.stalled_frames),
+            (&metrics.p2p_replaced_connections, &c.replaced_connections),
+        ] {
+            gauge.set(i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        }
+        metrics
+            .p2p_queued_bytes
+            .set(i64::try_from(endpoint.queued_bytes()).unwrap_or(i64::MAX));
         metrics.mempool_size.set(mempool.lock().len() as i64);
         match store.disk_usage() {
             Ok(usage) => {

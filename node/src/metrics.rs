@@ -63,6 +63,16 @@ pub struct Metrics {
     pub bytes_out: IntGauge,
     /// Frame bytes received from peers.
     pub bytes_in: IntGauge,
+    /// Outbound notifications dropped (a peer's lane full, or its connection lost).
+    pub p2p_dropped: IntGauge,
+    /// Inbound frames refused (over the cap, undecodable, wrong lane, stalled).
+    pub p2p_bad_frames: IntGauge,
+    /// Of those, frames whose bytes did not arrive within the frame timeout.
+    pub p2p_stalled_frames: IntGauge,
+    /// Connections closed because the same key connected again.
+    pub p2p_replaced_connections: IntGauge,
+    /// Outbound frame bytes queued for peers.
+    pub p2p_queued_bytes: IntGauge,
     /// Inbound consensus messages dropped (queue full, cheap checks, failed verification).
     pub consensus_dropped: IntCounter,
     /// Inbound acknowledgements dropped because the batching task's queue was full.
@@ -318,6 +328,32 @@ impl Metrics {
                 &r,
                 "keel_p2p_received_bytes",
                 "Frame bytes received from peers",
+            ),
+            p2p_dropped: gauge(
+                &r,
+                "keel_p2p_dropped_notifications",
+                "Outbound notifications dropped (a peer's lane full in frames or bytes, or its \
+                 connection lost)",
+            ),
+            p2p_bad_frames: gauge(
+                &r,
+                "keel_p2p_bad_frames",
+                "Inbound frames refused (over the cap, undecodable, wrong lane, stalled)",
+            ),
+            p2p_stalled_frames: gauge(
+                &r,
+                "keel_p2p_stalled_frames",
+                "Inbound frames whose bytes did not arrive within p2p.frame_timeout_ms",
+            ),
+            p2p_replaced_connections: gauge(
+                &r,
+                "keel_p2p_replaced_connections",
+                "Connections closed because the same key connected again",
+            ),
+            p2p_queued_bytes: gauge(
+                &r,
+                "keel_p2p_queued_bytes",
+                "Outbound frame bytes queued for peers",
             ),
             consensus_dropped: counter(
                 &r,

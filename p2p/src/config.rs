@@ -1,7 +1,11 @@
 //! The endpoint's parameters ([`EndpointConfig`]): a serde section of the node's config, with a
 //! `DEFAULT_*` constant per field, and the QUIC transport parameters derived from it.
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    frame::LENGTH_PREFIX,
+    protocol::Protocol,
+};
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -11,8 +15,21 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     std::net::Ipv4Addr::LOCALHOST,
     0,
 ));
-/// Default of [`EndpointConfig::queue_capacity`]: notifications queued per peer.
+/// Default of [`EndpointConfig::queue_capacity`]: notifications queued per peer and lane.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Default of [`EndpointConfig::queue_bytes`]: frame bytes queued per peer and lane.
+pub const DEFAULT_QUEUE_BYTES: usize = 32 << 20;
+/// Default of [`EndpointConfig::inbound_bytes`]: frame bytes read from one peer on one lane at
+/// once.
+pub const DEFAULT_INBOUND_BYTES: usize = 16 << 20;
+/// Default of [`EndpointConfig::max_streams`]: notification streams a peer may have open at once.
+pub const DEFAULT_MAX_STREAMS: u32 = 64;
+/// Default of [`EndpointConfig::max_requests`]: requests a peer may have in flight at once.
+pub const DEFAULT_MAX_REQUESTS: u32 = 8;
+/// Default of [`EndpointConfig::receive_window`]: unread bytes a connection may hold.
+pub const DEFAULT_RECEIVE_WINDOW: u32 = 16 << 20;
+/// Default of [`EndpointConfig::frame_timeout`]: longest wait for a frame's bytes.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`EndpointConfig::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of [`EndpointConfig::max_backoff`].
@@ -33,9 +50,31 @@ pub struct EndpointConfig {
     /// Default: [`DEFAULT_LISTEN`].
     #[serde(skip)]
     pub listen: SocketAddr,
-    /// Notifications queued per peer before the oldest is dropped.
-    /// Default: [`DEFAULT_QUEUE_CAPACITY`].
+    /// Notifications queued per peer and lane (consensus, batches) before the oldest is
+    /// dropped. Default: [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
+    /// Frame bytes queued per peer and lane before the oldest frames are dropped (a dead
+    /// peer holds at most this much per lane). At least the lane's frame cap.
+    /// Default: [`DEFAULT_QUEUE_BYTES`].
+    pub queue_bytes: usize,
+    /// Frame bytes being read from one peer on one lane at once: a frame waits for room
+    /// before its payload is read, so one peer pins at most this much per lane. At least the
+    /// largest notification frame. Default: [`DEFAULT_INBOUND_BYTES`].
+    pub inbound_bytes: usize,
+    /// Notification streams one peer may have open at once (QUIC's stream limit; more wait
+    /// in the peer's own stack). Default: [`DEFAULT_MAX_STREAMS`].
+    pub max_streams: u32,
+    /// Requests one peer may have in flight at once, so one peer occupies at most this many
+    /// of the node's request workers. Default: [`DEFAULT_MAX_REQUESTS`].
+    pub max_requests: u32,
+    /// Bytes a connection may have received and not yet read (QUIC's connection window).
+    /// Default: [`DEFAULT_RECEIVE_WINDOW`].
+    pub receive_window: u32,
+    /// Longest wait for a frame's length prefix or payload once its stream is open
+    /// (`frame_timeout_ms`): a peer that announces a frame and stalls loses the stream.
+    /// Default: [`DEFAULT_FRAME_TIMEOUT`].
+    #[serde(rename = "frame_timeout_ms", with = "millis")]
+    pub frame_timeout: Duration,
     /// How long a request may take (`request_timeout_ms`). Default: [`DEFAULT_REQUEST_TIMEOUT`].
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
@@ -58,6 +97,12 @@ impl Default for EndpointConfig {
         EndpointConfig {
             listen: DEFAULT_LISTEN,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            inbound_bytes: DEFAULT_INBOUND_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            receive_window: DEFAULT_RECEIVE_WINDOW,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_backoff: DEFAULT_MAX_BACKOFF,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -68,22 +113,57 @@ impl Default for EndpointConfig {
 
 impl EndpointConfig {
     /// The QUIC transport parameters: keep-alives, so a dead peer's connection is closed after
-    /// `idle_timeout` rather than quinn's default of tens of seconds.
+    /// `idle_timeout` rather than quinn's default of tens of seconds, and the per-connection
+    /// stream and window limits. Refuses bounds below what one frame needs.
     pub(crate) fn transport(&self) -> Result<Arc<quinn::TransportConfig>> {
+        self.validate()?;
         let tls = |reason: String| Error::Tls { reason };
-        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
-            return Err(tls(format!(
-                "p2p.keep_alive_ms ({} ms) must be positive and below p2p.idle_timeout_ms ({} ms)",
-                self.keep_alive.as_millis(),
-                self.idle_timeout.as_millis()
-            )));
-        }
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| tls(format!("p2p.idle_timeout_ms: {e}")))?;
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(idle));
         transport.keep_alive_interval(Some(self.keep_alive));
+        transport.max_concurrent_uni_streams(self.max_streams.into());
+        transport.max_concurrent_bidi_streams(self.max_requests.into());
+        transport.receive_window(self.receive_window.into());
         Ok(Arc::new(transport))
+    }
+
+    /// Checks every field's range; the error names the `p2p.*` field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Error::Config { reason };
+        let largest = Protocol::Batches.frame_limit() + LENGTH_PREFIX + 1;
+        for (field, value) in [
+            ("queue_bytes", self.queue_bytes),
+            ("inbound_bytes", self.inbound_bytes),
+        ] {
+            if value < largest {
+                return Err(bad(format!(
+                    "p2p.{field} ({value}) must be at least one batch frame ({largest} bytes)"
+                )));
+            }
+        }
+        for (field, value) in [
+            ("queue_capacity", self.queue_capacity),
+            ("max_streams", self.max_streams as usize),
+            ("max_requests", self.max_requests as usize),
+            ("receive_window", self.receive_window as usize),
+        ] {
+            if value == 0 {
+                return Err(bad(format!("p2p.{field} must be positive")));
+            }
+        }
+        if self.frame_timeout.is_zero() {
+            return Err(bad("p2p.frame_timeout_ms must be positive".into()));
+        }
+        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
+            return Err(bad(format!(
+                "p2p.keep_alive_ms ({} ms) must be positive and below p2p.idle_timeout_ms ({} ms)",
+                self.keep_alive.as_millis(),
+                self.idle_timeout.as_millis()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -123,6 +203,25 @@ mod tests {
         assert_eq!(config.queue_capacity, 1024);
         assert_eq!(config.request_timeout, Duration::from_secs(5));
         assert_eq!(config.max_backoff, Duration::from_secs(5));
+        assert_eq!(config.queue_bytes, 32 << 20);
+        assert_eq!(config.frame_timeout, Duration::from_secs(10));
+        config.transport().unwrap();
+    }
+
+    #[test]
+    fn bounds_below_one_frame_are_refused_by_name() {
+        let small = EndpointConfig {
+            inbound_bytes: 1 << 20,
+            ..EndpointConfig::default()
+        };
+        let err = small.transport().unwrap_err().to_string();
+        assert!(err.contains("p2p.inbound_bytes (1048576)"), "{err}");
+        let none = EndpointConfig {
+            max_requests: 0,
+            ..EndpointConfig::default()
+        };
+        let err = none.transport().unwrap_err().to_string();
+        assert!(err.contains("p2p.max_requests must be positive"), "{err}");
     }
 
     #[test]
@@ -148,6 +247,12 @@ mod tests {
         let config = EndpointConfig {
             listen: SocketAddr::from(([10, 0, 0, 1], 7100)),
             queue_capacity: 3,
+            queue_bytes: 9 << 20,
+            inbound_bytes: 8 << 20,
+            max_streams: 5,
+            max_requests: 2,
+            receive_window: 1 << 20,
+            frame_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_millis(1500),
             max_backoff: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(9),

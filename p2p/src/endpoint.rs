@@ -1,44 +1,50 @@
 //! The QUIC endpoint: connections to allowed peers, one-way notifications, request/response.
 //!
-//! - One connection per pair: the peer with the smaller network key dials, the other accepts,
-//!   so simultaneous dials cannot happen. Dials that fail are retried with capped exponential
-//!   back-off.
-//! - Each notification travels on its own unidirectional stream, each request on its own
-//!   bidirectional stream; a stream carries one capped frame, so a bad frame costs one stream.
-//! - Outbound notifications wait in a bounded queue per peer. When it is full the *oldest*
-//!   message is dropped (and counted): for consensus and batch gossip the newest message
-//!   supersedes older ones, and a slow or dead peer must not hold memory or block the others.
+//! - One connection per pair: the peer with the smaller network key dials, the other accepts;
+//!   a newer connection from a key replaces the older one. Dials that fail are retried with
+//!   capped exponential back-off; a dial answered by another key than the one dialled is
+//!   closed, so a connection is always recorded under the key its handshake proved.
+//! - Each notification travels on its own unidirectional stream, tagged with its lane
+//!   (consensus or batches), each request on its own bidirectional stream; a stream carries
+//!   one capped frame, so a bad frame costs one stream.
+//! - Every resource a peer can grow is bounded per peer: outbound queues per lane in frames
+//!   and bytes ([`outbound`]); inbound streams, requests, unread bytes, bytes being read per
+//!   lane, frame sizes per protocol and the time a frame may take ([`inbound`]).
+
+mod inbound;
+mod outbound;
 
 pub use crate::config::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, EndpointConfig,
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND_BYTES, DEFAULT_KEEP_ALIVE,
+    DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_STREAMS,
+    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECEIVE_WINDOW, DEFAULT_REQUEST_TIMEOUT,
+    EndpointConfig,
 };
 use crate::{
     error::{Error, Result},
-    frame::{LENGTH_PREFIX, check_length, decode_payload, encode_frame},
+    frame::encode_frame,
     identity::{AllowedPeers, NetworkIdentity, client_config, peer_key, server_config},
     protocol::{Notification, Protocol, Request, Response},
 };
 use keel_types::PublicKey;
+use outbound::Peer;
 use parking_lot::Mutex;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
-use tokio::sync::Notify;
 
 const ALPN: &[u8] = b"keel/1";
 
-/// What the node does with what arrives. Called on the endpoint's tasks: implementations hand
-/// work to bounded channels or blocking pools and return at once; a handler that blocks stalls
-/// its connection's streams (only that peer's, not the others').
+/// What the node does with what arrives. Notifications are delivered on the endpoint's tasks
+/// (one per stream, so in no fixed order): implementations hand work to bounded channels and
+/// return at once. Requests are answered on the blocking pool.
 pub trait Handler<C>: Send + Sync + 'static {
     /// A notification from an authenticated peer.
     fn on_notification(&self, from: PublicKey, message: Notification<C>);
@@ -49,23 +55,21 @@ pub trait Handler<C>: Send + Sync + 'static {
 /// Counters for metrics and tests.
 #[derive(Debug, Default)]
 pub struct NetworkCounters {
-    /// Notifications dropped because a peer's queue was full.
+    /// Notifications dropped because a peer's lane was full (in frames or bytes) or its
+    /// connection was lost while sending.
     pub dropped: AtomicU64,
-    /// Frames refused (over the cap or undecodable).
+    /// Frames refused (over the cap, undecodable, on the wrong lane, or stalled).
     pub bad_frames: AtomicU64,
+    /// Of `bad_frames`, those whose bytes did not arrive within the frame timeout.
+    pub stalled_frames: AtomicU64,
+    /// Connections closed because the same key connected again.
+    pub replaced_connections: AtomicU64,
     /// Notifications delivered to the handler.
     pub received: AtomicU64,
     /// Frame bytes written to peers (notifications, requests and responses).
     pub bytes_sent: AtomicU64,
     /// Frame bytes read from peers.
     pub bytes_received: AtomicU64,
-}
-
-struct PeerQueue {
-    messages: Mutex<VecDeque<Vec<u8>>>,
-    ready: Notify,
-    /// Set when the peer is removed: its sender task stops.
-    removed: std::sync::atomic::AtomicBool,
 }
 
 struct Inner<C> {
@@ -80,7 +84,7 @@ struct Inner<C> {
     transport: Arc<quinn::TransportConfig>,
     allowed: Arc<AllowedPeers>,
     connections: Mutex<HashMap<PublicKey, quinn::Connection>>,
-    queues: Mutex<HashMap<PublicKey, Arc<PeerQueue>>>,
+    peers: Mutex<HashMap<PublicKey, Arc<Peer>>>,
     handler: Arc<dyn Handler<C>>,
     config: EndpointConfig,
     counters: NetworkCounters,
@@ -110,6 +114,19 @@ fn quic_configs(
 impl<C> Inner<C> {
     fn is_shut_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// The registered connection to `key`, if it is still open.
+    fn live_connection(&self, key: &PublicKey) -> Option<quinn::Connection> {
+        self.connections
+            .lock()
+            .get(key)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    fn peer_list(&self) -> Vec<Arc<Peer>> {
+        self.peers.lock().values().cloned().collect()
     }
 }
 
@@ -147,13 +164,13 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
             transport,
             allowed,
             connections: Mutex::new(HashMap::new()),
-            queues: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             handler,
             config,
             counters: NetworkCounters::default(),
             shutdown: std::sync::atomic::AtomicBool::new(false),
         });
-        tokio::spawn(accept_loop(inner.clone()));
+        tokio::spawn(inbound::accept_loop(inner.clone()));
         Ok(Network { inner })
     }
 
@@ -167,26 +184,21 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
     /// Adds a peer to send to; dials it if this node has the smaller key. A peer already
     /// added stays as it is.
     pub fn add_peer(&self, key: PublicKey, address: SocketAddr) {
-        let queue = Arc::new(PeerQueue {
-            messages: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-            removed: std::sync::atomic::AtomicBool::new(false),
-        });
+        let peer = Arc::new(Peer::new(address));
         {
-            let mut queues = self.inner.queues.lock();
-            if queues.contains_key(&key) {
+            let mut peers = self.inner.peers.lock();
+            if peers.contains_key(&key) {
                 return;
             }
-            queues.insert(key, queue.clone());
+            peers.insert(key, peer.clone());
         }
-        tokio::spawn(peer_sender(self.inner.clone(), key, address, queue));
+        outbound::spawn_senders(&self.inner, key, &peer);
     }
 
     /// Stops sending to `key` (its queued messages are dropped) and closes its connection.
     pub fn remove_peer(&self, key: &PublicKey) {
-        if let Some(queue) = self.inner.queues.lock().remove(key) {
-            queue.removed.store(true, Ordering::Release);
-            queue.ready.notify_one();
+        if let Some(peer) = self.inner.peers.lock().remove(key) {
+            peer.remove();
         }
         if let Some(connection) = self.inner.connections.lock().remove(key) {
             connection.close(0u32.into(), b"not a peer");
@@ -214,8 +226,8 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         for connection in closed {
             connection.close(0u32.into(), b"identity changed");
         }
-        for queue in self.inner.queues.lock().values() {
-            queue.ready.notify_one();
+        for peer in self.inner.peer_list() {
+            peer.wake();
         }
         Ok(())
     }
@@ -237,41 +249,53 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         }
     }
 
-    /// Queues `message` for `peer` (drop-oldest when the queue is full).
+    /// Queues `message` for `peer` on its lane (drop-oldest when the lane is full).
     pub fn send(&self, peer: &PublicKey, message: &Notification<C>) -> Result<()> {
-        let frame = encode_notification(message)?;
-        self.enqueue(peer, frame);
+        let (lane, frame) = encode_notification(message)?;
+        self.enqueue(peer, lane, frame);
         Ok(())
     }
 
     /// Queues `message` for every peer.
     pub fn broadcast(&self, message: &Notification<C>) -> Result<()> {
-        let frame = encode_notification(message)?;
-        let peers: Vec<PublicKey> = self.inner.queues.lock().keys().copied().collect();
+        let (lane, frame) = encode_notification(message)?;
+        let peers: Vec<PublicKey> = self.inner.peers.lock().keys().copied().collect();
         for p in peers {
-            self.enqueue(&p, frame.clone());
+            self.enqueue(&p, lane, frame.clone());
         }
         Ok(())
     }
 
-    /// Queues raw bytes as if they were a frame (tests of the receiver's frame checks).
+    /// Queues raw bytes as if they were a frame on `lane` (tests of the receiver's checks):
+    /// the stream opens with `lane`'s tag, then `bytes`.
     #[cfg(feature = "test-utils")]
-    pub fn send_raw_frame(&self, peer: &PublicKey, bytes: Vec<u8>) {
-        self.enqueue(peer, bytes);
+    pub fn send_raw_frame(&self, peer: &PublicKey, lane: Protocol, bytes: Vec<u8>) {
+        let mut frame = vec![lane.tag()];
+        frame.extend_from_slice(&bytes);
+        self.enqueue(peer, lane, frame);
     }
 
-    fn enqueue(&self, peer: &PublicKey, frame: Vec<u8>) {
-        let Some(queue) = self.inner.queues.lock().get(peer).cloned() else {
+    fn enqueue(&self, peer: &PublicKey, lane: Protocol, frame: Vec<u8>) {
+        let Some(peer) = self.inner.peers.lock().get(peer).cloned() else {
             return;
         };
-        let mut messages = queue.messages.lock();
-        if messages.len() >= self.inner.config.queue_capacity {
-            messages.pop_front();
-            self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        let config = &self.inner.config;
+        let dropped = peer.enqueue(lane, frame, config.queue_capacity, config.queue_bytes);
+        if dropped > 0 {
+            self.inner
+                .counters
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
-        messages.push_back(frame);
-        drop(messages);
-        queue.ready.notify_one();
+    }
+
+    /// Frame bytes queued for every peer (bounded by peers × lanes × `queue_bytes`).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner
+            .peer_list()
+            .iter()
+            .map(|p| p.queued_bytes())
+            .sum()
     }
 
     /// Sends `request` to `peer` and waits for its response (bounded by the request timeout).
@@ -286,7 +310,7 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
                 reason: format!("not connected to {peer}"),
             })?;
         let limit = Protocol::Sync.frame_limit();
-        let frame = encode_frame(request, limit, "sync")?;
+        let frame = encode_frame(request, crate::protocol::MAX_REQUEST_BYTES, "sync request")?;
         let exchange = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(io)?;
             send.write_all(&frame).await.map_err(io)?;
@@ -295,7 +319,9 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
                 .counters
                 .bytes_sent
                 .fetch_add(frame.len() as u64, Ordering::Relaxed);
-            read_frame::<Response>(&mut recv, limit, "sync", &self.inner.counters).await
+            let counters = &self.inner.counters;
+            let timeout = self.inner.config.request_timeout;
+            inbound::read_frame::<Response>(&mut recv, limit, "sync", counters, None, timeout).await
         };
         tokio::time::timeout(self.inner.config.request_timeout, exchange)
             .await
@@ -323,52 +349,48 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
     /// Closes every connection, stops the endpoint's tasks and waits until the socket is idle.
     pub async fn shutdown(&self) {
         self.inner.shutdown.store(true, Ordering::Release);
-        let queues: Vec<Arc<PeerQueue>> = self.inner.queues.lock().values().cloned().collect();
-        for q in queues {
-            q.ready.notify_one();
+        for peer in self.inner.peer_list() {
+            peer.wake();
         }
         self.inner.endpoint.close(0u32.into(), b"shutdown");
         self.inner.endpoint.wait_idle().await;
     }
 }
 
-/// Encodes a notification under its own protocol's cap (batches are larger than consensus
-/// messages).
-fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<Vec<u8>> {
-    let protocol = match message {
-        Notification::Consensus(_) | Notification::CheckpointSignature(_) => Protocol::Consensus,
-        Notification::Batch(_) | Notification::BatchAck(_) | Notification::Proof(_) => {
-            Protocol::Batches
-        }
-    };
-    encode_frame(message, protocol.frame_limit(), protocol.name())
+/// Dials `address` as `identity` over a fresh client endpoint with this crate's TLS and
+/// transport settings, and returns the raw connection: tests build misbehaving peers on it
+/// (streams that stall, too many streams, a second connection from the same key).
+#[cfg(feature = "test-utils")]
+pub async fn dial_raw(
+    identity: &NetworkIdentity,
+    allowed: Arc<AllowedPeers>,
+    address: SocketAddr,
+) -> Result<quinn::Connection> {
+    let config = EndpointConfig::default();
+    let transport = config.transport()?;
+    let (_, client) = quic_configs(identity, &allowed, &transport)?;
+    let mut endpoint =
+        quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(io)?;
+    endpoint.set_default_client_config(client);
+    endpoint
+        .connect(address, "keel")
+        .map_err(io)?
+        .await
+        .map_err(io)
 }
 
-/// The receive cap of notification streams: the largest of the notification protocols' caps
-/// (the kind is only known after decoding).
-const NOTIFICATION_LIMIT: usize = Protocol::Batches.frame_limit();
+/// Encodes a notification under its lane's cap, behind the lane's tag.
+fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<(Protocol, Vec<u8>)> {
+    let lane = message.protocol();
+    let mut frame = vec![lane.tag()];
+    frame.extend_from_slice(&encode_frame(message, lane.frame_limit(), lane.name())?);
+    Ok((lane, frame))
+}
 
 fn io(e: impl std::fmt::Display) -> Error {
     Error::Tls {
         reason: e.to_string(),
     }
-}
-
-async fn read_frame<T: DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-    limit: usize,
-    protocol: &'static str,
-    counters: &NetworkCounters,
-) -> Result<T> {
-    let mut prefix = [0u8; LENGTH_PREFIX];
-    recv.read_exact(&mut prefix).await.map_err(io)?;
-    let size = check_length(prefix, limit, protocol)?;
-    let mut payload = vec![0u8; size];
-    recv.read_exact(&mut payload).await.map_err(io)?;
-    counters
-        .bytes_received
-        .fetch_add((LENGTH_PREFIX + size) as u64, Ordering::Relaxed);
-    decode_payload(&payload, protocol)
 }
 
 fn remote_key(connection: &quinn::Connection) -> Option<PublicKey> {
@@ -377,192 +399,4 @@ fn remote_key(connection: &quinn::Connection) -> Option<PublicKey> {
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
     peer_key(certs.first()?).ok()
-}
-
-async fn accept_loop<C: DeserializeOwned + Send + Sync + 'static>(inner: Arc<Inner<C>>) {
-    while let Some(incoming) = inner.endpoint.accept().await {
-        let inner = inner.clone();
-        let generation = inner.generation.load(Ordering::Acquire);
-        tokio::spawn(async move {
-            let Ok(connection) = incoming.await else {
-                return; // handshake refused (not an allowed peer) or failed
-            };
-            if let Some(key) = remote_key(&connection) {
-                serve(inner, key, connection, generation).await;
-            }
-        });
-    }
-}
-
-/// Registers a connection and serves its incoming streams until it closes.
-async fn serve<C: DeserializeOwned + Send + Sync + 'static>(
-    inner: Arc<Inner<C>>,
-    key: PublicKey,
-    connection: quinn::Connection,
-    generation: u64,
-) {
-    if !inner.allowed.contains(&key) {
-        // Allowed at the handshake, removed since (an epoch change in between).
-        connection.close(0u32.into(), b"not allowed");
-        return;
-    }
-    {
-        let mut connections = inner.connections.lock();
-        if inner.generation.load(Ordering::Acquire) != generation {
-            // The handshake ran under the identity this node presented before a rotation.
-            connection.close(0u32.into(), b"identity changed");
-            return;
-        }
-        connections.insert(key, connection.clone());
-    }
-    if let Some(q) = inner.queues.lock().get(&key) {
-        q.ready.notify_one();
-    }
-    let requests = {
-        let inner = inner.clone();
-        let connection = connection.clone();
-        tokio::spawn(async move {
-            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                let inner = inner.clone();
-                tokio::spawn(async move {
-                    let limit = Protocol::Sync.frame_limit();
-                    match read_frame::<Request>(&mut recv, limit, "sync", &inner.counters).await {
-                        Ok(request) => {
-                            // Answers read storage: off the async workers.
-                            let serving = inner.clone();
-                            let Ok(response) = tokio::task::spawn_blocking(move || {
-                                serving.handler.on_request(key, request)
-                            })
-                            .await
-                            else {
-                                return;
-                            };
-                            if let Ok(frame) = encode_frame(&response, limit, "sync") {
-                                inner
-                                    .counters
-                                    .bytes_sent
-                                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                                let _ = send.write_all(&frame).await;
-                                let _ = send.finish();
-                            }
-                        }
-                        Err(_) => {
-                            inner.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        })
-    };
-    while let Ok(mut recv) = connection.accept_uni().await {
-        let limit = NOTIFICATION_LIMIT;
-        match read_frame::<Notification<C>>(&mut recv, limit, "notification", &inner.counters).await
-        {
-            Ok(message) => {
-                inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                inner.handler.on_notification(key, message);
-            }
-            Err(e) => {
-                inner.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %key, error = %e, "bad frame");
-                let _ = recv.stop(1u32.into());
-            }
-        }
-    }
-    requests.abort();
-    let mut connections = inner.connections.lock();
-    if connections
-        .get(&key)
-        .is_some_and(|c| c.stable_id() == connection.stable_id())
-    {
-        connections.remove(&key);
-    }
-}
-
-/// Keeps one peer connected (dialing if this node has the smaller key) and drains its queue.
-async fn peer_sender<C: DeserializeOwned + Send + Sync + 'static>(
-    inner: Arc<Inner<C>>,
-    key: PublicKey,
-    address: SocketAddr,
-    queue: Arc<PeerQueue>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    while !inner.is_shut_down() && !queue.removed.load(Ordering::Acquire) {
-        // Read each time: the identity may change (key rotation).
-        let dialer = *inner.me.lock() < key;
-        let (client, generation) = {
-            let client = inner.client.lock();
-            (client.clone(), inner.generation.load(Ordering::Acquire))
-        };
-        if !inner.allowed.contains(&key) {
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        let existing = inner
-            .connections
-            .lock()
-            .get(&key)
-            .filter(|c| c.close_reason().is_none())
-            .cloned();
-        let connection = match existing {
-            Some(c) => c,
-            None if dialer => {
-                match inner.endpoint.connect_with(client, address, "keel") {
-                    Ok(connecting) => match connecting.await {
-                        // The handshake proved an allowed key: it must be the one dialled.
-                        Ok(c) if remote_key(&c) != Some(key) => {
-                            c.close(0u32.into(), b"not the key dialled");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(inner.config.max_backoff);
-                            continue;
-                        }
-                        Ok(c) => {
-                            backoff = Duration::from_millis(50);
-                            tokio::spawn(serve(inner.clone(), key, c.clone(), generation));
-                            c
-                        }
-                        Err(_) => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(inner.config.max_backoff);
-                            continue;
-                        }
-                    },
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
-                }
-            }
-            None => {
-                // The peer dials us; wait until it has (or a message arrives).
-                let _ = tokio::time::timeout(backoff, queue.ready.notified()).await;
-                continue;
-            }
-        };
-        let next = queue.messages.lock().pop_front();
-        match next {
-            Some(frame) => {
-                let sent = async {
-                    let mut send = connection.open_uni().await.map_err(io)?;
-                    send.write_all(&frame).await.map_err(io)?;
-                    send.finish().map_err(io)
-                };
-                if sent.await.is_err() {
-                    // Connection lost: the message is dropped; the loop reconnects.
-                    inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    inner
-                        .counters
-                        .bytes_sent
-                        .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = queue.ready.notified() => {}
-                    _ = connection.closed() => {}
-                }
-            }
-        }
-    }
 }

@@ -21,6 +21,12 @@ pub enum Error {
         /// The decoder's reason.
         reason: String,
     },
+    /// A peer that announced a frame (or opened a stream) and did not send its bytes in time.
+    #[error("no frame bytes for {waited_ms} ms: stream dropped")]
+    Stalled {
+        /// How long the read waited.
+        waited_ms: u64,
+    },
     /// A certificate whose key is not an allowed peer.
     #[error("peer key {key} is not in the allowed set")]
     UnknownPeer {
@@ -31,6 +37,12 @@ pub enum Error {
     #[error("bad peer certificate: {reason}")]
     Certificate {
         /// What is wrong.
+        reason: String,
+    },
+    /// An endpoint parameter out of range (the message names the `p2p.*` field).
+    #[error("{reason}")]
+    Config {
+        /// What is wrong, naming the field.
         reason: String,
     },
     /// Building the TLS configuration failed (our own setup, not a peer's fault).

@@ -4,7 +4,7 @@
 //! ```text
 //!  network key ──▶ NetworkIdentity (self-signed ed25519 cert) ──▶ rustls configs
 //!                                  peer cert ──▶ PeerVerifier ──▶ AllowedPeers? ──▶ peer identity
-//!  message ──encode_frame(cap)──▶ [u32 len | bcs] ──FrameDecoder(cap)──▶ message
+//!  message ──encode_frame(cap)──▶ [lane tag | u32 len | bcs] ──read_frame(lane cap)──▶ message
 //! ```
 //!
 //! Committed-range sync's protocol logic is the pure state machine [`range_sync::RangeSync`]
@@ -21,6 +21,11 @@
 //! - A peer is accepted only if its certificate's ed25519 key is in the allowed set, on both
 //!   sides of the handshake, and only over TLS 1.3.
 //! - Every frame is capped per protocol before it is read; bad bytes are a typed error.
+//! - Everything a peer can make this node hold is bounded per peer: one connection per key,
+//!   its open streams and requests, unread and being-read bytes, queued outbound frames (in
+//!   frames and bytes, per lane), and the time a frame may take (see [`endpoint`]).
+//! - Consensus messages have their own lane (queue, streams, budget): batches can neither delay
+//!   nor evict them.
 //!
 //! Not here: verification of message contents (signatures, QCs), which consumers do against
 //! the committee (except committed ranges, which [`range_sync`] checks); consensus logic;
@@ -38,10 +43,13 @@ pub mod protocol;
 pub mod range_sync;
 pub mod state_sync;
 
+#[cfg(feature = "test-utils")]
+pub use endpoint::dial_raw;
 pub use endpoint::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, EndpointConfig, Handler, Network,
-    NetworkCounters,
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND_BYTES, DEFAULT_KEEP_ALIVE,
+    DEFAULT_LISTEN, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_REQUESTS, DEFAULT_MAX_STREAMS,
+    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECEIVE_WINDOW, DEFAULT_REQUEST_TIMEOUT,
+    EndpointConfig, Handler, Network, NetworkCounters,
 };
 pub use error::{Error, Result};
 pub use frame::{FrameDecoder, decode_payload, encode_frame};

@@ -33,7 +33,27 @@ impl Protocol {
         }
     }
 
-    /// Largest frame payload accepted.
+    /// The byte that opens a notification stream of this protocol's lane (requests travel
+    /// on their own bidirectional streams and carry none).
+    pub const fn tag(self) -> u8 {
+        match self {
+            Protocol::Consensus => 0,
+            Protocol::Batches => 1,
+            Protocol::Sync => 2,
+        }
+    }
+
+    /// The notification lane a stream's first byte names (`None` for anything else).
+    pub const fn lane_of(tag: u8) -> Option<Protocol> {
+        match tag {
+            0 => Some(Protocol::Consensus),
+            1 => Some(Protocol::Batches),
+            _ => None,
+        }
+    }
+
+    /// Largest frame payload accepted (for [`Protocol::Sync`], a response's; requests are
+    /// capped at [`MAX_REQUEST_BYTES`]).
     pub const fn frame_limit(self) -> usize {
         match self {
             // A proposal with a full payload of proofs and a TC.
@@ -45,6 +65,13 @@ impl Protocol {
         }
     }
 }
+
+/// Largest request frame payload accepted (a request names at most [`MAX_REQUEST_ITEMS`]
+/// digests: about 8 KiB).
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// Notification lanes: each peer has one outbound queue and one inbound byte budget per lane,
+/// so consensus messages never wait behind, or are dropped because of, batches.
+pub const LANES: [Protocol; 2] = [Protocol::Consensus, Protocol::Batches];
 
 /// Most items asked for in one request (blocks, batches, heights of a committed range).
 pub const MAX_REQUEST_ITEMS: usize = 256;
@@ -68,6 +95,22 @@ pub enum Notification<C> {
     Proof(ProofOfAvailability),
     /// A validator's signature over a checkpoint, broadcast by its signer.
     CheckpointSignature(CheckpointSignature),
+}
+
+impl<C> Notification<C> {
+    /// The lane (and frame cap) this notification travels on: consensus messages and
+    /// checkpoint signatures on [`Protocol::Consensus`], batch dissemination on
+    /// [`Protocol::Batches`].
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Notification::Consensus(_) | Notification::CheckpointSignature(_) => {
+                Protocol::Consensus
+            }
+            Notification::Batch(_) | Notification::BatchAck(_) | Notification::Proof(_) => {
+                Protocol::Batches
+            }
+        }
+    }
 }
 
 /// Sync requests.

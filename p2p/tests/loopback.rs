@@ -1,104 +1,18 @@
 //! Real QUIC endpoints on loopback: notifications and requests flow between allowed peers, a
 //! peer outside the allowed set reaches no handler, and traffic resumes after a restart.
 
+mod common;
+
+use common::{any_addr, keys_for, mesh, start, start_with, wait_for};
 use keel_p2p::{
-    AllowedPeers, EndpointConfig, Handler, Network, NetworkIdentity, Notification, Request,
-    Response,
+    AllowedPeers, EndpointConfig, Handler, Network, NetworkIdentity, Notification, Protocol,
+    Request, Response,
 };
 use keel_types::{Digest, PublicKey};
-use parking_lot::Mutex;
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
-
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<Vec<(PublicKey, Vec<u8>)>>,
-}
-
-impl Handler<Vec<u8>> for Recorder {
-    fn on_notification(&self, from: PublicKey, message: Notification<Vec<u8>>) {
-        if let Notification::Consensus(bytes) = message {
-            self.seen.lock().push((from, bytes));
-        }
-    }
-
-    fn on_request(&self, _from: PublicKey, request: Request) -> Response {
-        match request {
-            Request::Blocks { digests } => Response::Refused(format!("{} digests", digests.len())),
-            _ => Response::Refused("unsupported".into()),
-        }
-    }
-}
-
-struct Node {
-    identity: NetworkIdentity,
-    network: Network<Vec<u8>>,
-    recorder: Arc<Recorder>,
-    addr: SocketAddr,
-}
-
-fn start(seed: u8, allowed: Arc<AllowedPeers>, listen: SocketAddr) -> Node {
-    start_with(
-        seed,
-        allowed,
-        EndpointConfig {
-            listen,
-            ..EndpointConfig::default()
-        },
-    )
-}
-
-fn start_with(seed: u8, allowed: Arc<AllowedPeers>, config: EndpointConfig) -> Node {
-    let identity = NetworkIdentity::from_seed(&[seed; 32]).unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let network = Network::start(config, &identity, allowed, recorder.clone()).unwrap();
-    let addr = network.local_addr().unwrap();
-    Node {
-        identity,
-        network,
-        recorder,
-        addr,
-    }
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn any_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// The network keys of seeds 1..=n.
-fn keys_for(n: u8) -> Vec<PublicKey> {
-    (1..=n)
-        .map(|s| NetworkIdentity::from_seed(&[s; 32]).unwrap().public())
-        .collect()
-}
-
-/// `n` endpoints (seeds 1..=n) that all allow and know each other.
-fn mesh(n: u8) -> (Vec<PublicKey>, Vec<Node>) {
-    let keys = keys_for(n);
-    let allowed = AllowedPeers::new(keys.clone());
-    let nodes: Vec<Node> = (1..=n)
-        .map(|s| start(s, allowed.clone(), any_addr()))
-        .collect();
-    for a in &nodes {
-        for b in &nodes {
-            if a.identity.public() != b.identity.public() {
-                a.network.add_peer(b.identity.public(), b.addr);
-            }
-        }
-    }
-    (keys, nodes)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_endpoints_exchange_notifications_and_requests() {
@@ -211,14 +125,23 @@ async fn traffic_resumes_after_a_peer_restarts() {
 async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
     let (keys, nodes) = mesh(3u8);
     let target = keys[1];
-    // A frame announcing 6 MiB (over the 5 MiB notification cap), then garbage.
-    let mut bad = (6u32 << 20).to_be_bytes().to_vec();
-    bad.extend_from_slice(&[7; 64]);
-    nodes[0].network.send_raw_frame(&target, bad);
+    let raw = |lane, bytes| nodes[0].network.send_raw_frame(&target, lane, bytes);
+    let announcing = |size: u32| {
+        let mut bad = size.to_be_bytes().to_vec();
+        bad.extend_from_slice(&[7; 64]);
+        bad
+    };
+    // Frames over their lane's cap, then garbage: 6 MiB on the batch lane (cap 5 MiB), and
+    // 3 MiB on the consensus lane (cap 2 MiB, although the batch lane would take it).
+    raw(Protocol::Batches, announcing(6 << 20));
+    raw(Protocol::Consensus, announcing(3 << 20));
     // An undecodable frame within the cap.
-    nodes[0]
-        .network
-        .send_raw_frame(&target, vec![0, 0, 0, 3, 0xee, 0xee, 0xee]);
+    raw(Protocol::Consensus, vec![0, 0, 0, 3, 0xee, 0xee, 0xee]);
+    // A well-formed consensus message on the batch lane.
+    let wrong = keel_p2p::encode_frame(&Notification::<Vec<u8>>::Consensus(vec![9]), 64, "t");
+    raw(Protocol::Batches, wrong.unwrap());
+    // A stream naming no lane.
+    raw(Protocol::Sync, announcing(3));
     nodes[0]
         .network
         .send(&target, &Notification::Consensus(vec![1]))
@@ -231,14 +154,16 @@ async fn an_oversize_frame_is_refused_and_the_endpoint_keeps_serving() {
         nodes[1].recorder.seen.lock().len() == 2
     })
     .await;
-    assert_eq!(
+    // Streams are read concurrently: the refusals may land after the good messages.
+    wait_for("five refused frames", || {
         nodes[1]
             .network
             .counters()
             .bad_frames
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 5
+    })
+    .await;
     for n in &nodes {
         n.network.shutdown().await;
     }
