@@ -215,6 +215,8 @@ pub struct ReceiptJson {
     pub block: String,
     /// Position in the block.
     pub position: u32,
+    /// The fee paid (0 when discarded).
+    pub fee: u64,
 }
 
 /// One state change as JSON.
@@ -263,6 +265,7 @@ impl From<&Receipt> for ReceiptJson {
             digest: r.transaction.to_string(),
             sender: r.sender.to_string(),
             nonce: r.nonce.0,
+            fee: r.fee,
             status: status.into(),
             reason,
             effects: r

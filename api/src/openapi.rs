@@ -113,7 +113,7 @@ pub fn openapi_document() -> Value {
             "Receipt": {"type": "object", "properties": {
                 "digest": hex("transaction"), "sender": hex("address"), "nonce": {"type": "integer"},
                 "status": {"type": "string", "enum": ["success", "failed", "discarded"]}, "reason": {"type": "string"},
-                "effects": {"type": "array", "items": {"type": "object"}}, "height": {"type": "integer"}, "block": hex("block digest"), "position": {"type": "integer"}}},
+                "effects": {"type": "array", "items": {"type": "object"}}, "height": {"type": "integer"}, "block": hex("block digest"), "position": {"type": "integer"}, "fee": {"type": "integer", "minimum": 0, "description": "The fee paid (0 when discarded)"}}},
             "Account": {"type": "object", "properties": {"address": hex("address"), "balance": {"type": "integer"}, "nonce": {"type": "integer"}}},
             "Object": {"type": "object", "properties": {"owner": hex("address"), "key": hex("key"), "version": {"type": "integer"}, "value": hex("value")}},
             "Block": {"type": "object", "properties": {"height": {"type": "integer"}, "digest": hex("digest"), "epoch": {"type": "integer"}, "round": {"type": "integer"}, "author": {"type": "integer"}, "timestamp_ms": {"type": "integer"}, "parent": hex("digest"), "executed": {"type": "boolean"},

@@ -1,9 +1,10 @@
 //! Admission throughput on one core: signed transfers admitted one at a time (single signature
 //! verification) versus in groups of 64 (one batch verification). `cargo bench -p keel-authority`.
 
-use keel_authority::{Mempool, MempoolConfig, NonceReader};
+use keel_authority::{AccountReader, Mempool, MempoolConfig};
 use keel_types::{
-    Address, ChainId, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
+    Account, Address, ChainId, FeeSchedule, KeyPair, Nonce, Op, SignedTransaction, TimestampMs,
+    Transaction,
 };
 use std::time::Instant;
 
@@ -11,9 +12,12 @@ const CHAIN: ChainId = ChainId(9);
 const NOW: TimestampMs = TimestampMs(1_000_000);
 
 struct Zero;
-impl NonceReader for Zero {
-    fn next_nonce(&self, _address: &Address) -> Nonce {
-        Nonce(0)
+impl AccountReader for Zero {
+    fn account(&self, _address: &Address) -> Account {
+        Account {
+            balance: u64::MAX,
+            nonce: Nonce(0),
+        }
     }
 }
 
@@ -44,7 +48,14 @@ fn main() {
             max_pending: n as usize,
             ..MempoolConfig::default()
         };
-        let mut pool = Mempool::new(config, CHAIN);
+        let mut pool = Mempool::new(
+            config,
+            CHAIN,
+            FeeSchedule {
+                per_op: 100,
+                per_byte: 1,
+            },
+        );
         let start = Instant::now();
         let mut admitted = 0;
         for chunk in txs.chunks(group) {

@@ -67,7 +67,7 @@ impl BatchMaker {
         let size = tx.encode().len();
         // A transaction that would overflow the byte limit goes into the next batch.
         let sealed = if !self.open.is_empty() && self.open_bytes + size > self.config.max_bytes {
-            self.seal()
+            self.seal(now)
         } else {
             None
         };
@@ -82,7 +82,7 @@ impl BatchMaker {
         if self.open.len() >= self.config.max_transactions
             || self.open_bytes >= self.config.max_bytes
         {
-            return self.seal();
+            return self.seal(now);
         }
         None
     }
@@ -91,7 +91,7 @@ impl BatchMaker {
     pub fn tick(&mut self, now: TimestampMs) -> Option<Batch> {
         let opened = self.opened_at?;
         if now.0.saturating_sub(opened.0) >= self.config.seal_after_ms {
-            return self.seal();
+            return self.seal(now);
         }
         None
     }
@@ -107,7 +107,8 @@ impl BatchMaker {
         self.to_reserve.take()
     }
 
-    fn seal(&mut self) -> Option<Batch> {
+    /// Seals the open batch at `now`; it expires `lifetime_ms` later.
+    fn seal(&mut self, now: TimestampMs) -> Option<Batch> {
         if self.open.is_empty() {
             return None;
         }
@@ -119,6 +120,7 @@ impl BatchMaker {
             author: self.author,
             epoch: self.epoch,
             sequence: self.next_sequence,
+            expires_at: TimestampMs(now.0.saturating_add(self.config.lifetime_ms)),
             transactions: std::mem::take(&mut self.open),
         };
         self.next_sequence += 1;

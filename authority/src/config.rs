@@ -15,6 +15,13 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 /// Default [`BatchConfig::seal_after_ms`]: short, since a transaction waits this long at most
 /// before its batch travels.
 pub const DEFAULT_BATCH_SEAL_AFTER_MS: u64 = 20;
+/// Default [`BatchConfig::lifetime_ms`]: half of what validators accept
+/// ([`keel_types::batch::MAX_BATCH_LIFETIME_MS`]), the rest is room for clock drift.
+pub const DEFAULT_BATCH_LIFETIME_MS: u64 = 60_000;
+/// Default [`DisseminationConfig::max_stored_batches_per_author`].
+pub const DEFAULT_MAX_STORED_BATCHES_PER_AUTHOR: usize = 4_096;
+/// Default [`DisseminationConfig::max_stored_bytes_per_author`]: 256 MiB.
+pub const DEFAULT_MAX_STORED_BYTES_PER_AUTHOR: u64 = 256 << 20;
 
 /// Default [`DisseminationConfig::max_collecting`].
 pub const DEFAULT_MAX_COLLECTING: usize = 256;
@@ -54,6 +61,9 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Seal a non-empty batch once its oldest transaction has waited this long, in ms.
     pub seal_after_ms: u64,
+    /// A sealed batch expires this long after sealing, in ms: no block at or after that time
+    /// orders it (at most [`keel_types::batch::MAX_BATCH_LIFETIME_MS`]).
+    pub lifetime_ms: u64,
 }
 
 impl Default for BatchConfig {
@@ -62,6 +72,7 @@ impl Default for BatchConfig {
             max_transactions: DEFAULT_BATCH_MAX_TRANSACTIONS,
             max_bytes: DEFAULT_BATCH_MAX_BYTES,
             seal_after_ms: DEFAULT_BATCH_SEAL_AFTER_MS,
+            lifetime_ms: DEFAULT_BATCH_LIFETIME_MS,
         }
     }
 }
@@ -78,6 +89,11 @@ pub struct DisseminationConfig {
     pub reoffer_after_ms: u64,
     /// Proofs (and batches awaiting acknowledgements) older than this are dropped, in ms.
     pub expire_after_ms: u64,
+    /// Each author's batches this node stores before they are ordered or expire; a peer's
+    /// batch beyond it is refused unverified (not stored, not acknowledged).
+    pub max_stored_batches_per_author: usize,
+    /// The same bound in encoded bytes.
+    pub max_stored_bytes_per_author: u64,
 }
 
 impl Default for DisseminationConfig {
@@ -87,6 +103,8 @@ impl Default for DisseminationConfig {
             max_queued_proofs: DEFAULT_MAX_QUEUED_PROOFS,
             reoffer_after_ms: DEFAULT_REOFFER_AFTER_MS,
             expire_after_ms: DEFAULT_EXPIRE_AFTER_MS,
+            max_stored_batches_per_author: DEFAULT_MAX_STORED_BATCHES_PER_AUTHOR,
+            max_stored_bytes_per_author: DEFAULT_MAX_STORED_BYTES_PER_AUTHOR,
         }
     }
 }

@@ -56,6 +56,14 @@ pub enum Rejection {
     /// The signature does not verify.
     #[error("invalid signature")]
     BadSignature,
+    /// The sender's committed balance does not cover the fee.
+    #[error("the fee {fee} is more than the sender's balance {balance}")]
+    CannotPayFee {
+        /// The transaction's fee.
+        fee: u64,
+        /// The sender's committed balance.
+        balance: u64,
+    },
     /// Already pending (same digest), or another pending transaction has this nonce.
     #[error("duplicate of pending transaction {0}")]
     Duplicate(Digest),

@@ -9,10 +9,14 @@
 //! 1. expiry before the block's timestamp: discarded (nothing read);
 //! 2. nonce ahead of the account's: discarded; behind: stale (the executor tells a duplicate
 //!    of an executed transaction from a late one);
-//! 3. ops apply in order on a scratch copy; the first op that cannot apply fails the whole
-//!    transaction, which then only consumes the nonce;
-//! 4. success writes every changed account and object, and the sender's next nonce;
-//! 5. a governance vote reads and writes the epoch record ([`crate::governance`]); a refused
+//! 3. the fee ([`FeeSchedule::fee`]) comes off the sender's balance first: a balance that
+//!    cannot cover it discards the transaction (nothing changes);
+//! 4. ops apply in order on a scratch copy; the first op that cannot apply fails the whole
+//!    transaction, which then only pays its fee and consumes the nonce;
+//! 5. success writes every changed account and object, and the sender's next nonce; an
+//!    object written gets the write stamp `nonce × MAX_OPS + op_index + 1` as its version, so
+//!    versions never repeat, even across a delete and re-create (no compare-and-swap ABA);
+//! 6. a governance vote reads and writes the epoch record ([`crate::governance`]); a refused
 //!    vote fails like any op.
 
 use crate::{
@@ -21,8 +25,8 @@ use crate::{
     state::{account_key, decode, decode_account, decode_object, encode, object_key},
 };
 use keel_types::{
-    Account, Address, DiscardReason, Effect, EpochState, ExecutionStatus, FailureReason, Height,
-    Nonce, Object, Op, TimestampMs, Transaction,
+    Account, Address, DiscardReason, Effect, EpochState, ExecutionStatus, FailureReason,
+    FeeSchedule, Height, Nonce, Object, Op, TimestampMs, Transaction, transaction::MAX_OPS,
 };
 use std::collections::BTreeMap;
 
@@ -38,10 +42,12 @@ pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// What running a transaction would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxOutcome {
-    /// It ran (succeeded or failed) and consumed its nonce.
+    /// It ran (succeeded or failed), paid its fee and consumed its nonce.
     Executed {
         /// Success or the failure reason.
         status: ExecutionStatus,
+        /// The fee charged.
+        fee: u64,
         /// The writes to apply.
         writes: Writes,
         /// The same writes as a client reads them.
@@ -63,6 +69,8 @@ pub struct BlockContext {
     pub height: Height,
     /// Its timestamp.
     pub timestamp: TimestampMs,
+    /// The chain's fees.
+    pub fees: FeeSchedule,
 }
 
 /// Runs `tx` (sent by `sender`) in `block` against `view`.
@@ -96,6 +104,15 @@ pub fn execute_transaction(
             next: start.nonce,
         }));
     };
+    let fee = block.fees.fee(tx);
+    let Some(balance) = start.balance.checked_sub(fee) else {
+        return Ok(TxOutcome::Discarded(DiscardReason::CannotPayFee {
+            fee,
+            balance: start.balance,
+        }));
+    };
+    // The fee is charged first and kept whatever the ops do (it is burned).
+    let start = Account { balance, ..start };
 
     let mut scratch = Scratch {
         sender,
@@ -122,6 +139,7 @@ pub fn execute_transaction(
     let (writes, effects) = scratch.into_writes();
     Ok(TxOutcome::Executed {
         status,
+        fee,
         writes,
         effects,
     })
@@ -205,8 +223,9 @@ impl Scratch<'_> {
                 }
             }
             Op::Put { key, value } => {
+                let stamp = self.write_stamp(op_index);
                 let entry = self.object(key, view)?;
-                return Ok(write_next_version(entry, value, op_index));
+                return Ok(write_version(entry, value, stamp, op_index));
             }
             Op::Delete { key } => {
                 let entry = self.object(key, view)?;
@@ -228,7 +247,9 @@ impl Scratch<'_> {
                         found,
                     }));
                 }
-                return Ok(write_next_version(entry, value, op_index));
+                let stamp = self.write_stamp(op_index);
+                let entry = self.object(key, view)?;
+                return Ok(write_version(entry, value, stamp, op_index));
             }
             Op::Governance { epoch, change } => {
                 let refused =
@@ -259,6 +280,17 @@ impl Scratch<'_> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// The version a write by op `op_index` of this transaction gives an object:
+    /// `nonce × MAX_OPS + op_index + 1`, strictly increasing over the sender's writes (see
+    /// [`Object`]); `None` past `u64::MAX`.
+    fn write_stamp(&self, op_index: u32) -> Option<u64> {
+        self.tx
+            .nonce
+            .0
+            .checked_mul(MAX_OPS as u64)?
+            .checked_add(u64::from(op_index) + 1)
     }
 
     fn into_writes(self) -> (Writes, Vec<Effect>) {
@@ -300,13 +332,14 @@ impl Scratch<'_> {
     }
 }
 
-/// Writes `value` as the object's next version (1 for a new object).
-fn write_next_version(
+/// Writes `value` with version `stamp` (see [`Object`]: `None` when the stamp overflows).
+fn write_version(
     entry: &mut (Option<Object>, bool),
     value: &[u8],
+    stamp: Option<u64>,
     op_index: u32,
 ) -> Result<(), FailureReason> {
-    let Some(version) = entry.0.as_ref().map_or(0, |o| o.version).checked_add(1) else {
+    let Some(version) = stamp else {
         return Err(FailureReason::VersionOverflow { op_index });
     };
     *entry = (

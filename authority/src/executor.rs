@@ -29,8 +29,8 @@ use crate::{
 };
 use keel_storage::{Column, StateSnapshot, Store, Versioned, WriteOp};
 use keel_types::{
-    Account, Address, Digest, DiscardReason, Epoch, EpochState, ExecutionStatus, Height, Receipt,
-    SignedTransaction, TimestampMs,
+    Account, Address, Digest, DiscardReason, Epoch, EpochState, ExecutionStatus, FeeSchedule,
+    Height, Receipt, SignedTransaction, TimestampMs,
 };
 use std::{
     collections::{HashMap, HashSet},
@@ -54,7 +54,12 @@ pub struct GenesisState {
     /// The first epoch's governance record (`None`: a chain without governance, whose votes
     /// all fail).
     pub epoch: Option<EpochState>,
+    /// The fees every transaction pays (written to the state at [`FEES_KEY`] unless zero).
+    pub fees: FeeSchedule,
 }
+
+/// The state key of the chain's [`FeeSchedule`] (absent: no fees).
+pub const FEES_KEY: &[u8] = b"s/fees";
 
 impl GenesisState {
     /// The state entries genesis writes: one account per funded address (amounts given for
@@ -78,6 +83,10 @@ impl GenesisState {
                 self.epoch
                     .iter()
                     .map(|e| (EPOCH_STATE_KEY.to_vec(), encode(e))),
+            )
+            .chain(
+                (self.fees != FeeSchedule::default())
+                    .then(|| (FEES_KEY.to_vec(), encode(&self.fees))),
             )
             .collect()
     }
@@ -143,6 +152,8 @@ pub struct Executor {
     cache: StateCache,
     /// The executed state's epoch record (`None` on a chain without one).
     epoch: Option<EpochState>,
+    /// The chain's fees, from the executed state.
+    fees: FeeSchedule,
 }
 
 impl std::fmt::Debug for Executor {
@@ -181,12 +192,14 @@ impl Executor {
             None => write_genesis(&store, genesis)?,
         };
         let epoch = read_epoch_state(&store)?;
+        let fees = read_fees(&store)?;
         Ok(Executor {
             store,
             cache: StateCache::new(config.cache_entries),
             config,
             marker,
             epoch,
+            fees,
         })
     }
 
@@ -198,6 +211,7 @@ impl Executor {
     /// Reloads the epoch record from the store (after state sync installed another state).
     pub fn reload(&mut self) -> Result<()> {
         self.epoch = read_epoch_state(&self.store)?;
+        self.fees = read_fees(&self.store)?;
         if let Some(marker) = state::executed_marker(&self.store)? {
             self.marker = marker;
         }
@@ -236,6 +250,7 @@ impl Executor {
         let context = BlockContext {
             height: block.height,
             timestamp: block.timestamp,
+            fees: self.fees,
         };
         let started = Instant::now();
         let mut timings = Timings::default();
@@ -247,7 +262,7 @@ impl Executor {
         let runs = if self.config.workers == 0 {
             Vec::new()
         } else {
-            optimistic_phase(&pre, block, self.config.workers)?
+            optimistic_phase(&pre, block, context, self.config.workers)?
         };
         let mut runs = runs.into_iter().map(Some);
         timings.optimistic = started.elapsed();
@@ -290,17 +305,18 @@ impl Executor {
                     execute_transaction(&tx.transaction, sender, context, &mut view)?
                 }
             };
-            let (status, effects) = match outcome {
+            let (status, effects, fee) = match outcome {
                 TxOutcome::Executed {
                     status,
+                    fee,
                     writes,
                     effects,
                 } => {
                     overlay.extend(writes);
                     executed += 1;
-                    (status, effects)
+                    (status, effects, fee)
                 }
-                TxOutcome::Discarded(reason) => (ExecutionStatus::Discarded(reason), Vec::new()),
+                TxOutcome::Discarded(reason) => (ExecutionStatus::Discarded(reason), Vec::new(), 0),
                 TxOutcome::Stale { next } => {
                     let earlier = state::receipt(&self.store, &digest)?;
                     if earlier.is_some_and(|r| r.status.is_executed()) {
@@ -311,7 +327,7 @@ impl Executor {
                         nonce: tx.transaction.nonce,
                         next,
                     };
-                    (ExecutionStatus::Discarded(reason), Vec::new())
+                    (ExecutionStatus::Discarded(reason), Vec::new(), 0)
                 }
             };
             receipts.push(Receipt {
@@ -323,6 +339,7 @@ impl Executor {
                 height: block.height,
                 block: block.digest,
                 position: u32::try_from(position).unwrap_or(u32::MAX),
+                fee,
             });
         }
 
@@ -429,6 +446,7 @@ impl PreBlock<'_, '_> {
 fn optimistic_phase(
     pre: &PreBlock<'_, '_>,
     block: &BlockToExecute<'_>,
+    context: BlockContext,
     workers: usize,
 ) -> Result<Vec<Run>> {
     let n = block.transactions.len();
@@ -451,10 +469,6 @@ fn optimistic_phase(
                 let mut view = SnapshotView {
                     pre,
                     reads: Vec::new(),
-                };
-                let context = BlockContext {
-                    height: block.height,
-                    timestamp: block.timestamp,
                 };
                 let outcome = execute_transaction(&tx.transaction, sender, context, &mut view)?;
                 out.push((
@@ -538,6 +552,22 @@ impl StateView for OverlayView<'_, '_, '_> {
 }
 
 const GENESIS_KEY: &[u8] = b"genesis";
+
+/// Reads the fee schedule from the latest executed state (none: no fees).
+pub fn read_fees(store: &Store) -> Result<FeeSchedule> {
+    Ok(store
+        .get_state(FEES_KEY)?
+        .map(|v| state::decode(&v.value, "fee schedule"))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+impl Executor {
+    /// The fees transactions pay.
+    pub fn fees(&self) -> FeeSchedule {
+        self.fees
+    }
+}
 
 /// Reads the epoch record from the latest executed state.
 pub fn read_epoch_state(store: &Store) -> Result<Option<EpochState>> {

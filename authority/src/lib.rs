@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batch_ledger;
 pub mod batching;
 pub mod cache;
 pub mod checkpoint_store;
@@ -69,6 +70,7 @@ pub mod state;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
+pub use batch_ledger::{BatchLedger, LedgerEntry, QuotaExceeded, Released, ledger_key};
 pub use batching::{AckError, BatchMaker, ProofBuilder};
 pub use checkpoints::{
     CertifiedOutcome, CheckpointAction, CheckpointDeps, CheckpointMachine, Executed,
@@ -83,8 +85,8 @@ pub use executor::{
     BlockOutcome, BlockToExecute, Executor, GenesisState, Timings, installed_state_ops,
     read_epoch_state,
 };
-pub use mempool::{Mempool, NonceReader};
+pub use mempool::{AccountReader, Mempool};
 pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
 pub use proof_queue::ProofQueue;
-pub use resolve::{BatchFetcher, resolve_batches, store_batch};
+pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};
 pub use state::ExecutedMarker;

@@ -1,7 +1,7 @@
 //! Admission and the mempool.
 //!
 //! Admission runs the cheap checks first (size and static rules, chain id, expiry, nonce window,
-//! duplicates), then verifies the signatures of everything that passed in one ed25519 batch,
+//! a balance that covers the fee, duplicates), then verifies the signatures of everything that passed in one ed25519 batch,
 //! falling back to one-by-one checks only to find the bad ones, so one forged transaction costs
 //! only itself. Admitted transactions wait in a bounded pool (in total and per sender) in arrival
 //! order until a batch takes them; a full pool answers [`Rejection::Overloaded`] and recovers as
@@ -9,16 +9,18 @@
 
 use crate::{config::MempoolConfig, error::Rejection};
 use keel_types::{
-    Address, ChainId, Digest, MAX_TRANSACTION_BYTES, Nonce, SignedTransaction, TimestampMs,
+    Account, Address, ChainId, Digest, FeeSchedule, MAX_TRANSACTION_BYTES, Nonce,
+    SignedTransaction, TimestampMs,
     crypto::{SignedMessage, verify_batch},
     transaction::Identified,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-/// Reads the next nonce of an account from committed state.
-pub trait NonceReader {
-    /// The nonce the account's next transaction must carry.
-    fn next_nonce(&self, address: &Address) -> Nonce;
+/// Reads accounts from committed state.
+pub trait AccountReader {
+    /// The account (a default one when absent): its balance pays fees, its nonce is the one
+    /// the next transaction must carry.
+    fn account(&self, address: &Address) -> Account;
 }
 
 /// Pending transactions.
@@ -26,17 +28,19 @@ pub trait NonceReader {
 pub struct Mempool {
     config: MempoolConfig,
     chain_id: ChainId,
+    fees: FeeSchedule,
     by_digest: HashMap<Digest, SignedTransaction>,
     by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
     order: VecDeque<Digest>,
 }
 
 impl Mempool {
-    /// An empty pool admitting transactions for `chain_id`.
-    pub fn new(config: MempoolConfig, chain_id: ChainId) -> Self {
+    /// An empty pool admitting transactions for `chain_id` that can pay `fees`.
+    pub fn new(config: MempoolConfig, chain_id: ChainId, fees: FeeSchedule) -> Self {
         Mempool {
             config,
             chain_id,
+            fees,
             by_digest: HashMap::new(),
             by_sender: HashMap::new(),
             order: VecDeque::new(),
@@ -59,7 +63,7 @@ impl Mempool {
         tx: &SignedTransaction,
         id: &Identified,
         now: TimestampMs,
-        nonces: &dyn NonceReader,
+        accounts: &dyn AccountReader,
     ) -> Result<(), Rejection> {
         let t = &tx.transaction;
         if t.chain_id != self.chain_id {
@@ -90,7 +94,8 @@ impl Mempool {
                 max_ms: self.config.max_lifetime_ms,
             });
         }
-        let next = nonces.next_nonce(&t.sender_address());
+        let account = accounts.account(&t.sender_address());
+        let next = account.nonce;
         if t.nonce < next {
             return Err(Rejection::StaleNonce {
                 nonce: t.nonce,
@@ -104,6 +109,13 @@ impl Mempool {
                 window: self.config.nonce_window,
             });
         }
+        let fee = self.fees.fee(t);
+        if account.balance < fee {
+            return Err(Rejection::CannotPayFee {
+                fee,
+                balance: account.balance,
+            });
+        }
         Ok(())
     }
 
@@ -112,13 +124,13 @@ impl Mempool {
         &mut self,
         txs: Vec<SignedTransaction>,
         now: TimestampMs,
-        nonces: &dyn NonceReader,
+        accounts: &dyn AccountReader,
     ) -> Vec<Result<Digest, Rejection>> {
         let ids: Vec<Identified> = txs.iter().map(|t| t.transaction.identify()).collect();
         let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
         let mut candidates = Vec::new();
         for (i, (tx, id)) in txs.iter().zip(&ids).enumerate() {
-            match self.precheck(tx, id, now, nonces) {
+            match self.precheck(tx, id, now, accounts) {
                 Ok(()) => {
                     candidates.push(i);
                     results.push(Ok(id.digest));

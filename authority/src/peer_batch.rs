@@ -9,7 +9,8 @@
 
 use crate::dissemination::DisseminationAction;
 use keel_types::{
-    Batch, BatchAck, ChainId, Committee, KeyPair, ValidatorIndex,
+    Batch, BatchAck, ChainId, Committee, KeyPair, TimestampMs, ValidatorIndex,
+    batch::MAX_BATCH_LIFETIME_MS,
     crypto::{SignedMessage, verify_batch},
 };
 use std::sync::Arc;
@@ -67,9 +68,14 @@ impl BatchVerifier {
         self.committee.epoch()
     }
 
-    /// Validates `batch` from `sender` (author, epoch, sizes, static rules), verifies every
-    /// transaction signature in one batch verification, and signs the acknowledgement.
-    fn check(&self, sender: ValidatorIndex, batch: &Batch) -> Result<BatchAck, BatchRejection> {
+    /// Validates `batch` from `sender` (author, epoch, expiry, sizes, static rules), verifies
+    /// every transaction signature in one batch verification, and signs the acknowledgement.
+    fn check(
+        &self,
+        sender: ValidatorIndex,
+        batch: &Batch,
+        now: TimestampMs,
+    ) -> Result<BatchAck, BatchRejection> {
         if batch.author != sender {
             return Err(BatchRejection::NotAuthor {
                 author: batch.author,
@@ -83,6 +89,7 @@ impl BatchVerifier {
                 self.committee.epoch()
             )));
         }
+        check_expiry(batch.expires_at, now)?;
         batch
             .validate(self.chain_id)
             .map_err(|e| BatchRejection::Invalid(e.to_string()))?;
@@ -113,6 +120,24 @@ impl BatchVerifier {
     }
 }
 
+/// A batch is acknowledged only while it can still be ordered (`expires_at` after `now`) and
+/// if it expires within [`MAX_BATCH_LIFETIME_MS`] of `now`: what a holder stores is bounded in
+/// time as well as in size.
+pub fn check_expiry(expires_at: TimestampMs, now: TimestampMs) -> Result<(), BatchRejection> {
+    if expires_at <= now {
+        return Err(BatchRejection::Invalid(format!(
+            "expires_at {expires_at} is not after this validator's clock {now}"
+        )));
+    }
+    if expires_at.0 - now.0 > MAX_BATCH_LIFETIME_MS {
+        return Err(BatchRejection::Invalid(format!(
+            "expires_at {expires_at} is more than {MAX_BATCH_LIFETIME_MS} ms after this \
+             validator's clock {now}"
+        )));
+    }
+    Ok(())
+}
+
 /// Accepts a batch `sender` sent: checks it with `verifier` and answers
 /// `[StoreBatch(batch), SendAck { to: sender, ack }]`, to be carried out in that order (the
 /// acknowledgement leaves only once the batch is stored). A refused batch yields no action.
@@ -120,8 +145,9 @@ pub fn accept_peer_batch(
     verifier: &BatchVerifier,
     sender: ValidatorIndex,
     batch: Batch,
+    now: TimestampMs,
 ) -> Result<[DisseminationAction; 2], BatchRejection> {
-    let ack = verifier.check(sender, &batch)?;
+    let ack = verifier.check(sender, &batch, now)?;
     Ok([
         DisseminationAction::StoreBatch(Arc::new(batch)),
         DisseminationAction::SendAck { to: sender, ack },

@@ -9,14 +9,21 @@
 //!   again if no commit removed it (the proposal may have failed).
 //! - **Ordered once**: a committed batch is remembered (up to the queue's size), so a late copy
 //!   of its proof is not queued again.
-//! - **Bounded**: at most `max_queued_proofs` proofs; proofs older than `expire_after_ms` are
-//!   dropped.
+//! - **Bounded, and fair across authors**: at most `max_queued_proofs` proofs, and each batch
+//!   author at most its share (`max_queued_proofs` divided by the committee size, at least 1),
+//!   so an author flooding proofs cannot crowd out the others'; proofs older than
+//!   `expire_after_ms` are dropped. [`ProofQueue::pull`] takes the authors in turn (one proof
+//!   each per turn, the first author rotating between pulls), so when a block's limits bind,
+//!   every author with proofs waiting gets its share of the block.
+//! - **Never expired**: a proof whose batch expired (`expires_at` at or before the time) is
+//!   not queued, is dropped by [`ProofQueue::expire`], never pulled, and makes a proposal
+//!   whose timestamp is at or after its expiry unvotable ([`ProofQueue::validate`]).
 //! - **Verified once**: only verified proofs are queued, so a proposal's proof identical to a
 //!   queued one is not verified again.
 
 use crate::config::DisseminationConfig;
-use keel_types::{ChainId, Committee, Digest, ProofOfAvailability, TimestampMs};
-use std::collections::{HashMap, HashSet, VecDeque};
+use keel_types::{ChainId, Committee, Digest, ProofOfAvailability, TimestampMs, ValidatorIndex};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 #[derive(Debug)]
 struct Queued {
@@ -26,11 +33,16 @@ struct Queued {
     proposed_at: Option<TimestampMs>,
 }
 
-/// Proofs waiting to be ordered, oldest first.
+/// Proofs waiting to be ordered, oldest first per author.
 #[derive(Debug)]
 pub struct ProofQueue {
-    order: VecDeque<Digest>,
+    /// Each author's queued batches, oldest first.
+    by_author: BTreeMap<ValidatorIndex, VecDeque<Digest>>,
     proofs: HashMap<Digest, Queued>,
+    /// Most proofs queued per author.
+    per_author: usize,
+    /// Where the next pull starts its turns.
+    next_author: ValidatorIndex,
     /// Recently committed batches, so a late copy of their proof is not queued again.
     committed: HashSet<Digest>,
     committed_order: VecDeque<Digest>,
@@ -40,11 +52,14 @@ pub struct ProofQueue {
 }
 
 impl ProofQueue {
-    /// An empty queue of at most `max` proofs.
-    pub fn new(max: usize, reoffer_after_ms: u64, expire_after_ms: u64) -> Self {
+    /// An empty queue of at most `max` proofs, at most `max / authors` (at least 1) of any
+    /// one batch author.
+    pub fn new(max: usize, authors: usize, reoffer_after_ms: u64, expire_after_ms: u64) -> Self {
         ProofQueue {
-            order: VecDeque::new(),
+            by_author: BTreeMap::new(),
             proofs: HashMap::new(),
+            per_author: (max / authors.max(1)).max(1),
+            next_author: ValidatorIndex(0),
             committed: HashSet::new(),
             committed_order: VecDeque::new(),
             max,
@@ -54,28 +69,33 @@ impl ProofQueue {
     }
 
     /// An empty queue sized and timed by `config` (`max_queued_proofs`, `reoffer_after_ms`,
-    /// `expire_after_ms`).
-    pub fn from_config(config: &DisseminationConfig) -> Self {
+    /// `expire_after_ms`) for a committee of `authors` validators.
+    pub fn from_config(config: &DisseminationConfig, authors: usize) -> Self {
         ProofQueue::new(
             config.max_queued_proofs,
+            authors,
             config.reoffer_after_ms,
             config.expire_after_ms,
         )
     }
 
-    /// Queues a proof; false if it is known, committed, or the queue is full.
+    /// Queues a proof; false if it is known, committed, or the queue (or its author's share of
+    /// it) is full.
     ///
     /// The caller has verified it: it is this node's own (`ProofReady`), or a peer's that
     /// passed `proof.verify(committee, chain_id)`. [`ProofQueue::validate`] trusts queued proofs.
     pub fn insert(&mut self, proof: ProofOfAvailability, now: TimestampMs) -> bool {
         let digest = proof.info.digest;
+        let author = proof.info.author;
         if self.proofs.contains_key(&digest)
             || self.committed.contains(&digest)
             || self.proofs.len() >= self.max
+            || self.queued_by(author) >= self.per_author
+            || proof.info.expires_at <= now
         {
             return false;
         }
-        self.order.push_back(digest);
+        self.by_author.entry(author).or_default().push_back(digest);
         self.proofs.insert(
             digest,
             Queued {
@@ -87,22 +107,67 @@ impl ProofQueue {
         true
     }
 
-    /// Up to `max` proofs not recently proposed, the oldest ones, ordered by author and batch
-    /// sequence (so one author's batches, and the nonces in them, execute in the order they
-    /// were sealed); they count as proposed now.
-    pub fn pull(&mut self, max: usize, now: TimestampMs) -> Vec<ProofOfAvailability> {
-        let mut out = Vec::new();
-        for digest in &self.order {
-            if out.len() >= max {
-                break;
-            }
-            let Some(q) = self.proofs.get_mut(digest) else {
-                continue;
+    /// Up to `max` proofs not recently proposed, of batches of at most `max_bytes` in total:
+    /// the authors take turns (one proof each per turn, oldest first; a proof that does not
+    /// fit the bytes left ends its author's share of this pull), starting from a different
+    /// author each pull. The result is ordered by author and batch sequence (so one author's
+    /// batches, and the nonces in them, execute in the order they were sealed); the proofs
+    /// count as proposed now.
+    pub fn pull(
+        &mut self,
+        max: usize,
+        max_bytes: u64,
+        now: TimestampMs,
+    ) -> Vec<ProofOfAvailability> {
+        let reoffer = self.reoffer_after_ms;
+        let proofs = &self.proofs;
+        let available = |d: &Digest| {
+            proofs.get(d).is_some_and(|q| {
+                q.proof.info.expires_at > now
+                    && q.proposed_at
+                        .is_none_or(|t| now.0.saturating_sub(t.0) >= reoffer)
+            })
+        };
+        // Each author's available proofs, oldest first, the turn order starting at
+        // `next_author`.
+        let (after, before): (Vec<_>, Vec<_>) = self
+            .by_author
+            .iter()
+            .partition(|(author, _)| **author >= self.next_author);
+        let mut turns: Vec<_> = after
+            .into_iter()
+            .chain(before)
+            .map(|(_, digests)| digests.iter().filter(|d| available(d)).peekable())
+            .collect();
+        let mut chosen = Vec::new();
+        let mut bytes = 0u64;
+        while chosen.len() < max && !turns.is_empty() {
+            turns.retain_mut(|digests| {
+                if chosen.len() >= max {
+                    return false;
+                }
+                let Some(digest) = digests.next() else {
+                    return false;
+                };
+                let size = proofs.get(digest).map_or(0, |q| q.proof.info.num_bytes);
+                if bytes.saturating_add(size) > max_bytes {
+                    return false;
+                }
+                bytes = bytes.saturating_add(size);
+                chosen.push(*digest);
+                true
+            });
+        }
+        if let Some(last) = self.by_author.keys().next_back() {
+            self.next_author = if self.next_author >= *last {
+                ValidatorIndex(0)
+            } else {
+                ValidatorIndex(self.next_author.0 + 1)
             };
-            let available = q
-                .proposed_at
-                .is_none_or(|t| now.0.saturating_sub(t.0) >= self.reoffer_after_ms);
-            if available {
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for digest in chosen {
+            if let Some(q) = self.proofs.get_mut(&digest) {
                 q.proposed_at = Some(now);
                 out.push(q.proof.clone());
             }
@@ -111,16 +176,23 @@ impl ProofQueue {
         out
     }
 
+    /// Proofs queued from `author`.
+    pub fn queued_by(&self, author: ValidatorIndex) -> usize {
+        self.by_author.get(&author).map_or(0, VecDeque::len)
+    }
+
     /// Whether [`ProofQueue::pull`] at `now` would return anything (a proof not recently
     /// proposed is queued).
     pub fn has_available(&self, now: TimestampMs) -> bool {
         self.proofs.values().any(|q| {
-            q.proposed_at
-                .is_none_or(|t| now.0.saturating_sub(t.0) >= self.reoffer_after_ms)
+            q.proof.info.expires_at > now
+                && q.proposed_at
+                    .is_none_or(|t| now.0.saturating_sub(t.0) >= self.reoffer_after_ms)
         })
     }
 
-    /// Whether a proposal's proofs may be voted for: each verifies, none repeats. Only when
+    /// Whether a proposal's proofs may be voted for: each verifies, none repeats, and none has
+    /// expired by the block's timestamp `block_time`. Only when
     /// the answer is yes, the queued ones count as proposed at `now` (held back from this
     /// node's own proposals until re-offered); a refused proposal changes nothing.
     ///
@@ -131,11 +203,13 @@ impl ProofQueue {
         proofs: &[ProofOfAvailability],
         committee: &Committee,
         chain_id: ChainId,
+        block_time: TimestampMs,
         now: TimestampMs,
     ) -> bool {
         let mut seen = HashSet::with_capacity(proofs.len());
         let valid = proofs.iter().all(|p| {
-            seen.insert(p.info.digest)
+            p.info.expires_at > block_time
+                && seen.insert(p.info.digest)
                 && (self.contains(p) || p.verify(committee, chain_id).is_ok())
         });
         if valid {
@@ -169,13 +243,16 @@ impl ProofQueue {
         self.compact();
     }
 
-    /// Drops proofs older than the expiry; returns their digests. Call periodically.
+    /// Drops proofs older than `expire_after_ms` or whose batch expired; returns their
+    /// digests. Call periodically.
     pub fn expire(&mut self, now: TimestampMs) -> Vec<Digest> {
         let limit = self.expire_after_ms;
         let expired: Vec<Digest> = self
             .proofs
             .iter()
-            .filter(|(_, q)| now.0.saturating_sub(q.received_at.0) >= limit)
+            .filter(|(_, q)| {
+                now.0.saturating_sub(q.received_at.0) >= limit || q.proof.info.expires_at <= now
+            })
             .map(|(d, _)| *d)
             .collect();
         for d in &expired {
@@ -187,7 +264,10 @@ impl ProofQueue {
 
     fn compact(&mut self) {
         let proofs = &self.proofs;
-        self.order.retain(|d| proofs.contains_key(d));
+        self.by_author.retain(|_, digests| {
+            digests.retain(|d| proofs.contains_key(d));
+            !digests.is_empty()
+        });
     }
 
     /// Whether this exact proof (summary and signatures) is queued; queued proofs verified.
@@ -205,5 +285,82 @@ impl ProofQueue {
     /// Whether no proof is queued.
     pub fn is_empty(&self) -> bool {
         self.proofs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_types::{BatchInfo, Epoch, MultiSignature, Signature};
+
+    const NOW: TimestampMs = TimestampMs(1_000);
+
+    /// An (unverified) proof of `author`'s batch `sequence` of `bytes` bytes.
+    fn proof(author: u32, sequence: u64, bytes: u64) -> ProofOfAvailability {
+        let digest =
+            Digest::of_bytes(&[author.to_le_bytes(), (sequence as u32).to_le_bytes()].concat());
+        ProofOfAvailability {
+            info: BatchInfo {
+                author: ValidatorIndex(author),
+                epoch: Epoch(1),
+                sequence,
+                expires_at: TimestampMs(u64::MAX),
+                digest,
+                num_transactions: 1,
+                num_bytes: bytes,
+            },
+            signatures: MultiSignature::from_raw(vec![(
+                ValidatorIndex(author),
+                Signature([0; 64]),
+            )]),
+        }
+    }
+
+    fn authors(proofs: &[ProofOfAvailability]) -> Vec<u32> {
+        proofs.iter().map(|p| p.info.author.0).collect()
+    }
+
+    #[test]
+    fn an_author_flooding_proofs_gets_only_its_share() {
+        // 8 proofs for 4 authors: 2 each.
+        let mut queue = ProofQueue::new(8, 4, 500, 60_000);
+        let accepted = (0..10)
+            .filter(|s| queue.insert(proof(1, *s, 10), NOW))
+            .count();
+        assert_eq!(accepted, 2);
+        assert_eq!(queue.queued_by(ValidatorIndex(1)), 2);
+        // The others still find room.
+        for author in [0, 2, 3] {
+            assert!(queue.insert(proof(author, 0, 10), NOW), "author {author}");
+        }
+        assert_eq!(queue.len(), 5);
+    }
+
+    #[test]
+    fn pulls_take_the_authors_in_turn_within_the_byte_limit() {
+        let mut queue = ProofQueue::new(100, 4, 500, 60_000);
+        // Author 1's 20 proofs arrive first, then one each from authors 2 and 3.
+        for s in 0..20 {
+            assert!(queue.insert(proof(1, s, 10), NOW));
+        }
+        assert!(queue.insert(proof(2, 0, 10), NOW));
+        assert!(queue.insert(proof(3, 0, 10), NOW));
+        // Four proofs: not author 1's four oldest, but each author in turn.
+        let first = queue.pull(4, u64::MAX, NOW);
+        assert_eq!(authors(&first), vec![1, 1, 2, 3]);
+        assert_eq!(
+            first
+                .iter()
+                .filter(|p| p.info.author.0 == 1)
+                .map(|p| p.info.sequence)
+                .collect::<Vec<_>>(),
+            vec![0, 1],
+            "an author's proofs go oldest first"
+        );
+        // At most 35 bytes: three proofs of 10.
+        let second = queue.pull(100, 35, NOW);
+        assert_eq!(second.len(), 3);
+        assert!(second.iter().all(|p| p.info.author.0 == 1));
+        assert_eq!(second[0].info.sequence, 2);
     }
 }

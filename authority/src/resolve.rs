@@ -24,6 +24,32 @@ pub fn store_batch(store: &Store, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// Stores a batch this node acknowledges (a peer's, or its own) with its ledger entry (see
+/// [`crate::batch_ledger`]), in one write synced to disk: an acknowledgement is this
+/// validator's signed word that it holds the batch, which must survive a power loss, not
+/// only a crash of the process.
+pub fn store_acknowledged_batch(
+    store: &Store,
+    batch: &Batch,
+    entry: &crate::LedgerEntry,
+) -> Result<()> {
+    let digest = batch.digest();
+    let ops = vec![
+        keel_storage::WriteOp {
+            column: Column::Batches,
+            key: digest.0.to_vec(),
+            value: Some(state::encode(batch)),
+        },
+        keel_storage::WriteOp {
+            column: Column::Meta,
+            key: crate::ledger_key(&digest),
+            value: Some(state::encode(entry)),
+        },
+    ];
+    store.write(ops, true)?;
+    Ok(())
+}
+
 /// The batches a committed block's proofs name, in order: from the local store, else fetched
 /// from the proof's signers (an answer counts only if its digest matches, and is then stored).
 pub fn resolve_batches(

@@ -3,9 +3,9 @@
 
 use crate::executor::GenesisState;
 use keel_types::{
-    Address, ChainId, Committee, CommitteeChange, Digest, Epoch, EpochParams, EpochState, KeyPair,
-    Nonce, Op, PossessionProof, SignedTransaction, Stake, TimestampMs, Transaction, ValidatorInfo,
-    test_utils::seeded_key,
+    Address, ChainId, Committee, CommitteeChange, Digest, Epoch, EpochParams, EpochState,
+    FeeSchedule, KeyPair, Nonce, Op, PossessionProof, SignedTransaction, Stake, TimestampMs,
+    Transaction, ValidatorInfo, test_utils::seeded_key,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,6 +44,9 @@ pub struct WorkloadConfig {
     /// Probability that a transaction is a governance vote (the first [`COMMITTEE`] accounts
     /// form the genesis committee; votes name a random epoch of the first few).
     pub governance_probability: f64,
+    /// The genesis fees (with the poor accounts' 300, fees soon make some transactions
+    /// unpayable, discarded).
+    pub fees: FeeSchedule,
 }
 
 /// Accounts whose keys form the workload's genesis committee.
@@ -71,6 +74,7 @@ impl WorkloadConfig {
             duplicate_probability: 0.0,
             random_senders: false,
             governance_probability: 0.0,
+            fees: FeeSchedule::default(),
         }
     }
 
@@ -89,6 +93,10 @@ impl WorkloadConfig {
             duplicate_probability: 0.08,
             random_senders: true,
             governance_probability: 0.05,
+            fees: FeeSchedule {
+                per_op: 5,
+                per_byte: 1,
+            },
         }
     }
 }
@@ -163,6 +171,7 @@ impl Workload {
                 .enumerate()
                 .map(|(i, a)| (*a, if i % 5 == 4 { 300 } else { 1_000_000 }))
                 .collect(),
+            fees: self.config.fees,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Admission: forged signatures are found one by one, replays and stale nonces refused, bad input
 //! named, and a full pool answers "overloaded" and recovers when drained.
 
-use keel_authority::{Mempool, MempoolConfig, NonceReader, Rejection};
+use keel_authority::{AccountReader, Mempool, MempoolConfig, Rejection};
 use keel_types::{
-    Address, ChainId, MAX_TRANSACTION_BYTES, Nonce, Op, SignedTransaction, TimestampMs,
-    Transaction, test_utils::seeded_key,
+    Account, Address, ChainId, FeeSchedule, MAX_TRANSACTION_BYTES, Nonce, Op, SignedTransaction,
+    TimestampMs, Transaction, test_utils::seeded_key,
 };
 use std::collections::HashMap;
 
@@ -14,9 +14,12 @@ const NOW: TimestampMs = TimestampMs(1_000_000);
 #[derive(Default)]
 struct Nonces(HashMap<Address, Nonce>);
 
-impl NonceReader for Nonces {
-    fn next_nonce(&self, address: &Address) -> Nonce {
-        self.0.get(address).copied().unwrap_or_default()
+impl AccountReader for Nonces {
+    fn account(&self, address: &Address) -> Account {
+        Account {
+            balance: u64::MAX,
+            nonce: self.0.get(address).copied().unwrap_or_default(),
+        }
     }
 }
 
@@ -36,7 +39,7 @@ fn tx(sender: u64, nonce: u64) -> SignedTransaction {
 }
 
 fn pool() -> Mempool {
-    Mempool::new(MempoolConfig::default(), CHAIN)
+    Mempool::new(MempoolConfig::default(), CHAIN, FeeSchedule::default())
 }
 
 #[test]
@@ -124,7 +127,7 @@ fn a_full_pool_answers_overloaded_and_recovers() {
         max_pending: 10,
         ..MempoolConfig::default()
     };
-    let mut pool = Mempool::new(config, CHAIN);
+    let mut pool = Mempool::new(config, CHAIN, FeeSchedule::default());
     let nonces = Nonces::default();
     let results = pool.admit((0..12).map(|i| tx(i, 0)).collect(), NOW, &nonces);
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
@@ -139,8 +142,49 @@ fn one_sender_cannot_take_the_whole_pool() {
         max_pending_per_sender: 3,
         ..MempoolConfig::default()
     };
-    let mut pool = Mempool::new(config, CHAIN);
+    let mut pool = Mempool::new(config, CHAIN, FeeSchedule::default());
     let results = pool.admit((0..5).map(|n| tx(1, n)).collect(), NOW, &Nonces::default());
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
     assert!(matches!(results[4], Err(Rejection::Overloaded(_))));
+}
+
+/// Every account holds 10 at nonce 0.
+struct Poor;
+
+impl AccountReader for Poor {
+    fn account(&self, _address: &Address) -> Account {
+        Account {
+            balance: 10,
+            nonce: Nonce(0),
+        }
+    }
+}
+
+#[test]
+fn a_sender_that_cannot_pay_the_fee_is_refused() {
+    // `tx` puts 8 bytes under a 1-byte key: 5 + 1 × 9 = 14, more than 10.
+    let fees = FeeSchedule {
+        per_op: 5,
+        per_byte: 1,
+    };
+    let mut pool = Mempool::new(MempoolConfig::default(), CHAIN, fees);
+    let results = pool.admit(vec![tx(0, 0)], NOW, &Poor);
+    assert!(
+        matches!(
+            results[0],
+            Err(Rejection::CannotPayFee {
+                fee: 14,
+                balance: 10
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(pool.is_empty());
+    // A fee the balance covers is admitted.
+    let cheap = FeeSchedule {
+        per_op: 1,
+        per_byte: 1,
+    };
+    let mut pool = Mempool::new(MempoolConfig::default(), CHAIN, cheap);
+    assert!(pool.admit(vec![tx(0, 0)], NOW, &Poor)[0].is_ok());
 }

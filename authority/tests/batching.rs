@@ -40,12 +40,15 @@ fn batches_seal_by_count_bytes_and_time() {
         max_transactions: 3,
         max_bytes: 4_000,
         seal_after_ms: 50,
+        lifetime_ms: 1_000,
     };
     let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1), 0);
     assert!(maker.push(tx(0, 10), TimestampMs(0)).is_none());
     assert!(maker.push(tx(1, 10), TimestampMs(1)).is_none());
     let by_count = maker.push(tx(2, 10), TimestampMs(2)).unwrap();
     assert_eq!((by_count.sequence, by_count.transactions.len()), (0, 3));
+    // It expires its lifetime after sealing.
+    assert_eq!(by_count.expires_at, TimestampMs(1_002));
     // By bytes: the transaction that would overflow starts the next batch.
     assert!(maker.push(tx(3, 2_500), TimestampMs(3)).is_none());
     let by_bytes = maker.push(tx(4, 2_500), TimestampMs(4)).unwrap();

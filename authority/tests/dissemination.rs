@@ -79,6 +79,7 @@ fn batch_config() -> BatchConfig {
         max_transactions: 10,
         max_bytes: 1 << 20,
         seal_after_ms: 50,
+        ..BatchConfig::default()
     }
 }
 
@@ -103,7 +104,7 @@ fn net() -> Net {
                     first_sequence: 0,
                 }),
                 verifier: BatchVerifier::new(committee.clone(), CHAIN, me, key),
-                queue: ProofQueue::from_config(&config()),
+                queue: ProofQueue::from_config(&config(), 4),
                 store: Arc::new(Store::open(dir.path(), &StoreConfig::default()).unwrap()),
             }
         })
@@ -176,7 +177,7 @@ impl Net {
     fn validate(&mut self, v: usize, proofs: &[ProofOfAvailability]) -> bool {
         self.nodes[v]
             .queue
-            .validate(proofs, &self.committee, CHAIN, NOW)
+            .validate(proofs, &self.committee, CHAIN, NOW, NOW)
     }
 
     /// Fetches from every validator's store.
@@ -201,7 +202,7 @@ impl Net {
                     }
                     match msg {
                         Msg::Batch(b) => {
-                            match accept_peer_batch(&self.nodes[i].verifier, from, b) {
+                            match accept_peer_batch(&self.nodes[i].verifier, from, b, NOW) {
                                 Ok(actions) => self.carry_out(i, actions),
                                 Err(r) => refusals.push(r),
                             }
@@ -233,7 +234,7 @@ fn a_full_batch_becomes_a_proof_every_validator_queues_and_accepts() {
     assert_eq!(net.submit(0, transactions(10)), 1);
     assert!(net.pump(None).is_empty());
     for v in 0..4 {
-        let proofs = net.nodes[v].queue.pull(10, NOW);
+        let proofs = net.nodes[v].queue.pull(10, u64::MAX, NOW);
         assert_eq!(
             proofs.len(),
             1,
@@ -245,7 +246,7 @@ fn a_full_batch_becomes_a_proof_every_validator_queues_and_accepts() {
     // Every validator stored the batch: resolution needs no fetch (this fetcher has no peer).
     let proof = net.nodes[3]
         .queue
-        .pull(1, TimestampMs(NOW.0 + 1_000))
+        .pull(1, u64::MAX, TimestampMs(NOW.0 + 1_000))
         .remove(0);
     let no_peers = LocalFetcher {
         stores: Vec::new(),
@@ -268,7 +269,7 @@ fn a_partial_batch_is_sealed_by_its_timer() {
     net.tick(1, TimestampMs(NOW.0 + 60));
     assert!(!net.nodes[1].dissemination.has_open_batch());
     net.pump(None);
-    assert_eq!(net.nodes[2].queue.pull(10, NOW).len(), 1);
+    assert_eq!(net.nodes[2].queue.pull(10, u64::MAX, NOW).len(), 1);
 }
 
 fn forged_batch() -> Batch {
@@ -278,6 +279,7 @@ fn forged_batch() -> Batch {
         author: ValidatorIndex(0),
         epoch: keel_types::Epoch(1),
         sequence: 0,
+        expires_at: TimestampMs(NOW.0 + 60_000),
         transactions: txs,
     }
 }
@@ -287,22 +289,27 @@ fn a_forged_signature_or_wrong_sender_gets_no_acknowledgement() {
     let mut net = net();
     let forged = forged_batch();
     for peer in 1..4 {
-        let refusal =
-            accept_peer_batch(&net.nodes[peer].verifier, ValidatorIndex(0), forged.clone())
-                .unwrap_err();
+        let refusal = accept_peer_batch(
+            &net.nodes[peer].verifier,
+            ValidatorIndex(0),
+            forged.clone(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(refusal, BatchRejection::BadSignature { index: 3 });
     }
     let honest = Batch {
         transactions: transactions(5),
         ..forged
     };
-    let refusal = accept_peer_batch(&net.nodes[2].verifier, ValidatorIndex(1), honest).unwrap_err();
+    let refusal =
+        accept_peer_batch(&net.nodes[2].verifier, ValidatorIndex(1), honest, NOW).unwrap_err();
     assert!(
         matches!(refusal, BatchRejection::NotAuthor { .. }),
         "{refusal}"
     );
     assert!(net.pump(None).is_empty());
-    assert!(net.nodes[0].queue.pull(10, NOW).is_empty());
+    assert!(net.nodes[0].queue.pull(10, u64::MAX, NOW).is_empty());
 }
 
 #[test]
@@ -333,8 +340,13 @@ fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature()
         transactions: transactions(5),
         ..forged
     };
-    let [first, second] =
-        accept_peer_batch(&net.nodes[2].verifier, ValidatorIndex(0), honest.clone()).unwrap();
+    let [first, second] = accept_peer_batch(
+        &net.nodes[2].verifier,
+        ValidatorIndex(0),
+        honest.clone(),
+        NOW,
+    )
+    .unwrap();
     assert_eq!(
         first,
         DisseminationAction::StoreBatch(Arc::new(honest.clone()))
@@ -354,7 +366,7 @@ fn forged_or_repeated_proofs_are_not_voted_for() {
     let mut net = net();
     net.submit(0, transactions(10));
     net.pump(None);
-    let proof = net.nodes[1].queue.pull(1, NOW).remove(0);
+    let proof = net.nodes[1].queue.pull(1, u64::MAX, NOW).remove(0);
     assert!(net.validate(2, std::slice::from_ref(&proof)));
     assert!(!net.validate(2, &[proof.clone(), proof.clone()]));
     let mut forged = proof.clone();
@@ -371,7 +383,7 @@ fn a_payload_marks_its_proofs_proposed_only_when_it_is_accepted() {
     let mut net = net();
     net.submit(0, transactions(20));
     net.pump(None);
-    let good = net.nodes[1].queue.pull(10, NOW);
+    let good = net.nodes[1].queue.pull(10, u64::MAX, NOW);
     assert_eq!(good.len(), 2);
     let mut forged = good[1].clone();
     forged.signatures.signatures_mut()[0].1.0[5] ^= 1;
@@ -380,22 +392,25 @@ fn a_payload_marks_its_proofs_proposed_only_when_it_is_accepted() {
     assert!(!net.validate(2, &[good[0].clone(), forged]));
     assert!(!net.validate(2, &[good[0].clone(), good[0].clone()]));
     assert_eq!(
-        net.nodes[2].queue.pull(10, NOW).len(),
+        net.nodes[2].queue.pull(10, u64::MAX, NOW).len(),
         2,
         "a refused payload held back good proofs"
     );
 
     // An accepted proposal holds its proofs back until they are re-offered.
     assert!(net.validate(3, &good));
-    assert!(net.nodes[3].queue.pull(10, NOW).is_empty());
+    assert!(net.nodes[3].queue.pull(10, u64::MAX, NOW).is_empty());
     assert!(
         net.nodes[3]
             .queue
-            .pull(10, TimestampMs(NOW.0 + 499))
+            .pull(10, u64::MAX, TimestampMs(NOW.0 + 499))
             .is_empty()
     );
     assert_eq!(
-        net.nodes[3].queue.pull(10, TimestampMs(NOW.0 + 500)).len(),
+        net.nodes[3]
+            .queue
+            .pull(10, u64::MAX, TimestampMs(NOW.0 + 500))
+            .len(),
         2
     );
 }
@@ -407,19 +422,26 @@ fn proofs_are_reoffered_after_a_failed_proposal_and_dropped_when_committed_or_ex
     net.pump(None);
     let queue = &mut net.nodes[2].queue;
     assert!(queue.has_available(NOW));
-    let first = queue.pull(1, NOW);
+    let first = queue.pull(1, u64::MAX, NOW);
     assert_eq!(first.len(), 1);
     // Oldest first; the one just offered is held back.
-    let second = queue.pull(10, NOW);
+    let second = queue.pull(10, u64::MAX, NOW);
     assert_eq!(second.len(), 1);
     assert_ne!(first[0].info.digest, second[0].info.digest);
     assert!(!queue.has_available(TimestampMs(NOW.0 + 499)));
-    assert!(queue.pull(10, TimestampMs(NOW.0 + 499)).is_empty());
+    assert!(
+        queue
+            .pull(10, u64::MAX, TimestampMs(NOW.0 + 499))
+            .is_empty()
+    );
     assert!(queue.has_available(TimestampMs(NOW.0 + 500)));
     // No commit within the re-offer delay: both are offered again.
-    assert_eq!(queue.pull(10, TimestampMs(NOW.0 + 500)).len(), 2);
+    assert_eq!(queue.pull(10, u64::MAX, TimestampMs(NOW.0 + 500)).len(), 2);
     queue.remove_committed([first[0].info.digest]);
-    assert_eq!(queue.pull(10, TimestampMs(NOW.0 + 1_500)).len(), 1);
+    assert_eq!(
+        queue.pull(10, u64::MAX, TimestampMs(NOW.0 + 1_500)).len(),
+        1
+    );
     // A late copy of a committed proof is not queued again.
     assert!(!net.on_proof(2, first[0].clone()));
     net.tick(2, TimestampMs(NOW.0 + 10_000));
@@ -431,9 +453,9 @@ fn the_proof_queue_is_bounded() {
     let mut net = net();
     net.submit(0, transactions(30));
     net.pump(None);
-    let proofs = net.nodes[1].queue.pull(10, NOW);
+    let proofs = net.nodes[1].queue.pull(10, u64::MAX, NOW);
     assert_eq!(proofs.len(), 3);
-    let mut queue = ProofQueue::new(2, 100, 1_000);
+    let mut queue = ProofQueue::new(2, 1, 100, 1_000);
     let inserted: Vec<bool> = proofs.into_iter().map(|p| queue.insert(p, NOW)).collect();
     assert_eq!(inserted, vec![true, true, false]);
     assert_eq!(queue.len(), 2);
@@ -445,7 +467,7 @@ fn a_missing_batch_is_fetched_and_a_wrong_answer_refused() {
     net.submit(0, transactions(10));
     // Validator 3 misses the batch.
     net.pump(Some(3));
-    let proof = net.nodes[1].queue.pull(1, NOW).remove(0);
+    let proof = net.nodes[1].queue.pull(1, u64::MAX, NOW).remove(0);
     let fetcher = net.fetcher();
     let fetched =
         resolve_batches(&net.nodes[3].store, &fetcher, std::slice::from_ref(&proof)).unwrap();
@@ -464,6 +486,7 @@ fn a_missing_batch_is_fetched_and_a_wrong_answer_refused() {
             author: ValidatorIndex(0),
             epoch: keel_types::Epoch(1),
             sequence: 9,
+            expires_at: TimestampMs(NOW.0 + 60_000),
             transactions: transactions(2),
         }),
         ..net.fetcher()
@@ -471,7 +494,7 @@ fn a_missing_batch_is_fetched_and_a_wrong_answer_refused() {
     let other_proof = {
         net.submit(0, transactions(10));
         net.pump(Some(3));
-        net.nodes[1].queue.pull(1, NOW).remove(0)
+        net.nodes[1].queue.pull(1, u64::MAX, NOW).remove(0)
     };
     let err = resolve_batches(&net.nodes[3].store, &liar, &[other_proof]).unwrap_err();
     assert!(err.to_string().contains("another batch"), "{err}");
@@ -498,7 +521,7 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
         }
         net.pump((height % 2 == 1).then_some(3));
         let leader = (height % 4) as usize;
-        let payload = net.nodes[leader].queue.pull(100, NOW);
+        let payload = net.nodes[leader].queue.pull(100, u64::MAX, NOW);
         assert_eq!(
             payload.len(),
             4,
@@ -534,6 +557,10 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
         );
     }
     for node in &mut net.nodes {
-        assert!(node.queue.pull(100, TimestampMs(NOW.0 + 5_000)).is_empty());
+        assert!(
+            node.queue
+                .pull(100, u64::MAX, TimestampMs(NOW.0 + 5_000))
+                .is_empty()
+        );
     }
 }

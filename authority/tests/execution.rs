@@ -8,8 +8,8 @@ use keel_authority::{
 };
 use keel_storage::{Store, StoreConfig};
 use keel_types::{
-    Address, Digest, DiscardReason, Effect, ExecutionStatus, FailureReason, Height, Nonce, Op,
-    SignedTransaction, TimestampMs, Transaction, test_utils::seeded_key,
+    Address, Digest, DiscardReason, Effect, ExecutionStatus, FailureReason, FeeSchedule, Height,
+    Nonce, Op, SignedTransaction, TimestampMs, Transaction, test_utils::seeded_key,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -173,6 +173,7 @@ fn two_accounts() -> (keel_types::KeyPair, keel_types::KeyPair, GenesisState) {
         digest: Digest::of_tagged("test-genesis", &0u8),
         accounts: vec![(addr(&a), 100), (addr(&b), 5)],
         epoch: None,
+        fees: FeeSchedule::default(),
     };
     (a, b, genesis)
 }
@@ -317,10 +318,11 @@ fn objects_follow_put_delete_and_compare_and_swap() {
         statuses,
         vec![
             ExecutionStatus::Success,
+            // Nonce 1's put stamps version 1 × 32 + 0 + 1.
             ExecutionStatus::Failed(FailureReason::VersionMismatch {
                 op_index: 1,
                 expected: 1,
-                found: 2
+                found: 33
             }),
             ExecutionStatus::Success,
         ]
@@ -328,12 +330,46 @@ fn objects_follow_put_delete_and_compare_and_swap() {
     let stored = object(executor.store(), &addr(&a), &k).unwrap().unwrap();
     assert_eq!(
         (stored.version, stored.value.as_slice()),
-        (2, &b"three"[..])
+        (65, &b"three"[..])
     );
 
     let delete = vec![tx(3, vec![Op::Delete { key: k.clone() }])];
     execute(&mut executor, 2, &delete).unwrap();
     assert_eq!(object(executor.store(), &addr(&a), &k).unwrap(), None);
+
+    // Created again: a compare-and-swap holding a version of the deleted incarnation fails
+    // (with versions counted from 1 per incarnation it would succeed: ABA).
+    let again = vec![
+        tx(
+            4,
+            vec![Op::Put {
+                key: k.clone(),
+                value: b"reborn".to_vec(),
+            }],
+        ),
+        tx(
+            5,
+            vec![Op::CompareAndSwap {
+                key: k.clone(),
+                expected_version: 1,
+                value: b"stale writer".to_vec(),
+            }],
+        ),
+    ];
+    let outcome = execute(&mut executor, 3, &again).unwrap();
+    assert_eq!(
+        outcome.receipts[1].status,
+        ExecutionStatus::Failed(FailureReason::VersionMismatch {
+            op_index: 0,
+            expected: 1,
+            found: 4 * 32 + 1
+        })
+    );
+    let stored = object(executor.store(), &addr(&a), &k).unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.value.as_slice()),
+        (129, &b"reborn"[..])
+    );
 }
 
 #[test]
@@ -368,4 +404,59 @@ fn blocks_must_come_in_height_order_and_genesis_must_match() {
     };
     let err = Executor::open(store, ExecutorConfig::default(), &other).unwrap_err();
     assert!(err.to_string().contains("genesis"), "{err}");
+}
+
+#[test]
+fn fees_are_charged_kept_on_failure_and_an_unpayable_transaction_changes_nothing() {
+    let (a, b, genesis) = two_accounts();
+    let genesis = GenesisState {
+        fees: FeeSchedule {
+            per_op: 10,
+            per_byte: 1,
+        },
+        ..genesis
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut executor = open(&dir, 2, &genesis);
+    assert_eq!(executor.fees(), genesis.fees);
+    let put = Transaction {
+        chain_id: CHAIN,
+        sender: b.public(),
+        nonce: Nonce(0),
+        expiry: TimestampMs(BLOCK_TIME.0),
+        // 10 + 1 × (1 + 20) = 31, more than b's 25.
+        ops: vec![Op::Put {
+            key: b"k".to_vec(),
+            value: vec![1; 20],
+        }],
+    }
+    .sign(&b);
+    let txs = vec![
+        transfer(&a, 0, addr(&b), 20),
+        transfer(&a, 1, addr(&b), 1_000),
+        put,
+    ];
+    let outcome = execute(&mut executor, 1, &txs).unwrap();
+    let fees: Vec<u64> = outcome.receipts.iter().map(|r| r.fee).collect();
+    assert_eq!(fees, vec![10, 10, 0]);
+    assert_eq!(outcome.receipts[0].status, ExecutionStatus::Success);
+    assert!(matches!(
+        outcome.receipts[1].status,
+        ExecutionStatus::Failed(FailureReason::InsufficientBalance { .. })
+    ));
+    assert_eq!(
+        outcome.receipts[2].status,
+        ExecutionStatus::Discarded(DiscardReason::CannotPayFee {
+            fee: 31,
+            balance: 25
+        })
+    );
+    let store = executor.store();
+    // a paid 10 + 20, then 10 for the failed transfer; both nonces are used.
+    let a_now = account(store, &addr(&a)).unwrap();
+    assert_eq!((a_now.balance, a_now.nonce), (60, Nonce(2)));
+    // b received 20 and paid nothing; its put left no object and no used nonce.
+    let b_now = account(store, &addr(&b)).unwrap();
+    assert_eq!((b_now.balance, b_now.nonce), (25, Nonce(0)));
+    assert_eq!(object(store, &addr(&b), b"k").unwrap(), None);
 }

@@ -477,9 +477,15 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             Some(tc) if tc.round.checked_next() == Some(round) => Some(tc.clone()),
             _ => return,
         };
-        let max = self.config.max_block_proofs;
-        let mut payload = self.payload.pull(round, parent, max);
+        let (max, max_bytes) = (self.config.max_block_proofs, self.config.max_block_bytes);
+        let mut payload = self.payload.pull(round, parent, max, max_bytes);
         payload.truncate(max);
+        // A source that returned more bytes than asked: keep the prefix within the limit.
+        let mut bytes = 0u64;
+        payload.retain(|p| {
+            bytes = bytes.saturating_add(p.info.num_bytes);
+            bytes <= max_bytes
+        });
         let failed_leaders = skipped_rounds(self.high_qc.round(), round)
             .map(|r| self.leader.is_final(r).then(|| self.leader.leader(r)))
             .collect();

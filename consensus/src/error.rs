@@ -1,7 +1,8 @@
 //! The error type of keel-consensus.
 //!
 //! Errors are split by cause: [`Error::Invalid`] (a peer sent something that fails
-//! verification), [`Error::WrongSender`] / [`Error::NotLeader`] / [`Error::PayloadTooLarge`]
+//! verification), [`Error::WrongSender`] / [`Error::NotLeader`] / [`Error::PayloadTooLarge`] /
+//! [`Error::PayloadTooHeavy`]
 //! (a peer sent something no honest peer sends; found by [`crate::Core::precheck`] before any
 //! signature check), [`Error::Unsafe`] (the safety rules refuse to sign), [`Error::Stale`] /
 //! [`Error::TooFarAhead`] (a message outside the window this replica keeps),
@@ -59,6 +60,14 @@ pub enum Error {
         len: usize,
         /// [`crate::CoreConfig::max_block_proofs`].
         limit: usize,
+    },
+    /// A proposal ordering more batch bytes than the configured limit.
+    #[error("proposal orders {bytes} bytes of batches, the limit is {limit}")]
+    PayloadTooHeavy {
+        /// The sum of its proofs' `num_bytes`.
+        bytes: u64,
+        /// [`crate::CoreConfig::max_block_bytes`].
+        limit: u64,
     },
     /// A message from a validator outside the committee.
     #[error("{from} is not a committee member")]

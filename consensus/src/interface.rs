@@ -21,9 +21,16 @@ use serde::{Deserialize, Serialize};
 
 /// Supplies the payload (proofs of availability) of this replica's proposals.
 pub trait PayloadSource {
-    /// At most `max` proofs to include in a block at `round` extending `parent` (the core
-    /// passes [`CoreConfig::max_block_proofs`] and drops anything beyond `max`).
-    fn pull(&mut self, round: Round, parent: Digest, max: usize) -> Vec<ProofOfAvailability>;
+    /// At most `max` proofs, of batches of at most `max_bytes` in total, to include in a block
+    /// at `round` extending `parent` (the core passes [`CoreConfig::max_block_proofs`] and
+    /// [`CoreConfig::max_block_bytes`], and drops anything beyond either).
+    fn pull(
+        &mut self,
+        round: Round,
+        parent: Digest,
+        max: usize,
+        max_bytes: u64,
+    ) -> Vec<ProofOfAvailability>;
 
     /// Whether [`PayloadSource::pull`] would return anything now. An idle leader waits up to
     /// [`CoreConfig::max_idle_wait_ms`] while this is false (the embedder reports new payload
@@ -50,7 +57,7 @@ pub trait PayloadValidator {
 pub struct EmptyPayload;
 
 impl PayloadSource for EmptyPayload {
-    fn pull(&mut self, _round: Round, _parent: Digest, _max: usize) -> Vec<ProofOfAvailability> {
+    fn pull(&mut self, _: Round, _: Digest, _: usize, _: u64) -> Vec<ProofOfAvailability> {
         Vec::new()
     }
 
@@ -79,6 +86,9 @@ pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 20;
 /// Default of [`CoreConfig::max_block_proofs`]: at most 200 proofs of availability per block.
 pub const DEFAULT_MAX_BLOCK_PROOFS: usize = 200;
+/// Default of [`CoreConfig::max_block_bytes`]: the batches a block orders hold at most 32 MiB
+/// in total (what every executor loads for it).
+pub const DEFAULT_MAX_BLOCK_BYTES: u64 = 32 << 20;
 /// Default of [`CoreConfig::max_idle_wait_ms`]: an idle leader waits up to 400 ms for payload,
 /// so an idle committee commits a few blocks a second rather than one per block interval.
 pub const DEFAULT_MAX_IDLE_WAIT_MS: u64 = 400;
@@ -113,6 +123,11 @@ pub struct CoreConfig {
     /// A committee-wide parameter (a replica with a lower value drops larger proposals); never
     /// above [`MAX_BLOCK_PAYLOAD`], the limit of block verification.
     pub max_block_proofs: usize,
+    /// Most bytes of batches a block may order (the sum of its proofs' certified
+    /// `num_bytes`): the most a leader pulls, and the most a proposal may order to pass
+    /// [`crate::Core::precheck`] and to be voted for, so a Byzantine leader cannot make every
+    /// executor load gigabytes. Committee-wide, like `max_block_proofs`.
+    pub max_block_bytes: u64,
     /// Idle pacing: a leader following a QC with no payload to propose, and none waiting in
     /// the uncommitted blocks below its parent, waits up to this long for payload before
     /// proposing an empty block; payload arriving ([`Input::PayloadAvailable`]) ends the wait
@@ -131,6 +146,7 @@ impl Default for CoreConfig {
             max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
             min_block_interval_ms: DEFAULT_MIN_BLOCK_INTERVAL_MS,
             max_block_proofs: DEFAULT_MAX_BLOCK_PROOFS,
+            max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
             max_idle_wait_ms: DEFAULT_MAX_IDLE_WAIT_MS,
         }
     }
@@ -148,6 +164,9 @@ impl CoreConfig {
                     self.max_block_proofs
                 ),
             );
+        }
+        if self.max_block_bytes == 0 {
+            return bad("max_block_bytes", "must be positive".into());
         }
         if self.pacemaker.base_timeout_ms == 0 {
             return bad("pacemaker.base_timeout_ms", "must be positive".into());

@@ -29,8 +29,11 @@
 //!    Proposals *above* the future window pass: their certificates are how a replica far
 //!    behind catches up, and the core itself refuses to insert such a block.
 //! 4. **A proposal's payload is bounded** by [`CoreConfig::max_block_proofs`]
-//!    ([`Error::PayloadTooLarge`]), a committee-wide parameter: an honest leader never pulls
-//!    more, and each proof would cost a verification.
+//!    ([`Error::PayloadTooLarge`]) and the batch bytes it orders by
+//!    [`CoreConfig::max_block_bytes`] ([`Error::PayloadTooHeavy`]), committee-wide
+//!    parameters: an honest leader never pulls more, each proof would cost a verification, and
+//!    every executor would load the batches. The vote checks the same again
+//!    ([`payload_within_limits`]).
 //! 5. **A vote is within the window:** for the previous round or later (`round + 1 >=
 //!    current`, a vote for the previous round can still complete the QC this replica is
 //!    forming as leader; [`Error::Stale`]) and at most `max_future_rounds` ahead
@@ -45,14 +48,41 @@
 //!    the sender) and, however old, it is harmless once verified and may help this replica.
 //!
 //! [`CoreConfig::max_block_proofs`]: crate::CoreConfig::max_block_proofs
+//! [`CoreConfig::max_block_bytes`]: crate::CoreConfig::max_block_bytes
 
+use crate::interface::CoreConfig;
 use crate::{
     core::{Core, PayloadSource, PayloadValidator},
     error::{Error, Result},
     leader::LeaderElection,
     message::ConsensusMessage,
 };
-use keel_types::ValidatorIndex;
+use keel_types::{ProofOfAvailability, ValidatorIndex};
+
+/// The batch bytes `payload` orders: the sum of its proofs' certified `num_bytes`.
+pub fn payload_bytes(payload: &[ProofOfAvailability]) -> u64 {
+    payload
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.info.num_bytes))
+}
+
+/// Rule 4: at most `max_block_proofs` proofs ordering at most `max_block_bytes` of batches.
+pub fn payload_within_limits(payload: &[ProofOfAvailability], config: &CoreConfig) -> Result<()> {
+    if payload.len() > config.max_block_proofs {
+        return Err(Error::PayloadTooLarge {
+            len: payload.len(),
+            limit: config.max_block_proofs,
+        });
+    }
+    let bytes = payload_bytes(payload);
+    if bytes > config.max_block_bytes {
+        return Err(Error::PayloadTooHeavy {
+            bytes,
+            limit: config.max_block_bytes,
+        });
+    }
+    Ok(())
+}
 
 impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
     /// Checks an *unverified* message `msg` received from peer `from` against the rules above,
@@ -82,14 +112,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                         leader,
                     });
                 }
-                let limit = self.config.max_block_proofs;
-                if b.block.payload.len() > limit {
-                    return Err(Error::PayloadTooLarge {
-                        len: b.block.payload.len(),
-                        limit,
-                    });
-                }
-                Ok(())
+                payload_within_limits(&b.block.payload, &self.config)
             }
             ConsensusMessage::Vote(_) => {
                 if round.0.saturating_add(1) < current.0 {

@@ -297,6 +297,92 @@ fn a_proposal_waiting_for_its_parent_is_voted_for_through_the_validator() {
     }
 }
 
+// The batch bytes a block may order.
+
+/// A properly signed proposal of round 1 ordering two batches of 60 bytes each.
+fn heavy_proposal(f: &Fixture) -> SignedBlock {
+    let leader = f.leader.leader(Round(1));
+    let mut block = f.block_by(leader, 1, f.genesis_qc());
+    block.payload = (0..2)
+        .map(|s| {
+            let mut proof = junk_proof(s);
+            proof.info.num_bytes = 60;
+            proof
+        })
+        .collect();
+    block.sign(&f.keys[leader.as_usize()], CHAIN)
+}
+
+#[test]
+fn a_proposal_ordering_too_many_batch_bytes_is_refused_unverified_and_gets_no_vote() {
+    let f = Fixture::new();
+    let config = CoreConfig {
+        max_block_bytes: 100,
+        ..CoreConfig::default()
+    };
+    let accepting = Recording {
+        accept: true,
+        ..Recording::default()
+    };
+    let mut core = f.core(ME, config, accepting);
+    let heavy = heavy_proposal(&f);
+    let leader = heavy.block.author;
+    assert_eq!(
+        core.precheck(leader, &ConsensusMessage::Proposal(heavy.clone())),
+        Err(Error::PayloadTooHeavy {
+            bytes: 120,
+            limit: 100
+        })
+    );
+    // Had it reached the core verified (an embedder skipping the precheck), still no vote,
+    // and the payload validator (which would load the batches) is never asked.
+    let actions = core.handle(NOW, f.verified(&heavy));
+    assert!(
+        !any_vote(&actions),
+        "voted for 120 bytes over a limit of 100"
+    );
+    assert!(core.payload().validated.is_empty());
+    // Within the limit, the same proposal is voted for.
+    let mut roomy = f.core(
+        ME,
+        CoreConfig {
+            max_block_bytes: 120,
+            ..CoreConfig::default()
+        },
+        Recording {
+            accept: true,
+            ..Recording::default()
+        },
+    );
+    assert_eq!(
+        roomy.precheck(leader, &ConsensusMessage::Proposal(heavy.clone())),
+        Ok(())
+    );
+    assert!(any_vote(&roomy.handle(NOW, f.verified(&heavy))));
+}
+
+#[test]
+fn the_leader_pulls_within_max_block_bytes() {
+    let f = Fixture::new();
+    let config = CoreConfig {
+        max_block_bytes: 100,
+        ..CoreConfig::default()
+    };
+    // The source returns five proofs of 30 bytes whatever it is asked: the core keeps three.
+    let payload = Recording {
+        accept: true,
+        supply: 5,
+        proof_bytes: 30,
+        ..Recording::default()
+    };
+    let (core, actions) = f.started(f.leader.leader(Round(1)), config, payload);
+    let proposal = *proposals_in(&actions)
+        .first()
+        .expect("the leader of round 1 proposes at once");
+    assert_eq!(core.payload().pulled_bytes, vec![100]);
+    assert_eq!(proposal.block.payload.len(), 3);
+}
+
 // The leader's payload limit.
 
 #[test]

@@ -21,10 +21,10 @@ use keel_api::{
         VoteJson,
     },
 };
-use keel_authority::{Mempool, NonceReader, Rejection, checkpoint_store, state};
+use keel_authority::{AccountReader, Mempool, Rejection, checkpoint_store, state};
 use keel_storage::Store;
 use keel_types::{
-    Account, Address, CertifiedCheckpoint, ChainId, Digest, Height, Nonce, Object, Receipt,
+    Account, Address, CertifiedCheckpoint, ChainId, Digest, Height, Object, Receipt,
     SignedTransaction,
 };
 use parking_lot::Mutex;
@@ -70,11 +70,11 @@ pub struct NodeView {
     pub shutdown: CancellationToken,
 }
 
-struct StoreNonces<'a>(&'a Store);
+struct StoreAccounts<'a>(&'a Store);
 
-impl NonceReader for StoreNonces<'_> {
-    fn next_nonce(&self, address: &Address) -> Nonce {
-        state::account(self.0, address).map_or(Nonce(0), |a| a.nonce)
+impl AccountReader for StoreAccounts<'_> {
+    fn account(&self, address: &Address) -> Account {
+        state::account(self.0, address).unwrap_or_default()
     }
 }
 
@@ -83,7 +83,7 @@ impl NodeApi for NodeView {
         let results = self
             .mempool
             .lock()
-            .admit(txs, now_ms(), &StoreNonces(&self.store));
+            .admit(txs, now_ms(), &StoreAccounts(&self.store));
         let mut admitted = Vec::new();
         let out = results
             .into_iter()
@@ -319,7 +319,7 @@ impl NodeApi for NodeView {
         let change = governance::change_of(request, &view, staged.as_deref(), self.chain_id)?;
         let key = &view.keys.protocol;
         let address = Address::from_public_key(&key.public());
-        let nonce = StoreNonces(&self.store).next_nonce(&address);
+        let nonce = StoreAccounts(&self.store).account(&address).nonce;
         let (answer, tx) = governance::vote(&view, change, key, self.chain_id, nonce)?;
         if let Some(tx) = tx {
             self.submit(vec![tx])

@@ -1,7 +1,7 @@
 //! The batching task: owns the dissemination state machine. Every tick it moves admitted
 //! transactions from the mempool into batches and seals batches whose timer ran out; it counts
 //! acknowledgements of its own batches. It carries out the machine's actions in order: a batch
-//! is stored before it is broadcast, and a finished proof goes to the consensus driver's queue
+//! is stored (synced, with its ledger entry: see `batch_gc`) before it is broadcast, and a finished proof goes to the consensus driver's queue
 //! (waiting for room: own proofs are never dropped) and to every peer.
 //!
 //! At an epoch change ([`crate::epoch`]) the machine is rebuilt for the new committee (batches
@@ -13,7 +13,9 @@
 //! last one back when the machine is built).
 
 use crate::{clock::now_ms, epoch::EpochWatch, metrics::Metrics, peers::Outbound};
-use keel_authority::{Dissemination, DisseminationAction, Mempool, store_batch};
+use keel_authority::{
+    BatchLedger, Dissemination, DisseminationAction, LedgerEntry, Mempool, store_acknowledged_batch,
+};
 use keel_p2p::Notification;
 use keel_storage::{Column, Store};
 use keel_types::{Batch, BatchAck, Committee, Epoch, KeyPair, ProofOfAvailability, ValidatorIndex};
@@ -36,6 +38,8 @@ pub struct BatchingDeps {
     pub mempool: Arc<Mutex<Mempool>>,
     /// Where batches are stored.
     pub store: Arc<Store>,
+    /// Stored, unordered batches: own ones are recorded so they are deleted if they expire.
+    pub ledger: Arc<Mutex<BatchLedger>>,
     /// Sends batches and proofs.
     pub outbound: Outbound,
     /// Acknowledgements of own batches (from the router).
@@ -63,6 +67,7 @@ async fn run(deps: BatchingDeps) {
         mut epoch,
         mempool,
         store,
+        ledger,
         outbound,
         mut acks,
         proofs,
@@ -75,6 +80,7 @@ async fn run(deps: BatchingDeps) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let carry = Carry {
         store: &store,
+        ledger: &ledger,
         outbound: &outbound,
         proofs: &proofs,
     };
@@ -147,6 +153,7 @@ fn reserve_sequences(store: &Store, epoch: Epoch, up_to: u64) -> anyhow::Result<
 /// Carries out dissemination actions.
 struct Carry<'a> {
     store: &'a Arc<Store>,
+    ledger: &'a Arc<Mutex<BatchLedger>>,
     outbound: &'a Outbound,
     proofs: &'a mpsc::Sender<ProofOfAvailability>,
 }
@@ -161,8 +168,15 @@ impl Carry<'_> {
                         .await??;
                 }
                 DisseminationAction::StoreBatch(batch) => {
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || store_batch(&store, &batch)).await??;
+                    let (store, ledger) = (self.store.clone(), self.ledger.clone());
+                    tokio::task::spawn_blocking(move || {
+                        // The digest is a hash of the whole batch: off the async workers.
+                        let info = batch.info();
+                        ledger.lock().record_own(&info);
+                        let entry = LedgerEntry::of(&info, false);
+                        store_acknowledged_batch(&store, &batch, &entry)
+                    })
+                    .await??;
                 }
                 DisseminationAction::BroadcastBatch(batch) => {
                     self.outbound

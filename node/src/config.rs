@@ -218,6 +218,14 @@ impl NodeConfig {
                 format!("must be 1..={}", keel_types::batch::MAX_BATCH_BYTES / 2),
             ));
         }
+        // Half the lifetime validators accept: the rest is room for clock drift.
+        let most = keel_types::batch::MAX_BATCH_LIFETIME_MS / 2;
+        if !(1..=most).contains(&self.batching.lifetime_ms) {
+            return Err(field_error(
+                "batching.lifetime_ms",
+                format!("must be 1..={most}"),
+            ));
+        }
         let timeout = self.consensus.pacemaker.base_timeout_ms;
         if !ROUND_TIMEOUT_RANGE_MS.contains(&timeout) {
             return Err(field_error(
@@ -250,6 +258,19 @@ impl NodeConfig {
             return Err(field_error(
                 "dissemination.max_queued_proofs",
                 "queue sizes must be positive",
+            ));
+        }
+        if self.dissemination.max_stored_batches_per_author == 0 {
+            return Err(field_error(
+                "dissemination.max_stored_batches_per_author",
+                "must be positive",
+            ));
+        }
+        let batch = keel_types::batch::MAX_BATCH_BYTES as u64;
+        if self.dissemination.max_stored_bytes_per_author < batch {
+            return Err(field_error(
+                "dissemination.max_stored_bytes_per_author",
+                format!("must hold at least one full batch ({batch} bytes)"),
             ));
         }
         self.sync

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use keel_types::{
-    Address, ChainId, Committee, Digest, Epoch, EpochParams, EpochState, KeyPair, PublicKey, Stake,
-    ValidatorInfo,
+    Address, ChainId, Committee, Digest, Epoch, EpochParams, EpochState, FeeSchedule, KeyPair,
+    PublicKey, Stake, ValidatorInfo,
 };
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::Path};
@@ -67,7 +67,16 @@ pub struct Genesis {
     /// When epochs end (execution rules: part of the genesis digest).
     #[serde(default)]
     pub epochs: EpochParams,
+    /// What every transaction pays (execution rules: part of the genesis digest; absent: no
+    /// fees).
+    #[serde(default)]
+    pub fees: FeeSchedule,
 }
+
+/// Default of `keel genesis --fee-per-op`.
+pub const DEFAULT_FEE_PER_OP: u64 = 100;
+/// Default of `keel genesis --fee-per-byte`.
+pub const DEFAULT_FEE_PER_BYTE: u64 = 1;
 
 /// Most accounts a genesis may derive.
 pub const MAX_DERIVED_ACCOUNTS: u64 = 1_000_000;
@@ -231,6 +240,7 @@ mod tests {
             accounts: vec![],
             derived_accounts: None,
             epochs: EpochParams::default(),
+            fees: FeeSchedule::default(),
         };
         let err = genesis.committee().unwrap_err().to_string();
         assert!(err.contains("validators[0].protocol_key"), "{err}");

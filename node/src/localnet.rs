@@ -117,6 +117,10 @@ pub fn prepare(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Vec<PathB
             }),
             api_port_offset: API_OFFSET,
             admin_port_offset: ADMIN_OFFSET,
+            fees: keel_types::FeeSchedule {
+                per_op: crate::genesis::DEFAULT_FEE_PER_OP,
+                per_byte: crate::genesis::DEFAULT_FEE_PER_BYTE,
+            },
         },
         dir,
     )

@@ -20,7 +20,8 @@
 //!  QUIC ─▶ router (p2p handler: decode + forward, never waits)
 //!           ├─ consensus msg ─[consensus_queue, try_send: drop+count]──────────▶ driver
 //!           ├─ batch ─[batch_verify_queue, try_send: drop+count]─▶ batch verifier (blocking pool,
-//!           │                      batch_verifiers at once): verify, store, then ack ─▶ QUIC
+//!           │       batch_verifiers at once): author's quota in the batch ledger (over: refuse
+//!           │       unverified), verify, store synced, then ack ─▶ QUIC
 //!           ├─ proof ─[proof_verify_queue, try_send: drop+count]─▶ proof verifier ─┐
 //!           │                    [proof_queue, try_send: drop+count] ◀─────────────┘
 //!           │                                                     ▼
@@ -48,7 +49,25 @@
 //!  gauges task: endpoint and mempool gauges every gauges_interval_ms
 //!  pruner task: every pruning.interval_ms, status watch (executed) + checkpoint floor watch
 //!          ─▶ deletes heights below executed − keep_blocks (blocking pool, bounded per pass)
+//!  batch ledger task: committed watch ─▶ reads the new committed blocks ─▶ BatchLedger (shared
+//!          with the batch verifier and batching under a short lock): ordered batches leave it,
+//!          batches expired unordered by the committed time are deleted
 //! ```
+//!
+//! # What survives a power loss
+//!
+//! Everything this node promises to others is fsynced before the promise leaves:
+//! - votes, timeouts and proposals: the safety data is written synced first; RocksDB has one
+//!   write-ahead log, so that sync also makes durable every earlier write, the block voted for
+//!   included;
+//! - batch acknowledgements: the batch (with its ledger entry) is written synced before the
+//!   acknowledgement is signed away; own batches likewise before they are broadcast;
+//! - batch sequence reservations and epoch starts: synced;
+//! - receipts streamed to clients are *derived*: execution is deterministic over the committed
+//!   chain, which is durable through the blocks above (and held by the committee), so after a
+//!   power loss the node re-executes and produces the same receipts. `storage.sync_commits`
+//!   also syncs each executed state commit (one fsync per block) for operators who want the
+//!   state itself durable.
 //!
 //! Shutdown: one cancellation token reaches every task; `run` waits for each with a grace
 //! period, then closes the endpoint, joins the execution thread and flushes the store.
@@ -60,6 +79,7 @@
 
 mod admin;
 mod api_view;
+mod batch_gc;
 mod batching;
 mod bench;
 mod bootstrap;
@@ -136,6 +156,12 @@ enum Command {
         /// Admin API port = p2p port + this (bound to 127.0.0.1).
         #[arg(long, default_value_t = 200)]
         admin_port_offset: u16,
+        /// Fee every transaction pays per operation (governance votes are free).
+        #[arg(long, default_value_t = genesis::DEFAULT_FEE_PER_OP)]
+        fee_per_op: u64,
+        /// Fee per byte of state an operation stores (an object's key and value).
+        #[arg(long, default_value_t = genesis::DEFAULT_FEE_PER_BYTE)]
+        fee_per_byte: u64,
     },
     /// Run a validator.
     Run {
@@ -262,6 +288,8 @@ fn real_main() -> Result<()> {
             derived_accounts,
             api_port_offset,
             admin_port_offset,
+            fee_per_op,
+            fee_per_byte,
         } => {
             let accounts = accounts
                 .iter()
@@ -302,6 +330,10 @@ fn real_main() -> Result<()> {
                     derived,
                     api_port_offset,
                     admin_port_offset,
+                    fees: keel_types::FeeSchedule {
+                        per_op: fee_per_op,
+                        per_byte: fee_per_byte,
+                    },
                 },
                 &out_dir,
             )?;

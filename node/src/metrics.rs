@@ -55,6 +55,11 @@ pub struct Metrics {
     pub batches_acknowledged: IntCounter,
     /// Peer batches refused or dropped for overload.
     pub batches_refused: IntCounter,
+    /// Peer batches refused unverified because their author's quota of stored, unordered
+    /// batches was full.
+    pub batches_over_quota: IntCounter,
+    /// Stored batches deleted because they expired unordered.
+    pub batches_expired: IntCounter,
     /// Proofs waiting to be ordered.
     pub queued_proofs: IntGauge,
     /// Connected peers.
@@ -316,6 +321,17 @@ impl Metrics {
                 &r,
                 "keel_batches_refused_total",
                 "Peer batches refused (invalid) or dropped (overload)",
+            ),
+            batches_over_quota: counter(
+                &r,
+                "keel_batches_over_quota_total",
+                "Peer batches refused unverified: their author's stored, unordered batches were at \
+                 the quota",
+            ),
+            batches_expired: counter(
+                &r,
+                "keel_batches_expired_total",
+                "Stored batches deleted because they expired before any block ordered them",
             ),
             queued_proofs: gauge(
                 &r,

@@ -7,8 +7,9 @@
 //! - a proposal's proofs count as "proposed" (held back) only when the core is about to vote
 //!   for it, which it does only for the current round leader's proposal: a replayed or junk
 //!   proposal cannot keep honest batches out of blocks;
-//! - a payload is voted for only if every proof verifies against the committee and none
-//!   repeats (a proof identical to a queued one was verified when it was queued).
+//! - a payload is voted for only if every proof verifies against the committee, none repeats
+//!   (a proof identical to a queued one was verified when it was queued), and no batch has
+//!   expired by the block's timestamp.
 
 use crate::clock::now_ms;
 use keel_authority::ProofQueue;
@@ -45,8 +46,14 @@ impl ProofPayload {
 }
 
 impl PayloadSource for ProofPayload {
-    fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
-        self.queue.pull(max, now_ms())
+    fn pull(
+        &mut self,
+        _round: Round,
+        _parent: Digest,
+        max: usize,
+        max_bytes: u64,
+    ) -> Vec<ProofOfAvailability> {
+        self.queue.pull(max, max_bytes, now_ms())
     }
 
     fn has_payload(&self) -> bool {
@@ -56,8 +63,9 @@ impl PayloadSource for ProofPayload {
 
 impl PayloadValidator for ProofPayload {
     fn validate(&mut self, block: &Block) -> bool {
+        let (committee, chain) = (&self.committee, self.chain_id);
         self.queue
-            .validate(&block.payload, &self.committee, self.chain_id, now_ms())
+            .validate(&block.payload, committee, chain, block.timestamp, now_ms())
     }
 }
 
@@ -91,6 +99,7 @@ mod tests {
                     author: ValidatorIndex(0),
                     epoch: committee.epoch(),
                     sequence,
+                    expires_at: TimestampMs(NOW.0 + 60_000),
                     transactions: vec![],
                 };
                 let mut builder = ProofBuilder::new(committee.clone(), CHAIN, 16, 60_000);
@@ -113,7 +122,7 @@ mod tests {
         keys.iter()
             .enumerate()
             .map(|(i, key)| {
-                let mut queue = ProofQueue::new(100, 3_000, 60_000);
+                let mut queue = ProofQueue::new(100, 4, 3_000, 60_000);
                 for p in queued {
                     assert!(queue.insert(p.clone(), NOW));
                 }
@@ -241,7 +250,7 @@ mod tests {
                 .any(|a| matches!(a, Action::PersistSafety { .. })),
             "voted for a stale proposal: {actions:?}"
         );
-        let offered = cores[victim].payload_mut().queue().pull(10, NOW);
+        let offered = cores[victim].payload_mut().queue().pull(10, u64::MAX, NOW);
         assert_eq!(offered.len(), 2, "the replay held back honest proofs");
     }
 
@@ -267,7 +276,11 @@ mod tests {
             "the voter votes for the leader's proposal: {actions:?}"
         );
         assert!(
-            cores[voter].payload_mut().queue().pull(10, NOW).is_empty(),
+            cores[voter]
+                .payload_mut()
+                .queue()
+                .pull(10, u64::MAX, NOW)
+                .is_empty(),
             "proofs in a proposal this node voted for are held back"
         );
     }

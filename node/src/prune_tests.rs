@@ -49,6 +49,7 @@ fn receipt(tx: &SignedTransaction, height: u64) -> WriteOp {
         height: Height(height),
         block: Digest::default(),
         position: 0,
+        fee: 0,
     };
     WriteOp {
         column: Column::Receipts,
@@ -80,6 +81,7 @@ fn chain() -> Chain {
         author: ValidatorIndex(0),
         epoch: committee.epoch(),
         sequence,
+        expires_at: TimestampMs(u64::MAX),
         transactions,
     };
     let batches = [

@@ -4,6 +4,7 @@
 
 use crate::{
     api_view::{LogReload, NodeView},
+    batch_gc::{self, BatchGcDeps},
     batching::{self, BatchingDeps},
     bootstrap::{self, BootstrapDeps},
     checkpoint::{self, CheckpointTaskDeps},
@@ -29,8 +30,8 @@ use crate::{
 use anyhow::{Context, Result};
 use keel_api::NodeApi;
 use keel_authority::{
-    BatchVerifier, CheckpointMachine, Dissemination, DisseminationDeps, Executed, Executor,
-    GenesisState, Mempool, ProofQueue, checkpoint_store,
+    BatchLedger, BatchVerifier, CheckpointMachine, Dissemination, DisseminationDeps, Executed,
+    Executor, GenesisState, Mempool, ProofQueue, checkpoint_store,
 };
 use keel_consensus::{Core, CoreDeps, RecoveryData};
 use keel_p2p::{AllowedPeers, EndpointConfig, Network, NetworkIdentity};
@@ -71,6 +72,7 @@ pub async fn run(
         digest: genesis.digest(),
         accounts: genesis.funded()?,
         epoch: Some(genesis.epoch_state()?),
+        fees: genesis.fees,
     };
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -79,7 +81,11 @@ pub async fn run(
         .context("cannot start the state snapshot thread")?;
     let snapshot_thread = snapshots.clone();
     let (receipts, _) = broadcast::channel(limits.receipt_stream_buffer);
-    let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool.clone(), chain_id)));
+    let mempool = Arc::new(Mutex::new(Mempool::new(
+        config.mempool.clone(),
+        chain_id,
+        genesis.fees,
+    )));
     let pending = Arc::new(PendingTxs::new(limits.tracked_pending));
     let (consensus_tx, consensus_rx) = mpsc::channel(limits.consensus_queue);
     let (proof_tx, proof_rx) = mpsc::channel(limits.proof_queue);
@@ -252,6 +258,12 @@ pub async fn run(
         s.root = root;
     });
     let (committed_tx, committed_rx) = watch::channel(recovery.root.height);
+    let ledger = {
+        let mut ledger = BatchLedger::new(&config.dissemination);
+        let restored = batch_gc::restore(&store, &mut ledger)?;
+        tracing::info!(restored, "stored, unordered batches");
+        Arc::new(Mutex::new(ledger))
+    };
 
     // Tasks.
     let new_core = {
@@ -270,7 +282,7 @@ pub async fn run(
                 key: KeyPair::from_seed(&key.seed()),
                 leader,
                 payload: ProofPayload::new(
-                    ProofQueue::from_config(&dissemination),
+                    ProofQueue::from_config(&dissemination, committee.size()),
                     committee.clone(),
                     chain_id,
                 ),
@@ -333,6 +345,7 @@ pub async fn run(
         epoch: epoch_rx.clone(),
         mempool: mempool.clone(),
         store: store.clone(),
+        ledger: ledger.clone(),
         outbound: outbound.clone(),
         acks: ack_rx,
         proofs: proof_tx.clone(),
@@ -347,6 +360,7 @@ pub async fn run(
         }),
         epoch: epoch_rx.clone(),
         store: store.clone(),
+        ledger: ledger.clone(),
         outbound: outbound.clone(),
         batches: peer_batch_rx,
         parallel: limits.batch_verifiers,
@@ -358,6 +372,13 @@ pub async fn run(
         chain_id,
         proofs: peer_proof_rx,
         driver: proof_tx,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let batch_gc = batch_gc::spawn(BatchGcDeps {
+        ledger,
+        store: store.clone(),
+        committed: committed_rx.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
@@ -452,6 +473,7 @@ pub async fn run(
         ("batching", batching),
         ("batch verifier", batch_verifier),
         ("proof verifier", proof_verifier),
+        ("batch ledger", batch_gc),
         ("gauges", gauges),
         ("pruner", pruner),
         ("checkpoints", checkpoints),

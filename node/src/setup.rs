@@ -92,6 +92,8 @@ pub struct GenesisSpec {
     pub accounts: Vec<GenesisAccount>,
     /// Seed-derived accounts.
     pub derived: Option<DerivedAccounts>,
+    /// The fees.
+    pub fees: keel_types::FeeSchedule,
     /// Port offset of each validator's public API from its p2p port.
     pub api_port_offset: u16,
     /// Port offset of each validator's admin API from its p2p port.
@@ -132,6 +134,7 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
         accounts: spec.accounts.clone(),
         derived_accounts: spec.derived.clone(),
         epochs: Default::default(),
+        fees: spec.fees,
     };
     genesis.committee()?;
     genesis.funded()?;

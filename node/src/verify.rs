@@ -2,8 +2,10 @@
 //! blocking pool, off every task that consensus or batching needs.
 //!
 //! - Batches: at most `batch_verifiers` are verified at once; the router's bounded queue holds
-//!   the ones waiting (full: the router drops and counts). A batch that passes
-//!   [`accept_peer_batch`] is stored, and only then acknowledged to its author.
+//!   the ones waiting (full: the router drops and counts). A batch must first fit its author's
+//!   quota in the [`BatchLedger`] (else it is refused before any signature check); one that
+//!   passes [`accept_peer_batch`] is stored with its ledger entry, synced, and only then
+//!   acknowledged to its author.
 //! - Proofs: verified one at a time against the committee and handed to the consensus driver
 //!   (`try_send`: a full driver queue drops and counts the proof; another leader can still
 //!   propose its batch).
@@ -13,10 +15,14 @@
 //! batch.
 
 use crate::{epoch::EpochWatch, metrics::Metrics, peers::Outbound};
-use keel_authority::{BatchVerifier, DisseminationAction, accept_peer_batch, store_batch};
+use keel_authority::{
+    BatchLedger, BatchVerifier, DisseminationAction, LedgerEntry, accept_peer_batch,
+    store_acknowledged_batch,
+};
 use keel_p2p::Notification;
 use keel_storage::Store;
 use keel_types::{Batch, ChainId, Committee, KeyPair, ProofOfAvailability, ValidatorIndex};
+use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::{
     sync::{Semaphore, mpsc},
@@ -39,6 +45,8 @@ pub struct BatchVerifyDeps {
     pub epoch: EpochWatch,
     /// Where accepted batches are stored.
     pub store: Arc<Store>,
+    /// Each author's stored, unordered batches (the quota).
+    pub ledger: Arc<Mutex<BatchLedger>>,
     /// Sends acknowledgements.
     pub outbound: Outbound,
     /// Batches from the router.
@@ -58,6 +66,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             verifier: build,
             mut epoch,
             store,
+            ledger,
             outbound,
             mut batches,
             parallel,
@@ -91,27 +100,52 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (store, outbound, metrics) = (store.clone(), outbound.clone(), metrics.clone());
+            let context = BatchContext {
+                store: store.clone(),
+                ledger: ledger.clone(),
+                outbound: outbound.clone(),
+                metrics: metrics.clone(),
+            };
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                on_batch(&verifier, &store, &outbound, &metrics, sender, batch);
+                on_batch(&verifier, &context, sender, batch);
             });
         }
     })
 }
 
-/// Verifies, stores, then acknowledges one peer batch (on a blocking thread).
+/// What a batch verification needs besides the verifier.
+struct BatchContext {
+    store: Arc<Store>,
+    ledger: Arc<Mutex<BatchLedger>>,
+    outbound: Outbound,
+    metrics: Arc<Metrics>,
+}
+
+/// Admits one peer batch against its author's quota, verifies it, stores it with its ledger
+/// entry, then acknowledges it (on a blocking thread).
 fn on_batch(
     verifier: &BatchVerifier,
-    store: &Store,
-    outbound: &Outbound,
-    metrics: &Metrics,
+    context: &BatchContext,
     sender: ValidatorIndex,
     batch: Batch,
 ) {
-    let actions = match accept_peer_batch(verifier, sender, batch) {
+    let BatchContext {
+        store,
+        ledger,
+        outbound,
+        metrics,
+    } = context;
+    let info = batch.info();
+    if let Err(e) = ledger.lock().admit(&info) {
+        metrics.batches_over_quota.inc();
+        tracing::debug!(%sender, error = %e, "refused a batch over its author's quota");
+        return;
+    }
+    let actions = match accept_peer_batch(verifier, sender, batch, crate::clock::now_ms()) {
         Ok(actions) => actions,
         Err(e) => {
+            ledger.lock().release(&info.digest);
             metrics.batches_refused.inc();
             tracing::warn!(%sender, error = %e, "refused a batch");
             return;
@@ -120,7 +154,9 @@ fn on_batch(
     for action in actions {
         match action {
             DisseminationAction::StoreBatch(batch) => {
-                if let Err(e) = store_batch(store, &batch) {
+                let entry = LedgerEntry::of(&info, true);
+                if let Err(e) = store_acknowledged_batch(store, &batch, &entry) {
+                    ledger.lock().release(&info.digest);
                     tracing::error!(error = %e, "cannot store a batch");
                     return;
                 }

@@ -71,6 +71,7 @@ fn junk_proofs(n: usize, epoch: Epoch) -> Vec<ProofOfAvailability> {
                 author: ValidatorIndex(0),
                 epoch,
                 sequence: i as u64,
+                expires_at: TimestampMs(u64::MAX),
                 digest: Digest::of_tagged("junk", &(i as u64)),
                 num_transactions: 1,
                 num_bytes: 1,
@@ -103,6 +104,31 @@ fn one_shot_transfers(n: u64) -> Vec<keel_types::SignedTransaction> {
         .collect()
 }
 
+/// Validator 3's endpoint (its real network key and address) run by the test, connected to
+/// the `honest` validators, delivering what arrives to `handler`. Call inside a runtime.
+fn test_peer(
+    network: &keel_types::KeyPair,
+    committee: &keel_types::Committee,
+    addresses: &[std::net::SocketAddr],
+    honest: &[usize],
+    handler: Arc<dyn Handler<ConsensusMessage>>,
+) -> Network<ConsensusMessage> {
+    let net = Network::<ConsensusMessage>::start(
+        EndpointConfig {
+            listen: addresses[BYZANTINE],
+            ..EndpointConfig::default()
+        },
+        &NetworkIdentity::from_seed(&network.seed()).unwrap(),
+        AllowedPeers::new(committee.validators().iter().map(|v| v.network_key)),
+        handler,
+    )
+    .unwrap();
+    for i in honest {
+        net.add_peer(committee.validators()[*i].network_key, addresses[*i]);
+    }
+    net
+}
+
 fn dropped_messages(c: &Committee, i: usize) -> u64 {
     c.metric(i, "keel_consensus_dropped_messages_total")
         .unwrap_or(0.0) as u64
@@ -111,7 +137,8 @@ fn dropped_messages(c: &Committee, i: usize) -> u64 {
 #[test]
 fn a_flooding_replaying_member_cannot_stall_the_others() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Committee::create(4);
+    // No fees: the clients' transfers come from unfunded one-shot accounts.
+    let mut c = Committee::create_with(4, &["--fee-per-op", "0", "--fee-per-byte", "0"]);
     let honest = [0, 1, 2];
     // Leaders wait 200 ms after their parent, so batches reach every leader's proposal, the
     // doomed ones included; leaders rotate round robin.
@@ -153,19 +180,7 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let listener = Arc::new(Listener::default());
-    let net = Network::<ConsensusMessage>::start(
-        EndpointConfig {
-            listen: addresses[BYZANTINE],
-            ..EndpointConfig::default()
-        },
-        &NetworkIdentity::from_seed(&network.seed()).unwrap(),
-        AllowedPeers::new(committee.validators().iter().map(|v| v.network_key)),
-        listener.clone(),
-    )
-    .unwrap();
-    for i in honest {
-        net.add_peer(committee.validators()[i].network_key, addresses[i]);
-    }
+    let net = test_peer(&network, &committee, &addresses, &honest, listener.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -291,5 +306,198 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
             dropped > sent / 4,
             "validator {i} dropped only {dropped} of {sent} hostile messages"
         );
+    }
+}
+
+/// Counts the acknowledgements each honest validator sends back for the flooder's batches.
+#[derive(Default)]
+struct AckCounter {
+    acks: Mutex<std::collections::HashMap<ValidatorIndex, u64>>,
+}
+
+impl Handler<ConsensusMessage> for AckCounter {
+    fn on_notification(&self, _from: PublicKey, message: Notification<ConsensusMessage>) {
+        if let Notification::BatchAck(ack) = message {
+            *self.acks.lock().unwrap().entry(ack.signer).or_default() += 1;
+        }
+    }
+
+    fn on_request(&self, _from: PublicKey, _request: Request) -> Response {
+        Response::Refused("byzantine test peer".into())
+    }
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Submits `txs` spread over `honest` and returns how long until every honest validator
+/// executed `total` transactions.
+fn execute_wave(
+    c: &Committee,
+    honest: &[usize],
+    txs: &[keel_types::SignedTransaction],
+    total: u64,
+) -> Duration {
+    let started = Instant::now();
+    assert_eq!(common::submit_spread(c, honest, txs), txs.len());
+    c.wait_for(
+        Duration::from_secs(90),
+        "the wave to execute everywhere",
+        || honest.iter().all(|i| c.executed_transactions(*i) >= total),
+    );
+    started.elapsed()
+}
+
+#[test]
+fn a_member_flooding_batches_is_held_to_its_quota_and_the_others_keep_committing() {
+    const QUOTA: u64 = 48;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // No fees: the clients' transfers come from unfunded one-shot accounts.
+    let mut c = Committee::create_with(4, &["--fee-per-op", "0", "--fee-per-byte", "0"]);
+    let honest = [0, 1, 2];
+    for i in honest {
+        c.edit_config(
+            i,
+            &[
+                (
+                    "max_stored_batches_per_author = 4096\n",
+                    &format!("max_stored_batches_per_author = {QUOTA}\n"),
+                ),
+                (
+                    "max_stored_bytes_per_author = 268435456\n",
+                    "max_stored_bytes_per_author = 8388608\n",
+                ),
+            ],
+        );
+        c.spawn(i);
+    }
+    for i in honest {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    let (committee, chain_id, addresses) = c.genesis_committee();
+    let keys = c.path().join(format!("keys-{BYZANTINE}"));
+    let network = read_key(&keys.join("network.key"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let acks = Arc::new(AckCounter::default());
+    let net = test_peer(&network, &committee, &addresses, &honest, acks.clone());
+
+    // Without the attacker: a wave of transfers, timed.
+    let per_wave = 600;
+    let txs = one_shot_transfers(3 * per_wave);
+    let quiet = execute_wave(&c, &honest, &txs[..per_wave as usize], per_wave);
+    let disk = |i: usize| {
+        c.metric(i, "keel_storage_disk_bytes{column=\"batches\"}")
+            .unwrap_or(0.0) as u64
+    };
+    let quiet_disk: Vec<u64> = honest.iter().map(|i| disk(*i)).collect();
+    let quiet_rss: Vec<u64> = honest.iter().map(|i| rss_kib(c.pid(*i))).collect();
+
+    // The flood: batches of 64 signed 1 KiB puts (valid signatures, so only the quota stops
+    // them), each a new digest. The first ones expire in 3 s, the rest in 100 s.
+    let sender = keel_types::test_utils::seeded_key("batch-flooder", 0);
+    let tx = keel_types::Transaction {
+        chain_id,
+        sender: sender.public(),
+        nonce: keel_types::Nonce(0),
+        expiry: TimestampMs(now_ms() + 600_000),
+        ops: vec![keel_types::Op::Put {
+            key: b"flood".to_vec(),
+            value: vec![7; 1024],
+        }],
+    }
+    .sign(&sender);
+    let flood = |from: u64, count: u64, lifetime_ms: u64| {
+        for sequence in from..from + count {
+            let batch = keel_types::Batch {
+                author: ValidatorIndex(BYZANTINE as u32),
+                epoch: committee.epoch(),
+                sequence,
+                expires_at: TimestampMs(now_ms() + lifetime_ms),
+                transactions: vec![tx.clone(); 64],
+            };
+            let _ = net.broadcast(&Notification::Batch(batch));
+            if sequence % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let acked = |i: usize| {
+        acks.acks
+            .lock()
+            .unwrap()
+            .get(&ValidatorIndex(i as u32))
+            .copied()
+            .unwrap_or(0)
+    };
+    let over_quota = |i: usize| c.metric(i, "keel_batches_over_quota_total").unwrap_or(0.0) as u64;
+    // Refused over quota, or dropped before (a full verification queue).
+    let turned_away =
+        |i: usize| over_quota(i) + c.metric(i, "keel_batches_refused_total").unwrap_or(0.0) as u64;
+    flood(0, 400, 3_000);
+    c.wait_for(
+        Duration::from_secs(30),
+        "the quota to refuse batches",
+        || honest.iter().all(|i| turned_away(*i) >= 400 - QUOTA),
+    );
+    let first: Vec<u64> = honest.iter().map(|i| acked(*i)).collect();
+    println!("400 short-lived batches: acknowledged {first:?} (quota {QUOTA})");
+    for (k, n) in first.iter().enumerate() {
+        assert!(*n <= QUOTA, "validator {k} acknowledged {n} > {QUOTA}");
+        assert!(*n >= QUOTA / 2, "validator {k} acknowledged only {n}");
+    }
+    // Once the committed chain passes their expiry they are deleted and the quota is free.
+    c.wait_for(
+        Duration::from_secs(30),
+        "expired batches to be deleted",
+        || {
+            honest.iter().all(|i| {
+                c.metric(*i, "keel_batches_expired_total").unwrap_or(0.0) as u64 >= first[*i]
+            })
+        },
+    );
+    // A long-lived flood, while clients keep submitting.
+    let flooder = std::thread::scope(|s| {
+        let handle = s.spawn(|| flood(1_000, 2_000, 100_000));
+        let busy = execute_wave(
+            &c,
+            &honest,
+            &txs[per_wave as usize..2 * per_wave as usize],
+            2 * per_wave,
+        );
+        handle.join().unwrap();
+        busy
+    });
+    c.wait_for(
+        Duration::from_secs(30),
+        "the second flood to be refused",
+        || honest.iter().all(|i| turned_away(*i) >= 2_400 - 2 * QUOTA),
+    );
+    let after_flood = execute_wave(&c, &honest, &txs[2 * per_wave as usize..], 3 * per_wave);
+    let total: Vec<u64> = honest.iter().map(|i| acked(*i)).collect();
+    let flood_disk: Vec<u64> = honest.iter().map(|i| disk(*i)).collect();
+    let flood_rss: Vec<u64> = honest.iter().map(|i| rss_kib(c.pid(*i))).collect();
+    println!(
+        "2,400 flooded batches (~66 KiB each, 158 MiB): acknowledged {total:?}; refused over \
+         quota {:?}\nhonest waves of {per_wave}: {} ms quiet, {} ms under the flood, {} ms \
+         after\nbatches column bytes quiet {quiet_disk:?}, flooded {flood_disk:?}; RSS KiB quiet \
+         {quiet_rss:?}, flooded {flood_rss:?}",
+        honest.iter().map(|i| over_quota(*i)).collect::<Vec<_>>(),
+        quiet.as_millis(),
+        flooder.as_millis(),
+        after_flood.as_millis(),
+    );
+    for (k, n) in total.iter().enumerate() {
+        // At most the quota of short-lived batches, then at most the quota of long-lived ones.
+        assert!(*n <= 2 * QUOTA, "validator {k} acknowledged {n} batches");
     }
 }

@@ -41,15 +41,17 @@ fn four_validators_commit_signed_transactions_and_agree() {
             let (code, v) = c.get(i, &format!("/v1/transactions/{}", tx.digest()));
             assert_eq!(code, 200, "node {i}: {v}");
             assert_eq!(v["receipt"]["status"], "success", "node {i}: {v}");
+            // `keel genesis`'s default fee: 100 per op, a transfer stores no state.
+            assert_eq!(v["receipt"]["fee"], 100, "node {i}: {v}");
         }
     }
-    // Balances moved: each account paid 32 x 3 and received the same.
+    // Balances moved: each account paid 32 x 3 and received the same, and paid 32 fees of 100.
     let (_, account) = c.get(
         2,
         &format!("/v1/accounts/{}", common::address(&common::account_key(5))),
     );
     assert_eq!(account["nonce"], 32);
-    assert_eq!(account["balance"], 1_000_000_000u64);
+    assert_eq!(account["balance"], 1_000_000_000u64 - 32 * 100);
     // Disk use per column family is exported, and the columns written to hold bytes.
     c.wait_for(
         Duration::from_secs(10),

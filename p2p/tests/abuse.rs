@@ -44,6 +44,7 @@ fn big_batch(sequence: u64, transactions: usize) -> Notification<Vec<u8>> {
         author: ValidatorIndex(0),
         epoch: Epoch(1),
         sequence,
+        expires_at: TimestampMs(u64::MAX),
         transactions: vec![tx; transactions],
     })
 }

@@ -58,11 +58,15 @@ pub struct ObjectId {
     pub key: Vec<u8>,
 }
 
-/// An object's value and version. Versions start at 1 on creation and grow by one per write;
-/// a compare-and-swap expecting version 0 expects the object to be absent.
+/// An object's value and version. A version is the write stamp of the object's last write:
+/// `nonce × MAX_OPS + op_index + 1` of the writing transaction's nonce and op. The sender's
+/// nonce only grows, so versions of the sender's objects strictly increase with every write
+/// and are never reused, not even by an object deleted and created again: a compare-and-swap
+/// expecting a version of an earlier incarnation fails (no ABA). A compare-and-swap expecting
+/// version 0 expects the object to be absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
-    /// Number of writes since creation.
+    /// The write stamp of its last write (never 0).
     pub version: u64,
     /// At most [`crate::MAX_VALUE_LEN`] bytes.
     pub value: Vec<u8>,

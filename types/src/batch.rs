@@ -10,7 +10,7 @@ use crate::{
     crypto::{Domain, KeyPair, Signature, signing_message},
     digest::Digest,
     error::{Error, Result},
-    ids::{ChainId, Epoch, ValidatorIndex},
+    ids::{ChainId, Epoch, TimestampMs, ValidatorIndex},
     multisig::{MultiSignature, Threshold},
     transaction::SignedTransaction,
 };
@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH_TRANSACTIONS: usize = 10_000;
 /// Largest encoded batch in bytes.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a batch may live: validators acknowledge only a batch whose `expires_at` is at most
+/// this far ahead of their clock (authors set less, leaving room for clock drift).
+pub const MAX_BATCH_LIFETIME_MS: u64 = 120_000;
 
 /// Transactions sealed by one validator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +33,10 @@ pub struct Batch {
     pub epoch: Epoch,
     /// The author's batch counter within the epoch.
     pub sequence: u64,
+    /// No block with this timestamp or a later one may order the batch: voters refuse such a
+    /// proposal, so once the committed chain's time passes it, a batch not ordered by then
+    /// never will be and its holders delete it.
+    pub expires_at: TimestampMs,
     /// The transactions.
     pub transactions: Vec<SignedTransaction>,
 }
@@ -46,6 +53,7 @@ impl Batch {
             author: self.author,
             epoch: self.epoch,
             sequence: self.sequence,
+            expires_at: self.expires_at,
             digest: self.digest(),
             num_transactions: u32::try_from(self.transactions.len()).unwrap_or(u32::MAX),
             num_bytes: u64::try_from(bcs::serialized_size(self).unwrap_or(usize::MAX))
@@ -89,6 +97,8 @@ pub struct BatchInfo {
     pub epoch: Epoch,
     /// The author's batch counter.
     pub sequence: u64,
+    /// When the batch expires (see [`Batch::expires_at`]).
+    pub expires_at: TimestampMs,
     /// The batch id.
     pub digest: Digest,
     /// Number of transactions.

@@ -291,6 +291,7 @@ mod tests {
                 author: ValidatorIndex(0),
                 epoch: Epoch(1),
                 sequence,
+                expires_at: TimestampMs(u64::MAX),
                 digest: Digest::of_bytes(&sequence.to_le_bytes()),
                 num_transactions: 1,
                 num_bytes: 100,

@@ -38,6 +38,7 @@ pub mod crypto;
 pub mod digest;
 pub mod encoding;
 pub mod error;
+pub mod fees;
 pub mod governance;
 pub mod ids;
 pub mod multisig;
@@ -58,6 +59,7 @@ pub use consensus::{
 pub use crypto::{Domain, KeyPair, PublicKey, Signature};
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use fees::FeeSchedule;
 pub use governance::{
     CommitteeChange, EpochParams, EpochState, PendingChange, PossessionProof, ScheduledChange,
 };

@@ -111,6 +111,13 @@ pub enum DiscardReason {
         /// The block's timestamp.
         block_timestamp: TimestampMs,
     },
+    /// The sender's balance does not cover the transaction's fee.
+    CannotPayFee {
+        /// The fee.
+        fee: u64,
+        /// The sender's balance.
+        balance: u64,
+    },
 }
 
 impl fmt::Display for DiscardReason {
@@ -132,6 +139,12 @@ impl fmt::Display for DiscardReason {
                 f,
                 "expired at {expiry} ms, before the block's timestamp {block_timestamp} ms"
             ),
+            DiscardReason::CannotPayFee { fee, balance } => {
+                write!(
+                    f,
+                    "the fee {fee} is more than the sender's balance {balance}"
+                )
+            }
         }
     }
 }
@@ -207,4 +220,6 @@ pub struct Receipt {
     pub block: Digest,
     /// Its position among the block's transactions (in proof order, then batch order).
     pub position: u32,
+    /// The fee it paid (0 when discarded).
+    pub fee: u64,
 }

@@ -169,6 +169,7 @@ fn proof_of_availability_needs_more_than_a_third() {
         author: ValidatorIndex(0),
         epoch: Epoch(1),
         sequence: 0,
+        expires_at: TimestampMs(60_000),
         transactions: vec![
             tx(vec![Op::Delete { key: b"k".to_vec() }]).sign(&seeded_key("client", 0)),
         ],

@@ -13,6 +13,7 @@ fn receipt(status: ExecutionStatus) -> Receipt {
         height: Height(9),
         block: Digest::of_bytes(b"block"),
         position: 0,
+        fee: 0,
     }
 }
 

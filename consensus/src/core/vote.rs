@@ -17,7 +17,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
     /// Votes for `block`, the current round leader's proposal, now in the tree: the only path
     /// to a vote. In order: the timestamp must not precede the parent's nor run ahead of this
     /// replica's clock by more than `max_clock_drift_ms`; the payload must be within
-    /// `max_block_proofs`; the failed leaders it records must be those this replica's
+    /// `max_block_proofs` and `max_block_bytes`; the failed leaders it records must be those this replica's
     /// election names for the rounds it skips; the safety rules must allow the vote; then, and only then, the
     /// payload validator checks the payload (its proofs included, which verification left to
     /// it); then the vote is signed and released only after its safety data is persisted.
@@ -37,12 +37,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
                 b.timestamp, self.config.max_clock_drift_ms, self.now
             )));
         }
-        if b.payload.len() > self.config.max_block_proofs {
-            return Err(Error::PayloadTooLarge {
-                len: b.payload.len(),
-                limit: self.config.max_block_proofs,
-            });
-        }
+        crate::precheck::payload_within_limits(&b.payload, &self.config)?;
         // Only where this replica's history decides the round: replicas that are not final
         // for a round may name another leader for it, and refusing them would stall.
         if let Some((round, named)) = b

@@ -31,14 +31,33 @@ pub struct Recording {
     pub validated: Vec<Round>,
     /// The `max` of every `pull`.
     pub pulled: Vec<usize>,
+    /// The `max_bytes` of every `pull`.
+    pub pulled_bytes: Vec<u64>,
+    /// `num_bytes` of each proof `pull` returns (0: 1 byte).
+    pub proof_bytes: u64,
     /// Whether the source reports no payload (idle pacing).
     pub idle: bool,
 }
 
 impl PayloadSource for Recording {
-    fn pull(&mut self, _round: Round, _parent: Digest, max: usize) -> Vec<ProofOfAvailability> {
+    fn pull(
+        &mut self,
+        _: Round,
+        _: Digest,
+        max: usize,
+        max_bytes: u64,
+    ) -> Vec<ProofOfAvailability> {
         self.pulled.push(max);
-        (0..self.supply as u64).map(junk_proof).collect()
+        self.pulled_bytes.push(max_bytes);
+        (0..self.supply as u64)
+            .map(|s| ProofOfAvailability {
+                info: BatchInfo {
+                    num_bytes: self.proof_bytes.max(1),
+                    ..junk_proof(s).info
+                },
+                ..junk_proof(s)
+            })
+            .collect()
     }
 
     fn has_payload(&self) -> bool {
@@ -242,6 +261,7 @@ pub fn junk_proof(sequence: u64) -> ProofOfAvailability {
             author: ValidatorIndex(1),
             epoch: Epoch(1),
             sequence,
+            expires_at: TimestampMs(u64::MAX),
             digest: Digest::of_bytes(&sequence.to_le_bytes()),
             num_transactions: 1,
             num_bytes: 1,
