@@ -112,7 +112,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Maps axum's extractor rejections (bad JSON, bad path, body too large, wrong content type)
-/// to the common body with the same status.
+/// to the common body: 413, 415, and 400 for everything else a client sent wrong.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         rejection(r.status(), r.body_text())
@@ -131,12 +131,13 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
     }
 }
 
+/// Every malformed body is a 400, whether it is not JSON or JSON of the wrong shape (axum
+/// answers 422 for the latter; one status for both is what clients and the document expect).
 fn rejection(status: StatusCode, text: String) -> ApiError {
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_server_error() => return ApiError::internal(text),
-        _ => "bad_request",
-    };
-    ApiError::new(status, code, text)
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(text),
+        s if s.is_server_error() => ApiError::internal(text),
+        _ => ApiError::bad_request(text),
+    }
 }

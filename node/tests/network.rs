@@ -200,7 +200,7 @@ fn bad_requests_get_4xx_and_the_node_keeps_serving() {
             .unwrap()
     };
     check("garbage JSON", post_json("{not json"), 400);
-    check("wrong shape", post_json(r#"{"chain_id": "x"}"#), 422);
+    check("wrong shape", post_json(r#"{"chain_id": "x"}"#), 400);
     let bad_hex = serde_json::json!({
         "chain_id": 7, "sender": "zz", "nonce": 0, "expiry_ms": 1,
         "ops": [], "signature": "00"
