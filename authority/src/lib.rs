@@ -85,7 +85,7 @@ pub use executor::{
     BlockOutcome, BlockToExecute, Executor, GenesisState, Timings, installed_state_ops,
     read_epoch_state,
 };
-pub use mempool::{AccountReader, Mempool};
+pub use mempool::{AccountReader, Admission, Checked, Mempool};
 pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
 pub use proof_queue::ProofQueue;
 pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};

@@ -23,40 +23,24 @@ pub trait AccountReader {
     fn account(&self, address: &Address) -> Account;
 }
 
-/// Pending transactions.
-#[derive(Debug)]
-pub struct Mempool {
+/// The checks of admission that need no pool state: everything but duplicates and room. Cheap
+/// to clone, so the signature checks run outside the pool's lock ([`Admission::check`], then
+/// [`Mempool::insert_checked`]).
+#[derive(Debug, Clone)]
+pub struct Admission {
     config: MempoolConfig,
     chain_id: ChainId,
     fees: FeeSchedule,
-    by_digest: HashMap<Digest, SignedTransaction>,
-    by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
-    order: VecDeque<Digest>,
 }
 
-impl Mempool {
-    /// An empty pool admitting transactions for `chain_id` that can pay `fees`.
-    pub fn new(config: MempoolConfig, chain_id: ChainId, fees: FeeSchedule) -> Self {
-        Mempool {
-            config,
-            chain_id,
-            fees,
-            by_digest: HashMap::new(),
-            by_sender: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
+/// Transactions through [`Admission::check`]: each with its digest, or why it was refused.
+#[derive(Debug)]
+pub struct Checked {
+    txs: Vec<SignedTransaction>,
+    results: Vec<Result<Digest, Rejection>>,
+}
 
-    /// Pending transactions.
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
-
+impl Admission {
     /// Checks that need no signature and no pool state.
     fn precheck(
         &self,
@@ -119,13 +103,14 @@ impl Mempool {
         Ok(())
     }
 
-    /// Admits transactions that arrived together; one result per input, in order.
-    pub fn admit(
-        &mut self,
+    /// Runs every check but duplicates and room: the cheap ones, then one batch verification
+    /// of the signatures of everything that passed them (no lock needed).
+    pub fn check(
+        &self,
         txs: Vec<SignedTransaction>,
         now: TimestampMs,
         accounts: &dyn AccountReader,
-    ) -> Vec<Result<Digest, Rejection>> {
+    ) -> Checked {
         let ids: Vec<Identified> = txs.iter().map(|t| t.transaction.identify()).collect();
         let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
         let mut candidates = Vec::new();
@@ -154,6 +139,68 @@ impl Mempool {
                 }
             }
         }
+        Checked { txs, results }
+    }
+}
+
+/// Pending transactions.
+#[derive(Debug)]
+pub struct Mempool {
+    admission: Admission,
+    config: MempoolConfig,
+    by_digest: HashMap<Digest, SignedTransaction>,
+    by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
+    order: VecDeque<Digest>,
+}
+
+impl Mempool {
+    /// An empty pool admitting transactions for `chain_id` that can pay `fees`.
+    pub fn new(config: MempoolConfig, chain_id: ChainId, fees: FeeSchedule) -> Self {
+        Mempool {
+            admission: Admission {
+                config: config.clone(),
+                chain_id,
+                fees,
+            },
+            config,
+            by_digest: HashMap::new(),
+            by_sender: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Pending transactions.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// The pool's admission checks, to run outside its lock.
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
+    }
+
+    /// Admits transactions that arrived together (checks, then inserts); one result per
+    /// input, in order. Callers that share the pool behind a lock run
+    /// [`Admission::check`] outside it and [`Mempool::insert_checked`] inside instead.
+    pub fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        now: TimestampMs,
+        accounts: &dyn AccountReader,
+    ) -> Vec<Result<Digest, Rejection>> {
+        let checked = self.admission.check(txs, now, accounts);
+        self.insert_checked(checked)
+    }
+
+    /// Inserts what passed [`Admission::check`] (refusing duplicates and what does not fit);
+    /// one result per checked input, in order.
+    pub fn insert_checked(&mut self, checked: Checked) -> Vec<Result<Digest, Rejection>> {
+        let Checked { txs, mut results } = checked;
         for (i, tx) in txs.into_iter().enumerate() {
             if let Ok(digest) = results[i] {
                 results[i] = self.insert(tx, digest);

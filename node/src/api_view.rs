@@ -80,10 +80,10 @@ impl AccountReader for StoreAccounts<'_> {
 
 impl NodeApi for NodeView {
     fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>> {
-        let results = self
-            .mempool
-            .lock()
-            .admit(txs, now_ms(), &StoreAccounts(&self.store));
+        // Signatures are verified outside the pool's lock, which batching takes every tick.
+        let admission = self.mempool.lock().admission();
+        let checked = admission.check(txs, now_ms(), &StoreAccounts(&self.store));
+        let results = self.mempool.lock().insert_checked(checked);
         let mut admitted = Vec::new();
         let out = results
             .into_iter()

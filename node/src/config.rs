@@ -292,6 +292,61 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// The documented config with one `name = value` line's value replaced by `value`.
+    fn documented_with(line: usize, value: &str) -> String {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/localnet/validator-0.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let assignments: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.starts_with('#') && l.contains(" = "))
+            .map(|(i, _)| i)
+            .collect();
+        let target = assignments[line % assignments.len()];
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| match l.split_once(" = ") {
+                Some((name, _)) if i == target => format!("{name} = {value}"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    mod untrusted {
+        use super::{documented_with, load_str};
+        use proptest::prelude::*;
+
+        proptest! {
+            /// An operator's config file is untrusted input: whatever value any field holds,
+            /// and wherever the file is cut, loading answers Ok or an error, never a panic,
+            /// and an error names the config.
+            #[test]
+            fn any_value_in_any_field_loads_or_is_refused_by_name(
+                line in 0usize..200,
+                value in prop_oneof![
+                    any::<u64>().prop_map(|v| v.to_string()),
+                    any::<i64>().prop_map(|v| v.to_string()),
+                    Just("0".to_string()),
+                    Just("18446744073709551616".to_string()),
+                    "[ -~]{0,24}".prop_map(|s| format!("\"{}\"", s.replace(['"', '\\'], ""))),
+                    "[ -~]{0,24}",
+                ],
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let text = documented_with(line, &value);
+                if let Err(e) = load_str(&text) {
+                    let message = format!("{e:#}");
+                    prop_assert!(message.contains("config"), "{}", message);
+                }
+                let chars = text.chars().count().max(1);
+                let cut = text.char_indices().nth(cut.index(chars)).map_or(0, |(i, _)| i);
+                let _ = load_str(&text[..cut]);
+            }
+        }
+    }
+
     #[test]
     fn the_documented_localnet_configs_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/localnet");

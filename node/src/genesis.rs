@@ -255,4 +255,91 @@ mod tests {
         let err = too_many.funded().unwrap_err().to_string();
         assert!(err.contains("derived_accounts.count"), "{err}");
     }
+
+    /// A valid genesis of four validators and two accounts, as JSON.
+    fn valid_json() -> serde_json::Value {
+        let validators = (0..4u8)
+            .map(|i| GenesisValidator {
+                name: format!("v{i}"),
+                protocol_key: KeyPair::from_seed(&[i; 32]).public().to_string(),
+                network_key: KeyPair::from_seed(&[i + 100; 32]).public().to_string(),
+                stake: 1,
+                address: format!("127.0.0.1:{}", 7000 + u16::from(i)),
+            })
+            .collect();
+        let genesis = Genesis {
+            chain_id: 1,
+            epoch: 1,
+            validators,
+            accounts: vec![GenesisAccount {
+                address: "11".repeat(32),
+                balance: 5,
+            }],
+            derived_accounts: None,
+            epochs: EpochParams::default(),
+            fees: FeeSchedule {
+                per_op: 1,
+                per_byte: 1,
+            },
+        };
+        serde_json::to_value(&genesis).unwrap()
+    }
+
+    /// Replaces the `n`th scalar of `value` (depth first, wrapping) with `with`.
+    fn replace_scalar(
+        value: &mut serde_json::Value,
+        n: &mut usize,
+        with: &serde_json::Value,
+    ) -> bool {
+        match value {
+            serde_json::Value::Object(map) => map.values_mut().any(|v| replace_scalar(v, n, with)),
+            serde_json::Value::Array(items) => items.iter_mut().any(|v| replace_scalar(v, n, with)),
+            scalar => {
+                if *n == 0 {
+                    *scalar = with.clone();
+                    return true;
+                }
+                *n -= 1;
+                false
+            }
+        }
+    }
+
+    mod untrusted {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A genesis file is untrusted input: with any scalar replaced by any value,
+            /// loading and every derivation the node makes from it answer Ok or an error,
+            /// never a panic.
+            #[test]
+            fn any_value_anywhere_loads_or_is_refused(
+                at in 0usize..64,
+                with in prop_oneof![
+                    any::<u64>().prop_map(serde_json::Value::from),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    any::<bool>().prop_map(serde_json::Value::from),
+                    "[ -~]{0,80}".prop_map(serde_json::Value::from),
+                    Just(serde_json::Value::Null),
+                ],
+            ) {
+                let mut json = valid_json();
+                let mut n = at;
+                if !replace_scalar(&mut json, &mut n, &with) {
+                    let mut n = at % 8;
+                    replace_scalar(&mut json, &mut n, &with);
+                }
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("genesis.json");
+                std::fs::write(&path, json.to_string()).unwrap();
+                if let Ok(genesis) = Genesis::load(&path) {
+                    let _ = genesis.committee();
+                    let _ = genesis.funded();
+                    let _ = genesis.epoch_state();
+                    let _ = genesis.digest();
+                }
+            }
+        }
+    }
 }
