@@ -19,7 +19,7 @@
 //! ```text
 //!  QUIC ─▶ router (p2p handler: decode + forward, never waits)
 //!           ├─ consensus msg ─[consensus_queue, try_send: drop+count]──────────▶ driver
-//!           ├─ batch ─[batch_verify_queue, try_send: drop+count]─▶ batch verifier (blocking pool,
+//!           ├─ batch ─[batch_verify_queue, each author its share, try_send: drop+count]─▶ batch verifier (blocking pool,
 //!           │       batch_verifiers at once): author's quota in the batch ledger (over: refuse
 //!           │       unverified), verify, store synced, then ack ─▶ QUIC
 //!           ├─ proof ─[proof_verify_queue, try_send: drop+count]─▶ proof verifier ─┐

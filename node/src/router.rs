@@ -7,8 +7,12 @@
 //! store, each answer capped at [`MAX_RANGE_BYTES`] encoded.
 
 use crate::{
-    driver::PeerMessage, metrics::Metrics, peers::Peers, persist, snapshots::Snapshots,
-    verify::PeerBatch,
+    driver::PeerMessage,
+    metrics::Metrics,
+    peers::Peers,
+    persist,
+    snapshots::Snapshots,
+    verify::{PeerBatch, PendingBatches},
 };
 use keel_authority::checkpoint_store;
 use keel_consensus::ConsensusMessage;
@@ -32,6 +36,8 @@ pub struct Router {
     pub consensus: mpsc::Sender<PeerMessage>,
     /// Batches → batch verifier.
     pub batches: mpsc::Sender<PeerBatch>,
+    /// Each author's places in the batch queue.
+    pub pending_batches: Arc<PendingBatches>,
     /// Acknowledgements → batching task.
     pub acks: mpsc::Sender<BatchAck>,
     /// Proofs → proof verifier.
@@ -67,7 +73,10 @@ impl Handler<ConsensusMessage> for Router {
                 }
             }
             Notification::Batch(batch) => {
-                if self.batches.try_send((sender, batch)).is_err() {
+                if !self.pending_batches.reserve(sender) {
+                    m.batches_refused.inc();
+                } else if self.batches.try_send((sender, batch)).is_err() {
+                    self.pending_batches.release(sender);
                     m.batches_refused.inc();
                 }
             }

@@ -92,6 +92,10 @@ pub async fn run(
     let fetched = mpsc::channel(limits.fetched_queue);
     let (ack_tx, ack_rx) = mpsc::channel(limits.ack_queue);
     let (peer_batch_tx, peer_batch_rx) = mpsc::channel(limits.batch_verify_queue);
+    let pending_batches = Arc::new(verify::PendingBatches::new(
+        limits.batch_verify_queue,
+        committee.size(),
+    ));
     let (peer_proof_tx, peer_proof_rx) = mpsc::channel(limits.proof_verify_queue);
     let (sync_tx, sync_rx) = mpsc::channel(limits.sync_control_queue);
     let (executed_tx, executed_rx) = mpsc::channel(limits.checkpoint_queue);
@@ -108,6 +112,7 @@ pub async fn run(
         peers: peers.clone(),
         consensus: consensus_tx,
         batches: peer_batch_tx,
+        pending_batches: pending_batches.clone(),
         acks: ack_tx,
         proofs: peer_proof_tx,
         checkpoint_signatures: checkpoint_sig_tx,
@@ -363,6 +368,7 @@ pub async fn run(
         ledger: ledger.clone(),
         outbound: outbound.clone(),
         batches: peer_batch_rx,
+        pending: pending_batches,
         parallel: limits.batch_verifiers,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),

@@ -2,7 +2,8 @@
 //! blocking pool, off every task that consensus or batching needs.
 //!
 //! - Batches: at most `batch_verifiers` are verified at once; the router's bounded queue holds
-//!   the ones waiting (full: the router drops and counts). A batch must first fit its author's
+//!   the ones waiting, each author at most its share ([`PendingBatches`]; full: the router
+//!   drops and counts). A batch must first fit its author's
 //!   quota in the [`BatchLedger`] (else it is refused before any signature check); one that
 //!   passes [`accept_peer_batch`] is stored with its ledger entry, synced, and only then
 //!   acknowledged to its author.
@@ -33,6 +34,48 @@ use tokio_util::sync::CancellationToken;
 /// A peer's batch, unverified.
 pub type PeerBatch = (ValidatorIndex, Batch);
 
+/// Peers' batches waiting in the verification queue, counted per author: an author may hold
+/// at most its share of the queue (its capacity divided by the committee size at start-up),
+/// so one member flooding batches cannot crowd the others' out of verification. The router
+/// reserves a place before queueing a batch; the verifier releases it on taking the batch.
+#[derive(Debug)]
+pub struct PendingBatches {
+    share: usize,
+    waiting: Mutex<std::collections::HashMap<ValidatorIndex, usize>>,
+}
+
+impl PendingBatches {
+    /// Shares of a queue of `capacity` among `authors`.
+    pub fn new(capacity: usize, authors: usize) -> Self {
+        PendingBatches {
+            share: (capacity / authors.max(1)).max(1),
+            waiting: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Takes a place for `author`'s batch; false when its share is full.
+    pub fn reserve(&self, author: ValidatorIndex) -> bool {
+        let mut waiting = self.waiting.lock();
+        let n = waiting.entry(author).or_default();
+        if *n >= self.share {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives `author`'s place back (its batch left the queue, or never entered it).
+    pub fn release(&self, author: ValidatorIndex) {
+        let mut waiting = self.waiting.lock();
+        if let Some(n) = waiting.get_mut(&author) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                waiting.remove(&author);
+            }
+        }
+    }
+}
+
 /// Builds the batch verifier for a committee, this node's index in it and its protocol key.
 pub type VerifierBuilder =
     Box<dyn Fn(&Committee, ValidatorIndex, Arc<KeyPair>) -> BatchVerifier + Send + Sync>;
@@ -51,6 +94,8 @@ pub struct BatchVerifyDeps {
     pub outbound: Outbound,
     /// Batches from the router.
     pub batches: mpsc::Receiver<PeerBatch>,
+    /// Each author's places in that queue (released here as batches are taken).
+    pub pending: Arc<PendingBatches>,
     /// Batches verified at once.
     pub parallel: usize,
     /// Metrics.
@@ -69,6 +114,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             ledger,
             outbound,
             mut batches,
+            pending,
             parallel,
             metrics,
             shutdown,
@@ -93,6 +139,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
                 Some(b) = batches.recv() => b,
                 else => return,
             };
+            pending.release(sender);
             let Some(verifier) = current.clone() else {
                 metrics.batches_refused.inc();
                 continue;
@@ -223,4 +270,25 @@ pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooding_author_holds_only_its_share_of_the_queue() {
+        let pending = PendingBatches::new(8, 4);
+        let flooder = ValidatorIndex(3);
+        let taken = (0..10).filter(|_| pending.reserve(flooder)).count();
+        assert_eq!(taken, 2);
+        // The others still find room.
+        for author in 0..3 {
+            assert!(pending.reserve(ValidatorIndex(author)));
+        }
+        // A place comes back when the verifier takes a batch.
+        pending.release(flooder);
+        assert!(pending.reserve(flooder));
+        assert!(!pending.reserve(flooder));
+    }
 }

@@ -391,10 +391,12 @@ fn a_member_flooding_batches_is_held_to_its_quota_and_the_others_keep_committing
     let acks = Arc::new(AckCounter::default());
     let net = test_peer(&network, &committee, &addresses, &honest, acks.clone());
 
-    // Without the attacker: a wave of transfers, timed.
+    // Without the attacker: a warm-up wave, then a wave of transfers, timed.
     let per_wave = 600;
-    let txs = one_shot_transfers(3 * per_wave);
-    let quiet = execute_wave(&c, &honest, &txs[..per_wave as usize], per_wave);
+    let txs = one_shot_transfers(4 * per_wave);
+    let wave = |k: u64| &txs[(k * per_wave) as usize..((k + 1) * per_wave) as usize];
+    execute_wave(&c, &honest, wave(0), per_wave);
+    let quiet = execute_wave(&c, &honest, wave(1), 2 * per_wave);
     let disk = |i: usize| {
         c.metric(i, "keel_storage_disk_bytes{column=\"batches\"}")
             .unwrap_or(0.0) as u64
@@ -468,12 +470,7 @@ fn a_member_flooding_batches_is_held_to_its_quota_and_the_others_keep_committing
     // A long-lived flood, while clients keep submitting.
     let flooder = std::thread::scope(|s| {
         let handle = s.spawn(|| flood(1_000, 2_000, 100_000));
-        let busy = execute_wave(
-            &c,
-            &honest,
-            &txs[per_wave as usize..2 * per_wave as usize],
-            2 * per_wave,
-        );
+        let busy = execute_wave(&c, &honest, wave(2), 3 * per_wave);
         handle.join().unwrap();
         busy
     });
@@ -482,7 +479,7 @@ fn a_member_flooding_batches_is_held_to_its_quota_and_the_others_keep_committing
         "the second flood to be refused",
         || honest.iter().all(|i| turned_away(*i) >= 2_400 - 2 * QUOTA),
     );
-    let after_flood = execute_wave(&c, &honest, &txs[2 * per_wave as usize..], 3 * per_wave);
+    let after_flood = execute_wave(&c, &honest, wave(3), 4 * per_wave);
     let total: Vec<u64> = honest.iter().map(|i| acked(*i)).collect();
     let flood_disk: Vec<u64> = honest.iter().map(|i| disk(*i)).collect();
     let flood_rss: Vec<u64> = honest.iter().map(|i| rss_kib(c.pid(*i))).collect();
