@@ -33,11 +33,20 @@ pub struct Admission {
     fees: FeeSchedule,
 }
 
-/// Transactions through [`Admission::check`]: each with its digest, or why it was refused.
+/// Transactions through [`Admission::check`]: each with its digest, or why it was refused,
+/// and for those that passed, their fee and the sender's committed balance.
 #[derive(Debug)]
 pub struct Checked {
     txs: Vec<SignedTransaction>,
     results: Vec<Result<Digest, Rejection>>,
+    payment: Vec<Payment>,
+}
+
+/// A transaction's fee and its sender's committed balance at admission.
+#[derive(Debug, Clone, Copy, Default)]
+struct Payment {
+    fee: u64,
+    balance: u64,
 }
 
 impl Admission {
@@ -48,7 +57,7 @@ impl Admission {
         id: &Identified,
         now: TimestampMs,
         accounts: &dyn AccountReader,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Payment, Rejection> {
         let t = &tx.transaction;
         if t.chain_id != self.chain_id {
             return Err(Rejection::WrongChain {
@@ -100,7 +109,10 @@ impl Admission {
                 balance: account.balance,
             });
         }
-        Ok(())
+        Ok(Payment {
+            fee,
+            balance: account.balance,
+        })
     }
 
     /// Runs every check but duplicates and room: the cheap ones, then one batch verification
@@ -113,11 +125,13 @@ impl Admission {
     ) -> Checked {
         let ids: Vec<Identified> = txs.iter().map(|t| t.transaction.identify()).collect();
         let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
+        let mut payment = vec![Payment::default(); txs.len()];
         let mut candidates = Vec::new();
         for (i, (tx, id)) in txs.iter().zip(&ids).enumerate() {
             match self.precheck(tx, id, now, accounts) {
-                Ok(()) => {
+                Ok(paid) => {
                     candidates.push(i);
+                    payment[i] = paid;
                     results.push(Ok(id.digest));
                 }
                 Err(e) => results.push(Err(e)),
@@ -139,7 +153,11 @@ impl Admission {
                 }
             }
         }
-        Checked { txs, results }
+        Checked {
+            txs,
+            results,
+            payment,
+        }
     }
 }
 
@@ -148,6 +166,8 @@ impl Admission {
 pub struct Mempool {
     admission: Admission,
     config: MempoolConfig,
+    /// The fees of each sender's pending transactions.
+    pending_fees: HashMap<Address, u64>,
     by_digest: HashMap<Digest, SignedTransaction>,
     by_sender: HashMap<Address, BTreeMap<Nonce, Digest>>,
     order: VecDeque<Digest>,
@@ -163,6 +183,7 @@ impl Mempool {
                 fees,
             },
             config,
+            pending_fees: HashMap::new(),
             by_digest: HashMap::new(),
             by_sender: HashMap::new(),
             order: VecDeque::new(),
@@ -200,16 +221,25 @@ impl Mempool {
     /// Inserts what passed [`Admission::check`] (refusing duplicates and what does not fit);
     /// one result per checked input, in order.
     pub fn insert_checked(&mut self, checked: Checked) -> Vec<Result<Digest, Rejection>> {
-        let Checked { txs, mut results } = checked;
+        let Checked {
+            txs,
+            mut results,
+            payment,
+        } = checked;
         for (i, tx) in txs.into_iter().enumerate() {
             if let Ok(digest) = results[i] {
-                results[i] = self.insert(tx, digest);
+                results[i] = self.insert(tx, digest, payment[i]);
             }
         }
         results
     }
 
-    fn insert(&mut self, tx: SignedTransaction, digest: Digest) -> Result<Digest, Rejection> {
+    fn insert(
+        &mut self,
+        tx: SignedTransaction,
+        digest: Digest,
+        payment: Payment,
+    ) -> Result<Digest, Rejection> {
         if self.by_digest.contains_key(&digest) {
             return Err(Rejection::Duplicate(digest));
         }
@@ -230,6 +260,17 @@ impl Mempool {
                 "{per_sender} transactions pending from this sender, the limit"
             )));
         }
+        // A sender's pending transactions together must be payable from its balance: one that
+        // could pay for a single fee cannot fill blocks with discarded transactions.
+        let pending_fees = self.pending_fees.get(&sender).copied().unwrap_or(0);
+        let owed = pending_fees.saturating_add(payment.fee);
+        if owed > payment.balance {
+            return Err(Rejection::CannotPayFee {
+                fee: owed,
+                balance: payment.balance,
+            });
+        }
+        self.pending_fees.insert(sender, owed);
         self.by_sender
             .entry(sender)
             .or_default()
@@ -257,6 +298,13 @@ impl Mempool {
     pub fn remove(&mut self, digest: &Digest) -> Option<SignedTransaction> {
         let tx = self.by_digest.remove(digest)?;
         let sender = tx.transaction.sender_address();
+        let fee = self.admission.fees.fee(&tx.transaction);
+        if let Some(owed) = self.pending_fees.get_mut(&sender) {
+            *owed = owed.saturating_sub(fee);
+            if *owed == 0 {
+                self.pending_fees.remove(&sender);
+            }
+        }
         if let Some(m) = self.by_sender.get_mut(&sender) {
             m.remove(&tx.transaction.nonce);
             if m.is_empty() {

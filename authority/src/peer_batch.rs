@@ -68,14 +68,15 @@ impl BatchVerifier {
         self.committee.epoch()
     }
 
-    /// Validates `batch` from `sender` (author, epoch, expiry, sizes, static rules), verifies
-    /// every transaction signature in one batch verification, and signs the acknowledgement.
-    fn check(
+    /// The checks that need neither hashing nor signatures: the sender is the author, the
+    /// epoch is this verifier's, and the expiry is within [`check_expiry`]'s window. Run
+    /// before anything is counted for the batch's author.
+    pub fn precheck(
         &self,
         sender: ValidatorIndex,
         batch: &Batch,
         now: TimestampMs,
-    ) -> Result<BatchAck, BatchRejection> {
+    ) -> Result<(), BatchRejection> {
         if batch.author != sender {
             return Err(BatchRejection::NotAuthor {
                 author: batch.author,
@@ -89,7 +90,19 @@ impl BatchVerifier {
                 self.committee.epoch()
             )));
         }
-        check_expiry(batch.expires_at, now)?;
+        check_expiry(batch.expires_at, now)
+    }
+
+    /// Validates `batch` from `sender` ([`BatchVerifier::precheck`], sizes, static rules),
+    /// verifies every transaction signature in one batch verification, and signs the
+    /// acknowledgement.
+    fn check(
+        &self,
+        sender: ValidatorIndex,
+        batch: &Batch,
+        now: TimestampMs,
+    ) -> Result<BatchAck, BatchRejection> {
+        self.precheck(sender, batch, now)?;
         batch
             .validate(self.chain_id)
             .map_err(|e| BatchRejection::Invalid(e.to_string()))?;

@@ -7,8 +7,11 @@
 //!   block orders it. One seen in a proposal — pulled by this node as leader, or accepted by
 //!   [`ProofQueue::validate`] as a voter — is held back for `reoffer_after_ms`, then offered
 //!   again if no commit removed it (the proposal may have failed).
-//! - **Ordered once**: a committed batch is remembered (up to the queue's size), so a late copy
-//!   of its proof is not queued again.
+//! - **Ordered once**: a committed batch is remembered until it expires (at most
+//!   [`COMMITTED_PER_QUEUED`] × the queue's size, the soonest-expiring forgotten first): a late
+//!   copy of its proof is not queued again, and a proposal ordering it again gets no vote (a
+//!   Byzantine leader re-ordering a batch after its holders pruned it would leave executors
+//!   unable to fetch it).
 //! - **Bounded, and fair across authors**: at most `max_queued_proofs` proofs, and each batch
 //!   author at most its share (`max_queued_proofs` divided by the committee size, at least 1),
 //!   so an author flooding proofs cannot crowd out the others'; proofs older than
@@ -23,7 +26,10 @@
 
 use crate::config::DisseminationConfig;
 use keel_types::{ChainId, Committee, Digest, ProofOfAvailability, TimestampMs, ValidatorIndex};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+/// Committed batches remembered per queued proof allowed ([`ProofQueue`]'s "ordered once").
+pub const COMMITTED_PER_QUEUED: usize = 32;
 
 #[derive(Debug)]
 struct Queued {
@@ -43,9 +49,10 @@ pub struct ProofQueue {
     per_author: usize,
     /// Where the next pull starts its turns.
     next_author: ValidatorIndex,
-    /// Recently committed batches, so a late copy of their proof is not queued again.
-    committed: HashSet<Digest>,
-    committed_order: VecDeque<Digest>,
+    /// Committed batches that have not expired, with their expiries: a late copy of their
+    /// proof is not queued again, and no proposal ordering them again is voted for.
+    committed: HashMap<Digest, TimestampMs>,
+    committed_by_expiry: BTreeSet<(TimestampMs, Digest)>,
     max: usize,
     reoffer_after_ms: u64,
     expire_after_ms: u64,
@@ -60,8 +67,8 @@ impl ProofQueue {
             proofs: HashMap::new(),
             per_author: (max / authors.max(1)).max(1),
             next_author: ValidatorIndex(0),
-            committed: HashSet::new(),
-            committed_order: VecDeque::new(),
+            committed: HashMap::new(),
+            committed_by_expiry: BTreeSet::new(),
             max,
             reoffer_after_ms,
             expire_after_ms,
@@ -88,7 +95,7 @@ impl ProofQueue {
         let digest = proof.info.digest;
         let author = proof.info.author;
         if self.proofs.contains_key(&digest)
-            || self.committed.contains(&digest)
+            || self.committed.contains_key(&digest)
             || self.proofs.len() >= self.max
             || self.queued_by(author) >= self.per_author
             || proof.info.expires_at <= now
@@ -119,11 +126,25 @@ impl ProofQueue {
         max_bytes: u64,
         now: TimestampMs,
     ) -> Vec<ProofOfAvailability> {
+        self.pull_for_block(max, max_bytes, now, now)
+    }
+
+    /// [`ProofQueue::pull`] for a block with timestamp `block_time` (after `now` when the
+    /// parent's timestamp is ahead of this clock): only batches expiring after both, as the
+    /// voters check.
+    pub fn pull_for_block(
+        &mut self,
+        max: usize,
+        max_bytes: u64,
+        now: TimestampMs,
+        block_time: TimestampMs,
+    ) -> Vec<ProofOfAvailability> {
         let reoffer = self.reoffer_after_ms;
+        let expiry_floor = now.max(block_time);
         let proofs = &self.proofs;
         let available = |d: &Digest| {
             proofs.get(d).is_some_and(|q| {
-                q.proof.info.expires_at > now
+                q.proof.info.expires_at > expiry_floor
                     && q.proposed_at
                         .is_none_or(|t| now.0.saturating_sub(t.0) >= reoffer)
             })
@@ -191,8 +212,8 @@ impl ProofQueue {
         })
     }
 
-    /// Whether a proposal's proofs may be voted for: each verifies, none repeats, and none has
-    /// expired by the block's timestamp `block_time`. Only when
+    /// Whether a proposal's proofs may be voted for: each verifies, none repeats, none was
+    /// committed already, and none has expired by the block's timestamp `block_time`. Only when
     /// the answer is yes, the queued ones count as proposed at `now` (held back from this
     /// node's own proposals until re-offered); a refused proposal changes nothing.
     ///
@@ -209,6 +230,7 @@ impl ProofQueue {
         let mut seen = HashSet::with_capacity(proofs.len());
         let valid = proofs.iter().all(|p| {
             p.info.expires_at > block_time
+                && !self.committed.contains_key(&p.info.digest)
                 && seen.insert(p.info.digest)
                 && (self.contains(p) || p.verify(committee, chain_id).is_ok())
         });
@@ -227,20 +249,26 @@ impl ProofQueue {
         }
     }
 
-    /// Removes batches a committed block ordered.
-    pub fn remove_committed(&mut self, digests: impl IntoIterator<Item = Digest>) {
-        for d in digests {
-            self.proofs.remove(&d);
-            if self.committed.insert(d) {
-                self.committed_order.push_back(d);
+    /// Removes batches a committed block ordered (digests with their expiries), and remembers
+    /// them until they expire.
+    pub fn remove_committed(&mut self, batches: impl IntoIterator<Item = (Digest, TimestampMs)>) {
+        for (digest, expires_at) in batches {
+            self.proofs.remove(&digest);
+            if self.committed.insert(digest, expires_at).is_none() {
+                self.committed_by_expiry.insert((expires_at, digest));
             }
         }
-        while self.committed_order.len() > self.max {
-            if let Some(old) = self.committed_order.pop_front() {
-                self.committed.remove(&old);
-            }
+        let most = self.max.saturating_mul(COMMITTED_PER_QUEUED);
+        while self.committed.len() > most {
+            self.forget_first_committed();
         }
         self.compact();
+    }
+
+    fn forget_first_committed(&mut self) {
+        if let Some((_, digest)) = self.committed_by_expiry.pop_first() {
+            self.committed.remove(&digest);
+        }
     }
 
     /// Drops proofs older than `expire_after_ms` or whose batch expired; returns their
@@ -257,6 +285,14 @@ impl ProofQueue {
             .collect();
         for d in &expired {
             self.proofs.remove(d);
+        }
+        // Expired batches can be ordered by no block: forgetting them is safe.
+        while self
+            .committed_by_expiry
+            .first()
+            .is_some_and(|(expires_at, _)| *expires_at <= now)
+        {
+            self.forget_first_committed();
         }
         self.compact();
         expired
@@ -362,5 +398,21 @@ mod tests {
         assert_eq!(second.len(), 3);
         assert!(second.iter().all(|p| p.info.author.0 == 1));
         assert_eq!(second[0].info.sequence, 2);
+    }
+
+    #[test]
+    fn a_batch_expiring_by_the_blocks_timestamp_is_not_pulled_for_it() {
+        let mut queue = ProofQueue::new(100, 4, 500, 60_000);
+        let mut p = proof(1, 0, 10);
+        p.info.expires_at = TimestampMs(2_000);
+        assert!(queue.insert(p, NOW));
+        // The parent's timestamp, ahead of this clock, makes the block's 2,000: voters refuse
+        // a batch expiring then, so the leader does not pull it.
+        assert!(
+            queue
+                .pull_for_block(10, u64::MAX, NOW, TimestampMs(2_000))
+                .is_empty()
+        );
+        assert_eq!(queue.pull_for_block(10, u64::MAX, NOW, NOW).len(), 1);
     }
 }

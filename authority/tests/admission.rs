@@ -188,3 +188,37 @@ fn a_sender_that_cannot_pay_the_fee_is_refused() {
     let mut pool = Mempool::new(MempoolConfig::default(), CHAIN, cheap);
     assert!(pool.admit(vec![tx(0, 0)], NOW, &Poor)[0].is_ok());
 }
+
+#[test]
+fn a_senders_pending_transactions_must_be_payable_together() {
+    // Each transaction costs 14; a balance of 10 pays none, of 30 pays two at once.
+    struct Holds30;
+    impl AccountReader for Holds30 {
+        fn account(&self, _address: &Address) -> Account {
+            Account {
+                balance: 30,
+                nonce: Nonce(0),
+            }
+        }
+    }
+    let fees = FeeSchedule {
+        per_op: 5,
+        per_byte: 1,
+    };
+    let mut pool = Mempool::new(MempoolConfig::default(), CHAIN, fees);
+    let results = pool.admit((0..3).map(|n| tx(0, n)).collect(), NOW, &Holds30);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(
+            results[2],
+            Err(Rejection::CannotPayFee {
+                fee: 42,
+                balance: 30
+            })
+        ),
+        "{results:?}"
+    );
+    // Once one is taken for a batch, its fee no longer counts against the next.
+    assert_eq!(pool.take(1).len(), 1);
+    assert!(pool.admit(vec![tx(0, 2)], NOW, &Holds30)[0].is_ok());
+}

@@ -437,7 +437,7 @@ fn proofs_are_reoffered_after_a_failed_proposal_and_dropped_when_committed_or_ex
     assert!(queue.has_available(TimestampMs(NOW.0 + 500)));
     // No commit within the re-offer delay: both are offered again.
     assert_eq!(queue.pull(10, u64::MAX, TimestampMs(NOW.0 + 500)).len(), 2);
-    queue.remove_committed([first[0].info.digest]);
+    queue.remove_committed([(first[0].info.digest, first[0].info.expires_at)]);
     assert_eq!(
         queue.pull(10, u64::MAX, TimestampMs(NOW.0 + 1_500)).len(),
         1
@@ -545,7 +545,13 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
             assert_eq!(outcome.receipts.len(), 40);
             net.nodes[v]
                 .queue
-                .remove_committed(payload.iter().map(|p| p.info.digest));
+                .remove_committed(payload.iter().map(|p| (p.info.digest, p.info.expires_at)));
+            // A proposal ordering a committed batch again gets no vote (these proofs verify:
+            // only the commit refuses them).
+            assert!(
+                !net.validate(v, &payload),
+                "voted to re-order committed batches"
+            );
             roots.push((
                 bcs::to_bytes(&outcome.receipts).unwrap(),
                 executor.store().state_root().unwrap(),

@@ -57,6 +57,7 @@ use crate::{
     amnesia::AnswerTally,
     block_tree::{BlockTree, CommitRoot},
     error::{Error, Result},
+    interface::PayloadLimit,
     leader::LeaderElection,
     message::{ConsensusMessage, Verified},
     pacemaker::Pacemaker,
@@ -478,7 +479,13 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             _ => return,
         };
         let (max, max_bytes) = (self.config.max_block_proofs, self.config.max_block_bytes);
-        let mut payload = self.payload.pull(round, parent, max, max_bytes);
+        let timestamp = self.now.max(parent_timestamp);
+        let limit = PayloadLimit {
+            proofs: max,
+            bytes: max_bytes,
+            timestamp,
+        };
+        let mut payload = self.payload.pull(round, parent, limit);
         payload.truncate(max);
         // A source that returned more bytes than asked: keep the prefix within the limit.
         let mut bytes = 0u64;
@@ -497,7 +504,7 @@ impl<L: LeaderElection, P: PayloadSource + PayloadValidator> Core<L, P> {
             timeout_cert,
             failed_leaders,
             payload,
-            timestamp: self.now.max(parent_timestamp),
+            timestamp,
         };
         let Ok(block) = self.safety.sign_proposal(block) else {
             return; // not reached: check_proposal passed above and nothing changed since

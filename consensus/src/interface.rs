@@ -19,17 +19,26 @@ use keel_types::{
 };
 use serde::{Deserialize, Serialize};
 
+/// What a proposal's payload must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadLimit {
+    /// Most proofs ([`CoreConfig::max_block_proofs`]).
+    pub proofs: usize,
+    /// Most batch bytes in total ([`CoreConfig::max_block_bytes`]).
+    pub bytes: u64,
+    /// The block's timestamp: a batch expiring at or before it may not be ordered.
+    pub timestamp: TimestampMs,
+}
+
 /// Supplies the payload (proofs of availability) of this replica's proposals.
 pub trait PayloadSource {
-    /// At most `max` proofs, of batches of at most `max_bytes` in total, to include in a block
-    /// at `round` extending `parent` (the core passes [`CoreConfig::max_block_proofs`] and
-    /// [`CoreConfig::max_block_bytes`], and drops anything beyond either).
+    /// Proofs within `limit` to include in a block at `round` extending `parent` (the core
+    /// drops anything beyond the proof and byte limits).
     fn pull(
         &mut self,
         round: Round,
         parent: Digest,
-        max: usize,
-        max_bytes: u64,
+        limit: PayloadLimit,
     ) -> Vec<ProofOfAvailability>;
 
     /// Whether [`PayloadSource::pull`] would return anything now. An idle leader waits up to
@@ -57,7 +66,7 @@ pub trait PayloadValidator {
 pub struct EmptyPayload;
 
 impl PayloadSource for EmptyPayload {
-    fn pull(&mut self, _: Round, _: Digest, _: usize, _: u64) -> Vec<ProofOfAvailability> {
+    fn pull(&mut self, _: Round, _: Digest, _: PayloadLimit) -> Vec<ProofOfAvailability> {
         Vec::new()
     }
 

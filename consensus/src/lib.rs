@@ -83,8 +83,8 @@ pub use error::{Error, Result};
 pub use interface::{
     Action, CoreConfig, CoreDeps, CoreStats, DEFAULT_MAX_BLOCK_PROOFS, DEFAULT_MAX_BLOCKS,
     DEFAULT_MAX_CLOCK_DRIFT_MS, DEFAULT_MAX_FUTURE_ROUNDS, DEFAULT_MAX_PENDING,
-    DEFAULT_MIN_BLOCK_INTERVAL_MS, EmptyPayload, Input, PayloadSource, PayloadValidator,
-    RecoveryData,
+    DEFAULT_MIN_BLOCK_INTERVAL_MS, EmptyPayload, Input, PayloadLimit, PayloadSource,
+    PayloadValidator, RecoveryData,
 };
 pub use leader::{
     Election, ElectionConfig, ElectionKind, LeaderElection, Reputation, ValidatorReputation,

@@ -87,11 +87,12 @@ async fn run(deps: BatchGcDeps) {
             continue;
         }
         let (from, to) = (seen, height);
-        seen = height;
         let (store, ledger, metrics) = (store.clone(), ledger.clone(), metrics.clone());
         let done = tokio::task::spawn_blocking(move || follow(&store, &ledger, &metrics, from, to));
+        // On a failure the heights are read again at the next commit (batches the ledger
+        // already let go of are found again at the next start-up, from their index entries).
         match done.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => seen = to,
             Ok(Err(e)) => tracing::warn!(error = %e, "batch ledger: cannot follow a commit"),
             Err(e) => tracing::warn!(error = %e, "batch ledger task failed"),
         }

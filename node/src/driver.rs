@@ -469,7 +469,13 @@ impl Driver {
             }
             let latency = now.0.saturating_sub(b.block.block.timestamp.0) as f64 / 1e3;
             self.metrics.commit_latency.observe(latency);
-            digests.extend(b.block.block.payload.iter().map(|p| p.info.digest));
+            digests.extend(
+                b.block
+                    .block
+                    .payload
+                    .iter()
+                    .map(|p| (p.info.digest, p.info.expires_at)),
+            );
         }
         self.core.payload_mut().queue().remove_committed(digests);
         self.metrics

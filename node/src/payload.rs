@@ -13,7 +13,7 @@
 
 use crate::clock::now_ms;
 use keel_authority::ProofQueue;
-use keel_consensus::{PayloadSource, PayloadValidator};
+use keel_consensus::{PayloadLimit, PayloadSource, PayloadValidator};
 use keel_types::{Block, ChainId, Committee, Digest, ProofOfAvailability, Round};
 
 /// The driver's proof queue as the core's payload.
@@ -50,10 +50,12 @@ impl PayloadSource for ProofPayload {
         &mut self,
         _round: Round,
         _parent: Digest,
-        max: usize,
-        max_bytes: u64,
+        limit: PayloadLimit,
     ) -> Vec<ProofOfAvailability> {
-        self.queue.pull(max, max_bytes, now_ms())
+        // Batches are checked against the block's timestamp (possibly its parent's, ahead of
+        // this clock), as voters will.
+        self.queue
+            .pull_for_block(limit.proofs, limit.bytes, now_ms(), limit.timestamp)
     }
 
     fn has_payload(&self) -> bool {

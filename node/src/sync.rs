@@ -49,8 +49,8 @@ pub enum SyncControl {
     Applied {
         /// The new committed root.
         root: CommitRoot,
-        /// Batches the applied blocks ordered.
-        batches: Vec<Digest>,
+        /// Batches the applied blocks ordered, with their expiries.
+        batches: Vec<(Digest, keel_types::TimestampMs)>,
     },
     /// Rebuild the core from the store and take part in consensus again.
     Resume,
@@ -480,9 +480,15 @@ async fn apply(
         height: c.height,
         timestamp: c.block.block.timestamp,
     });
-    let batches: Vec<Digest> = committed
+    let batches: Vec<(Digest, keel_types::TimestampMs)> = committed
         .iter()
-        .flat_map(|c| c.block.block.payload.iter().map(|p| p.info.digest))
+        .flat_map(|c| {
+            c.block
+                .block
+                .payload
+                .iter()
+                .map(|p| (p.info.digest, p.info.expires_at))
+        })
         .collect();
     let count = committed.len() as u64;
     tokio::task::spawn_blocking(move || persist::save_commit(&store, &committed)).await??;

@@ -183,16 +183,32 @@ fn on_batch(
         outbound,
         metrics,
     } = context;
-    let info = batch.info();
-    if let Err(e) = ledger.lock().admit(&info) {
-        metrics.batches_over_quota.inc();
-        tracing::debug!(%sender, error = %e, "refused a batch over its author's quota");
+    let now = crate::clock::now_ms();
+    // Nothing is counted for an author before the sender is shown to be it.
+    if let Err(e) = verifier.precheck(sender, &batch, now) {
+        metrics.batches_refused.inc();
+        tracing::warn!(%sender, error = %e, "refused a batch");
         return;
     }
-    let actions = match accept_peer_batch(verifier, sender, batch, crate::clock::now_ms()) {
+    let info = batch.info();
+    // `false`: already held (stored and counted); a failure below must not release it.
+    let new = match ledger.lock().admit(&info) {
+        Ok(new) => new,
+        Err(e) => {
+            metrics.batches_over_quota.inc();
+            tracing::debug!(%sender, error = %e, "refused a batch over its author's quota");
+            return;
+        }
+    };
+    let release = || {
+        if new {
+            ledger.lock().release(&info.digest);
+        }
+    };
+    let actions = match accept_peer_batch(verifier, sender, batch, now) {
         Ok(actions) => actions,
         Err(e) => {
-            ledger.lock().release(&info.digest);
+            release();
             metrics.batches_refused.inc();
             tracing::warn!(%sender, error = %e, "refused a batch");
             return;
@@ -203,7 +219,7 @@ fn on_batch(
             DisseminationAction::StoreBatch(batch) => {
                 let entry = LedgerEntry::of(&info, true);
                 if let Err(e) = store_acknowledged_batch(store, &batch, &entry) {
-                    ledger.lock().release(&info.digest);
+                    release();
                     tracing::error!(error = %e, "cannot store a batch");
                     return;
                 }

@@ -188,6 +188,22 @@ fn no_tls12() -> rustls::Error {
     rustls::Error::General("TLS 1.2 is not accepted".into())
 }
 
+/// The TLS server name a dial to `key` presents: the key's 64 hex characters as two DNS labels
+/// of 32 (a label holds at most 63). The dialler's verifier accepts only that key.
+pub fn server_name_for(key: &PublicKey) -> String {
+    let hex = key.to_string();
+    format!("{}.{}", &hex[..32], &hex[32..])
+}
+
+/// The key a server name made by [`server_name_for`] names.
+fn key_of_server_name(name: &str) -> Option<PublicKey> {
+    let (a, b) = name.split_once('.')?;
+    if a.len() != 32 || b.len() != 32 {
+        return None;
+    }
+    format!("{a}{b}").parse().ok()
+}
+
 fn reject(e: Error) -> rustls::Error {
     rustls::Error::General(e.to_string())
 }
@@ -197,11 +213,22 @@ impl ServerCertVerifier for PeerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates).map_err(reject)?;
+        let key = self.check(end_entity, intermediates).map_err(reject)?;
+        // A dial names the key it expects ([`server_name_for`]): another allowed key answering
+        // fails the handshake, before the server registers a connection it would replace a
+        // good one with.
+        if let ServerName::DnsName(name) = server_name
+            && let Some(expected) = key_of_server_name(name.as_ref())
+            && expected != key
+        {
+            return Err(reject(Error::Certificate {
+                reason: format!("dialled {expected}, answered by {key}"),
+            }));
+        }
         Ok(ServerCertVerified::assertion())
     }
 

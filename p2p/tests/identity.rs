@@ -1,7 +1,10 @@
 //! TLS handshakes between in-memory rustls connections: only allowed keys get through, on both
 //! sides, and each side learns the other's network key from its certificate.
 
-use keel_p2p::{AllowedPeers, Error, NetworkIdentity, client_config, peer_key, server_config};
+use keel_p2p::{
+    AllowedPeers, Error, NetworkIdentity, client_config, identity::server_name_for, peer_key,
+    server_config,
+};
 use rustls::{ClientConnection, ServerConnection, pki_types::ServerName};
 use std::sync::Arc;
 
@@ -105,4 +108,27 @@ fn certificates_must_be_ed25519_x509() {
     assert!(matches!(peer_key(&garbage), Err(Error::Certificate { .. })));
     let ok = identity(4);
     assert_eq!(peer_key(ok.certificate()).unwrap(), ok.public());
+}
+
+#[test]
+fn a_dial_naming_one_key_fails_when_another_allowed_key_answers() {
+    let (a, b, c) = (identity(1), identity(2), identity(3));
+    let allowed = AllowedPeers::new([a.public(), b.public(), c.public()]);
+    let dial = |name: String, server: &NetworkIdentity| {
+        let mut client = ClientConnection::new(
+            Arc::new(client_config(&a, allowed.clone()).unwrap()),
+            ServerName::try_from(name).unwrap(),
+        )
+        .unwrap();
+        let mut server =
+            ServerConnection::new(Arc::new(server_config(server, allowed.clone()).unwrap()))
+                .unwrap();
+        handshake(&mut client, &mut server)
+    };
+    // Naming b, answered by b: fine.
+    assert_eq!(dial(server_name_for(&b.public()), &b), Ok(()));
+    // Naming b, answered by c (allowed, but not the one dialled): the client refuses, so the
+    // handshake never completes on the server either.
+    let refused = dial(server_name_for(&b.public()), &c).unwrap_err();
+    assert!(refused.starts_with("client:"), "{refused}");
 }

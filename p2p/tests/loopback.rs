@@ -363,4 +363,12 @@ async fn a_dial_answered_by_another_allowed_key_is_not_taken_for_the_dialled_pee
         c.recorder.seen.lock().is_empty(),
         "the message reached the wrong peer"
     );
+    // The handshake itself fails (the dial names the key it expects), so the answering
+    // endpoint never registers the dialler either: it cannot replace a good connection with
+    // it (after a key rotation, the old key's dials reach the new key's endpoint).
+    assert!(
+        c.network.connected_peers().is_empty(),
+        "{:?}",
+        c.network.connected_peers()
+    );
 }

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use keel_consensus::{
-    Action, ConsensusMessage, Core, CoreConfig, CoreDeps, Input, LeaderElection, PayloadSource,
-    PayloadValidator, RecoveryData, VoteAggregator, VoteOutcome, WeightedRoundRobin,
+    Action, ConsensusMessage, Core, CoreConfig, CoreDeps, Input, LeaderElection, PayloadLimit,
+    PayloadSource, PayloadValidator, RecoveryData, VoteAggregator, VoteOutcome, WeightedRoundRobin,
 };
 use keel_types::{
     BatchInfo, Block, ChainId, Committee, Digest, Epoch, KeyPair, MultiSignature,
@@ -40,15 +40,9 @@ pub struct Recording {
 }
 
 impl PayloadSource for Recording {
-    fn pull(
-        &mut self,
-        _: Round,
-        _: Digest,
-        max: usize,
-        max_bytes: u64,
-    ) -> Vec<ProofOfAvailability> {
-        self.pulled.push(max);
-        self.pulled_bytes.push(max_bytes);
+    fn pull(&mut self, _: Round, _: Digest, limit: PayloadLimit) -> Vec<ProofOfAvailability> {
+        self.pulled.push(limit.proofs);
+        self.pulled_bytes.push(limit.bytes);
         (0..self.supply as u64)
             .map(|s| ProofOfAvailability {
                 info: BatchInfo {

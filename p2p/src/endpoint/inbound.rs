@@ -53,13 +53,14 @@ pub(super) fn register<C>(
     connection: &quinn::Connection,
     generation: u64,
 ) -> bool {
-    if !inner.allowed.contains(&key) {
-        // Allowed at the handshake, removed since (an epoch change in between).
-        connection.close(0u32.into(), b"not allowed");
-        return false;
-    }
     let replaced = {
         let mut connections = inner.connections.lock();
+        // Under the lock that `set_allowed` takes to close connections of removed keys.
+        if !inner.allowed.contains(&key) {
+            // Allowed at the handshake, removed since (an epoch change in between).
+            connection.close(0u32.into(), b"not allowed");
+            return false;
+        }
         if inner.generation.load(Ordering::Acquire) != generation {
             // The handshake ran under the identity this node presented before a rotation.
             connection.close(0u32.into(), b"identity changed");

@@ -100,6 +100,13 @@ impl Peer {
         self.lanes.iter().map(|l| l.queue.lock().bytes).sum()
     }
 
+    /// Puts back a frame whose send failed, at the front (it keeps its place).
+    fn push_front(&self, protocol: Protocol, frame: Vec<u8>) {
+        let mut queue = self.lane(protocol).queue.lock();
+        queue.bytes += frame.len();
+        queue.frames.push_front(frame);
+    }
+
     fn pop(&self, protocol: Protocol) -> Option<Vec<u8>> {
         let mut queue = self.lane(protocol).queue.lock();
         let frame = queue.frames.pop_front()?;
@@ -158,6 +165,8 @@ async fn lane_sender<C: DeserializeOwned + Send + Sync + 'static>(
     } else {
         0
     };
+    // A frame whose send failed once is retried once, on the next connection.
+    let mut retried = false;
     while !inner.is_shut_down() && !peer.is_removed() {
         let Some(connection) = connection_to(&inner, key, &peer).await else {
             continue;
@@ -171,9 +180,17 @@ async fn lane_sender<C: DeserializeOwned + Send + Sync + 'static>(
                     send.finish().map_err(io)
                 };
                 if sent.await.is_err() {
-                    // Connection lost: the message is dropped; the loop reconnects.
-                    inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    // Connection lost or replaced: retry the frame once on the next one (the
+                    // loop reconnects); a second failure drops it.
+                    if retried {
+                        retried = false;
+                        inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        retried = true;
+                        peer.push_front(protocol, frame);
+                    }
                 } else {
+                    retried = false;
                     inner
                         .counters
                         .bytes_sent
@@ -219,7 +236,8 @@ async fn connection_to<C: DeserializeOwned + Send + Sync + 'static>(
         let client = inner.client.lock();
         (client.clone(), inner.generation.load(Ordering::Acquire))
     };
-    let dialled = match inner.endpoint.connect_with(client, peer.address, "keel") {
+    let name = crate::identity::server_name_for(&key);
+    let dialled = match inner.endpoint.connect_with(client, peer.address, &name) {
         Ok(connecting) => connecting.await.ok(),
         Err(_) => None,
     };
