@@ -37,7 +37,9 @@ async fn run() {
     let allowed = AllowedPeers::new([a_id.public(), b_id.public()]);
     let config = EndpointConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        // Room for every message of a run: the bench measures the link, not drops.
         queue_capacity: 1 << 20,
+        queue_bytes: 512 << 20,
         ..EndpointConfig::default()
     };
     let a_count = Arc::new(Count::default());
