@@ -16,15 +16,18 @@
 //! and acknowledging peers' batches), [`proof_queue`] (proofs awaiting ordering, payload
 //! validation), [`resolve`] (storing batches, resolving committed proofs through a
 //! [`BatchFetcher`]), [`execution`] (one transaction's semantics), [`executor`] (blocks:
-//! optimistic parallel runs, in-order validation, one atomic commit), [`governance`] (votes for
-//! committee changes and the end of an epoch), [`state`] (the key layout),
+//! optimistic parallel runs, in-order validation, one atomic commit), [`genesis`] (the state a
+//! chain starts from, fees included, and its markers), [`batch_ledger`] (each author's stored,
+//! unordered batches: quota and expiry), [`governance`] (votes for committee changes and the
+//! end of an epoch), [`state`] (the key layout),
 //! [`checkpoints`] (the checkpoint state machine: signing every K blocks, aggregating peers'
 //! signatures into certificates), [`checkpoint_store`] (where checkpoints are kept).
 //!
 //! Invariants:
 //! - a transaction is admitted only with a valid signature, the node's chain id, an unexpired
-//!   expiry within the lifetime limit, and a nonce inside the account's window; the pool never
-//!   exceeds its limits (a full pool answers [`Rejection::Overloaded`]);
+//!   expiry within the lifetime limit, a nonce inside the account's window, and fees its
+//!   sender's balance covers (with its other pending transactions); the pool never exceeds its
+//!   limits (a full pool answers [`Rejection::Overloaded`]);
 //! - a validator acknowledges a batch only after verifying every signature in it and storing
 //!   it. Dissemination does no I/O, so this is an ordering contract the node honours: it
 //!   carries out each returned action list in order, and a `StoreBatch` completes before the
@@ -61,6 +64,7 @@ pub mod dissemination;
 pub mod error;
 pub mod execution;
 pub mod executor;
+pub mod genesis;
 pub mod governance;
 pub mod mempool;
 pub mod peer_batch;
@@ -81,10 +85,8 @@ pub use config::{
 };
 pub use dissemination::{Dissemination, DisseminationAction, DisseminationDeps};
 pub use error::{Error, Rejection, Result};
-pub use executor::{
-    BlockOutcome, BlockToExecute, Executor, GenesisState, Timings, installed_state_ops,
-    read_epoch_state,
-};
+pub use executor::{BlockOutcome, BlockToExecute, Executor, Timings};
+pub use genesis::{GenesisState, installed_state_ops, read_epoch_state};
 pub use mempool::{AccountReader, Admission, Checked, Mempool};
 pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
 pub use proof_queue::ProofQueue;

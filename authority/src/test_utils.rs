@@ -1,7 +1,7 @@
 //! Seeded workloads for execution tests and benchmarks: signed transactions over a fixed set of
 //! funded accounts, with knobs for conflicts and for transactions meant to fail or be discarded.
 
-use crate::executor::GenesisState;
+use crate::genesis::GenesisState;
 use keel_types::{
     Address, ChainId, Committee, CommitteeChange, Digest, Epoch, EpochParams, EpochState,
     FeeSchedule, KeyPair, Nonce, Op, PossessionProof, SignedTransaction, Stake, TimestampMs,
