@@ -88,7 +88,9 @@ pub use error::{Error, Rejection, Result};
 pub use executor::{BlockOutcome, BlockToExecute, Executor, Timings};
 pub use genesis::{GenesisState, installed_state_ops, read_epoch_state};
 pub use mempool::{AccountReader, Admission, Checked, Mempool};
-pub use peer_batch::{BatchRejection, BatchVerifier, accept_peer_batch};
+pub use peer_batch::{
+    BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info,
+};
 pub use proof_queue::ProofQueue;
 pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};
 pub use state::ExecutedMarker;

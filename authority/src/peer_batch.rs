@@ -9,7 +9,7 @@
 
 use crate::dissemination::DisseminationAction;
 use keel_types::{
-    Batch, BatchAck, ChainId, Committee, KeyPair, TimestampMs, ValidatorIndex,
+    Batch, BatchAck, BatchInfo, ChainId, Committee, KeyPair, TimestampMs, ValidatorIndex,
     batch::MAX_BATCH_LIFETIME_MS,
     crypto::{SignedMessage, verify_batch},
 };
@@ -100,6 +100,7 @@ impl BatchVerifier {
         &self,
         sender: ValidatorIndex,
         batch: &Batch,
+        info: BatchInfo,
         now: TimestampMs,
     ) -> Result<BatchAck, BatchRejection> {
         self.precheck(sender, batch, now)?;
@@ -124,12 +125,7 @@ impl BatchVerifier {
         verify_batch(&items).map_err(|bad| BatchRejection::BadSignature {
             index: bad.first().copied().unwrap_or(0),
         })?;
-        Ok(BatchAck::new(
-            batch.info(),
-            self.me,
-            &self.key,
-            self.chain_id,
-        ))
+        Ok(BatchAck::new(info, self.me, &self.key, self.chain_id))
     }
 }
 
@@ -160,7 +156,20 @@ pub fn accept_peer_batch(
     batch: Batch,
     now: TimestampMs,
 ) -> Result<[DisseminationAction; 2], BatchRejection> {
-    let ack = verifier.check(sender, &batch, now)?;
+    let info = batch.info();
+    accept_peer_batch_with_info(verifier, sender, batch, info, now)
+}
+
+/// [`accept_peer_batch`] for a caller that already computed `batch.info()` (a hash of the
+/// whole batch: the node needs it first for the author's quota).
+pub fn accept_peer_batch_with_info(
+    verifier: &BatchVerifier,
+    sender: ValidatorIndex,
+    batch: Batch,
+    info: BatchInfo,
+    now: TimestampMs,
+) -> Result<[DisseminationAction; 2], BatchRejection> {
+    let ack = verifier.check(sender, &batch, info, now)?;
     Ok([
         DisseminationAction::StoreBatch(Arc::new(batch)),
         DisseminationAction::SendAck { to: sender, ack },

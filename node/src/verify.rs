@@ -17,7 +17,7 @@
 
 use crate::{epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{
-    BatchLedger, BatchVerifier, DisseminationAction, LedgerEntry, accept_peer_batch,
+    BatchLedger, BatchVerifier, DisseminationAction, LedgerEntry, accept_peer_batch_with_info,
     store_acknowledged_batch,
 };
 use keel_p2p::Notification;
@@ -205,7 +205,7 @@ fn on_batch(
             ledger.lock().release(&info.digest);
         }
     };
-    let actions = match accept_peer_batch(verifier, sender, batch, now) {
+    let actions = match accept_peer_batch_with_info(verifier, sender, batch, info.clone(), now) {
         Ok(actions) => actions,
         Err(e) => {
             release();
