@@ -22,7 +22,7 @@ pub use crate::config::{
 };
 use crate::{
     error::{Error, Result},
-    frame::encode_frame,
+    frame::{encode_frame, encode_frame_after},
     identity::{AllowedPeers, NetworkIdentity, client_config, peer_key, server_config},
     protocol::{Notification, Protocol, Request, Response},
 };
@@ -382,8 +382,7 @@ pub async fn dial_raw(
 /// Encodes a notification under its lane's cap, behind the lane's tag.
 fn encode_notification<C: Serialize>(message: &Notification<C>) -> Result<(Protocol, Vec<u8>)> {
     let lane = message.protocol();
-    let mut frame = vec![lane.tag()];
-    frame.extend_from_slice(&encode_frame(message, lane.frame_limit(), lane.name())?);
+    let frame = encode_frame_after(&[lane.tag()], message, lane.frame_limit(), lane.name())?;
     Ok((lane, frame))
 }
 

@@ -17,6 +17,17 @@ pub fn encode_frame<T: Serialize>(
     limit: usize,
     protocol: &'static str,
 ) -> Result<Vec<u8>> {
+    encode_frame_after(&[], message, limit, protocol)
+}
+
+/// [`encode_frame`] written after `head` (a stream's lane tag) in the same buffer, so the
+/// payload is copied once.
+pub fn encode_frame_after<T: Serialize>(
+    head: &[u8],
+    message: &T,
+    limit: usize,
+    protocol: &'static str,
+) -> Result<Vec<u8>> {
     let payload = bcs::to_bytes(message).map_err(|e| Error::Decode {
         protocol,
         reason: e.to_string(),
@@ -33,7 +44,8 @@ pub fn encode_frame<T: Serialize>(
         size: payload.len(),
         limit,
     })?;
-    let mut frame = Vec::with_capacity(LENGTH_PREFIX + payload.len());
+    let mut frame = Vec::with_capacity(head.len() + LENGTH_PREFIX + payload.len());
+    frame.extend_from_slice(head);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&payload);
     Ok(frame)
