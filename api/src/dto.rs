@@ -447,6 +447,14 @@ pub struct StatusJson {
     pub state_root: String,
     /// Transactions executed since genesis.
     pub executed_transactions: u64,
+    /// Validators in the current committee (0 from a node that predates this field).
+    #[serde(default)]
+    pub committee_size: usize,
+    /// Validators that verify the transaction signatures of each batch: its author (at
+    /// admission) and the others its proof's acknowledgements need (f + 1 with equal stakes;
+    /// 0 from a node that predates this field).
+    #[serde(default)]
+    pub batch_verifiers: usize,
     /// Connected peers.
     pub peers: usize,
     /// Transactions waiting in the mempool.

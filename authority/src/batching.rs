@@ -13,7 +13,7 @@ use keel_types::{
     Batch, BatchAck, ChainId, Committee, Digest, Epoch, MultiSignature, ProofOfAvailability,
     Signature, SignedTransaction, Threshold, TimestampMs, ValidatorIndex,
 };
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 /// How many batch sequence numbers one durable reservation covers (see [`BatchMaker`]).
 pub const SEQUENCE_RESERVATION: u64 = 10_000;
@@ -145,10 +145,14 @@ pub enum AckError {
 }
 
 struct Collecting {
+    /// The batch, kept to offer it again (bounded by `max_collecting`).
+    batch: Arc<Batch>,
     info: keel_types::BatchInfo,
     signatures: Vec<(ValidatorIndex, Signature)>,
     stake: u64,
     sealed_at: TimestampMs,
+    /// Whether it was offered again already (once at most).
+    reoffered: bool,
 }
 
 /// Turns acknowledgements of this node's batches into proofs of availability.
@@ -185,21 +189,57 @@ impl ProofBuilder {
 
     /// Starts collecting acknowledgements for a batch this node sealed. Returns false (and
     /// does not track it) when too many batches are already waiting.
-    pub fn track(&mut self, batch: &Batch, now: TimestampMs) -> bool {
+    pub fn track(&mut self, batch: &Arc<Batch>, now: TimestampMs) -> bool {
+        self.track_with_info(batch, batch.info(), now)
+    }
+
+    /// [`ProofBuilder::track`] for a caller that already computed `batch.info()`.
+    pub fn track_with_info(
+        &mut self,
+        batch: &Arc<Batch>,
+        info: keel_types::BatchInfo,
+        now: TimestampMs,
+    ) -> bool {
         if self.collecting.len() >= self.max_collecting {
             return false;
         }
-        let info = batch.info();
         self.collecting.insert(
             info.digest,
             Collecting {
+                batch: batch.clone(),
                 info,
                 signatures: Vec::new(),
                 stake: 0,
                 sealed_at: now,
+                reoffered: false,
             },
         );
         true
+    }
+
+    /// Marks the batch `digest` offered again, once: returns it with the members that have
+    /// not acknowledged it (`None` if it is not collecting or was offered again already).
+    pub fn reoffer(&mut self, digest: &Digest) -> Option<(Arc<Batch>, Vec<ValidatorIndex>)> {
+        let entry = self.collecting.get_mut(digest)?;
+        if entry.reoffered {
+            return None;
+        }
+        entry.reoffered = true;
+        let to = (0..self.committee.size())
+            .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+            .filter(|v| !entry.signatures.iter().any(|(s, _)| s == v))
+            .collect();
+        Some((entry.batch.clone(), to))
+    }
+
+    /// Batches sealed at least `after_ms` before `now`, still without a proof and not yet
+    /// offered again, in no particular order.
+    pub fn late(&self, now: TimestampMs, after_ms: u64) -> Vec<Digest> {
+        self.collecting
+            .iter()
+            .filter(|(_, c)| !c.reoffered && now.0.saturating_sub(c.sealed_at.0) >= after_ms)
+            .map(|(d, _)| *d)
+            .collect()
     }
 
     /// Adds an acknowledgement; returns the proof when this one completes it.

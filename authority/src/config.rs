@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_COLLECTING: usize = 256;
 pub const DEFAULT_MAX_QUEUED_PROOFS: usize = 10_000;
 /// Default [`DisseminationConfig::reoffer_after_ms`].
 pub const DEFAULT_REOFFER_AFTER_MS: u64 = 3_000;
+/// Default [`DisseminationConfig::verify_fallback_ms`].
+pub const DEFAULT_VERIFY_FALLBACK_MS: u64 = 300;
 /// Default [`DisseminationConfig::expire_after_ms`].
 pub const DEFAULT_EXPIRE_AFTER_MS: u64 = 60_000;
 
@@ -94,6 +96,13 @@ pub struct DisseminationConfig {
     pub max_stored_batches_per_author: usize,
     /// The same bound in encoded bytes.
     pub max_stored_bytes_per_author: u64,
+    /// An own batch still without a proof this long after it was sealed is offered again to
+    /// the validators that have not acknowledged it, which then verify it (see
+    /// [`crate::designated_verifiers`]), in ms.
+    pub verify_fallback_ms: u64,
+    /// Every receiver verifies and acknowledges every batch on its first copy (the rule before
+    /// designated verifiers; costs each validator the signature checks of every batch).
+    pub all_verify: bool,
 }
 
 impl Default for DisseminationConfig {
@@ -105,6 +114,8 @@ impl Default for DisseminationConfig {
             expire_after_ms: DEFAULT_EXPIRE_AFTER_MS,
             max_stored_batches_per_author: DEFAULT_MAX_STORED_BATCHES_PER_AUTHOR,
             max_stored_bytes_per_author: DEFAULT_MAX_STORED_BYTES_PER_AUTHOR,
+            verify_fallback_ms: DEFAULT_VERIFY_FALLBACK_MS,
+            all_verify: false,
         }
     }
 }

@@ -2,9 +2,17 @@
 //! consensus orders their proofs, so a leader proposes digests, not transactions.
 //!
 //! ```text
-//!  author: seal ─StoreBatch─▶ BroadcastBatch ──▶ receiver: accept_peer_batch (validate, verify
-//!                                                  every signature once) ─StoreBatch─▶ SendAck ──▶ author
+//!  author: seal ─StoreBatch─▶ BroadcastBatch ──▶ receiver: accept_peer_batch_with_info
+//!          (designated verifier, or a copy already held: validate, verify every signature
+//!          once ─StoreBatch─▶ SendAck ──▶ author; others: validate ─StoreBatch─▶ silence)
 //!  author: acks from > 1/3 stake ─▶ ProofReady ─▶ node: own ProofQueue + broadcast to peers
+//!  author: no proof after verify_fallback_ms ─▶ SendBatch to the non-signers (they verify)
+//!
+//! Only the author (at admission) and the designated verifiers of a batch
+//! ([`crate::designated_verifiers`]) check its signatures when all goes well. A designated
+//! verifier that lets a batch go late is suspected until it acknowledges again; meanwhile a
+//! batch designated to it is sent a second time at once, so a crashed validator costs one
+//! fallback wait, not one per batch.
 //! ```
 //!
 //! [`Dissemination`] is this validator's side as a pure state machine: it owns the batch maker,
@@ -19,12 +27,13 @@
 use crate::{
     batching::{AckError, BatchMaker, ProofBuilder},
     config::{BatchConfig, DisseminationConfig},
+    peer_batch::designated_verifiers,
 };
 use keel_types::{
     Batch, BatchAck, ChainId, Committee, KeyPair, ProofOfAvailability, SignedTransaction,
     TimestampMs, ValidatorIndex,
 };
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 /// Most batch sizes kept for [`Dissemination::drain_sealed_sizes`] between two drains.
 const MAX_SEALED_SIZES: usize = 1024;
@@ -44,6 +53,15 @@ pub enum DisseminationAction {
     StoreBatch(Arc<Batch>),
     /// Send this node's batch to every other validator.
     BroadcastBatch(Arc<Batch>),
+    /// Offer this node's batch again to the validators listed (those that have not
+    /// acknowledged it): a copy of a batch already held is verified and acknowledged by its
+    /// holder (see [`crate::peer_batch`]).
+    SendBatch {
+        /// The batch.
+        batch: Arc<Batch>,
+        /// Who gets it.
+        to: Vec<ValidatorIndex>,
+    },
     /// Acknowledge a peer's batch to its author.
     SendAck {
         /// The batch's author.
@@ -86,6 +104,13 @@ pub struct Dissemination {
     builder: ProofBuilder,
     /// Sizes of batches sealed since the last [`Dissemination::drain_sealed_sizes`].
     sealed: Vec<usize>,
+    /// Offer a batch again this long after sealing if it has no proof yet.
+    fallback_ms: u64,
+    /// Designated verifiers that let a batch go late without acknowledging it and have not
+    /// acknowledged anything since: a batch designated to one is offered again at once.
+    suspected: HashSet<ValidatorIndex>,
+    /// Batches offered again (for metrics) since the last [`Dissemination::drain_reoffered`].
+    reoffered: u64,
 }
 
 impl std::fmt::Debug for Dissemination {
@@ -122,6 +147,9 @@ impl Dissemination {
             me,
             key,
             sealed: Vec::new(),
+            fallback_ms: config.verify_fallback_ms,
+            suspected: HashSet::new(),
+            reoffered: 0,
         }
     }
 
@@ -146,12 +174,22 @@ impl Dissemination {
         actions
     }
 
-    /// Seals a batch whose timer ran out, and forgets own batches whose acknowledgements did
-    /// not arrive in time. Call periodically.
+    /// Seals a batch whose timer ran out, offers late batches again (suspecting their silent
+    /// designated verifiers), and forgets own batches whose acknowledgements did not arrive in
+    /// time. Call periodically.
     pub fn tick(&mut self, now: TimestampMs) -> Vec<DisseminationAction> {
         let mut actions = Vec::new();
         if let Some(batch) = self.maker.tick(now) {
             self.publish(batch, now, &mut actions);
+        }
+        for digest in self.builder.late(now, self.fallback_ms) {
+            if let Some((batch, to)) = self.builder.reoffer(&digest) {
+                let designated =
+                    designated_verifiers(self.builder.committee(), self.me, batch.sequence);
+                self.suspected
+                    .extend(designated.into_iter().filter(|v| to.contains(v)));
+                self.offer_again(batch, to, &mut actions);
+            }
         }
         self.builder.expire(now);
         actions
@@ -163,13 +201,27 @@ impl Dissemination {
     /// Acknowledgements do not depend on time (expiry happens in [`Dissemination::tick`]);
     /// `now` keeps every input's signature alike.
     pub fn on_ack(&mut self, ack: &BatchAck, _now: TimestampMs) -> Vec<DisseminationAction> {
-        match self.builder.add(ack) {
+        let added = self.builder.add(ack);
+        if matches!(added, Ok(_)) {
+            self.suspected.remove(&ack.signer);
+        }
+        match added {
             Ok(Some(proof)) => vec![DisseminationAction::ProofReady(proof)],
             Ok(None)
             | Err(AckError::UnknownBatch(_) | AckError::Duplicate(_) | AckError::Invalid(_)) => {
                 Vec::new()
             }
         }
+    }
+
+    /// Own batches offered again since the last call, for metrics.
+    pub fn drain_reoffered(&mut self) -> u64 {
+        std::mem::take(&mut self.reoffered)
+    }
+
+    /// Validators suspected of not verifying the batches designated to them.
+    pub fn suspected(&self) -> usize {
+        self.suspected.len()
     }
 
     /// Whether the batch maker holds transactions not yet sealed.
@@ -201,14 +253,39 @@ impl Dissemination {
         }
         let batch = Arc::new(batch);
         actions.push(DisseminationAction::StoreBatch(batch.clone()));
-        if !self.builder.track(&batch, now) {
+        // One hash of the whole batch serves the builder and the own acknowledgement.
+        let info = batch.info();
+        if !self.builder.track_with_info(&batch, info.clone(), now) {
             // Too many batches await acknowledgements: the batch is stored (a peer may still
             // fetch it) but not offered; its transactions are lost to this node.
             return;
         }
-        let own = BatchAck::new(batch.info(), self.me, &self.key, self.chain_id);
-        actions.push(DisseminationAction::BroadcastBatch(batch));
+        let own = BatchAck::new(info, self.me, &self.key, self.chain_id);
+        actions.push(DisseminationAction::BroadcastBatch(batch.clone()));
+        let digest = own.info.digest;
         actions.extend(self.on_ack(&own, now));
+        // A designated verifier suspected of being down would hold the proof back until the
+        // fallback: the others get a second copy at once, which they verify.
+        let designated = designated_verifiers(self.builder.committee(), self.me, batch.sequence);
+        if designated.iter().any(|v| self.suspected.contains(v))
+            && let Some((batch, to)) = self.builder.reoffer(&digest)
+        {
+            self.offer_again(batch, to, actions);
+        }
+    }
+
+    fn offer_again(
+        &mut self,
+        batch: Arc<Batch>,
+        to: Vec<ValidatorIndex>,
+        actions: &mut Vec<DisseminationAction>,
+    ) {
+        let to: Vec<ValidatorIndex> = to.into_iter().filter(|v| *v != self.me).collect();
+        if to.is_empty() {
+            return;
+        }
+        self.reoffered += 1;
+        actions.push(DisseminationAction::SendBatch { batch, to });
     }
 }
 
@@ -241,6 +318,7 @@ mod tests {
                 DisseminationAction::ReserveSequences { .. } => "reserve",
                 DisseminationAction::StoreBatch(_) => "store",
                 DisseminationAction::BroadcastBatch(_) => "broadcast",
+                DisseminationAction::SendBatch { .. } => "send",
                 DisseminationAction::SendAck { .. } => "ack",
                 DisseminationAction::ProofReady(_) => "proof",
             })

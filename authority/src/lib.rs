@@ -3,7 +3,9 @@
 //! ```text
 //!  bytes ─decode(limits)─▶ SignedTransaction ─checks, batch-verify─▶ Mempool ─take─▶ Dissemination
 //!  Dissemination (pure): seal ─▶ [StoreBatch, BroadcastBatch] ─▶ acks ─▶ [ProofReady]
-//!  peer batch ─accept_peer_batch (verify every signature, blocking pool)─▶ [StoreBatch, SendAck]
+//!      (late proof, or a silent designated verifier: [SendBatch] again to the non-signers)
+//!  peer batch ─accept_peer_batch_with_info (designated verifier or second copy: verify every
+//!      signature, blocking pool)─▶ [StoreBatch, SendAck];  otherwise ─▶ [StoreBatch] unverified
 //!  proofs (own, and peers' after proof.verify) ─▶ ProofQueue (owned by the consensus driver):
 //!      pull ─▶ leader's payload;   validate ─▶ vote (marks proposed);   remove_committed
 //!  committed block ─resolve_batches (store, else BatchFetcher)─▶ transactions
@@ -35,7 +37,9 @@
 //!   stored before it is broadcast or its proof, which carries the own acknowledgement, is
 //!   ready);
 //! - a proof carries acknowledgements from more than 1/3 of the stake, so an honest holder
-//!   exists; only verified proofs enter a [`ProofQueue`], and a proposal is voted for only if
+//!   exists, and an honest validator that verified every signature in the batch (a validity
+//!   certificate): execution never checks transaction signatures again, and a validator not
+//!   designated for a batch's first copy stores it unverified without acknowledging it; only verified proofs enter a [`ProofQueue`], and a proposal is voted for only if
 //!   each of its proofs verifies (or is identical to a queued one) and none repeats;
 //! - execution gives the receipts and state of sequential execution in block order, whatever the
 //!   number of workers; a block's writes, receipts and executed marker commit atomically, so
@@ -89,7 +93,7 @@ pub use executor::{BlockOutcome, BlockToExecute, Executor, Timings};
 pub use genesis::{GenesisState, installed_state_ops, read_epoch_state};
 pub use mempool::{AccountReader, Admission, Checked, Mempool};
 pub use peer_batch::{
-    BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info,
+    BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info, designated_verifiers,
 };
 pub use proof_queue::ProofQueue;
 pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};

@@ -1,6 +1,19 @@
 //! A peer's batch on receipt: checked, every transaction signature verified once, then stored
 //! and acknowledged — in that order.
 //!
+//! **Designated verifiers (validity certificates).** A proof of availability needs
+//! acknowledgements from more than 1/3 of the stake, and an acknowledgement is only ever signed
+//! after every signature in the batch verified: so each proof is also a validity certificate
+//! (at least one honest signer checked every signature), and a validator that executes a
+//! certified batch need not check them again. Only enough validators to form the proof verify
+//! a batch on its first copy: its author (which verified each transaction at admission) and
+//! the [`designated_verifiers`] for its sequence, rotating over the others so each carries an
+//! even share. The rest store the batch unverified and do not acknowledge it (they need it to
+//! execute). A second copy of a batch already held (the author offers it again when its proof
+//! is late, or at once when a designated verifier looks down) is verified and acknowledged by
+//! whoever holds it. With `all_verify` every receiver verifies every first copy (the rule
+//! before).
+//!
 //! [`accept_peer_batch`] needs no shared state (a [`BatchVerifier`] is a cheap clone of the
 //! committee and this node's key), so the node runs it on a blocking pool, off every lock. It
 //! does no I/O either: it answers with the two actions the node carries out in order,
@@ -44,6 +57,7 @@ pub struct BatchVerifier {
     chain_id: ChainId,
     me: ValidatorIndex,
     key: Arc<KeyPair>,
+    all_verify: bool,
 }
 
 impl BatchVerifier {
@@ -60,12 +74,26 @@ impl BatchVerifier {
             chain_id,
             me,
             key,
+            all_verify: false,
         }
+    }
+
+    /// The same verifier, designated for every batch when `all_verify` is set (see the
+    /// module documentation).
+    pub fn with_all_verify(mut self, all_verify: bool) -> Self {
+        self.all_verify = all_verify;
+        self
     }
 
     /// The epoch whose batches it checks.
     pub fn epoch(&self) -> keel_types::Epoch {
         self.committee.epoch()
+    }
+
+    /// Whether this validator verifies and acknowledges `info`'s batch on its first copy.
+    pub fn is_designated(&self, info: &BatchInfo) -> bool {
+        self.all_verify
+            || designated_verifiers(&self.committee, info.author, info.sequence).contains(&self.me)
     }
 
     /// The checks that need neither hashing nor signatures: the sender is the author, the
@@ -93,6 +121,20 @@ impl BatchVerifier {
         check_expiry(batch.expires_at, now)
     }
 
+    /// [`BatchVerifier::precheck`] and the batch's sizes and static rules: everything but
+    /// the signatures.
+    fn check_unsigned(
+        &self,
+        sender: ValidatorIndex,
+        batch: &Batch,
+        now: TimestampMs,
+    ) -> Result<(), BatchRejection> {
+        self.precheck(sender, batch, now)?;
+        batch
+            .validate(self.chain_id)
+            .map_err(|e| BatchRejection::Invalid(e.to_string()))
+    }
+
     /// Validates `batch` from `sender` ([`BatchVerifier::precheck`], sizes, static rules),
     /// verifies every transaction signature in one batch verification, and signs the
     /// acknowledgement.
@@ -103,10 +145,7 @@ impl BatchVerifier {
         info: BatchInfo,
         now: TimestampMs,
     ) -> Result<BatchAck, BatchRejection> {
-        self.precheck(sender, batch, now)?;
-        batch
-            .validate(self.chain_id)
-            .map_err(|e| BatchRejection::Invalid(e.to_string()))?;
+        self.check_unsigned(sender, batch, now)?;
         let messages: Vec<[u8; 32]> = batch
             .transactions
             .iter()
@@ -147,7 +186,37 @@ pub fn check_expiry(expires_at: TimestampMs, now: TimestampMs) -> Result<(), Bat
     Ok(())
 }
 
-/// Accepts a batch `sender` sent: checks it with `verifier` and answers
+/// The validators besides `author` that verify and acknowledge the batch numbered `sequence`
+/// on its first copy: the fewest, taken in index order from a starting point that rotates with
+/// the sequence, whose stake with the author's reaches the validity threshold (more than 1/3:
+/// f of them with equal stakes). Empty when the author alone reaches it.
+pub fn designated_verifiers(
+    committee: &Committee,
+    author: ValidatorIndex,
+    sequence: u64,
+) -> Vec<ValidatorIndex> {
+    let others: Vec<ValidatorIndex> = (0..committee.size())
+        .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+        .filter(|i| *i != author)
+        .collect();
+    let mut stake = committee.stake(author);
+    let mut chosen = Vec::new();
+    if others.is_empty() {
+        return chosen;
+    }
+    let start = usize::try_from(sequence % others.len() as u64).unwrap_or(0);
+    for k in 0..others.len() {
+        if committee.is_validity(stake) {
+            break;
+        }
+        let v = others[(start + k) % others.len()];
+        stake = stake.saturating_add(committee.stake(v));
+        chosen.push(v);
+    }
+    chosen
+}
+
+/// Accepts a batch `sender` sent, verifying it: checks it with `verifier` and answers
 /// `[StoreBatch(batch), SendAck { to: sender, ack }]`, to be carried out in that order (the
 /// acknowledgement leaves only once the batch is stored). A refused batch yields no action.
 pub fn accept_peer_batch(
@@ -155,22 +224,29 @@ pub fn accept_peer_batch(
     sender: ValidatorIndex,
     batch: Batch,
     now: TimestampMs,
-) -> Result<[DisseminationAction; 2], BatchRejection> {
+) -> Result<Vec<DisseminationAction>, BatchRejection> {
     let info = batch.info();
-    accept_peer_batch_with_info(verifier, sender, batch, info, now)
+    accept_peer_batch_with_info(verifier, sender, batch, info, now, true)
 }
 
 /// [`accept_peer_batch`] for a caller that already computed `batch.info()` (a hash of the
-/// whole batch: the node needs it first for the author's quota).
+/// whole batch: the node needs it first for the author's quota). With `verify` false (this
+/// validator is not designated for the batch's first copy) the signatures are not checked and
+/// the answer is `[StoreBatch(batch)]` alone: no acknowledgement.
 pub fn accept_peer_batch_with_info(
     verifier: &BatchVerifier,
     sender: ValidatorIndex,
     batch: Batch,
     info: BatchInfo,
     now: TimestampMs,
-) -> Result<[DisseminationAction; 2], BatchRejection> {
+    verify: bool,
+) -> Result<Vec<DisseminationAction>, BatchRejection> {
+    if !verify {
+        verifier.check_unsigned(sender, &batch, now)?;
+        return Ok(vec![DisseminationAction::StoreBatch(Arc::new(batch))]);
+    }
     let ack = verifier.check(sender, &batch, info, now)?;
-    Ok([
+    Ok(vec![
         DisseminationAction::StoreBatch(Arc::new(batch)),
         DisseminationAction::SendAck { to: sender, ack },
     ])

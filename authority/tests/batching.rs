@@ -1,7 +1,8 @@
 //! Batches seal by count, bytes and time; acknowledgements from more than 1/3 of the stake form
 //! a proof that verifies; bad, duplicate and unknown acknowledgements are refused.
 
-use keel_authority::{AckError, BatchConfig, BatchMaker, ProofBuilder};
+use keel_authority::{AckError, BatchConfig, BatchMaker, ProofBuilder, designated_verifiers};
+use std::sync::Arc;
 use keel_types::{
     BatchAck, ChainId, Epoch, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
     ValidatorIndex,
@@ -66,7 +67,7 @@ fn acknowledgements_form_a_verifiable_proof() {
     let mut maker = one_per_batch();
     let batch = maker.push(tx(0, 10), TimestampMs(0)).unwrap();
     let mut builder = ProofBuilder::new(c.clone(), CHAIN, 16, 1_000);
-    assert!(builder.track(&batch, TimestampMs(0)));
+    assert!(builder.track(&Arc::new(batch.clone()), TimestampMs(0)));
     let ack = |i: u32| BatchAck::new(batch.info(), ValidatorIndex(i), &keys[i as usize], CHAIN);
     assert_eq!(builder.add(&ack(0)), Ok(None));
     assert_eq!(
@@ -90,6 +91,47 @@ fn acknowledgements_form_a_verifiable_proof() {
 }
 
 #[test]
+fn a_late_batch_is_offered_again_once_to_those_that_have_not_acknowledged_it() {
+    let (c, keys) = committee(4);
+    let mut maker = one_per_batch();
+    let batch = Arc::new(maker.push(tx(0, 10), TimestampMs(0)).unwrap());
+    let mut builder = ProofBuilder::new(c, CHAIN, 16, 10_000);
+    assert!(builder.track(&batch, TimestampMs(0)));
+    let own = BatchAck::new(batch.info(), ValidatorIndex(0), &keys[0], CHAIN);
+    assert_eq!(builder.add(&own), Ok(None));
+    assert!(builder.late(TimestampMs(299), 300).is_empty(), "not late yet");
+    assert_eq!(builder.late(TimestampMs(300), 300), vec![batch.digest()]);
+    let (again, to) = builder.reoffer(&batch.digest()).expect("offered again");
+    assert_eq!(again.digest(), batch.digest());
+    assert_eq!(to, [1, 2, 3].map(ValidatorIndex), "all but the signer");
+    assert!(builder.late(TimestampMs(1_000), 300).is_empty(), "once");
+    assert!(builder.reoffer(&batch.digest()).is_none(), "once");
+}
+
+#[test]
+fn designated_verifiers_rotate_and_with_the_author_reach_the_validity_threshold() {
+    let (c, _) = committee(4);
+    // f = 1: one verifier besides the author, each of the others in turn.
+    let picks: Vec<Vec<ValidatorIndex>> = (0..6)
+        .map(|s| designated_verifiers(&c, ValidatorIndex(1), s))
+        .collect();
+    assert_eq!(
+        picks,
+        [0, 2, 3, 0, 2, 3].map(|v| vec![ValidatorIndex(v)]).to_vec()
+    );
+    // Seven validators: f = 2, two besides the author.
+    let (seven, _) = committee(7);
+    for s in 0..14 {
+        let chosen = designated_verifiers(&seven, ValidatorIndex(3), s);
+        assert_eq!(chosen.len(), 2);
+        assert!(!chosen.contains(&ValidatorIndex(3)), "never the author");
+    }
+    // Alone, the author is enough.
+    let (one, _) = committee(1);
+    assert!(designated_verifiers(&one, ValidatorIndex(0), 5).is_empty());
+}
+
+#[test]
 fn uncertified_batches_expire_and_tracking_is_bounded() {
     let (c, _) = committee(4);
     let mut builder = ProofBuilder::new(c, CHAIN, 2, 100);
@@ -97,9 +139,9 @@ fn uncertified_batches_expire_and_tracking_is_bounded() {
     let b0 = maker.push(tx(0, 1), TimestampMs(0)).unwrap();
     let b1 = maker.push(tx(1, 1), TimestampMs(0)).unwrap();
     let b2 = maker.push(tx(2, 1), TimestampMs(0)).unwrap();
-    assert!(builder.track(&b0, TimestampMs(0)));
-    assert!(builder.track(&b1, TimestampMs(50)));
-    assert!(!builder.track(&b2, TimestampMs(50)), "bounded");
+    assert!(builder.track(&Arc::new(b0.clone()), TimestampMs(0)));
+    assert!(builder.track(&Arc::new(b1.clone()), TimestampMs(50)));
+    assert!(!builder.track(&Arc::new(b2.clone()), TimestampMs(50)), "bounded");
     assert_eq!(builder.expire(TimestampMs(120)), vec![b0.digest()]);
     assert_eq!(builder.collecting(), 1);
 }

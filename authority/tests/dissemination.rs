@@ -2,14 +2,17 @@
 //! as the node does, in order (`StoreBatch` into the validator's store; batches, acks and proofs
 //! into inboxes; proofs into each validator's own `ProofQueue`, peers' ones after
 //! `proof.verify`): batches become proofs that every validator queues and accepts; bad batches
-//! get no acknowledgement; proofs are re-offered after a failed proposal and dropped once
+//! get no acknowledgement; only the designated verifier checks a batch's first copy, the
+//! others store it unverified and verify a second copy, which the author sends when the proof
+//! is late (so every proof is a validity certificate); proofs are re-offered after a failed proposal and dropped once
 //! committed or expired; a refused proposal marks nothing proposed; missing batches are
 //! fetched and checked against their digest.
 
 use keel_authority::{
     BatchConfig, BatchFetcher, BatchRejection, BatchVerifier, BlockToExecute, Dissemination,
     DisseminationAction, DisseminationConfig, DisseminationDeps, Executor, ExecutorConfig,
-    ProofQueue, accept_peer_batch, resolve_batches, store_batch,
+    ProofQueue, accept_peer_batch, accept_peer_batch_with_info, designated_verifiers,
+    resolve_batches, store_batch,
     test_utils::{BLOCK_TIME, CHAIN, Workload, WorkloadConfig},
 };
 use keel_storage::{Column, Store, StoreConfig};
@@ -36,6 +39,8 @@ struct Validator {
 
 struct Net {
     nodes: Vec<Validator>,
+    /// Batches each validator checked the signatures of.
+    verified: Vec<usize>,
     inboxes: Vec<VecDeque<(ValidatorIndex, Msg)>>,
     committee: Committee,
     _dirs: Vec<tempfile::TempDir>,
@@ -111,6 +116,7 @@ fn net() -> Net {
         .collect();
     Net {
         nodes,
+        verified: vec![0; 4],
         inboxes: (0..4).map(|_| VecDeque::new()).collect(),
         committee,
         _dirs: dirs,
@@ -137,6 +143,12 @@ impl Net {
                 }
                 DisseminationAction::BroadcastBatch(batch) => {
                     self.send_to_others(v, || Msg::Batch((*batch).clone()));
+                }
+                DisseminationAction::SendBatch { batch, to } => {
+                    for peer in to {
+                        self.inboxes[peer.0 as usize]
+                            .push_back((ValidatorIndex(v as u32), Msg::Batch((*batch).clone())));
+                    }
                 }
                 DisseminationAction::SendAck { to, ack } => {
                     self.inboxes[to.0 as usize]
@@ -202,7 +214,27 @@ impl Net {
                     }
                     match msg {
                         Msg::Batch(b) => {
-                            match accept_peer_batch(&self.nodes[i].verifier, from, b, NOW) {
+                            // As the node does: a first copy is verified only by a designated
+                            // verifier, a copy of a batch already held by whoever holds it.
+                            let info = b.info();
+                            let node = &self.nodes[i];
+                            let held = node
+                                .store
+                                .get(Column::Batches, &info.digest.0)
+                                .unwrap()
+                                .is_some();
+                            let verify = held || node.verifier.is_designated(&info);
+                            if verify {
+                                self.verified[i] += 1;
+                            }
+                            match accept_peer_batch_with_info(
+                                &node.verifier,
+                                from,
+                                b,
+                                info,
+                                NOW,
+                                verify,
+                            ) {
                                 Ok(actions) => self.carry_out(i, actions),
                                 Err(r) => refusals.push(r),
                             }
@@ -317,7 +349,33 @@ fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature()
     let mut net = net();
     let forged = forged_batch();
     let digest = forged.digest();
-    // Delivered over the network: every peer refuses it, none stores or acknowledges it.
+    // Called directly, every verifier refuses it (the node runs this for a designated
+    // verifier and for a second copy): nothing to store, nothing to acknowledge.
+    for peer in 1..4 {
+        let refusal = accept_peer_batch(
+            &net.nodes[peer].verifier,
+            ValidatorIndex(0),
+            forged.clone(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(refusal, BatchRejection::BadSignature { index: 3 });
+    }
+    // Delivered over the network: its designated verifier refuses it and stores nothing.
+    let designated = designated_verifiers(&net.committee, ValidatorIndex(0), 0);
+    for peer in 1..4 {
+        net.inboxes[peer].push_back((ValidatorIndex(0), Msg::Batch(forged.clone())));
+    }
+    assert_eq!(
+        net.pump(None),
+        vec![BatchRejection::BadSignature { index: 3 }]
+    );
+    for (i, node) in net.nodes.iter().enumerate().skip(1) {
+        let stored = node.store.get(Column::Batches, &digest.0).unwrap().is_some();
+        let is_designated = designated.contains(&ValidatorIndex(i as u32));
+        assert_eq!(stored, !is_designated, "the others hold it unverified");
+    }
+    // A second copy is verified by its holders, who refuse it too.
     for peer in 1..4 {
         net.inboxes[peer].push_back((ValidatorIndex(0), Msg::Batch(forged.clone())));
     }
@@ -325,14 +383,6 @@ fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature()
         net.pump(None),
         vec![BatchRejection::BadSignature { index: 3 }; 3]
     );
-    for node in &net.nodes {
-        assert!(
-            node.store
-                .get(Column::Batches, &digest.0)
-                .unwrap()
-                .is_none()
-        );
-    }
     assert_eq!(net.nodes[0].dissemination.collecting(), 0);
 
     // An honest batch: store it, then acknowledge it to its author, in that order.
@@ -340,12 +390,14 @@ fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature()
         transactions: transactions(5),
         ..forged
     };
-    let [first, second] = accept_peer_batch(
+    let [first, second]: [DisseminationAction; 2] = accept_peer_batch(
         &net.nodes[2].verifier,
         ValidatorIndex(0),
         honest.clone(),
         NOW,
     )
+    .unwrap()
+    .try_into()
     .unwrap();
     assert_eq!(
         first,
@@ -519,7 +571,14 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
         for v in 0..4 {
             net.submit(v, workload.block(10));
         }
-        net.pump((height % 2 == 1).then_some(3));
+        let skip = (height % 2 == 1).then_some(3);
+        net.pump(skip);
+        // Batches designated to validator 3 wait for the fallback: a second copy to the
+        // others, who verify it.
+        for v in 0..4 {
+            net.tick(v, TimestampMs(NOW.0 + config().verify_fallback_ms));
+        }
+        net.pump(skip);
         let leader = (height % 4) as usize;
         let payload = net.nodes[leader].queue.pull(100, u64::MAX, NOW);
         assert_eq!(
@@ -568,5 +627,88 @@ fn every_validator_executes_the_same_ordered_proofs_to_the_same_state() {
                 .pull(100, u64::MAX, TimestampMs(NOW.0 + 5_000))
                 .is_empty()
         );
+    }
+}
+
+/// Validity certificates: only the author and the designated verifier check a batch's
+/// signatures, the proof still forms, and every validator ends up holding the batch.
+#[test]
+fn only_the_designated_verifier_checks_a_batch_and_the_proof_still_forms() {
+    let mut net = net();
+    assert_eq!(net.submit(0, transactions(10)), 1);
+    assert!(net.pump(None).is_empty());
+    let designated = designated_verifiers(&net.committee, ValidatorIndex(0), 0);
+    assert_eq!(designated.len(), 1, "f = 1 of 4");
+    for v in 1..4 {
+        let expected = usize::from(designated.contains(&ValidatorIndex(v as u32)));
+        assert_eq!(net.verified[v], expected, "validator {v} verified");
+        assert_eq!(net.nodes[v].queue.pull(10, u64::MAX, NOW).len(), 1);
+    }
+    let digest = net.nodes[0]
+        .queue
+        .pull(10, u64::MAX, NOW)
+        .first()
+        .map(|p| p.info.digest)
+        .expect("the author's proof");
+    for node in &net.nodes {
+        assert!(node.store.get(Column::Batches, &digest.0).unwrap().is_some());
+    }
+}
+
+/// A designated verifier that stays silent: the author offers the batch again after the
+/// fallback to those that have not acknowledged it, they verify the second copy, and the proof
+/// forms; the silent validator is then suspected, so the next batch designated to it is
+/// offered twice at once.
+#[test]
+fn a_silent_designated_verifier_costs_one_fallback_then_is_bypassed_at_once() {
+    let mut net = net();
+    let silent = designated_verifiers(&net.committee, ValidatorIndex(0), 0)[0];
+    assert_eq!(net.submit(0, transactions(10)), 1);
+    net.pump(Some(silent.0 as usize));
+    assert_eq!(net.nodes[0].dissemination.collecting(), 1, "no proof yet");
+    let fallback = config().verify_fallback_ms;
+    net.tick(0, TimestampMs(NOW.0 + fallback - 1));
+    net.pump(Some(silent.0 as usize));
+    assert_eq!(net.nodes[0].dissemination.collecting(), 1, "not before the fallback");
+    net.tick(0, TimestampMs(NOW.0 + fallback));
+    assert!(net.pump(Some(silent.0 as usize)).is_empty());
+    assert_eq!(net.nodes[0].dissemination.collecting(), 0, "proof formed");
+    assert_eq!(net.nodes[0].dissemination.suspected(), 1);
+
+    // The next batch designated to the silent one: a second copy leaves with the first.
+    let mut sealed = 0;
+    while sealed < 3 {
+        sealed += net.submit(0, transactions(10));
+        net.pump(Some(silent.0 as usize));
+    }
+    assert_eq!(
+        net.nodes[0].dissemination.collecting(),
+        0,
+        "every proof formed without waiting for the fallback"
+    );
+}
+
+/// The safety side of validity certificates: a Byzantine author's batch with one forged
+/// signature never gets a proof, neither from the first copies (the others store it
+/// unverified and stay silent) nor from the second (its holders verify and refuse it). A
+/// receiver that acknowledged an unverified batch would let it be certified, and this test
+/// would fail.
+#[test]
+fn a_batch_with_a_forged_signature_is_never_certified() {
+    let mut net = net();
+    let mut txs = transactions(10);
+    txs[7].signature.0[0] ^= 1;
+    // The author's machine takes what admission passed; a Byzantine author skips admission.
+    assert_eq!(net.submit(0, txs), 1);
+    let first = net.pump(None);
+    assert_eq!(first, vec![BatchRejection::BadSignature { index: 7 }]);
+    net.tick(0, TimestampMs(NOW.0 + config().verify_fallback_ms));
+    // The second copy goes to every validator that has not acknowledged it (the designated
+    // one refuses again): all three verify and refuse.
+    let second = net.pump(None);
+    assert_eq!(second, vec![BatchRejection::BadSignature { index: 7 }; 3]);
+    assert_eq!(net.nodes[0].dissemination.collecting(), 1, "no proof");
+    for v in 0..4 {
+        assert!(net.nodes[v].queue.pull(10, u64::MAX, NOW).is_empty());
     }
 }

@@ -64,6 +64,10 @@ pub struct NodeView {
     pub metrics: Arc<Metrics>,
     /// Readiness fails after this long without progress.
     pub stall_after: Duration,
+    /// Admission refuses while the oldest pending transaction has waited longer.
+    pub admission_max_wait: Duration,
+    /// Whether every validator verifies every batch (`dissemination.all_verify`).
+    pub all_verify: bool,
     /// Changes the log filter.
     pub log_reload: LogReload,
     /// Fired by an admin shutdown.
@@ -80,6 +84,26 @@ impl AccountReader for StoreAccounts<'_> {
 
 impl NodeApi for NodeView {
     fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>> {
+        // Admission control: while what this node admitted waits too long for execution, the
+        // pipeline is behind; refusing early (before any signature check) keeps the latency
+        // of what was admitted bounded instead of queueing seconds of work.
+        let limit = self.admission_max_wait;
+        let waited = self
+            .pending
+            .oldest_wait(std::time::Instant::now(), limit.saturating_mul(5));
+        if waited > limit {
+            self.metrics.rejected.inc_by(txs.len() as u64);
+            let message = format!(
+                "the oldest transaction admitted here has waited {} ms for execution, over the \
+                 limit of {} ms (limits.admission_max_wait_ms): retry later",
+                waited.as_millis(),
+                limit.as_millis()
+            );
+            return txs
+                .iter()
+                .map(|_| Err(SubmitError::Overloaded(message.clone())))
+                .collect();
+        }
         // Signatures are verified outside the pool's lock, which batching takes every tick.
         let admission = self.mempool.lock().admission();
         let checked = admission.check(txs, now_ms(), &StoreAccounts(&self.store));
@@ -189,10 +213,23 @@ impl NodeApi for NodeView {
                 s.sync,
             )
         };
+        let (validator, epoch, committee_size, batch_verifiers) = {
+            let view = self.epoch.borrow();
+            let committee = view.committee();
+            let author = keel_types::ValidatorIndex(0);
+            let verifiers = if self.all_verify {
+                committee.size()
+            } else {
+                keel_authority::designated_verifiers(committee, author, 0).len() + 1
+            };
+            (view.me.map(|m| m.0), view.epoch().0, committee.size(), verifiers)
+        };
         Ok(StatusJson {
             chain_id: self.chain_id.0,
-            validator: self.epoch.borrow().me.map(|m| m.0),
-            epoch: self.epoch.borrow().epoch().0,
+            validator,
+            epoch,
+            committee_size,
+            batch_verifiers,
             round: round.0,
             committed_height: committed.0,
             executed_height: executed.0,

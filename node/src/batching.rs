@@ -111,6 +111,7 @@ async fn run(deps: BatchingDeps) {
                     metrics.batches_sealed.inc();
                     metrics.batch_size.observe(size as f64);
                 }
+                metrics.batches_reoffered.inc_by(dissemination.drain_reoffered());
                 actions
             }
             Some(ack) = acks.recv() => match machine.as_mut() {
@@ -181,6 +182,12 @@ impl Carry<'_> {
                 DisseminationAction::BroadcastBatch(batch) => {
                     self.outbound
                         .broadcast(&Notification::Batch(Batch::clone(&batch)));
+                }
+                DisseminationAction::SendBatch { batch, to } => {
+                    let notification = Notification::Batch(Batch::clone(&batch));
+                    for peer in to {
+                        self.outbound.send(peer, &notification);
+                    }
                 }
                 DisseminationAction::SendAck { to, ack } => {
                     self.outbound.send(to, &Notification::BatchAck(ack));

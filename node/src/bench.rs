@@ -9,6 +9,8 @@ use futures_util::StreamExt;
 use keel_api::dto::CommittedJson;
 use keel_types::{
     Address, ChainId, Digest, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
+    crypto::{SignedMessage, verify_batch},
+    transaction::Identified,
 };
 use parking_lot::Mutex;
 use std::{
@@ -54,16 +56,57 @@ pub struct BenchReport {
     pub submitted: u64,
     /// Of those, committed.
     pub committed: u64,
-    /// Submissions refused as overloaded.
+    /// Submissions refused as overloaded (HTTP 429 or the batch answer's `overloaded`).
     pub overloaded: u64,
+    /// Accepted transactions without a final receipt on the first node's stream after the
+    /// drain (goal: 0).
+    pub unfinished: u64,
+    /// The signature-verification bound of the committee on this machine.
+    pub bound: SignatureBound,
+}
+
+/// What signature verification alone allows on this machine: batch verifications per second
+/// on one core (measured here, on 64-transaction batches of the run's own transfers), the
+/// cores, and how many validators verify each transaction (every one without designated
+/// verifiers, f + 1 with them, from the first node's status).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignatureBound {
+    /// Signatures verified per second on one core.
+    pub per_core: f64,
+    /// Cores on this machine.
+    pub cores: usize,
+    /// Validators that verify each transaction.
+    pub verifiers: usize,
+}
+
+impl SignatureBound {
+    /// Transactions per second the machine could verify for the whole committee.
+    pub fn tps(&self) -> f64 {
+        self.per_core * self.cores as f64 / self.verifiers.max(1) as f64
+    }
 }
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound = self.bound.tps();
         write!(
             f,
-            "bench: tps={:.0} p50_ms={:.0} p90_ms={:.0} p99_ms={:.0} submitted={} committed={}",
-            self.tps, self.p50_ms, self.p90_ms, self.p99_ms, self.submitted, self.committed
+            "bench: tps={:.0} p50_ms={:.0} p90_ms={:.0} p99_ms={:.0} submitted={} committed={} \
+             refused={} unfinished={} verify_per_core={:.0} cores={} verifiers={} \
+             sig_bound_tps={:.0} of_bound={:.3}",
+            self.tps,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.submitted,
+            self.committed,
+            self.overloaded,
+            self.unfinished,
+            self.bound.per_core,
+            self.bound.cores,
+            self.bound.verifiers,
+            bound,
+            if bound > 0.0 { self.tps / bound } else { 0.0 }
         )
     }
 }
@@ -141,6 +184,35 @@ fn presign(
     })
 }
 
+/// Signatures verified per second on one core: `verify_batch` over groups of 64 of `txs`,
+/// repeated for about half a second.
+fn verification_rate(txs: &[SignedTransaction]) -> f64 {
+    let group: Vec<(Identified, &SignedTransaction)> = txs
+        .iter()
+        .take(64)
+        .map(|t| (t.transaction.identify(), t))
+        .collect();
+    if group.is_empty() {
+        return 0.0;
+    }
+    let items: Vec<SignedMessage<'_>> = group
+        .iter()
+        .map(|(id, t)| SignedMessage {
+            message: &id.signing_message,
+            key: &t.transaction.sender,
+            signature: &t.signature,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut verified = 0usize;
+    while started.elapsed() < Duration::from_millis(500) {
+        // The run's own transfers are valid; a failure would only make the figure smaller.
+        let _ = verify_batch(&items);
+        verified += items.len();
+    }
+    verified as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Runs the load and reports.
 pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     if args.apis.is_empty() {
@@ -199,6 +271,19 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
         move || presign(&keys, &mut nonces, chain, total, expiry)
     })
     .await?;
+
+    // The signature bound, measured before the load (the nodes are idle or nearly so).
+    let sample: Vec<SignedTransaction> = signed.iter().take(64).map(|(_, t, _)| t.clone()).collect();
+    let per_core = tokio::task::spawn_blocking(move || verification_rate(&sample)).await?;
+    let bound = SignatureBound {
+        per_core,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // Nodes from before designated verifiers do not report it: every validator verified.
+        verifiers: [status.batch_verifiers, status.committee_size, args.apis.len()]
+            .into_iter()
+            .find(|v| *v > 0)
+            .unwrap_or(1),
+    };
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     // Commit stream from the first node.
@@ -343,5 +428,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
         submitted: submitted.load(Ordering::Relaxed),
         committed: t.committed.len() as u64,
         overloaded: overloaded.load(Ordering::Relaxed),
+        unfinished: t.sent.len() as u64,
+        bound,
     })
 }

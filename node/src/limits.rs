@@ -28,6 +28,8 @@ pub const DEFAULT_RECEIPT_STREAM_BUFFER: usize = 1_024;
 pub const DEFAULT_REMEMBERED_ROOTS: usize = 100_000;
 /// Default of [`LimitsConfig::tracked_pending`].
 pub const DEFAULT_TRACKED_PENDING: usize = 1 << 20;
+/// Default of [`LimitsConfig::admission_max_wait_ms`].
+pub const DEFAULT_ADMISSION_MAX_WAIT_MS: u64 = 400;
 /// Default of [`LimitsConfig::batching_tick_ms`].
 pub const DEFAULT_BATCHING_TICK_MS: u64 = 5;
 /// Default of [`LimitsConfig::batching_take`].
@@ -97,6 +99,10 @@ pub struct LimitsConfig {
     /// Admitted, not yet executed transactions the API reports as pending (oldest forgotten
     /// first; a forgotten one is reported unknown until its receipt exists).
     pub tracked_pending: usize,
+    /// Admission answers "overloaded" (HTTP 429) while the oldest transaction admitted here
+    /// and not yet executed has waited longer than this, in ms. Transactions that waited more
+    /// than five times this are no longer counted (see `pending`).
+    pub admission_max_wait_ms: u64,
     /// How often the batching task moves admitted transactions into batches, in ms.
     pub batching_tick_ms: u64,
     /// Most transactions moved from the mempool per batching tick.
@@ -153,6 +159,7 @@ impl Default for LimitsConfig {
             stream_subscribers: DEFAULT_STREAM_SUBSCRIBERS,
             remembered_roots: DEFAULT_REMEMBERED_ROOTS,
             tracked_pending: DEFAULT_TRACKED_PENDING,
+            admission_max_wait_ms: DEFAULT_ADMISSION_MAX_WAIT_MS,
             batching_tick_ms: DEFAULT_BATCHING_TICK_MS,
             batching_take: DEFAULT_BATCHING_TAKE,
             served_ancestors: DEFAULT_SERVED_ANCESTORS,
@@ -189,6 +196,7 @@ impl LimitsConfig {
             ("stream_subscribers", self.stream_subscribers),
             ("remembered_roots", self.remembered_roots),
             ("tracked_pending", self.tracked_pending),
+            ("admission_max_wait_ms", self.admission_max_wait_ms as usize),
             ("batching_take", self.batching_take),
             ("batching_tick_ms", self.batching_tick_ms as usize),
             ("stall_after_secs", self.stall_after_secs as usize),

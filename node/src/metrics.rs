@@ -53,6 +53,11 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Peer batches acknowledged.
     pub batches_acknowledged: IntCounter,
+    /// Peer batches stored without verifying their signatures (not designated for them).
+    pub batches_unverified: IntCounter,
+    /// Own batches offered again because their proof was late or a designated verifier
+    /// looked down.
+    pub batches_reoffered: IntCounter,
     /// Peer batches refused or dropped for overload.
     pub batches_refused: IntCounter,
     /// Peer batches refused unverified because their author's quota of stored, unordered
@@ -316,6 +321,16 @@ impl Metrics {
                 &r,
                 "keel_batches_acknowledged_total",
                 "Peer batches verified, stored and acknowledged",
+            ),
+            batches_unverified: counter(
+                &r,
+                "keel_batches_unverified_total",
+                "Peer batches stored without verifying their signatures (another validator is designated to)",
+            ),
+            batches_reoffered: counter(
+                &r,
+                "keel_batches_reoffered_total",
+                "Own batches offered again to the validators that had not acknowledged them",
             ),
             batches_refused: counter(
                 &r,

@@ -105,7 +105,7 @@ mod tests {
                     transactions: vec![],
                 };
                 let mut builder = ProofBuilder::new(committee.clone(), CHAIN, 16, 60_000);
-                assert!(builder.track(&batch, NOW));
+                assert!(builder.track(&std::sync::Arc::new(batch.clone()), NOW));
                 let mut proof = None;
                 for (i, key) in keys.iter().enumerate().take(2) {
                     let ack = BatchAck::new(batch.info(), ValidatorIndex(i as u32), key, CHAIN);

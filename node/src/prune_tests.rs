@@ -30,7 +30,7 @@ fn transaction(sender: &KeyPair, nonce: u64) -> SignedTransaction {
 
 fn proof(committee: &Committee, keys: &[KeyPair], batch: &Batch) -> ProofOfAvailability {
     let mut builder = ProofBuilder::new(committee.clone(), CHAIN, 16, 60_000);
-    assert!(builder.track(batch, NOW));
+    assert!(builder.track(&std::sync::Arc::new(batch.clone()), NOW));
     let mut proof = None;
     for (i, key) in keys.iter().enumerate().take(2) {
         let ack = BatchAck::new(batch.info(), ValidatorIndex(i as u32), key, CHAIN);

@@ -180,6 +180,8 @@ pub async fn run(
         net: endpoint.clone(),
         metrics: metrics.clone(),
         stall_after: Duration::from_secs(limits.stall_after_secs),
+        admission_max_wait: Duration::from_millis(limits.admission_max_wait_ms),
+        all_verify: config.dissemination.all_verify,
         log_reload,
         shutdown: shutdown.clone(),
     });
@@ -359,9 +361,10 @@ pub async fn run(
         tick: Duration::from_millis(limits.batching_tick_ms),
         take: limits.batching_take,
     });
+    let all_verify = config.dissemination.all_verify;
     let batch_verifier = verify::spawn_batches(BatchVerifyDeps {
         verifier: Box::new(move |committee: &keel_types::Committee, me, key| {
-            BatchVerifier::new(committee.clone(), chain_id, me, key)
+            BatchVerifier::new(committee.clone(), chain_id, me, key).with_all_verify(all_verify)
         }),
         epoch: epoch_rx.clone(),
         store: store.clone(),

@@ -6,7 +6,9 @@
 //!   drops and counts). A batch must first fit its author's
 //!   quota in the [`BatchLedger`] (else it is refused before any signature check); one that
 //!   passes [`accept_peer_batch`] is stored with its ledger entry, synced, and only then
-//!   acknowledged to its author.
+//!   acknowledged to its author. Only a designated verifier checks the signatures of a
+//!   batch's first copy (and acknowledges it); the others store it unverified, and verify and
+//!   acknowledge a second copy (see `keel_authority::peer_batch`).
 //! - Proofs: verified one at a time against the committee and handed to the consensus driver
 //!   (`try_send`: a full driver queue drops and counts the proof; another leader can still
 //!   propose its batch).
@@ -205,7 +207,14 @@ fn on_batch(
             ledger.lock().release(&info.digest);
         }
     };
-    let actions = match accept_peer_batch_with_info(verifier, sender, batch, info.clone(), now) {
+    // A first copy is verified only by the designated verifiers; a copy of a batch already
+    // held is the author asking again, and is verified by whoever holds it.
+    let verify = !new || verifier.is_designated(&info);
+    let accepted = accept_peer_batch_with_info(verifier, sender, batch, info.clone(), now, verify);
+    if !verify && accepted.is_ok() {
+        metrics.batches_unverified.inc();
+    }
+    let actions = match accepted {
         Ok(actions) => actions,
         Err(e) => {
             release();
