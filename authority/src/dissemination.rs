@@ -202,7 +202,7 @@ impl Dissemination {
     /// `now` keeps every input's signature alike.
     pub fn on_ack(&mut self, ack: &BatchAck, _now: TimestampMs) -> Vec<DisseminationAction> {
         let added = self.builder.add(ack);
-        if matches!(added, Ok(_)) {
+        if added.is_ok() {
             self.suspected.remove(&ack.signer);
         }
         match added {

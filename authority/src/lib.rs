@@ -93,7 +93,8 @@ pub use executor::{BlockOutcome, BlockToExecute, Executor, Timings};
 pub use genesis::{GenesisState, installed_state_ops, read_epoch_state};
 pub use mempool::{AccountReader, Admission, Checked, Mempool};
 pub use peer_batch::{
-    BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info, designated_verifiers,
+    BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info,
+    designated_verifiers,
 };
 pub use proof_queue::ProofQueue;
 pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};

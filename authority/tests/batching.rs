@@ -2,12 +2,12 @@
 //! a proof that verifies; bad, duplicate and unknown acknowledgements are refused.
 
 use keel_authority::{AckError, BatchConfig, BatchMaker, ProofBuilder, designated_verifiers};
-use std::sync::Arc;
 use keel_types::{
     BatchAck, ChainId, Epoch, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
     ValidatorIndex,
     test_utils::{committee, seeded_key},
 };
+use std::sync::Arc;
 
 const CHAIN: ChainId = ChainId(9);
 
@@ -99,7 +99,10 @@ fn a_late_batch_is_offered_again_once_to_those_that_have_not_acknowledged_it() {
     assert!(builder.track(&batch, TimestampMs(0)));
     let own = BatchAck::new(batch.info(), ValidatorIndex(0), &keys[0], CHAIN);
     assert_eq!(builder.add(&own), Ok(None));
-    assert!(builder.late(TimestampMs(299), 300).is_empty(), "not late yet");
+    assert!(
+        builder.late(TimestampMs(299), 300).is_empty(),
+        "not late yet"
+    );
     assert_eq!(builder.late(TimestampMs(300), 300), vec![batch.digest()]);
     let (again, to) = builder.reoffer(&batch.digest()).expect("offered again");
     assert_eq!(again.digest(), batch.digest());
@@ -141,7 +144,10 @@ fn uncertified_batches_expire_and_tracking_is_bounded() {
     let b2 = maker.push(tx(2, 1), TimestampMs(0)).unwrap();
     assert!(builder.track(&Arc::new(b0.clone()), TimestampMs(0)));
     assert!(builder.track(&Arc::new(b1.clone()), TimestampMs(50)));
-    assert!(!builder.track(&Arc::new(b2.clone()), TimestampMs(50)), "bounded");
+    assert!(
+        !builder.track(&Arc::new(b2.clone()), TimestampMs(50)),
+        "bounded"
+    );
     assert_eq!(builder.expire(TimestampMs(120)), vec![b0.digest()]);
     assert_eq!(builder.collecting(), 1);
 }

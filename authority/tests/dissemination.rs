@@ -371,7 +371,11 @@ fn accept_peer_batch_answers_store_then_ack_and_nothing_for_a_forged_signature()
         vec![BatchRejection::BadSignature { index: 3 }]
     );
     for (i, node) in net.nodes.iter().enumerate().skip(1) {
-        let stored = node.store.get(Column::Batches, &digest.0).unwrap().is_some();
+        let stored = node
+            .store
+            .get(Column::Batches, &digest.0)
+            .unwrap()
+            .is_some();
         let is_designated = designated.contains(&ValidatorIndex(i as u32));
         assert_eq!(stored, !is_designated, "the others hold it unverified");
     }
@@ -651,7 +655,12 @@ fn only_the_designated_verifier_checks_a_batch_and_the_proof_still_forms() {
         .map(|p| p.info.digest)
         .expect("the author's proof");
     for node in &net.nodes {
-        assert!(node.store.get(Column::Batches, &digest.0).unwrap().is_some());
+        assert!(
+            node.store
+                .get(Column::Batches, &digest.0)
+                .unwrap()
+                .is_some()
+        );
     }
 }
 
@@ -669,7 +678,11 @@ fn a_silent_designated_verifier_costs_one_fallback_then_is_bypassed_at_once() {
     let fallback = config().verify_fallback_ms;
     net.tick(0, TimestampMs(NOW.0 + fallback - 1));
     net.pump(Some(silent.0 as usize));
-    assert_eq!(net.nodes[0].dissemination.collecting(), 1, "not before the fallback");
+    assert_eq!(
+        net.nodes[0].dissemination.collecting(),
+        1,
+        "not before the fallback"
+    );
     net.tick(0, TimestampMs(NOW.0 + fallback));
     assert!(net.pump(Some(silent.0 as usize)).is_empty());
     assert_eq!(net.nodes[0].dissemination.collecting(), 0, "proof formed");

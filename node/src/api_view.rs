@@ -222,7 +222,12 @@ impl NodeApi for NodeView {
             } else {
                 keel_authority::designated_verifiers(committee, author, 0).len() + 1
             };
-            (view.me.map(|m| m.0), view.epoch().0, committee.size(), verifiers)
+            (
+                view.me.map(|m| m.0),
+                view.epoch().0,
+                committee.size(),
+                verifiers,
+            )
         };
         Ok(StatusJson {
             chain_id: self.chain_id.0,

@@ -273,16 +273,21 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     .await?;
 
     // The signature bound, measured before the load (the nodes are idle or nearly so).
-    let sample: Vec<SignedTransaction> = signed.iter().take(64).map(|(_, t, _)| t.clone()).collect();
+    let sample: Vec<SignedTransaction> =
+        signed.iter().take(64).map(|(_, t, _)| t.clone()).collect();
     let per_core = tokio::task::spawn_blocking(move || verification_rate(&sample)).await?;
     let bound = SignatureBound {
         per_core,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         // Nodes from before designated verifiers do not report it: every validator verified.
-        verifiers: [status.batch_verifiers, status.committee_size, args.apis.len()]
-            .into_iter()
-            .find(|v| *v > 0)
-            .unwrap_or(1),
+        verifiers: [
+            status.batch_verifiers,
+            status.committee_size,
+            args.apis.len(),
+        ]
+        .into_iter()
+        .find(|v| *v > 0)
+        .unwrap_or(1),
     };
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));

@@ -264,16 +264,26 @@ impl Committee {
         self.status(i)["executed_transactions"].as_u64().unwrap()
     }
 
+    /// Submits a bcs batch to validator `i`, as a well-behaved client does: a 429 (the node's
+    /// pipeline is behind: admission control) is retried after a pause, for up to a minute.
     pub fn submit_batch(&self, i: usize, txs: &[SignedTransaction]) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/v1/transactions/batch", self.apis[i]))
-            .header("content-type", "application/octet-stream")
-            .body(bcs::to_bytes(txs).unwrap())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "batch submit: {}", r.status());
-        r.json().unwrap()
+        let body = bcs::to_bytes(txs).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .http
+                .post(format!("{}/v1/transactions/batch", self.apis[i]))
+                .header("content-type", "application/octet-stream")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            if r.status().as_u16() == 429 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert!(r.status().is_success(), "batch submit: {}", r.status());
+            return r.json().unwrap();
+        }
     }
 
     /// The value of the sample named `series` (a metric name with its labels, e.g.
