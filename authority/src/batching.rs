@@ -293,3 +293,33 @@ impl ProofBuilder {
         self.collecting.len()
     }
 }
+
+/// The validators besides `author` that verify and acknowledge the batch numbered `sequence`
+/// on its first copy: the fewest, taken in index order from a starting point that rotates with
+/// the sequence, whose stake with the author's reaches the validity threshold (more than 1/3:
+/// f of them with equal stakes). Empty when the author alone reaches it.
+pub fn designated_verifiers(
+    committee: &Committee,
+    author: ValidatorIndex,
+    sequence: u64,
+) -> Vec<ValidatorIndex> {
+    let others: Vec<ValidatorIndex> = (0..committee.size())
+        .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+        .filter(|i| *i != author)
+        .collect();
+    let mut stake = committee.stake(author);
+    let mut chosen = Vec::new();
+    if others.is_empty() {
+        return chosen;
+    }
+    let start = usize::try_from(sequence % others.len() as u64).unwrap_or(0);
+    for k in 0..others.len() {
+        if committee.is_validity(stake) {
+            break;
+        }
+        let v = others[(start + k) % others.len()];
+        stake = stake.saturating_add(committee.stake(v));
+        chosen.push(v);
+    }
+    chosen
+}

@@ -9,7 +9,7 @@
 //!  author: no proof after verify_fallback_ms ─▶ SendBatch to the non-signers (they verify)
 //!
 //! Only the author (at admission) and the designated verifiers of a batch
-//! ([`crate::designated_verifiers`]) check its signatures when all goes well. A designated
+//! ([`crate::designated_verifiers`], in [`crate::batching`]) check its signatures when all goes well. A designated
 //! verifier that lets a batch go late is suspected until it acknowledges again; meanwhile a
 //! batch designated to it is sent a second time at once, so a crashed validator costs one
 //! fallback wait, not one per batch.
@@ -25,9 +25,8 @@
 //! (`max_collecting`) and the size of every batch sealed.
 
 use crate::{
-    batching::{AckError, BatchMaker, ProofBuilder},
+    batching::{AckError, BatchMaker, ProofBuilder, designated_verifiers},
     config::{BatchConfig, DisseminationConfig},
-    peer_batch::designated_verifiers,
 };
 use keel_types::{
     Batch, BatchAck, ChainId, Committee, KeyPair, ProofOfAvailability, SignedTransaction,

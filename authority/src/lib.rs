@@ -79,7 +79,7 @@ pub mod state;
 pub mod test_utils;
 
 pub use batch_ledger::{BatchLedger, LedgerEntry, QuotaExceeded, Released, ledger_key};
-pub use batching::{AckError, BatchMaker, ProofBuilder};
+pub use batching::{AckError, BatchMaker, ProofBuilder, designated_verifiers};
 pub use checkpoints::{
     CertifiedOutcome, CheckpointAction, CheckpointDeps, CheckpointMachine, Executed,
     ExecutedOutcome, Restored, SignatureOutcome,
@@ -94,7 +94,6 @@ pub use genesis::{GenesisState, installed_state_ops, read_epoch_state};
 pub use mempool::{AccountReader, Admission, Checked, Mempool};
 pub use peer_batch::{
     BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info,
-    designated_verifiers,
 };
 pub use proof_queue::ProofQueue;
 pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};
