@@ -14,7 +14,7 @@ pub const DEFAULT_BATCH_MAX_TRANSACTIONS: usize = 1_000;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 /// Default [`BatchConfig::seal_after_ms`]: short, since a transaction waits this long at most
 /// before its batch travels.
-pub const DEFAULT_BATCH_SEAL_AFTER_MS: u64 = 20;
+pub const DEFAULT_BATCH_SEAL_AFTER_MS: u64 = 10;
 /// Default [`BatchConfig::lifetime_ms`]: half of what validators accept
 /// ([`keel_types::batch::MAX_BATCH_LIFETIME_MS`]), the rest is room for clock drift.
 pub const DEFAULT_BATCH_LIFETIME_MS: u64 = 60_000;

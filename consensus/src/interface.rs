@@ -92,7 +92,7 @@ pub const DEFAULT_MAX_BLOCKS: usize = 4_096;
 pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 10_000;
 /// Default of [`CoreConfig::min_block_interval_ms`]: a leader following a QC waits until 20 ms
 /// after its parent's timestamp, so an idle committee makes at most 50 empty blocks a second.
-pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 20;
+pub const DEFAULT_MIN_BLOCK_INTERVAL_MS: u64 = 10;
 /// Default of [`CoreConfig::max_block_proofs`]: at most 200 proofs of availability per block.
 pub const DEFAULT_MAX_BLOCK_PROOFS: usize = 200;
 /// Default of [`CoreConfig::max_block_bytes`]: the batches a block orders hold at most 32 MiB
