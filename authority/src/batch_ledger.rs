@@ -90,6 +90,9 @@ pub struct Released {
     /// Batches that expired unordered: delete them and their index entries (unless a block
     /// the ledger did not see ordered them, which the node checks in its store).
     pub expired: Vec<Digest>,
+    /// This node's own batches among `expired`: no block can order them any more, so their
+    /// transactions go back to its mempool (see the node's batch ledger task).
+    pub own_expired: Vec<Digest>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -200,6 +203,9 @@ impl BatchLedger {
         while let Some(&(expires_at, digest)) = self.by_expiry.first() {
             if expires_at > self.committed_time {
                 break;
+            }
+            if self.entries.get(&digest).is_some_and(|e| !e.counted) {
+                released.own_expired.push(digest);
             }
             self.release(&digest);
             released.expired.push(digest);
@@ -315,6 +321,11 @@ mod tests {
         assert_eq!(l.on_committed([], TimestampMs(8_998)), Released::default());
         let released = l.on_committed([], TimestampMs(9_000));
         assert_eq!(released.expired, vec![own.digest, b.digest]);
+        assert_eq!(
+            released.own_expired,
+            vec![own.digest],
+            "own batches are named"
+        );
         assert!(l.is_empty());
         assert_eq!(l.held_by(ValidatorIndex(1)), (0, 0));
         // The committed time never goes back.

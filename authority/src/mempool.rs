@@ -123,6 +123,27 @@ impl Admission {
         now: TimestampMs,
         accounts: &dyn AccountReader,
     ) -> Checked {
+        self.check_with(txs, now, accounts, true)
+    }
+
+    /// [`Admission::check`] without the signatures: for transactions this node verified at
+    /// their first admission (their batch expired unordered and they come back).
+    pub fn check_verified(
+        &self,
+        txs: Vec<SignedTransaction>,
+        now: TimestampMs,
+        accounts: &dyn AccountReader,
+    ) -> Checked {
+        self.check_with(txs, now, accounts, false)
+    }
+
+    fn check_with(
+        &self,
+        txs: Vec<SignedTransaction>,
+        now: TimestampMs,
+        accounts: &dyn AccountReader,
+        verify: bool,
+    ) -> Checked {
         let ids: Vec<Identified> = txs.iter().map(|t| t.transaction.identify()).collect();
         let mut results: Vec<Result<Digest, Rejection>> = Vec::with_capacity(txs.len());
         let mut payment = vec![Payment::default(); txs.len()];
@@ -137,19 +158,21 @@ impl Admission {
                 Err(e) => results.push(Err(e)),
             }
         }
-        // One batch verification for everything that passed the cheap checks.
-        let items: Vec<SignedMessage<'_>> = candidates
-            .iter()
-            .map(|i| SignedMessage {
-                message: &ids[*i].signing_message,
-                key: &txs[*i].transaction.sender,
-                signature: &txs[*i].signature,
-            })
-            .collect();
-        if let Err(bad) = verify_batch(&items) {
-            for b in bad {
-                if let Some(i) = candidates.get(b) {
-                    results[*i] = Err(Rejection::BadSignature);
+        if verify {
+            // One batch verification for everything that passed the cheap checks.
+            let items: Vec<SignedMessage<'_>> = candidates
+                .iter()
+                .map(|i| SignedMessage {
+                    message: &ids[*i].signing_message,
+                    key: &txs[*i].transaction.sender,
+                    signature: &txs[*i].signature,
+                })
+                .collect();
+            if let Err(bad) = verify_batch(&items) {
+                for b in bad {
+                    if let Some(i) = candidates.get(b) {
+                        results[*i] = Err(Rejection::BadSignature);
+                    }
                 }
             }
         }

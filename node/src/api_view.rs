@@ -74,7 +74,8 @@ pub struct NodeView {
     pub shutdown: CancellationToken,
 }
 
-struct StoreAccounts<'a>(&'a Store);
+/// Accounts as committed state holds them (what admission checks fees and nonces against).
+pub(crate) struct StoreAccounts<'a>(pub(crate) &'a Store);
 
 impl AccountReader for StoreAccounts<'_> {
     fn account(&self, address: &Address) -> Account {

@@ -13,12 +13,21 @@
 //!   kept.
 //! - Deletions are not synced: a batch deleted before a crash is deleted again, or found
 //!   expired again, after it.
+//! - An own batch that expired unordered (its proof never made it into a block: a long stall,
+//!   a full acknowledgement tracker) can never be ordered any more, since voters refuse a
+//!   batch at or past its expiry: its transactions are read back before the deletion and
+//!   admitted again ([`keel_authority::Admission::check_verified`]: every check but the
+//!   signatures, which this node verified at their first admission), so an accepted
+//!   transaction does not vanish. Those that can no longer be admitted (expired, nonce used,
+//!   fees unpaid) are dropped; their sender sees them expire.
 
 use crate::{metrics::Metrics, persist};
 use anyhow::Result;
-use keel_authority::{BatchLedger, LedgerEntry, Released, batch_ledger::LEDGER_PREFIX, ledger_key};
+use keel_authority::{
+    BatchLedger, LedgerEntry, Mempool, Released, batch_ledger::LEDGER_PREFIX, ledger_key,
+};
 use keel_storage::{Column, Store, WriteOp};
-use keel_types::{Digest, Height};
+use keel_types::{Batch, Digest, Height, SignedTransaction};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::{sync::watch, task::JoinHandle};
@@ -31,6 +40,8 @@ pub const MAX_BLOCKS_READ: u64 = 10_000;
 pub struct BatchGcDeps {
     /// The ledger (shared with the batch verifier and the batching task, which admit into it).
     pub ledger: Arc<Mutex<BatchLedger>>,
+    /// Where the transactions of own expired batches are admitted again.
+    pub mempool: Arc<Mutex<Mempool>>,
     /// The store.
     pub store: Arc<Store>,
     /// The committed height.
@@ -70,6 +81,7 @@ pub fn spawn(deps: BatchGcDeps) -> JoinHandle<()> {
 async fn run(deps: BatchGcDeps) {
     let BatchGcDeps {
         ledger,
+        mempool,
         store,
         mut committed,
         metrics,
@@ -87,8 +99,17 @@ async fn run(deps: BatchGcDeps) {
             continue;
         }
         let (from, to) = (seen, height);
-        let (store, ledger, metrics) = (store.clone(), ledger.clone(), metrics.clone());
-        let done = tokio::task::spawn_blocking(move || follow(&store, &ledger, &metrics, from, to));
+        let (store, ledger, mempool, metrics) = (
+            store.clone(),
+            ledger.clone(),
+            mempool.clone(),
+            metrics.clone(),
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            let again = follow(&store, &ledger, &metrics, from, to)?;
+            readmit(&store, &mempool, &metrics, again);
+            anyhow::Ok(())
+        });
         // On a failure the heights are read again at the next commit (batches the ledger
         // already let go of are found again at the next start-up, from their index entries).
         match done.await {
@@ -99,14 +120,15 @@ async fn run(deps: BatchGcDeps) {
     }
 }
 
-/// Feeds heights `(from, to]` to the ledger and carries out what it releases.
+/// Feeds heights `(from, to]` to the ledger and carries out what it releases; returns the
+/// transactions of own batches that expired unordered.
 fn follow(
     store: &Store,
     ledger: &Mutex<BatchLedger>,
     metrics: &Metrics,
     from: Height,
     to: Height,
-) -> Result<()> {
+) -> Result<Vec<SignedTransaction>> {
     let first = Height(from.0.max(to.0.saturating_sub(MAX_BLOCKS_READ)) + 1);
     let mut released = Released::default();
     for h in first.0..=to.0 {
@@ -118,16 +140,31 @@ fn follow(
         let r = ledger.lock().on_committed(ordered, block.timestamp);
         released.ordered.extend(r.ordered);
         released.expired.extend(r.expired);
+        released.own_expired.extend(r.own_expired);
     }
     carry_out(store, &released, metrics)
 }
 
-/// Drops the index entries of ordered batches, and deletes expired batches no block ordered.
-fn carry_out(store: &Store, released: &Released, metrics: &Metrics) -> Result<()> {
+/// Drops the index entries of ordered batches, and deletes expired batches no block ordered;
+/// returns the transactions of the own ones among those.
+fn carry_out(
+    store: &Store,
+    released: &Released,
+    metrics: &Metrics,
+) -> Result<Vec<SignedTransaction>> {
     let mut ops: Vec<WriteOp> = released.ordered.iter().map(forget).collect();
+    let mut again = Vec::new();
     for digest in &released.expired {
         ops.push(forget(digest));
         if persist::batch_ordered_at(store, digest)?.is_none() {
+            if released.own_expired.contains(digest)
+                && let Some(bytes) = store.get(Column::Batches, &digest.0)?
+            {
+                match bcs::from_bytes::<Batch>(&bytes) {
+                    Ok(batch) => again.extend(batch.transactions),
+                    Err(e) => tracing::warn!(%digest, error = %e, "cannot decode an own batch"),
+                }
+            }
             ops.push(WriteOp {
                 column: Column::Batches,
                 key: digest.0.to_vec(),
@@ -139,7 +176,35 @@ fn carry_out(store: &Store, released: &Released, metrics: &Metrics) -> Result<()
     if !ops.is_empty() {
         store.write(ops, false)?;
     }
-    Ok(())
+    Ok(again)
+}
+
+/// Admits again the transactions of own batches that expired unordered.
+fn readmit(
+    store: &Store,
+    mempool: &Mutex<Mempool>,
+    metrics: &Metrics,
+    txs: Vec<SignedTransaction>,
+) {
+    if txs.is_empty() {
+        return;
+    }
+    let offered = txs.len();
+    let accounts = crate::api_view::StoreAccounts(store);
+    let admission = mempool.lock().admission();
+    let checked = admission.check_verified(txs, crate::clock::now_ms(), &accounts);
+    let admitted = mempool
+        .lock()
+        .insert_checked(checked)
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    metrics.readmitted.inc_by(admitted as u64);
+    tracing::info!(
+        offered,
+        admitted,
+        "own batches expired unordered: transactions admitted again"
+    );
 }
 
 fn forget(digest: &Digest) -> WriteOp {

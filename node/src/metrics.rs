@@ -47,6 +47,8 @@ pub struct Metrics {
     pub admitted: IntCounter,
     /// Transactions refused at admission.
     pub rejected: IntCounter,
+    /// Transactions of own batches that expired unordered, admitted again.
+    pub readmitted: IntCounter,
     /// Batches this node sealed.
     pub batches_sealed: IntCounter,
     /// Transactions per sealed batch.
@@ -305,6 +307,11 @@ impl Metrics {
                 "Transactions in the mempool",
             ),
             admitted: counter(&r, "keel_mempool_admitted_total", "Transactions admitted"),
+            readmitted: counter(
+                &r,
+                "keel_mempool_readmitted_total",
+                "Transactions of this node's batches that expired unordered, admitted again",
+            ),
             rejected: counter(
                 &r,
                 "keel_mempool_rejected_total",

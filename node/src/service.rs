@@ -386,6 +386,7 @@ pub async fn run(
     });
     let batch_gc = batch_gc::spawn(BatchGcDeps {
         ledger,
+        mempool: mempool.clone(),
         store: store.clone(),
         committed: committed_rx.clone(),
         metrics: metrics.clone(),

@@ -128,3 +128,47 @@ fn one_crashed_validator_costs_the_others_little_and_it_returns_at_once() {
         restarted.elapsed().as_secs_f64()
     );
 }
+
+/// An accepted transaction never vanishes: with two of four validators down, validator 0
+/// admits transfers and seals them into a batch that no block can order (no quorum) before it
+/// expires (batch lifetime 2 s here). Once the two are back and the chain passes the expiry,
+/// the batch is deleted and its transactions are admitted again, batched anew and committed.
+#[test]
+fn transactions_of_a_batch_that_expired_unordered_are_admitted_again_and_committed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Committee::create(4);
+    for i in 0..4 {
+        c.edit_config(i, &[("lifetime_ms = 60000\n", "lifetime_ms = 2000\n")]);
+    }
+    for i in 0..4 {
+        c.spawn(i);
+    }
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    c.sigkill(2);
+    c.sigkill(3);
+    let txs = common::transfers(8, 0, 1);
+    let answer = c.submit_batch(0, &txs);
+    assert_eq!(answer["accepted"], 8, "{answer}");
+    // Longer than the batch lifetime without a commit.
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, first) = c.get(0, &format!("/v1/transactions/{}", txs[0].digest()));
+    assert_eq!(first["status"], "pending", "{first}");
+    c.spawn(2);
+    c.spawn(3);
+    c.wait_for(
+        Duration::from_secs(90),
+        "every transfer to be committed",
+        || {
+            txs.iter().all(|tx| {
+                let (_, v) = c.get(0, &format!("/v1/transactions/{}", tx.digest()));
+                v["receipt"]["status"] == "success"
+            })
+        },
+    );
+    let readmitted = c.metric(0, "keel_mempool_readmitted_total").unwrap_or(0.0);
+    let expired = c.metric(0, "keel_batches_expired_total").unwrap_or(0.0);
+    println!("readmitted {readmitted}, batches expired {expired}");
+    assert!(readmitted >= 8.0, "readmitted {readmitted}");
+}
