@@ -151,9 +151,15 @@ struct Collecting {
     signatures: Vec<(ValidatorIndex, Signature)>,
     stake: u64,
     sealed_at: TimestampMs,
-    /// Whether it was offered again already (once at most).
-    reoffered: bool,
+    /// Times it was offered again (at most [`MAX_REOFFERS`]).
+    reoffers: u8,
+    /// When it was last offered.
+    offered_at: TimestampMs,
 }
+
+/// Most times an own batch is offered again: a validator that missed the first copy holds
+/// the second unverified, and verifies a third.
+pub const MAX_REOFFERS: u8 = 2;
 
 /// Turns acknowledgements of this node's batches into proofs of availability.
 pub struct ProofBuilder {
@@ -211,20 +217,27 @@ impl ProofBuilder {
                 signatures: Vec::new(),
                 stake: 0,
                 sealed_at: now,
-                reoffered: false,
+                reoffers: 0,
+                offered_at: now,
             },
         );
         true
     }
 
-    /// Marks the batch `digest` offered again, once: returns it with the members that have
-    /// not acknowledged it (`None` if it is not collecting or was offered again already).
-    pub fn reoffer(&mut self, digest: &Digest) -> Option<(Arc<Batch>, Vec<ValidatorIndex>)> {
+    /// Marks the batch `digest` offered again at `now`: returns it with the members that have
+    /// not acknowledged it (`None` if it is not collecting or was offered again
+    /// [`MAX_REOFFERS`] times already).
+    pub fn reoffer(
+        &mut self,
+        digest: &Digest,
+        now: TimestampMs,
+    ) -> Option<(Arc<Batch>, Vec<ValidatorIndex>)> {
         let entry = self.collecting.get_mut(digest)?;
-        if entry.reoffered {
+        if entry.reoffers >= MAX_REOFFERS {
             return None;
         }
-        entry.reoffered = true;
+        entry.reoffers += 1;
+        entry.offered_at = now;
         let to = (0..self.committee.size())
             .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
             .filter(|v| !entry.signatures.iter().any(|(s, _)| s == v))
@@ -232,14 +245,24 @@ impl ProofBuilder {
         Some((entry.batch.clone(), to))
     }
 
-    /// Batches sealed at least `after_ms` before `now`, still without a proof and not yet
-    /// offered again, in no particular order.
-    pub fn late(&self, now: TimestampMs, after_ms: u64) -> Vec<Digest> {
+    /// Batches still without a proof, offered last at least `after_ms` before `now` and
+    /// offered again fewer than [`MAX_REOFFERS`] times, with how often they were, in no
+    /// particular order.
+    pub fn late(&self, now: TimestampMs, after_ms: u64) -> Vec<(Digest, u8)> {
         self.collecting
             .iter()
-            .filter(|(_, c)| !c.reoffered && now.0.saturating_sub(c.sealed_at.0) >= after_ms)
-            .map(|(d, _)| *d)
+            .filter(|(_, c)| {
+                c.reoffers < MAX_REOFFERS && now.0.saturating_sub(c.offered_at.0) >= after_ms
+            })
+            .map(|(d, c)| (*d, c.reoffers))
             .collect()
+    }
+
+    /// When the collecting batch `digest` was sealed, and how often it was offered again.
+    pub fn offers(&self, digest: &Digest) -> Option<(TimestampMs, u8)> {
+        self.collecting
+            .get(digest)
+            .map(|c| (c.sealed_at, c.reoffers))
     }
 
     /// Adds an acknowledgement; returns the proof when this one completes it.

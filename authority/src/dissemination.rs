@@ -10,9 +10,14 @@
 //!
 //! Only the author (at admission) and the designated verifiers of a batch
 //! ([`crate::designated_verifiers`], in [`crate::batching`]) check its signatures when all goes well. A designated
-//! verifier that lets a batch go late is suspected until it acknowledges again; meanwhile a
-//! batch designated to it is sent a second time at once, so a crashed validator costs one
-//! fallback wait, not one per batch.
+//! verifier that lets a batch go late is suspected: a batch designated to it goes out twice at
+//! once, except a probe after every `2^strikes` of them (strikes: its late batches this
+//! epoch), which clears the suspicion if acknowledged before the fallback. A crashed
+//! validator then costs one fallback wait per probe, ever rarer, and a Byzantine one that
+//! answers probes and stalls the rest costs less each time it is caught. A batch is offered
+//! again at most twice (a validator that missed the first copy holds the second unverified
+//! and verifies the third), and the fallback grows with the time proofs take, so an
+//! overloaded committee does not send every batch twice.
 //! ```
 //!
 //! [`Dissemination`] is this validator's side as a pure state machine: it owns the batch maker,
@@ -32,7 +37,22 @@ use keel_types::{
     Batch, BatchAck, ChainId, Committee, KeyPair, ProofOfAvailability, SignedTransaction,
     TimestampMs, ValidatorIndex,
 };
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
+
+/// A suspected validator is probed (sent a batch designated to it alone, once) after
+/// `2^strikes` of the batches designated to it, capped at this power of two.
+const MAX_PROBE_SHIFT: u32 = 10;
+/// The fallback follows the time proofs take: at least this many times its moving average.
+const FALLBACK_OVER_PROOF_TIME: f64 = 4.0;
+/// ... and at most this many times the configured fallback.
+const MAX_FALLBACK_FACTOR: u64 = 20;
+
+/// A designated verifier that let a batch go late and has not acknowledged one in time since.
+#[derive(Debug, Default)]
+struct Suspect {
+    /// Batches designated to it since its last probe.
+    since_probe: u64,
+}
 
 /// Most batch sizes kept for [`Dissemination::drain_sealed_sizes`] between two drains.
 const MAX_SEALED_SIZES: usize = 1024;
@@ -103,11 +123,19 @@ pub struct Dissemination {
     builder: ProofBuilder,
     /// Sizes of batches sealed since the last [`Dissemination::drain_sealed_sizes`].
     sealed: Vec<usize>,
-    /// Offer a batch again this long after sealing if it has no proof yet.
+    /// Offer a batch again at least this long after sealing if it has no proof yet (more
+    /// when proofs take longer: see [`Dissemination::fallback_ms`]).
     fallback_ms: u64,
-    /// Designated verifiers that let a batch go late without acknowledging it and have not
-    /// acknowledged anything since: a batch designated to one is offered again at once.
-    suspected: HashSet<ValidatorIndex>,
+    /// Moving average of the time from sealing to proof, in ms.
+    proof_ms: Option<f64>,
+    /// Designated verifiers that let a batch go late and have not acknowledged a batch in
+    /// time since: a batch designated to one is sent twice at once, except a probe now and
+    /// then, which clears the suspicion if acknowledged in time.
+    suspects: HashMap<ValidatorIndex, Suspect>,
+    /// Batches each validator let go late in this epoch: the probes of a repeat offender are
+    /// rarer (one in `2^strikes`), so a Byzantine verifier that acknowledges probes and
+    /// stalls the rest costs less each time.
+    strikes: HashMap<ValidatorIndex, u32>,
     /// Batches offered again (for metrics) since the last [`Dissemination::drain_reoffered`].
     reoffered: u64,
 }
@@ -146,8 +174,10 @@ impl Dissemination {
             me,
             key,
             sealed: Vec::new(),
-            fallback_ms: config.verify_fallback_ms,
-            suspected: HashSet::new(),
+            fallback_ms: config.verify_fallback_ms.max(1),
+            proof_ms: None,
+            suspects: HashMap::new(),
+            strikes: HashMap::new(),
             reoffered: 0,
         }
     }
@@ -181,12 +211,16 @@ impl Dissemination {
         if let Some(batch) = self.maker.tick(now) {
             self.publish(batch, now, &mut actions);
         }
-        for digest in self.builder.late(now, self.fallback_ms) {
-            if let Some((batch, to)) = self.builder.reoffer(&digest) {
-                let designated =
-                    designated_verifiers(self.builder.committee(), self.me, batch.sequence);
-                self.suspected
-                    .extend(designated.into_iter().filter(|v| to.contains(v)));
+        for (digest, reoffers) in self.builder.late(now, self.fallback_ms()) {
+            if let Some((batch, to)) = self.builder.reoffer(&digest, now) {
+                if reoffers == 0 {
+                    let designated =
+                        designated_verifiers(self.builder.committee(), self.me, batch.sequence);
+                    for v in designated.into_iter().filter(|v| to.contains(v)) {
+                        *self.strikes.entry(v).or_default() += 1;
+                        self.suspects.insert(v, Suspect::default());
+                    }
+                }
                 self.offer_again(batch, to, &mut actions);
             }
         }
@@ -199,10 +233,20 @@ impl Dissemination {
     ///
     /// Acknowledgements do not depend on time (expiry happens in [`Dissemination::tick`]);
     /// `now` keeps every input's signature alike.
-    pub fn on_ack(&mut self, ack: &BatchAck, _now: TimestampMs) -> Vec<DisseminationAction> {
+    pub fn on_ack(&mut self, ack: &BatchAck, now: TimestampMs) -> Vec<DisseminationAction> {
+        let offers = self.builder.offers(&ack.info.digest);
         let added = self.builder.add(ack);
-        if added.is_ok() {
-            self.suspected.remove(&ack.signer);
+        // In time: before the batch was offered again (a probe, or a batch designated to an
+        // unsuspected verifier).
+        if added.is_ok() && offers.is_some_and(|(_, reoffers)| reoffers == 0) {
+            self.suspects.remove(&ack.signer);
+        }
+        if let (Ok(Some(_)), Some((sealed_at, _))) = (&added, offers) {
+            let took = now.0.saturating_sub(sealed_at.0) as f64;
+            self.proof_ms = Some(match self.proof_ms {
+                Some(average) => average + (took - average) / 8.0,
+                None => took,
+            });
         }
         match added {
             Ok(Some(proof)) => vec![DisseminationAction::ProofReady(proof)],
@@ -220,7 +264,35 @@ impl Dissemination {
 
     /// Validators suspected of not verifying the batches designated to them.
     pub fn suspected(&self) -> usize {
-        self.suspected.len()
+        self.suspects.len()
+    }
+
+    /// How long an own batch waits for its proof before it is offered again: the configured
+    /// `verify_fallback_ms`, or [`FALLBACK_OVER_PROOF_TIME`] times the average time proofs
+    /// take when that is longer (an overloaded committee does not send every batch twice),
+    /// at most [`MAX_FALLBACK_FACTOR`] times the configured value.
+    pub fn fallback_ms(&self) -> u64 {
+        let adaptive = self.proof_ms.unwrap_or(0.0) * FALLBACK_OVER_PROOF_TIME;
+        let cap = self.fallback_ms.saturating_mul(MAX_FALLBACK_FACTOR);
+        (adaptive as u64).clamp(self.fallback_ms, cap.max(self.fallback_ms))
+    }
+
+    /// Whether a batch designated to `designated` goes out twice at once: some designated
+    /// verifier is suspected and this batch is not its probe.
+    fn send_twice(&mut self, designated: &[ValidatorIndex]) -> bool {
+        let mut twice = false;
+        for v in designated {
+            let strikes = self.strikes.get(v).copied().unwrap_or(0);
+            if let Some(suspect) = self.suspects.get_mut(v) {
+                suspect.since_probe += 1;
+                if suspect.since_probe >= 1u64 << strikes.min(MAX_PROBE_SHIFT) {
+                    suspect.since_probe = 0; // the probe: sent once, to see if it answers
+                } else {
+                    twice = true;
+                }
+            }
+        }
+        twice
     }
 
     /// Whether the batch maker holds transactions not yet sealed.
@@ -266,8 +338,8 @@ impl Dissemination {
         // A designated verifier suspected of being down would hold the proof back until the
         // fallback: the others get a second copy at once, which they verify.
         let designated = designated_verifiers(self.builder.committee(), self.me, batch.sequence);
-        if designated.iter().any(|v| self.suspected.contains(v))
-            && let Some((batch, to)) = self.builder.reoffer(&digest)
+        if self.send_twice(&designated)
+            && let Some((batch, to)) = self.builder.reoffer(&digest, now)
         {
             self.offer_again(batch, to, actions);
         }
@@ -293,6 +365,7 @@ mod tests {
     use super::*;
     use crate::test_utils::{CHAIN, Workload, WorkloadConfig};
     use keel_types::test_utils::committee;
+    use keel_types::{Batch, BatchAck};
 
     fn dissemination(validators: usize, config: DisseminationConfig) -> Dissemination {
         let (committee, mut keys) = committee(validators);
@@ -360,5 +433,86 @@ mod tests {
         let actions = d.on_transactions(txs, TimestampMs(0));
         assert_eq!(kinds(&actions), ["reserve", "store", "broadcast", "store"]);
         assert_eq!(d.collecting(), 1);
+    }
+
+    /// Seals one batch of four transactions at `now`; returns it and the action kinds.
+    fn seal_one(
+        d: &mut Dissemination,
+        workload: &mut Workload,
+        now: TimestampMs,
+    ) -> (Arc<Batch>, Vec<&'static str>) {
+        let actions = d.on_transactions(workload.block(4), now);
+        let batch = actions
+            .iter()
+            .find_map(|a| match a {
+                DisseminationAction::StoreBatch(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("sealed");
+        (batch, kinds(&actions))
+    }
+
+    #[test]
+    fn a_suspected_verifier_gets_double_sends_then_a_probe_that_clears_it_in_time() {
+        let (committee, keys) = committee(4);
+        let mut d = dissemination(4, DisseminationConfig::default());
+        let mut workload = Workload::new(1, WorkloadConfig::transfers(100));
+        let fallback = DisseminationConfig::default().verify_fallback_ms;
+        assert_eq!(d.fallback_ms(), fallback);
+        let me = ValidatorIndex(0);
+        // Sequence 0 is designated to validator 1 (then 2, 3, 1, ...): it stays silent.
+        let (first, _) = seal_one(&mut d, &mut workload, TimestampMs(0));
+        assert_eq!(
+            designated_verifiers(&committee, me, first.sequence),
+            [ValidatorIndex(1)]
+        );
+        assert!(kinds(&d.tick(TimestampMs(fallback - 1))).is_empty());
+        assert_eq!(kinds(&d.tick(TimestampMs(fallback))), ["send"]);
+        assert_eq!(d.suspected(), 1);
+        let mut now = fallback;
+        let mut designated_to_1 = Vec::new();
+        while designated_to_1.len() < 3 {
+            now += 1;
+            let (batch, kinds) = seal_one(&mut d, &mut workload, TimestampMs(now));
+            if designated_verifiers(&committee, me, batch.sequence) == [ValidatorIndex(1)] {
+                designated_to_1.push((batch, kinds));
+            }
+        }
+        // One strike: every second batch designated to it is a probe, sent once.
+        assert!(designated_to_1[0].1.contains(&"send"), "sent twice at once");
+        assert!(!designated_to_1[1].1.contains(&"send"), "the probe");
+        // Acknowledged in time, the probe clears the suspicion.
+        let probe = &designated_to_1[1].0;
+        let ack = BatchAck::new(probe.info(), ValidatorIndex(1), &keys[1], CHAIN);
+        assert_eq!(kinds(&d.on_ack(&ack, TimestampMs(now))), ["proof"]);
+        assert_eq!(d.suspected(), 0);
+        let (_, later) = loop {
+            now += 1;
+            let (batch, kinds) = seal_one(&mut d, &mut workload, TimestampMs(now));
+            if designated_verifiers(&committee, me, batch.sequence) == [ValidatorIndex(1)] {
+                break (batch, kinds);
+            }
+        };
+        assert!(!later.contains(&"send"), "trusted again");
+    }
+
+    #[test]
+    fn the_fallback_follows_the_time_proofs_take() {
+        let (_, keys) = committee(4);
+        let mut d = dissemination(4, DisseminationConfig::default());
+        let mut workload = Workload::new(1, WorkloadConfig::transfers(100));
+        let floor = DisseminationConfig::default().verify_fallback_ms;
+        let mut now = 0;
+        for _ in 0..40 {
+            let (batch, _) = seal_one(&mut d, &mut workload, TimestampMs(now));
+            // Every proof takes a second: the fallback grows past it, up to its cap.
+            now += 1_000;
+            let signer =
+                designated_verifiers(d.builder.committee(), ValidatorIndex(0), batch.sequence)[0];
+            let ack = BatchAck::new(batch.info(), signer, &keys[signer.0 as usize], CHAIN);
+            d.on_ack(&ack, TimestampMs(now));
+        }
+        assert!(d.fallback_ms() > 3_000, "{}", d.fallback_ms());
+        assert!(d.fallback_ms() <= floor * MAX_FALLBACK_FACTOR);
     }
 }

@@ -96,5 +96,7 @@ pub use peer_batch::{
     BatchRejection, BatchVerifier, accept_peer_batch, accept_peer_batch_with_info,
 };
 pub use proof_queue::ProofQueue;
-pub use resolve::{BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch};
+pub use resolve::{
+    BatchFetcher, resolve_batches, store_acknowledged_batch, store_batch, store_held_batch,
+};
 pub use state::ExecutedMarker;

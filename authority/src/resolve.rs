@@ -33,6 +33,22 @@ pub fn store_acknowledged_batch(
     batch: &Batch,
     entry: &crate::LedgerEntry,
 ) -> Result<()> {
+    store_batch_with_entry(store, batch, entry, true)
+}
+
+/// Stores a peer's batch this node holds without acknowledging it (it was not designated to
+/// verify it) with its ledger entry, unsynced: nothing was promised, and a batch lost to a
+/// power cut is fetched from a holder if a block orders it.
+pub fn store_held_batch(store: &Store, batch: &Batch, entry: &crate::LedgerEntry) -> Result<()> {
+    store_batch_with_entry(store, batch, entry, false)
+}
+
+fn store_batch_with_entry(
+    store: &Store,
+    batch: &Batch,
+    entry: &crate::LedgerEntry,
+    sync: bool,
+) -> Result<()> {
     let digest = batch.digest();
     let ops = vec![
         keel_storage::WriteOp {
@@ -46,7 +62,7 @@ pub fn store_acknowledged_batch(
             value: Some(state::encode(entry)),
         },
     ];
-    store.write(ops, true)?;
+    store.write(ops, sync)?;
     Ok(())
 }
 

@@ -91,7 +91,7 @@ fn acknowledgements_form_a_verifiable_proof() {
 }
 
 #[test]
-fn a_late_batch_is_offered_again_once_to_those_that_have_not_acknowledged_it() {
+fn a_late_batch_is_offered_again_twice_at_most_to_those_that_have_not_acknowledged_it() {
     let (c, keys) = committee(4);
     let mut maker = one_per_batch();
     let batch = Arc::new(maker.push(tx(0, 10), TimestampMs(0)).unwrap());
@@ -103,12 +103,32 @@ fn a_late_batch_is_offered_again_once_to_those_that_have_not_acknowledged_it() {
         builder.late(TimestampMs(299), 300).is_empty(),
         "not late yet"
     );
-    assert_eq!(builder.late(TimestampMs(300), 300), vec![batch.digest()]);
-    let (again, to) = builder.reoffer(&batch.digest()).expect("offered again");
+    assert_eq!(
+        builder.late(TimestampMs(300), 300),
+        vec![(batch.digest(), 0)]
+    );
+    let (again, to) = builder
+        .reoffer(&batch.digest(), TimestampMs(300))
+        .expect("offered again");
     assert_eq!(again.digest(), batch.digest());
     assert_eq!(to, [1, 2, 3].map(ValidatorIndex), "all but the signer");
-    assert!(builder.late(TimestampMs(1_000), 300).is_empty(), "once");
-    assert!(builder.reoffer(&batch.digest()).is_none(), "once");
+    // Late again a fallback after the second offer, not before.
+    assert!(builder.late(TimestampMs(599), 300).is_empty());
+    assert_eq!(
+        builder.late(TimestampMs(600), 300),
+        vec![(batch.digest(), 1)]
+    );
+    assert!(builder.reoffer(&batch.digest(), TimestampMs(600)).is_some());
+    assert_eq!(builder.offers(&batch.digest()), Some((TimestampMs(0), 2)));
+    assert!(
+        builder.late(TimestampMs(5_000), 300).is_empty(),
+        "twice at most"
+    );
+    assert!(
+        builder
+            .reoffer(&batch.digest(), TimestampMs(5_000))
+            .is_none()
+    );
 }
 
 #[test]

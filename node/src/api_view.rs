@@ -91,7 +91,7 @@ impl NodeApi for NodeView {
         let limit = self.admission_max_wait;
         let waited = self
             .pending
-            .oldest_wait(std::time::Instant::now(), limit.saturating_mul(5));
+            .oldest_wait(std::time::Instant::now(), limit.saturating_mul(10));
         if waited > limit {
             self.metrics.rejected.inc_by(txs.len() as u64);
             let message = format!(

@@ -260,6 +260,12 @@ impl NodeConfig {
                 "queue sizes must be positive",
             ));
         }
+        if self.dissemination.verify_fallback_ms == 0 {
+            return Err(field_error(
+                "dissemination.verify_fallback_ms",
+                "must be at least 1 ms (0 would send every batch twice)",
+            ));
+        }
         if self.dissemination.max_stored_batches_per_author == 0 {
             return Err(field_error(
                 "dissemination.max_stored_batches_per_author",

@@ -28,6 +28,8 @@ pub const DEFAULT_RECEIPT_STREAM_BUFFER: usize = 1_024;
 pub const DEFAULT_REMEMBERED_ROOTS: usize = 100_000;
 /// Default of [`LimitsConfig::tracked_pending`].
 pub const DEFAULT_TRACKED_PENDING: usize = 1 << 20;
+/// Default of [`LimitsConfig::recent_acks`].
+pub const DEFAULT_RECENT_ACKS: usize = 4_096;
 /// Default of [`LimitsConfig::admission_max_wait_ms`].
 pub const DEFAULT_ADMISSION_MAX_WAIT_MS: u64 = 400;
 /// Default of [`LimitsConfig::batching_tick_ms`].
@@ -99,9 +101,13 @@ pub struct LimitsConfig {
     /// Admitted, not yet executed transactions the API reports as pending (oldest forgotten
     /// first; a forgotten one is reported unknown until its receipt exists).
     pub tracked_pending: usize,
+    /// Acknowledgements of peers' batches remembered: another copy of one of those batches is
+    /// answered with the same acknowledgement, without verifying or storing it again (oldest
+    /// forgotten first).
+    pub recent_acks: usize,
     /// Admission answers "overloaded" (HTTP 429) while the oldest transaction admitted here
     /// and not yet executed has waited longer than this, in ms. Transactions that waited more
-    /// than five times this are no longer counted (see `pending`).
+    /// than ten times this are no longer counted (see `pending`).
     pub admission_max_wait_ms: u64,
     /// How often the batching task moves admitted transactions into batches, in ms.
     pub batching_tick_ms: u64,
@@ -160,6 +166,7 @@ impl Default for LimitsConfig {
             remembered_roots: DEFAULT_REMEMBERED_ROOTS,
             tracked_pending: DEFAULT_TRACKED_PENDING,
             admission_max_wait_ms: DEFAULT_ADMISSION_MAX_WAIT_MS,
+            recent_acks: DEFAULT_RECENT_ACKS,
             batching_tick_ms: DEFAULT_BATCHING_TICK_MS,
             batching_take: DEFAULT_BATCHING_TAKE,
             served_ancestors: DEFAULT_SERVED_ANCESTORS,
@@ -197,6 +204,7 @@ impl LimitsConfig {
             ("remembered_roots", self.remembered_roots),
             ("tracked_pending", self.tracked_pending),
             ("admission_max_wait_ms", self.admission_max_wait_ms as usize),
+            ("recent_acks", self.recent_acks),
             ("batching_take", self.batching_take),
             ("batching_tick_ms", self.batching_tick_ms as usize),
             ("stall_after_secs", self.stall_after_secs as usize),

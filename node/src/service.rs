@@ -372,6 +372,7 @@ pub async fn run(
         outbound: outbound.clone(),
         batches: peer_batch_rx,
         pending: pending_batches,
+        recent: Arc::new(verify::RecentAcks::new(limits.recent_acks)),
         parallel: limits.batch_verifiers,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),

@@ -20,11 +20,13 @@
 use crate::{epoch::EpochWatch, metrics::Metrics, peers::Outbound};
 use keel_authority::{
     BatchLedger, BatchVerifier, DisseminationAction, LedgerEntry, accept_peer_batch_with_info,
-    store_acknowledged_batch,
+    store_acknowledged_batch, store_held_batch,
 };
 use keel_p2p::Notification;
 use keel_storage::Store;
-use keel_types::{Batch, ChainId, Committee, KeyPair, ProofOfAvailability, ValidatorIndex};
+use keel_types::{
+    Batch, BatchAck, ChainId, Committee, Digest, KeyPair, ProofOfAvailability, ValidatorIndex,
+};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::{
@@ -78,6 +80,48 @@ impl PendingBatches {
     }
 }
 
+/// Acknowledgements this node sent for peers' batches, the most recent `capacity`: a copy of
+/// one of those batches (the author offering it again, or repeating it) gets the same
+/// acknowledgement back without being verified or stored again.
+#[derive(Debug)]
+pub struct RecentAcks {
+    capacity: usize,
+    inner: Mutex<(
+        std::collections::HashMap<Digest, BatchAck>,
+        std::collections::VecDeque<Digest>,
+    )>,
+}
+
+impl RecentAcks {
+    /// Remembers at most `capacity` acknowledgements.
+    pub fn new(capacity: usize) -> Self {
+        RecentAcks {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The acknowledgement sent for batch `digest`, if remembered.
+    pub fn get(&self, digest: &Digest) -> Option<BatchAck> {
+        self.inner.lock().0.get(digest).cloned()
+    }
+
+    /// Remembers `ack`, forgetting the oldest beyond the capacity.
+    pub fn insert(&self, ack: BatchAck) {
+        let mut inner = self.inner.lock();
+        let (map, order) = &mut *inner;
+        let digest = ack.info.digest;
+        if map.insert(digest, ack).is_none() {
+            order.push_back(digest);
+        }
+        while order.len() > self.capacity {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+}
+
 /// Builds the batch verifier for a committee, this node's index in it and its protocol key.
 pub type VerifierBuilder =
     Box<dyn Fn(&Committee, ValidatorIndex, Arc<KeyPair>) -> BatchVerifier + Send + Sync>;
@@ -98,6 +142,8 @@ pub struct BatchVerifyDeps {
     pub batches: mpsc::Receiver<PeerBatch>,
     /// Each author's places in that queue (released here as batches are taken).
     pub pending: Arc<PendingBatches>,
+    /// Acknowledgements sent lately (answers repeated copies).
+    pub recent: Arc<RecentAcks>,
     /// Batches verified at once.
     pub parallel: usize,
     /// Metrics.
@@ -117,6 +163,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
             outbound,
             mut batches,
             pending,
+            recent,
             parallel,
             metrics,
             shutdown,
@@ -153,6 +200,7 @@ pub fn spawn_batches(deps: BatchVerifyDeps) -> JoinHandle<()> {
                 store: store.clone(),
                 ledger: ledger.clone(),
                 outbound: outbound.clone(),
+                recent: recent.clone(),
                 metrics: metrics.clone(),
             };
             tokio::task::spawn_blocking(move || {
@@ -168,6 +216,7 @@ struct BatchContext {
     store: Arc<Store>,
     ledger: Arc<Mutex<BatchLedger>>,
     outbound: Outbound,
+    recent: Arc<RecentAcks>,
     metrics: Arc<Metrics>,
 }
 
@@ -183,6 +232,7 @@ fn on_batch(
         store,
         ledger,
         outbound,
+        recent,
         metrics,
     } = context;
     let now = crate::clock::now_ms();
@@ -193,6 +243,12 @@ fn on_batch(
         return;
     }
     let info = batch.info();
+    // Acknowledged lately: the same batch (same digest, so the same bytes) was verified and
+    // stored synced; answer again without doing either twice.
+    if let Some(ack) = recent.get(&info.digest) {
+        outbound.send(sender, &Notification::BatchAck(ack));
+        return;
+    }
     // `false`: already held (stored and counted); a failure below must not release it.
     let new = match ledger.lock().admit(&info) {
         Ok(new) => new,
@@ -227,7 +283,13 @@ fn on_batch(
         match action {
             DisseminationAction::StoreBatch(batch) => {
                 let entry = LedgerEntry::of(&info, true);
-                if let Err(e) = store_acknowledged_batch(store, &batch, &entry) {
+                // Synced only when an acknowledgement follows (a promise to hold it).
+                let stored = if verify {
+                    store_acknowledged_batch(store, &batch, &entry)
+                } else {
+                    store_held_batch(store, &batch, &entry)
+                };
+                if let Err(e) = stored {
                     release();
                     tracing::error!(error = %e, "cannot store a batch");
                     return;
@@ -235,7 +297,8 @@ fn on_batch(
             }
             DisseminationAction::SendAck { to, ack } => {
                 metrics.batches_acknowledged.inc();
-                outbound.send(to, &Notification::BatchAck(ack));
+                outbound.send(to, &Notification::BatchAck(ack.clone()));
+                recent.insert(ack);
             }
             other => tracing::error!(?other, "unexpected action for a peer batch"),
         }
