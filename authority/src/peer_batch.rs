@@ -1,5 +1,6 @@
 //! A peer's batch on receipt: checked, every transaction signature verified once, then stored
-//! and acknowledged — in that order.
+//! and acknowledged — in that order — by a validator that verifies it; stored unverified, and
+//! not acknowledged, by one that does not (below).
 //!
 //! **Designated verifiers (validity certificates).** A proof of availability needs
 //! acknowledgements from more than 1/3 of the stake, and an acknowledgement is only ever signed

@@ -21,12 +21,15 @@
 //!           ├─ consensus msg ─[consensus_queue, try_send: drop+count]──────────▶ driver
 //!           ├─ batch ─[batch_verify_queue, each author its share, try_send: drop+count]─▶ batch verifier (blocking pool,
 //!           │       batch_verifiers at once): author's quota in the batch ledger (over: refuse
-//!           │       unverified), verify, store synced, then ack ─▶ QUIC
+//!           │       unverified); acknowledged lately: same ack again; designated verifier or
+//!           │       a copy already held: verify, store synced, then ack ─▶ QUIC; otherwise
+//!           │       store unverified, unsynced, no ack
 //!           ├─ proof ─[proof_verify_queue, try_send: drop+count]─▶ proof verifier ─┐
 //!           │                    [proof_queue, try_send: drop+count] ◀─────────────┘
 //!           │                                                     ▼
 //!           └─ ack ─[ack_queue, try_send: drop+count]─▶ batching ─[proof_queue, send: waits]─▶ driver
-//!  API submit ─▶ mempool (Arc<Mutex>, bounded, 429 when full) ◀─take─ batching ─store, then
+//!  API submit ─(429 while the oldest pending has waited > admission_max_wait_ms)─▶ mempool
+//!               (Arc<Mutex>, bounded, 429 when full) ◀─take─ batching ─store, then
 //!                                                                broadcast batch/proof ─▶ QUIC
 //!  driver: owns Core + proof queue; precheck → verify → Core::handle → actions (synced safety
 //!          write before votes/timeouts, blocks, commits) ─▶ QUIC
@@ -61,7 +64,8 @@
 //!   write-ahead log, so that sync also makes durable every earlier write, the block voted for
 //!   included;
 //! - batch acknowledgements: the batch (with its ledger entry) is written synced before the
-//!   acknowledgement is signed away; own batches likewise before they are broadcast;
+//!   acknowledgement is signed away; own batches likewise before they are broadcast (a peer's
+//!   batch held unverified, with no acknowledgement, is written unsynced: nothing was promised);
 //! - batch sequence reservations and epoch starts: synced;
 //! - receipts streamed to clients are *derived*: execution is deterministic over the committed
 //!   chain, which is durable through the blocks above (and held by the committee), so after a
