@@ -38,7 +38,12 @@ pub struct BatchMaker {
     open: Vec<SignedTransaction>,
     open_bytes: usize,
     opened_at: Option<TimestampMs>,
+    /// The sealing time in force (see [`BatchMaker::pace`]).
+    seal_after_ms: u64,
 }
+
+/// Under load a batch waits one more ms to fill per this many ms the pipeline is behind.
+const GROWTH_DIVISOR: u64 = 5;
 
 impl BatchMaker {
     /// A maker for `author`'s batches in `epoch`, starting at `first_sequence` (what the node
@@ -50,6 +55,7 @@ impl BatchMaker {
         first_sequence: u64,
     ) -> Self {
         BatchMaker {
+            seal_after_ms: config.seal_after_ms,
             config,
             author,
             epoch,
@@ -60,6 +66,23 @@ impl BatchMaker {
             open_bytes: 0,
             opened_at: None,
         }
+    }
+
+    /// Batches that grow with load: given how long the oldest transaction this node admitted
+    /// has waited for execution (`pipeline_wait_ms`), sets the sealing time to `seal_after_ms`
+    /// while that wait is at most `grow_after_wait_ms`, then one more ms per
+    /// [`GROWTH_DIVISOR`] ms beyond, up to `max_seal_after_ms`. Returns the sealing time now in
+    /// force. An idle committee seals fast (latency); a busy one seals larger batches (fewer
+    /// per-batch costs for the same transactions).
+    pub fn pace(&mut self, pipeline_wait_ms: u64) -> u64 {
+        let behind = pipeline_wait_ms.saturating_sub(self.config.grow_after_wait_ms);
+        let ceiling = self.config.max_seal_after_ms.max(self.config.seal_after_ms);
+        self.seal_after_ms = self
+            .config
+            .seal_after_ms
+            .saturating_add(behind / GROWTH_DIVISOR)
+            .min(ceiling);
+        self.seal_after_ms
     }
 
     /// Adds a transaction; returns a sealed batch if this one filled it.
@@ -90,7 +113,7 @@ impl BatchMaker {
     /// Seals the open batch if its oldest transaction has waited long enough.
     pub fn tick(&mut self, now: TimestampMs) -> Option<Batch> {
         let opened = self.opened_at?;
-        if now.0.saturating_sub(opened.0) >= self.config.seal_after_ms {
+        if now.0.saturating_sub(opened.0) >= self.seal_after_ms {
             return self.seal(now);
         }
         None

@@ -18,6 +18,10 @@ pub const DEFAULT_BATCH_SEAL_AFTER_MS: u64 = 10;
 /// Default [`BatchConfig::lifetime_ms`]: half of what validators accept
 /// ([`keel_types::batch::MAX_BATCH_LIFETIME_MS`]), the rest is room for clock drift.
 pub const DEFAULT_BATCH_LIFETIME_MS: u64 = 60_000;
+/// Default [`BatchConfig::max_seal_after_ms`].
+pub const DEFAULT_BATCH_MAX_SEAL_AFTER_MS: u64 = 40;
+/// Default [`BatchConfig::grow_after_wait_ms`].
+pub const DEFAULT_BATCH_GROW_AFTER_WAIT_MS: u64 = 100;
 /// Default [`DisseminationConfig::max_stored_batches_per_author`].
 pub const DEFAULT_MAX_STORED_BATCHES_PER_AUTHOR: usize = 4_096;
 /// Default [`DisseminationConfig::max_stored_bytes_per_author`]: 256 MiB.
@@ -61,8 +65,17 @@ pub struct BatchConfig {
     pub max_transactions: usize,
     /// Most encoded transaction bytes in a batch.
     pub max_bytes: usize,
-    /// Seal a non-empty batch once its oldest transaction has waited this long, in ms.
+    /// Seal a non-empty batch once its oldest transaction has waited this long, in ms (while
+    /// the pipeline keeps up; see `grow_after_wait_ms`).
     pub seal_after_ms: u64,
+    /// The longest a batch waits to fill under load, in ms: batches grow with load, so the
+    /// per-batch costs (acknowledgements, proofs, signature checks) are shared by more
+    /// transactions when the committee is busy.
+    pub max_seal_after_ms: u64,
+    /// Batches start to wait longer once the oldest transaction this node admitted has waited
+    /// this long for execution: one more ms of sealing time per 5 ms beyond it, up to
+    /// `max_seal_after_ms`, in ms.
+    pub grow_after_wait_ms: u64,
     /// A sealed batch expires this long after sealing, in ms: no block at or after that time
     /// orders it (at most [`keel_types::batch::MAX_BATCH_LIFETIME_MS`]).
     pub lifetime_ms: u64,
@@ -74,6 +87,8 @@ impl Default for BatchConfig {
             max_transactions: DEFAULT_BATCH_MAX_TRANSACTIONS,
             max_bytes: DEFAULT_BATCH_MAX_BYTES,
             seal_after_ms: DEFAULT_BATCH_SEAL_AFTER_MS,
+            max_seal_after_ms: DEFAULT_BATCH_MAX_SEAL_AFTER_MS,
+            grow_after_wait_ms: DEFAULT_BATCH_GROW_AFTER_WAIT_MS,
             lifetime_ms: DEFAULT_BATCH_LIFETIME_MS,
         }
     }

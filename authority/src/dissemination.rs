@@ -257,6 +257,12 @@ impl Dissemination {
         }
     }
 
+    /// Paces sealing by how far behind the pipeline is (see [`BatchMaker::pace`]); returns
+    /// the sealing time now in force, in ms.
+    pub fn pace(&mut self, pipeline_wait_ms: u64) -> u64 {
+        self.maker.pace(pipeline_wait_ms)
+    }
+
     /// Own batches offered again since the last call, for metrics.
     pub fn drain_reoffered(&mut self) -> u64 {
         std::mem::take(&mut self.reoffered)

@@ -42,6 +42,7 @@ fn batches_seal_by_count_bytes_and_time() {
         max_bytes: 4_000,
         seal_after_ms: 50,
         lifetime_ms: 1_000,
+        ..BatchConfig::default()
     };
     let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1), 0);
     assert!(maker.push(tx(0, 10), TimestampMs(0)).is_none());
@@ -210,4 +211,28 @@ fn batch_sequences_are_reserved_ahead_and_a_restart_continues_above_them() {
         next.sequence
     );
     assert_eq!(restarted.reserve(), Some(3 * SEQUENCE_RESERVATION));
+}
+
+/// Batches grow with load: the sealing time stays at `seal_after_ms` while the pipeline keeps
+/// up, then grows with how far behind it is, up to `max_seal_after_ms`.
+#[test]
+fn the_sealing_time_grows_with_the_pipeline_wait_up_to_its_ceiling() {
+    let config = BatchConfig {
+        max_transactions: 1_000,
+        seal_after_ms: 10,
+        max_seal_after_ms: 40,
+        grow_after_wait_ms: 100,
+        ..BatchConfig::default()
+    };
+    let mut maker = BatchMaker::new(config, ValidatorIndex(0), Epoch(1), 0);
+    assert_eq!(maker.pace(0), 10);
+    assert_eq!(maker.pace(100), 10);
+    assert_eq!(maker.pace(150), 20);
+    assert_eq!(maker.pace(10_000), 40);
+    // A batch opened at 0 is not sealed at 39 ms while the ceiling is in force...
+    assert!(maker.push(tx(0, 1), TimestampMs(0)).is_none());
+    assert!(maker.tick(TimestampMs(39)).is_none());
+    // ...and is once the pipeline has caught up.
+    assert_eq!(maker.pace(0), 10);
+    assert!(maker.tick(TimestampMs(39)).is_some());
 }

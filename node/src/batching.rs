@@ -54,6 +54,11 @@ pub struct BatchingDeps {
     pub tick: Duration,
     /// Most transactions taken from the mempool per tick.
     pub take: usize,
+    /// Admitted, unexecuted transactions: how long the oldest has waited paces sealing
+    /// (batches grow with load).
+    pub pending: Arc<crate::pending::PendingTxs>,
+    /// Transactions that waited longer than this no longer count for that wait.
+    pub pending_horizon: Duration,
 }
 
 /// Starts the batching task.
@@ -75,6 +80,8 @@ async fn run(deps: BatchingDeps) {
         shutdown,
         tick,
         take,
+        pending,
+        pending_horizon,
     } = deps;
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -103,6 +110,9 @@ async fn run(deps: BatchingDeps) {
             }
             _ = ticker.tick(), if machine.is_some() => {
                 let Some(dissemination) = machine.as_mut() else { continue };
+                let waited = pending.oldest_wait(std::time::Instant::now(), pending_horizon);
+                let seal_after = dissemination.pace(waited.as_millis() as u64);
+                metrics.batch_seal_after_ms.set(seal_after as i64);
                 let txs = mempool.lock().take(take);
                 let now = now_ms();
                 let mut actions = dissemination.on_transactions(txs, now);

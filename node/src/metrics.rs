@@ -53,6 +53,8 @@ pub struct Metrics {
     pub batches_sealed: IntCounter,
     /// Transactions per sealed batch.
     pub batch_size: Histogram,
+    /// The sealing time in force (batches grow with load).
+    pub batch_seal_after_ms: IntGauge,
     /// Peer batches acknowledged.
     pub batches_acknowledged: IntCounter,
     /// Peer batches stored without verifying their signatures (not designated for them).
@@ -323,6 +325,11 @@ impl Metrics {
                 "keel_batch_size_transactions",
                 "Transactions per sealed batch",
                 vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+            ),
+            batch_seal_after_ms: gauge(
+                &r,
+                "keel_batch_seal_after_ms",
+                "How long a batch waits to fill now, in ms (longer while the pipeline is behind)",
             ),
             batches_acknowledged: counter(
                 &r,

@@ -360,6 +360,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         tick: Duration::from_millis(limits.batching_tick_ms),
         take: limits.batching_take,
+        pending: pending.clone(),
+        pending_horizon: Duration::from_millis(limits.admission_max_wait_ms).saturating_mul(10),
     });
     let all_verify = config.dissemination.all_verify;
     let batch_verifier = verify::spawn_batches(BatchVerifyDeps {
