@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn config_defaults_are_the_documented_constants() {
         let c = CoreConfig::default();
-        assert_eq!(c.min_block_interval_ms, 20);
+        assert_eq!(c.min_block_interval_ms, 10);
         assert_eq!(c.max_block_proofs, 200);
         assert_eq!(c.pacemaker.base_timeout_ms, 1_000);
         assert_eq!(c.max_future_rounds, DEFAULT_MAX_FUTURE_ROUNDS);
