@@ -148,7 +148,7 @@ fn a_flooding_replaying_member_cannot_stall_the_others() {
         // (No idle wait on top: the pacing must stay within half the round timeout.)
         let paced = text
             .replace(
-                "min_block_interval_ms = 20\n",
+                "min_block_interval_ms = 10\n",
                 "min_block_interval_ms = 200\n",
             )
             .replace("max_idle_wait_ms = 400\n", "max_idle_wait_ms = 0\n")
