@@ -153,11 +153,12 @@ fn carry_out(
     metrics: &Metrics,
 ) -> Result<Vec<SignedTransaction>> {
     let mut ops: Vec<WriteOp> = released.ordered.iter().map(forget).collect();
+    let own: std::collections::HashSet<&Digest> = released.own_expired.iter().collect();
     let mut again = Vec::new();
     for digest in &released.expired {
         ops.push(forget(digest));
         if persist::batch_ordered_at(store, digest)?.is_none() {
-            if released.own_expired.contains(digest)
+            if own.contains(digest)
                 && let Some(bytes) = store.get(Column::Batches, &digest.0)?
             {
                 match bcs::from_bytes::<Batch>(&bytes) {
