@@ -261,8 +261,9 @@ impl ProofBuilder {
         }
         entry.reoffers += 1;
         entry.offered_at = now;
-        let to = (0..self.committee.size())
-            .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+        let to = self
+            .committee
+            .indices()
             .filter(|v| !entry.signatures.iter().any(|(s, _)| s == v))
             .collect();
         Some((entry.batch.clone(), to))
@@ -349,10 +350,7 @@ pub fn designated_verifiers(
     author: ValidatorIndex,
     sequence: u64,
 ) -> Vec<ValidatorIndex> {
-    let others: Vec<ValidatorIndex> = (0..committee.size())
-        .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
-        .filter(|i| *i != author)
-        .collect();
+    let others: Vec<ValidatorIndex> = committee.indices().filter(|i| *i != author).collect();
     let mut stake = committee.stake(author);
     let mut chosen = Vec::new();
     if others.is_empty() {

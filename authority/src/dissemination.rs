@@ -458,6 +458,23 @@ mod tests {
         (batch, kinds(&actions))
     }
 
+    /// Seals batches a ms apart from `*now` until one is designated to `v` alone; returns it
+    /// and the action kinds of its sealing.
+    fn seal_designated_to(
+        d: &mut Dissemination,
+        workload: &mut Workload,
+        now: &mut u64,
+        v: ValidatorIndex,
+    ) -> (Arc<Batch>, Vec<&'static str>) {
+        loop {
+            *now += 1;
+            let (batch, kinds) = seal_one(d, workload, TimestampMs(*now));
+            if designated_verifiers(d.builder.committee(), d.me, batch.sequence) == [v] {
+                return (batch, kinds);
+            }
+        }
+    }
+
     #[test]
     fn a_suspected_verifier_gets_double_sends_then_a_probe_that_clears_it_in_time() {
         let (committee, keys) = committee(4);
@@ -476,14 +493,9 @@ mod tests {
         assert_eq!(kinds(&d.tick(TimestampMs(fallback))), ["send"]);
         assert_eq!(d.suspected(), 1);
         let mut now = fallback;
-        let mut designated_to_1 = Vec::new();
-        while designated_to_1.len() < 3 {
-            now += 1;
-            let (batch, kinds) = seal_one(&mut d, &mut workload, TimestampMs(now));
-            if designated_verifiers(&committee, me, batch.sequence) == [ValidatorIndex(1)] {
-                designated_to_1.push((batch, kinds));
-            }
-        }
+        let designated_to_1: Vec<_> = (0..3)
+            .map(|_| seal_designated_to(&mut d, &mut workload, &mut now, ValidatorIndex(1)))
+            .collect();
         // One strike: every second batch designated to it is a probe, sent once.
         assert!(designated_to_1[0].1.contains(&"send"), "sent twice at once");
         assert!(!designated_to_1[1].1.contains(&"send"), "the probe");
@@ -492,13 +504,7 @@ mod tests {
         let ack = BatchAck::new(probe.info(), ValidatorIndex(1), &keys[1], CHAIN);
         assert_eq!(kinds(&d.on_ack(&ack, TimestampMs(now))), ["proof"]);
         assert_eq!(d.suspected(), 0);
-        let (_, later) = loop {
-            now += 1;
-            let (batch, kinds) = seal_one(&mut d, &mut workload, TimestampMs(now));
-            if designated_verifiers(&committee, me, batch.sequence) == [ValidatorIndex(1)] {
-                break (batch, kinds);
-            }
-        };
+        let (_, later) = seal_designated_to(&mut d, &mut workload, &mut now, ValidatorIndex(1));
         assert!(!later.contains(&"send"), "trusted again");
     }
 

@@ -123,6 +123,16 @@ pub fn receipt(store: &Store, transaction: &Digest) -> Result<Option<Receipt>> {
         .transpose()
 }
 
+/// Admission's view of accounts: as committed state holds them (a default account when
+/// absent or unreadable).
+pub struct StoreAccounts<'a>(pub &'a Store);
+
+impl crate::AccountReader for StoreAccounts<'_> {
+    fn account(&self, address: &Address) -> Account {
+        account(self.0, address).unwrap_or_default()
+    }
+}
+
 /// Reads an account from the latest committed state.
 pub fn account(store: &Store, address: &Address) -> Result<Account> {
     let found = store.get_state(&account_key(address))?;

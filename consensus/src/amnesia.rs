@@ -132,8 +132,8 @@ impl AnswerTally {
 
     /// The committee members that have not answered yet.
     pub fn missing(&self, committee: &Committee) -> Vec<ValidatorIndex> {
-        (0..committee.size())
-            .filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+        committee
+            .indices()
             .filter(|v| !self.answered.contains(v))
             .collect()
     }

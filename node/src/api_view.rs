@@ -74,15 +74,6 @@ pub struct NodeView {
     pub shutdown: CancellationToken,
 }
 
-/// Accounts as committed state holds them (what admission checks fees and nonces against).
-pub(crate) struct StoreAccounts<'a>(pub(crate) &'a Store);
-
-impl AccountReader for StoreAccounts<'_> {
-    fn account(&self, address: &Address) -> Account {
-        state::account(self.0, address).unwrap_or_default()
-    }
-}
-
 impl NodeApi for NodeView {
     fn submit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Digest, SubmitError>> {
         // Admission control: while what this node admitted waits too long for execution, the
@@ -107,7 +98,7 @@ impl NodeApi for NodeView {
         }
         // Signatures are verified outside the pool's lock, which batching takes every tick.
         let admission = self.mempool.lock().admission();
-        let checked = admission.check(txs, now_ms(), &StoreAccounts(&self.store));
+        let checked = admission.check(txs, now_ms(), &state::StoreAccounts(&self.store));
         let results = self.mempool.lock().insert_checked(checked);
         let mut admitted = Vec::new();
         let out = results
@@ -362,7 +353,7 @@ impl NodeApi for NodeView {
         let change = governance::change_of(request, &view, staged.as_deref(), self.chain_id)?;
         let key = &view.keys.protocol;
         let address = Address::from_public_key(&key.public());
-        let nonce = StoreAccounts(&self.store).account(&address).nonce;
+        let nonce = state::StoreAccounts(&self.store).account(&address).nonce;
         let (answer, tx) = governance::vote(&view, change, key, self.chain_id, nonce)?;
         if let Some(tx) = tx {
             self.submit(vec![tx])

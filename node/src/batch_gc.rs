@@ -191,7 +191,7 @@ fn readmit(
         return;
     }
     let offered = txs.len();
-    let accounts = crate::api_view::StoreAccounts(store);
+    let accounts = keel_authority::state::StoreAccounts(store);
     let admission = mempool.lock().admission();
     let checked = admission.check_verified(txs, crate::clock::now_ms(), &accounts);
     let admitted = mempool

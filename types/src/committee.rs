@@ -91,6 +91,11 @@ impl Committee {
         self.validators.len()
     }
 
+    /// The members' indices, in order.
+    pub fn indices(&self) -> impl Iterator<Item = ValidatorIndex> + '_ {
+        (0..self.validators.len()).filter_map(|i| u32::try_from(i).ok().map(ValidatorIndex))
+    }
+
     /// The validators in index order.
     pub fn validators(&self) -> &[ValidatorInfo] {
         &self.validators
