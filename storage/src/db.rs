@@ -309,19 +309,24 @@ impl Store {
 
     /// The root of the committed state (after every commit that returned before this call).
     pub fn state_root(&self) -> Result<keel_types::Digest> {
-        Ok(self.state_hash()?.root())
+        self.send_pending_journal()?;
+        self.root.root()
     }
 
     /// The per-bucket lattices of the committed state.
     pub fn state_hash(&self) -> Result<StateHash> {
-        {
-            let mut cs = self.commit.lock();
-            let pending = std::mem::take(&mut cs.root_pending);
-            if !pending.is_empty() {
-                self.root.apply(cs.last_seq, pending)?;
-            }
-        }
+        self.send_pending_journal()?;
         self.root.state_hash()
+    }
+
+    /// Hands the journal entries commits have batched up to the state-root thread.
+    fn send_pending_journal(&self) -> Result<()> {
+        let mut cs = self.commit.lock();
+        let pending = std::mem::take(&mut cs.root_pending);
+        if !pending.is_empty() {
+            self.root.apply(cs.last_seq, pending)?;
+        }
+        Ok(())
     }
 
     /// The sequence number of the latest commit (0 before the first).

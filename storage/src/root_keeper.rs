@@ -11,13 +11,19 @@
 //! The expansion of element seeds into lattice vectors is the costly part of a state-root
 //! update; doing it here keeps it off the commit path and on another core. A full channel
 //! blocks commits, so the lattices never fall more than the channel's capacity behind.
-//! Queries ([`RootKeeper::state_hash`]) wait until every commit sent before them is applied.
+//! Queries ([`RootKeeper::state_hash`], [`RootKeeper::root`]) wait until every commit sent
+//! before them is applied.
+//!
+//! The thread also keeps each bucket's checksum and recomputes, on a root query, only those of
+//! buckets changed since the last one: execution asks for the root after every block, and a
+//! block touches a few buckets' worth of work, not all 256 lattices (512 KiB).
 
 use crate::{
     error::{Error, Result},
     layout::{INTERNAL_CF, KEY_LATTICE_SEQ, LATTICE_FLUSH_INTERVAL, journal_key, lattice_key},
     lthash::{BUCKETS, StateHash},
 };
+use keel_types::{Digest, state_proof::state_root_of};
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -57,6 +63,8 @@ enum Message {
         entries: Vec<JournalEntry>,
     },
     Query(SyncSender<StateHash>),
+    /// The state root only.
+    Root(SyncSender<Digest>),
     /// A new state was installed at `seq` with these lattices (already written).
     Reset {
         seq: u64,
@@ -75,7 +83,12 @@ pub(crate) struct Recovered {
 struct Keeper {
     db: Arc<DB>,
     hash: StateHash,
+    /// Buckets changed since the last flush to disk.
     dirty: [bool; BUCKETS],
+    /// Each bucket's checksum, current for the buckets not marked `stale`.
+    checksums: [Digest; BUCKETS],
+    /// Buckets changed since their checksum was last computed.
+    stale: [bool; BUCKETS],
     lattice_seq: u64,
     applied_seq: u64,
 }
@@ -88,6 +101,7 @@ impl Keeper {
                     for e in &entries {
                         e.apply(&mut self.hash);
                         self.dirty[usize::from(e.bucket)] = true;
+                        self.stale[usize::from(e.bucket)] = true;
                     }
                     self.applied_seq = seq;
                     if seq - self.lattice_seq >= LATTICE_FLUSH_INTERVAL {
@@ -97,16 +111,30 @@ impl Keeper {
                 Message::Query(reply) => {
                     let _ = reply.send(self.hash.clone());
                 }
+                Message::Root(reply) => {
+                    let _ = reply.send(self.root());
+                }
                 Message::Reset { seq, hash } => {
                     self.hash = hash;
                     self.applied_seq = seq;
                     self.lattice_seq = seq;
                     self.dirty = [false; BUCKETS];
+                    self.stale = [true; BUCKETS];
                 }
             }
         }
         // The store is closing: leave a short journal for the next open.
         self.flush();
+    }
+
+    /// The root over the bucket checksums, recomputing only the stale ones.
+    fn root(&mut self) -> Digest {
+        for (b, stale) in self.stale.iter_mut().enumerate() {
+            if std::mem::take(stale) {
+                self.checksums[b] = self.hash.bucket(b as u8).checksum();
+            }
+        }
+        state_root_of(&self.checksums)
     }
 
     /// Writes the dirty lattices as of `applied_seq` and drops the journal they cover. On
@@ -150,6 +178,8 @@ impl RootKeeper {
             db,
             hash: recovered.hash,
             dirty: recovered.dirty,
+            checksums: [Digest::default(); BUCKETS],
+            stale: [true; BUCKETS],
             lattice_seq: recovered.lattice_seq,
             applied_seq: recovered.applied_seq,
         };
@@ -177,6 +207,11 @@ impl RootKeeper {
             .map_err(|_| keeper_gone())
     }
 
+    /// The state root after every commit queued so far.
+    pub(crate) fn root(&self) -> Result<Digest> {
+        self.ask(Message::Root)
+    }
+
     /// Replaces the lattices after an install wrote them (with their sequence) to disk.
     pub(crate) fn reset(&self, seq: u64, hash: StateHash) -> Result<()> {
         self.sender()?
@@ -186,9 +221,14 @@ impl RootKeeper {
 
     /// The lattices after every commit queued so far.
     pub(crate) fn state_hash(&self) -> Result<StateHash> {
+        self.ask(Message::Query)
+    }
+
+    /// Sends a query (after every commit queued so far) and waits for its answer.
+    fn ask<T>(&self, query: impl FnOnce(SyncSender<T>) -> Message) -> Result<T> {
         let (reply_tx, reply_rx) = sync_channel(1);
         self.sender()?
-            .send(Message::Query(reply_tx))
+            .send(query(reply_tx))
             .map_err(|_| keeper_gone())?;
         reply_rx.recv().map_err(|_| keeper_gone())
     }
