@@ -30,7 +30,8 @@ impl Client {
         &self.base
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+    /// A JSON document at `path`; a non-2xx answer is an error carrying its body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http

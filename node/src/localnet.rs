@@ -5,15 +5,20 @@
 //! runs reuse them, so the chain continues. Once every validator is ready, the public API URLs
 //! are written to `DIR/apis.txt`, one per line. SIGINT or SIGTERM stops the validators
 //! gracefully (SIGTERM, then SIGKILL after a grace period).
+//!
+//! For a new user the first run also funds [`USER_ACCOUNTS`] accounts with fresh keys and
+//! writes `DIR/accounts/account-N.key` (the key, mode 0600, as `keel tx --key` reads it) and
+//! `account-N.address` (its address), so a first transaction needs nothing else.
 
 use crate::{
     bench::{self, BenchArgs},
     client::Client,
     config::NodeConfig,
-    genesis::DerivedAccounts,
+    genesis::{DerivedAccounts, GenesisAccount, write_key},
     setup::{self, GenesisSpec, ValidatorSpec},
 };
 use anyhow::{Context, Result, bail};
+use keel_types::{Address, KeyPair};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
     io::{IsTerminal, Write},
@@ -27,6 +32,13 @@ use tokio::process::{Child, Command};
 pub const LOCALNET_SEED: &str = "keel-localnet";
 /// How many accounts the localnet funds.
 pub const LOCALNET_ACCOUNTS: u64 = 20_000;
+/// Accounts with fresh keys the localnet funds for its user (key files in `DIR/accounts/`),
+/// apart from the seed-derived ones `keel bench` signs for.
+pub const USER_ACCOUNTS: usize = 3;
+/// Each user account's balance.
+pub const USER_BALANCE: u64 = 1_000_000_000;
+/// Subdirectory of the user accounts' key and address files.
+pub const ACCOUNTS_DIR: &str = "accounts";
 const API_OFFSET: u16 = 100;
 const ADMIN_OFFSET: u16 = 200;
 
@@ -105,11 +117,12 @@ pub fn prepare(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Vec<PathB
             stake: 1,
         });
     }
+    let accounts = write_user_accounts(&dir.join(ACCOUNTS_DIR))?;
     setup::genesis(
         &GenesisSpec {
             chain_id: 1,
             validators,
-            accounts: Vec::new(),
+            accounts,
             derived: Some(DerivedAccounts {
                 seed: LOCALNET_SEED.into(),
                 count: LOCALNET_ACCOUNTS,
@@ -124,6 +137,26 @@ pub fn prepare(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Vec<PathB
         },
         dir,
     )
+}
+
+/// Generates the user accounts' keys into `dir` and returns their genesis entries.
+fn write_user_accounts(dir: &Path) -> Result<Vec<GenesisAccount>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut rng = rand::rngs::OsRng;
+    (0..USER_ACCOUNTS)
+        .map(|i| {
+            let key = KeyPair::generate(&mut rng);
+            let address = Address::from_public_key(&key.public()).to_string();
+            write_key(&dir.join(format!("account-{i}.key")), &key)?;
+            let path = dir.join(format!("account-{i}.address"));
+            std::fs::write(&path, format!("{address}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(GenesisAccount {
+                address,
+                balance: USER_BALANCE,
+            })
+        })
+        .collect()
 }
 
 fn spawn_validator(config: &Path, log: &Path) -> Result<Child> {
@@ -205,6 +238,13 @@ pub async fn run(args: LocalnetArgs) -> Result<()> {
         args.dir.join("apis.txt").display(),
         args.dir.display()
     );
+    let accounts = args.dir.join(ACCOUNTS_DIR);
+    if accounts.is_dir() {
+        println!(
+            "localnet: funded accounts for you: {}/account-N.key (key) and account-N.address",
+            accounts.display()
+        );
+    }
 
     let load = args.load.map(|rate| {
         let apis = apis.clone();

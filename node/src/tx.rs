@@ -3,6 +3,7 @@
 use crate::{client::Client, genesis::read_key};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use keel_api::dto::{ObjectJson, TransactionStatusJson};
 use keel_types::{Address, ChainId, Nonce, Op, TimestampMs, Transaction};
 use std::path::PathBuf;
 
@@ -15,6 +16,23 @@ pub struct TxArgs {
     #[command(subcommand)]
     command: TxCommand,
 }
+
+/// Waiting for a submitted transaction's receipt.
+#[derive(Args, Debug, Clone, Copy)]
+struct WaitArgs {
+    /// Wait for the receipt and print it (exits non-zero if the transaction failed or was
+    /// discarded).
+    #[arg(long)]
+    wait: bool,
+    /// Seconds `--wait` waits before giving up.
+    #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+    wait_secs: u64,
+}
+
+/// Default of `--wait-secs`.
+const DEFAULT_WAIT_SECS: u64 = 30;
+/// How often `--wait` asks for the receipt.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Subcommand, Debug)]
 enum TxCommand {
@@ -29,6 +47,8 @@ enum TxCommand {
         /// Amount.
         #[arg(long)]
         amount: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Create or overwrite one of the sender's objects.
     Put {
@@ -41,6 +61,8 @@ enum TxCommand {
         /// Value (UTF-8).
         #[arg(long)]
         value: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Delete one of the sender's objects.
     Delete {
@@ -50,6 +72,8 @@ enum TxCommand {
         /// Object key (UTF-8).
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// A transaction's status and receipt.
     Status {
@@ -64,9 +88,21 @@ enum TxCommand {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// An object (its value printed as text when it is UTF-8).
+    Object {
+        /// Owner address (hex).
+        owner: String,
+        /// Object key (UTF-8).
+        name: String,
+    },
 }
 
-async fn sign_and_submit(client: &Client, key: &std::path::Path, ops: Vec<Op>) -> Result<()> {
+async fn sign_and_submit(
+    client: &Client,
+    key: &std::path::Path,
+    ops: Vec<Op>,
+    wait: WaitArgs,
+) -> Result<()> {
     let key = read_key(key)?;
     let address = Address::from_public_key(&key.public());
     let status = client.status().await?;
@@ -81,29 +117,68 @@ async fn sign_and_submit(client: &Client, key: &std::path::Path, ops: Vec<Op>) -
     .sign(&key);
     let answer = client.submit_json(&tx).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    if wait.wait {
+        wait_for_receipt(client, &tx.digest().to_string(), wait.wait_secs).await?;
+    }
     Ok(())
+}
+
+/// Polls the transaction until its block is executed, prints the answer, and fails unless
+/// the receipt says `success`.
+async fn wait_for_receipt(client: &Client, digest: &str, secs: u64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let path = format!("/v1/transactions/{digest}");
+    loop {
+        let answer: TransactionStatusJson = client.get_json(&path).await?;
+        if answer.status != "pending" {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return match &answer.receipt {
+                Some(r) if r.status == "success" => Ok(()),
+                Some(r) => anyhow::bail!(
+                    "transaction {digest} {}: {}",
+                    r.status,
+                    r.reason.as_deref().unwrap_or("no reason given")
+                ),
+                None => anyhow::bail!("transaction {digest}: {} without a receipt", answer.status),
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("transaction {digest} still pending after {secs} s (--wait-secs)");
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 /// Runs a `keel tx` command.
 pub async fn run(args: TxArgs) -> Result<()> {
     let client = Client::new(&args.api)?;
     match args.command {
-        TxCommand::Transfer { key, to, amount } => {
+        TxCommand::Transfer {
+            key,
+            to,
+            amount,
+            wait,
+        } => {
             let to: Address = to.parse().context("--to")?;
-            sign_and_submit(&client, &key, vec![Op::Transfer { to, amount }]).await
+            sign_and_submit(&client, &key, vec![Op::Transfer { to, amount }], wait).await
         }
-        TxCommand::Put { key, name, value } => {
+        TxCommand::Put {
+            key,
+            name,
+            value,
+            wait,
+        } => {
             let op = Op::Put {
                 key: name.into_bytes(),
                 value: value.into_bytes(),
             };
-            sign_and_submit(&client, &key, vec![op]).await
+            sign_and_submit(&client, &key, vec![op], wait).await
         }
-        TxCommand::Delete { key, name } => {
+        TxCommand::Delete { key, name, wait } => {
             let op = Op::Delete {
                 key: name.into_bytes(),
             };
-            sign_and_submit(&client, &key, vec![op]).await
+            sign_and_submit(&client, &key, vec![op], wait).await
         }
         TxCommand::Status { digest } => {
             let v = client
@@ -120,6 +195,24 @@ pub async fn run(args: TxArgs) -> Result<()> {
             };
             let a = client.account(&address).await?;
             println!("{}", serde_json::to_string_pretty(&a)?);
+            Ok(())
+        }
+        TxCommand::Object { owner, name } => {
+            let owner: Address = owner.parse().context("owner")?;
+            let object: ObjectJson = client
+                .get_json(&format!(
+                    "/v1/objects/{owner}/{}",
+                    hex::encode(name.as_bytes())
+                ))
+                .await?;
+            let mut shown = serde_json::to_value(&object)?;
+            let text = hex::decode(&object.value)
+                .ok()
+                .and_then(|v| String::from_utf8(v).ok());
+            if let Some(text) = text {
+                shown["text"] = serde_json::Value::String(text);
+            }
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(())
         }
     }

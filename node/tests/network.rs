@@ -8,7 +8,8 @@
 //! - garbage, oversize and unauthenticated requests get 4xx answers and the node keeps serving;
 //! - the event stream takes a bounded number of subscribers, and a slot comes back when one
 //!   leaves;
-//! - `keel localnet` writes `apis.txt` once ready and stops every validator on SIGTERM.
+//! - `keel localnet` writes `apis.txt` once ready, funds key files with which the README's
+//!   first-transactions walkthrough runs verbatim, and stops every validator on SIGTERM.
 
 mod common;
 
@@ -330,7 +331,7 @@ fn bad_requests_get_4xx_and_the_node_keeps_serving() {
 }
 
 #[test]
-fn localnet_writes_apis_once_ready_and_stops_on_sigterm() {
+fn localnet_writes_apis_and_funded_keys_once_ready_and_stops_on_sigterm() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(common::keel())
@@ -360,6 +361,7 @@ fn localnet_writes_apis_once_ready_and_stops_on_sigterm() {
         let r = reqwest::blocking::get(format!("{api}/readyz")).unwrap();
         assert!(r.status().is_success(), "{api} not ready");
     }
+    run_readme_walkthrough(dir.path());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -382,6 +384,75 @@ fn localnet_writes_apis_once_ready_and_stops_on_sigterm() {
     for api in &apis {
         assert!(reqwest::blocking::get(format!("{api}/healthz")).is_err());
     }
+}
+
+/// Runs the README's first-transactions walkthrough exactly as written (the lines between its
+/// `walkthrough:begin` and `walkthrough:end` markers) from a directory laid out like the
+/// checkout: `target/release/keel` is this build's binary and `localnet` the running localnet.
+fn run_readme_walkthrough(localnet: &std::path::Path) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("<!-- walkthrough:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- walkthrough:end -->").next())
+        .expect("README has the walkthrough markers");
+    let script = block
+        .trim()
+        .strip_prefix("```sh")
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("the walkthrough is one sh code block");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("target/release")).unwrap();
+    std::os::unix::fs::symlink(common::keel(), work.path().join("target/release/keel")).unwrap();
+    std::os::unix::fs::symlink(localnet, work.path().join("localnet")).unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "walkthrough failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both transactions succeeded, the recipient holds the transfer, the object reads back.
+    assert_eq!(
+        stdout.matches(r#""status": "success""#).count(),
+        2,
+        "{stdout}"
+    );
+    let funded = 1_000_000_000u64 + 1_000;
+    assert!(
+        stdout.contains(&format!(r#""balance": {funded}"#)),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#""text": "hello""#), "{stdout}");
+
+    // `--wait` on a transfer beyond the balance: the receipt is printed and the exit is not 0.
+    let api = std::fs::read_to_string(localnet.join("apis.txt")).unwrap();
+    let to = std::fs::read_to_string(localnet.join("accounts/account-1.address")).unwrap();
+    let out = std::process::Command::new(common::keel())
+        .args([
+            "tx",
+            "--api",
+            api.lines().next().unwrap(),
+            "transfer",
+            "--key",
+        ])
+        .arg(localnet.join("accounts/account-2.key"))
+        .args(["--to", to.trim(), "--amount", "2000000000", "--wait"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an overdraft exited 0: {stderr}");
+    assert!(stderr.contains("failed"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""status": "failed""#),
+        "the failed receipt is printed"
+    );
 }
 
 /// The event stream takes at most `limits.stream_subscribers` subscribers: one more is refused
