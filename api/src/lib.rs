@@ -6,9 +6,11 @@
 //! ```
 //!
 //! - [`public_router`]: submit one transaction (JSON) or a batch (bcs), transaction status and
-//!   receipt, accounts, objects, blocks, certified checkpoints, node status, a server-sent-events stream of committed
-//!   transactions, health and readiness, Prometheus metrics, and the OpenAPI document at
-//!   [`OPENAPI_PATH`].
+//!   receipt, accounts, objects, blocks, certified checkpoints, node status, the committee as
+//!   this node sees it (connections and recent activity), a server-sent-events stream of
+//!   committed transactions, health and readiness, Prometheus metrics, the OpenAPI document at
+//!   [`OPENAPI_PATH`], and at `/` a status page: one self-contained HTML document (inline
+//!   script and style, served with a CSP that allows nothing else) that reads this API.
 //! - [`admin_router`]: status, peers, log level and graceful shutdown, behind a bearer token
 //!   compared in constant time; reconfiguration routes slot in under `/admin/`.
 //!

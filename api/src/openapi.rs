@@ -123,6 +123,8 @@ pub fn openapi_document() -> Value {
             }},
             "/v1/checkpoints/latest": {"get": {"summary": "The latest certified checkpoint (404 before the first)", "responses": ok_json("Checkpoint", &errors)}},
             "/v1/status": {"get": {"summary": "Node status", "responses": ok_json("Status", &errors)}},
+            "/v1/committee": {"get": {"summary": "The current committee: each member's stake, this node's connection to it and its recent activity", "responses": ok_json("Committee", &errors)}},
+            "/": {"get": {"summary": "The status page (HTML reading this API)", "responses": {"200": {"description": "A self-contained HTML document", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/v1/stream": {"get": {
                 "summary": "Server-sent events: `transaction` (data: Committed JSON) per executed transaction; `lagged` (data: blocks missed) for slow subscribers",
                 "responses": {
@@ -172,6 +174,9 @@ pub fn openapi_document() -> Value {
                 "executed_transactions": {"type": "integer"}, "ends_epoch": {"type": "boolean"},
                 "signers": {"type": "array", "items": {"type": "integer"}, "description": "validators whose signatures certify it (more than 2/3 of the stake)"},
                 "certificate": hex("bcs encoding of the CertifiedCheckpoint, to verify against the committee")}},
+            "Committee": {"type": "object", "required": ["epoch", "members"], "properties": {"epoch": {"type": "integer"}, "members": {"type": "array", "items": {"type": "object", "required": ["index", "protocol_key", "stake", "this_node", "connected"], "properties": {
+                "index": {"type": "integer"}, "protocol_key": hex("protocol public key"), "stake": {"type": "integer"}, "this_node": {"type": "boolean"}, "connected": {"type": "boolean", "description": "this node's connection to it (true for itself)"},
+                "proposed": {"type": "integer", "description": "blocks it proposed among the recent committed blocks (absent with round-robin leaders)"}, "voted": {"type": "integer", "description": "recent parent certificates it signed"}, "failed": {"type": "integer", "description": "recent rounds it led that failed"}}}}}},
             "Committed": {"type": "object", "properties": {"digest": hex("transaction"), "height": {"type": "integer"}, "position": {"type": "integer"}, "status": {"type": "string"}}}
         }}
     })

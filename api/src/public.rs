@@ -3,8 +3,9 @@
 use crate::{
     NodeApi, SubmitError,
     dto::{
-        AccountJson, BatchSubmitJson, CheckpointJson, CommittedJson, ObjectJson, SubmitResultJson,
-        TransactionJson, TransactionStatusJson, TxLookup, parse_digest,
+        AccountJson, BatchSubmitJson, CheckpointJson, CommittedJson, CommitteeJson, MemberJson,
+        ObjectJson, SubmitResultJson, TransactionJson, TransactionStatusJson, TxLookup,
+        parse_digest,
     },
     error::ApiError,
     openapi::{OPENAPI_PATH, openapi_document},
@@ -58,6 +59,8 @@ pub fn public_router(node: Api) -> Router {
         .route("/v1/checkpoints/latest", get(latest_checkpoint))
         .route("/v1/checkpoints/{sequence}", get(checkpoint))
         .route("/v1/status", get(status))
+        .route("/v1/committee", get(committee))
+        .route("/", get(status_page))
         .route("/v1/stream", get(stream))
         .route(OPENAPI_PATH, get(openapi))
         .route("/healthz", get(healthz))
@@ -66,6 +69,56 @@ pub fn public_router(node: Api) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(node)
+}
+
+/// The status page: one self-contained HTML document (inline style and script, no external
+/// asset) that reads this node's public API from the browser.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing but this document's own inline code and same-origin API reads.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+async fn committee(State(node): State<Api>) -> Result<Json<CommitteeJson>, ApiError> {
+    let (epoch, peers, consensus) =
+        run_blocking(move || (node.epoch(), node.peers(), node.consensus())).await?;
+    let epoch = epoch.map_err(ApiError::internal)?;
+    let members = epoch
+        .committee
+        .iter()
+        .map(|v| {
+            let this_node = epoch.validator == Some(v.index);
+            let reputation = consensus
+                .reputations
+                .iter()
+                .find(|r| r.validator == v.index);
+            MemberJson {
+                index: v.index,
+                protocol_key: v.protocol_key.clone(),
+                stake: v.stake,
+                this_node,
+                connected: this_node || peers.iter().any(|p| p.validator == v.index && p.connected),
+                proposed: reputation.map(|r| r.proposed),
+                voted: reputation.map(|r| r.voted),
+                failed: reputation.map(|r| r.failed),
+            }
+        })
+        .collect();
+    Ok(Json(CommitteeJson {
+        epoch: epoch.epoch,
+        members,
+    }))
 }
 
 async fn not_found() -> ApiError {

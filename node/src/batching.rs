@@ -112,7 +112,9 @@ async fn run(deps: BatchingDeps) {
                 let Some(dissemination) = machine.as_mut() else { continue };
                 let waited = pending.oldest_wait(std::time::Instant::now(), pending_horizon);
                 let seal_after = dissemination.pace(waited.as_millis() as u64);
-                metrics.batch_seal_after_ms.set(seal_after as i64);
+                metrics
+                    .batch_seal_after_seconds
+                    .set(seal_after as f64 / 1000.0);
                 let txs = mempool.lock().take(take);
                 let now = now_ms();
                 let mut actions = dissemination.on_transactions(txs, now);

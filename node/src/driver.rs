@@ -330,7 +330,8 @@ impl Driver {
             .inc_by(stats.proposals.saturating_sub(m.proposals.get()));
         m.failed_rounds
             .inc_by(stats.failed_rounds.saturating_sub(m.failed_rounds.get()));
-        m.round_timeout_ms.set(self.core.timeout_ms() as i64);
+        m.round_timeout_seconds
+            .set(self.core.timeout_ms() as f64 / 1000.0);
         let round = self.core.round();
         if self.status.borrow().round != round {
             let view = self.consensus_view(round);

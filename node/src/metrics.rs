@@ -17,7 +17,7 @@ pub struct Metrics {
     /// Rounds this node left on a timeout certificate.
     pub failed_rounds: IntCounter,
     /// The current round timeout in milliseconds (adapted base, back-off, idle allowance).
-    pub round_timeout_ms: IntGauge,
+    pub round_timeout_seconds: Gauge,
     /// The leader of the current round.
     pub round_leader: IntGauge,
     /// Leader rounds per validator and outcome (`succeeded`: its block is committed;
@@ -54,7 +54,7 @@ pub struct Metrics {
     /// Transactions per sealed batch.
     pub batch_size: Histogram,
     /// The sealing time in force (batches grow with load).
-    pub batch_seal_after_ms: IntGauge,
+    pub batch_seal_after_seconds: Gauge,
     /// Peer batches acknowledged.
     pub batches_acknowledged: IntCounter,
     /// Peer batches stored without verifying their signatures (not designated for them).
@@ -204,6 +204,10 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, IntGauge::with_opts(Opts::new(name, help)))
 }
 
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    register(registry, Gauge::with_opts(Opts::new(name, help)))
+}
+
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     register(
         registry,
@@ -231,10 +235,10 @@ impl Metrics {
                 "keel_consensus_failed_rounds_total",
                 "Rounds left on a timeout certificate (their leader failed)",
             ),
-            round_timeout_ms: gauge(
+            round_timeout_seconds: float_gauge(
                 &r,
-                "keel_consensus_round_timeout_ms",
-                "Current round timeout in ms (adapted to round latency, backed off while rounds fail)",
+                "keel_consensus_round_timeout_seconds",
+                "Current round timeout (adapted to round latency, backed off while rounds fail)",
             ),
             round_leader: gauge(
                 &r,
@@ -326,10 +330,10 @@ impl Metrics {
                 "Transactions per sealed batch",
                 vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
             ),
-            batch_seal_after_ms: gauge(
+            batch_seal_after_seconds: float_gauge(
                 &r,
-                "keel_batch_seal_after_ms",
-                "How long a batch waits to fill now, in ms (longer while the pipeline is behind)",
+                "keel_batch_seal_after_seconds",
+                "How long a batch waits to fill now (longer while the pipeline is behind)",
             ),
             batches_acknowledged: counter(
                 &r,
@@ -436,12 +440,10 @@ impl Metrics {
                 "keel_state_sync_buckets",
                 "Buckets proven by the start-up state sync (256 when done)",
             ),
-            state_sync_seconds: register(
+            state_sync_seconds: float_gauge(
                 &r,
-                Gauge::with_opts(Opts::new(
-                    "keel_state_sync_seconds",
-                    "Seconds the last start-up state sync took",
-                )),
+                "keel_state_sync_seconds",
+                "Seconds the last start-up state sync took",
             ),
             disk_bytes: register(
                 &r,

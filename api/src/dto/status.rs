@@ -55,3 +55,37 @@ pub struct SyncJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
 }
+
+/// The current committee as this node sees it (`GET /v1/committee`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitteeJson {
+    /// The epoch.
+    pub epoch: u64,
+    /// The members, in index order.
+    pub members: Vec<MemberJson>,
+}
+
+/// One committee member: its stake, this node's connection to it, and its recent activity
+/// in the committed blocks (the leader-reputation windows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberJson {
+    /// Index in the committee.
+    pub index: u32,
+    /// Protocol public key (hex).
+    pub protocol_key: String,
+    /// Stake.
+    pub stake: u64,
+    /// Whether this member is the node answering.
+    pub this_node: bool,
+    /// Whether the answering node has a connection to it (true for itself).
+    pub connected: bool,
+    /// Blocks it proposed in the recent committed blocks (absent with round-robin leaders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<u32>,
+    /// Recent parent certificates it signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voted: Option<u32>,
+    /// Recent rounds it led that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u32>,
+}
