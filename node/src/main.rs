@@ -8,6 +8,8 @@
 //!  keel localnet    → N `keel run` processes on this machine, progress line, apis.txt
 //!  keel bench       → signed transfers at a rate, submit→commit latency percentiles
 //!  keel tx          → sign and submit one transaction from a key file; queries
+//!  keel status      → a node's heights, load and committee links, from its public API
+//!  keel doctor      → config, genesis, key permissions, disk, ports, clock against peers
 //! ```
 //!
 //! # Tasks and channels of `keel run`
@@ -91,6 +93,7 @@ mod checkpoint;
 mod client;
 mod clock;
 mod config;
+mod doctor;
 mod driver;
 mod epoch;
 mod execute;
@@ -112,6 +115,7 @@ mod service;
 mod setup;
 mod snapshots;
 mod status;
+mod summary;
 mod sync;
 mod token;
 mod tx;
@@ -222,6 +226,15 @@ enum Command {
     },
     /// Sign and submit a transaction, or query.
     Tx(tx::TxArgs),
+    /// A node's state in a few readable lines (heights, load, committee links), from its API.
+    Status {
+        /// Public API URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+    },
+    /// Check a validator's setup: config, genesis, key permissions, data directory and free
+    /// space, listen ports, clock against peers.
+    Doctor(doctor::DoctorArgs),
     /// Ask this node (admin API) about the epoch, or to vote for a committee change.
     Admin(admin::AdminArgs),
 }
@@ -402,6 +415,14 @@ fn real_main() -> Result<()> {
         Command::Tx(args) => {
             let rt = runtime(1)?;
             rt.block_on(tx::run(args))?;
+        }
+        Command::Status { api } => {
+            let rt = runtime(1)?;
+            rt.block_on(summary::run(&api))?;
+        }
+        Command::Doctor(args) => {
+            let rt = runtime(1)?;
+            rt.block_on(doctor::run(args))?;
         }
         Command::Admin(args) => {
             let rt = runtime(1)?;

@@ -9,7 +9,8 @@
 //! - the event stream takes a bounded number of subscribers, and a slot comes back when one
 //!   leaves;
 //! - `keel localnet` writes `apis.txt` once ready, funds key files with which the README's
-//!   first-transactions walkthrough runs verbatim, and stops every validator on SIGTERM.
+//!   first-transactions walkthrough runs verbatim, and stops every validator on SIGTERM;
+//!   `keel status` summarises one of its nodes and `keel doctor` checks its config.
 
 mod common;
 
@@ -334,13 +335,16 @@ fn bad_requests_get_4xx_and_the_node_keeps_serving() {
 fn localnet_writes_apis_and_funded_keys_once_ready_and_stops_on_sigterm() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(common::keel())
-        .args(["localnet", "--validators", "4", "--dir"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut guard = StopOnDrop(
+        std::process::Command::new(common::keel())
+            .args(["localnet", "--validators", "4", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let apis_path = dir.path().join("apis.txt");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !apis_path.exists() {
@@ -362,6 +366,7 @@ fn localnet_writes_apis_and_funded_keys_once_ready_and_stops_on_sigterm() {
         assert!(r.status().is_success(), "{api} not ready");
     }
     run_readme_walkthrough(dir.path());
+    check_status_and_doctor(dir.path(), &apis[0]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -383,6 +388,43 @@ fn localnet_writes_apis_and_funded_keys_once_ready_and_stops_on_sigterm() {
     // opened again (the lock was released).
     for api in &apis {
         assert!(reqwest::blocking::get(format!("{api}/healthz")).is_err());
+    }
+}
+
+/// Runs `keel ARGS…`: whether it exited 0, its stdout and its stderr.
+fn keel_cli<I, A>(args: I) -> (bool, String, String)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(common::keel())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Stops a `keel localnet` if the test fails before it does (SIGTERM stops its validators;
+/// SIGKILL after 30 s), so a failed run leaves no processes behind.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -434,24 +476,54 @@ fn run_readme_walkthrough(localnet: &std::path::Path) {
     // `--wait` on a transfer beyond the balance: the receipt is printed and the exit is not 0.
     let api = std::fs::read_to_string(localnet.join("apis.txt")).unwrap();
     let to = std::fs::read_to_string(localnet.join("accounts/account-1.address")).unwrap();
-    let out = std::process::Command::new(common::keel())
-        .args([
-            "tx",
-            "--api",
-            api.lines().next().unwrap(),
-            "transfer",
-            "--key",
-        ])
-        .arg(localnet.join("accounts/account-2.key"))
-        .args(["--to", to.trim(), "--amount", "2000000000", "--wait"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "an overdraft exited 0: {stderr}");
+    let key = localnet.join("accounts/account-2.key");
+    let api = api.lines().next().unwrap();
+    let (ok, stdout, stderr) = keel_cli([
+        "tx".as_ref(),
+        "--api".as_ref(),
+        api.as_ref(),
+        "transfer".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--to".as_ref(),
+        to.trim().as_ref(),
+        "--amount".as_ref(),
+        "2000000000".as_ref(),
+        "--wait".as_ref(),
+    ]);
+    assert!(!ok, "an overdraft exited 0: {stderr}");
     assert!(stderr.contains("failed"), "{stderr}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(r#""status": "failed""#),
-        "the failed receipt is printed"
+        stdout.contains(r#""status": "failed""#),
+        "the failed receipt is printed: {stdout}"
+    );
+}
+
+/// `keel status` summarises a live node; `keel doctor` passes on a running validator's config
+/// (its ports are held by itself, its peers' clocks agree) and fails, naming the fix, on a key
+/// file others can read.
+fn check_status_and_doctor(localnet: &std::path::Path, api: &str) {
+    let (ok, text, stderr) = keel_cli(["status", "--api", api]);
+    assert!(ok, "keel status: {text}{stderr}");
+    assert!(text.contains("validator 0, following"), "{text}");
+    assert!(text.contains("4 members, 3 of 3 peers connected"), "{text}");
+
+    let config = localnet.join("validator-0.toml");
+    let doctor = || keel_cli(["doctor".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let (ok, text, stderr) = doctor();
+    assert!(ok, "keel doctor: {text}{stderr}");
+    assert!(text.contains("ok    api_listen"), "{text}");
+    assert_eq!(text.matches("ok    clock vs").count(), 3, "{text}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let key = localnet.join("keys/validator-0/protocol.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, text, _) = doctor();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!ok, "a world-readable key passed: {text}");
+    assert!(
+        text.contains("FAIL  protocol key") && text.contains("chmod 600"),
+        "{text}"
     );
 }
 
