@@ -82,7 +82,7 @@ async fn status_page() -> Response {
             // Nothing but this document's own inline code and same-origin API reads.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         STATUS_PAGE,

@@ -124,13 +124,17 @@ impl NodeApi for NodeView {
     }
 
     fn transaction(&self, digest: &Digest) -> Result<TxLookup, String> {
+        // Pending first, then the receipt: execution writes the receipt before it forgets the
+        // transaction, so one of the two readings sees it (the other order could miss both).
+        let pending = self.pending.contains(digest);
         if let Some(r) = state::receipt(&self.store, digest).map_err(|e| e.to_string())? {
             return Ok(TxLookup::Executed(r));
         }
-        if self.pending.contains(digest) {
-            return Ok(TxLookup::Pending);
-        }
-        Ok(TxLookup::Unknown)
+        Ok(if pending {
+            TxLookup::Pending
+        } else {
+            TxLookup::Unknown
+        })
     }
 
     fn account(&self, address: &Address) -> Result<Account, String> {

@@ -30,8 +30,34 @@ impl Client {
         &self.base
     }
 
+    /// A JSON document at `path`, or `None` on 404; any other non-2xx answer is an error.
+    pub async fn get_json_or_none<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>> {
+        let (url, status, body) = self.fetch(path).await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {body}");
+        }
+        serde_json::from_str(&body)
+            .map(Some)
+            .with_context(|| format!("GET {url}: unexpected body {body}"))
+    }
+
     /// A JSON document at `path`; a non-2xx answer is an error carrying its body.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (url, status, body) = self.fetch(path).await?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("GET {url}: unexpected body {body}"))
+    }
+
+    /// GETs `path`: the URL, the status and the body.
+    async fn fetch(&self, path: &str) -> Result<(String, reqwest::StatusCode, String)> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -41,10 +67,7 @@ impl Client {
             .with_context(|| format!("GET {url}"))?;
         let status = response.status();
         let body = response.text().await?;
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {body}");
-        }
-        serde_json::from_str(&body).with_context(|| format!("GET {url}: unexpected body {body}"))
+        Ok((url, status, body))
     }
 
     /// Node status.

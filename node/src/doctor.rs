@@ -7,14 +7,16 @@
 //! - the key and admin-token files: readable, well-formed, not readable by group or others;
 //! - the data directory: writable (or creatable), and the free space on its file system;
 //! - the listen addresses: free, or held by this validator already running (its API answers);
-//! - the clock against each peer's public API (the HTTP `Date` header, 1 s resolution): a skew
-//!   near the consensus drift bound (`consensus.max_clock_drift_ms`) makes blocks refused.
+//! - the clock against each peer's public API (the HTTP `Date` header, 1 s resolution, read as
+//!   the middle of its second): a warning beyond 2 s, a failure when the skew is certainly beyond
+//!   the consensus drift bound (`consensus.max_clock_drift_ms`), past which blocks are refused.
 //!
 //! Peers' APIs are found by the `keel genesis` convention (a peer's API port is its p2p port plus
 //! this node's own API-to-p2p offset) unless `--peer-api` names them.
 
 use crate::{config::NodeConfig, genesis::Genesis};
 use anyhow::Result;
+use keel_types::PublicKey;
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},
     os::unix::fs::PermissionsExt,
@@ -132,11 +134,11 @@ fn check_genesis(report: &mut Report, config: &NodeConfig) -> Option<Genesis> {
     };
     let me = crate::genesis::read_key(&config.protocol_key)
         .ok()
-        .map(|k| k.public().to_string());
+        .map(|k| k.public());
     let member = genesis
         .validators
         .iter()
-        .find(|v| Some(&v.protocol_key) == me.as_ref());
+        .find(|v| v.protocol_key.parse::<PublicKey>().ok() == me);
     match member {
         Some(v) => report.say(
             Verdict::Ok,
@@ -281,11 +283,11 @@ fn derived_peer_apis(config: &NodeConfig, genesis: &Genesis) -> Vec<String> {
     let offset = i32::from(config.api_listen.port()) - i32::from(config.p2p_listen.port());
     let me = crate::genesis::read_key(&config.network_key)
         .ok()
-        .map(|k| k.public().to_string());
+        .map(|k| k.public());
     genesis
         .validators
         .iter()
-        .filter(|v| Some(&v.network_key) != me.as_ref())
+        .filter(|v| v.network_key.parse::<PublicKey>().ok() != me)
         .filter_map(|v| {
             let addr: SocketAddr = v.address.parse().ok()?;
             let port = u16::try_from(i32::from(addr.port()) + offset).ok()?;
@@ -313,7 +315,8 @@ async fn check_clocks(report: &mut Report, peers: &[String], max_drift_ms: u64) 
             return;
         }
     };
-    let fail_at = Duration::from_millis(max_drift_ms).saturating_sub(Duration::from_secs(1));
+    // The header's second is truncated: the peer's clock read up to 1 s more than it says.
+    let fail_at = Duration::from_millis(max_drift_ms);
     for peer in peers {
         let what = format!("clock vs {peer}");
         let sent = SystemTime::now();
@@ -338,13 +341,16 @@ async fn check_clocks(report: &mut Report, peers: &[String], max_drift_ms: u64) 
             report.say(Verdict::Warn, &what, "no usable Date header");
             continue;
         };
-        // The peer stamped the answer between `sent` and `received`, truncated to the second.
+        // The peer stamped the answer between `sent` and `received`, truncated to the second:
+        // on average half a second later than the header says.
         let local = sent + received.duration_since(sent).unwrap_or_default() / 2;
+        let date = date + Duration::from_millis(500);
         let (skew, sign) = match date.duration_since(local) {
             Ok(ahead) => (ahead, "ahead"),
             Err(e) => (e.duration(), "behind"),
         };
-        let verdict = if skew >= fail_at {
+        // Beyond the bound by more than the header's resolution: certainly too far.
+        let verdict = if skew.saturating_sub(Duration::from_millis(500)) >= fail_at {
             Verdict::Fail
         } else if skew > SKEW_WARN {
             Verdict::Warn

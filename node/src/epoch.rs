@@ -166,6 +166,11 @@ async fn run_network(mut deps: EpochNetworkDeps) {
                 }
             }
             deps.metrics.epoch.set(view.epoch().0 as i64);
+            deps.metrics
+                .committee_size
+                .set(view.committee().size() as i64);
+            // Members of the old committee lose their series; the driver sets the new ones.
+            deps.metrics.leader_weight.reset();
             current = view.epoch();
             let mut gone: HashSet<PublicKey> = old.difference(&members).copied().collect();
             if let Some((_, earlier)) = grace.take() {

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub proposals: IntCounter,
     /// Rounds this node left on a timeout certificate.
     pub failed_rounds: IntCounter,
-    /// The current round timeout in milliseconds (adapted base, back-off, idle allowance).
+    /// The current round timeout in seconds (adapted base, back-off, idle allowance).
     pub round_timeout_seconds: Gauge,
     /// The leader of the current round.
     pub round_leader: IntGauge,
@@ -124,6 +124,8 @@ pub struct Metrics {
     pub pruner_compaction_seconds: Histogram,
     /// The current epoch.
     pub epoch: IntGauge,
+    /// Validators in the current committee.
+    pub committee_size: IntGauge,
     /// Epoch changes this node carried out.
     pub epoch_changes: IntCounter,
     /// Consensus messages of another epoch, by `epoch` (`old`: refused; `future`: held until
@@ -481,6 +483,11 @@ impl Metrics {
                 vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
             ),
             epoch: gauge(&r, "keel_epoch", "The current epoch"),
+            committee_size: gauge(
+                &r,
+                "keel_committee_size",
+                "Validators in the current committee",
+            ),
             epoch_changes: counter(
                 &r,
                 "keel_epoch_changes_total",

@@ -474,6 +474,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     metrics.epoch.set(committee.epoch().0 as i64);
+    metrics.committee_size.set(committee.size() as i64);
 
     status.send_modify(|s| s.started = true);
     wait_for_signal(&shutdown, term).await;

@@ -78,11 +78,10 @@ fn render(api: &str, s: &StatusJson, tps: f64, committee: &CommitteeJson) -> Str
             (Some(p), Some(v)) => format!("  proposed {p}, voted {v} recently"),
             _ => String::new(),
         };
+        let key: String = m.protocol_key.chars().take(12).collect();
         out += &format!(
-            "    {:>3}  {}…  stake {:<4} {link}{activity}\n",
-            m.index,
-            &m.protocol_key[..m.protocol_key.len().min(12)],
-            m.stake
+            "    {:>3}  {key}…  stake {:<4} {link}{activity}\n",
+            m.index, m.stake
         );
     }
     out

@@ -129,8 +129,10 @@ async fn wait_for_receipt(client: &Client, digest: &str, secs: u64) -> Result<()
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     let path = format!("/v1/transactions/{digest}");
     loop {
-        let answer: TransactionStatusJson = client.get_json(&path).await?;
-        if answer.status != "pending" {
+        // 404: not known to the node at this moment (forgotten from a full pending set before
+        // its block executed); keep asking until the deadline.
+        let answer: Option<TransactionStatusJson> = client.get_json_or_none(&path).await?;
+        if let Some(answer) = answer.filter(|a| a.status != "pending") {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             return match &answer.receipt {
                 Some(r) if r.status == "success" => Ok(()),

@@ -69,13 +69,27 @@ async fn a_second_connection_from_the_same_key_replaces_the_first() {
     let allowed = AllowedPeers::new(keys.clone());
     let victim = start(1, allowed.clone(), any_addr());
     // The attacker holds the allowed key of seed 2 and connects again and again.
+    let replaced = || {
+        counter(&victim.network, |c| {
+            c.replaced_connections.load(Ordering::Relaxed)
+        })
+    };
     let mut connections = Vec::new();
-    for _ in 0..10 {
+    for i in 0..10 {
         connections.push(
             dial_raw(&identity(2), allowed.clone(), victim.addr)
                 .await
                 .unwrap(),
         );
+        // The victim registers each connection after its own side of the handshake; wait for
+        // it, so that the dial order is the registration order (a later dial could otherwise
+        // be registered first on a loaded machine, and the earlier one replace it).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while (replaced() < i || victim.network.connected_peers().is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     // Every connection but the newest is closed by the victim.
     for (i, c) in connections.iter().enumerate().take(9) {

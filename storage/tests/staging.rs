@@ -61,6 +61,9 @@ fn a_snapshot_serves_the_state_as_of_it_and_an_install_reproduces_it() {
 
     let target = Store::open(dir.path().join("target"), &StoreConfig::default()).unwrap();
     fill(&target, 10_000..10_050, "old"); // a state to be replaced
+    // Its root asked before the install: the root after must not reuse these checksums.
+    let replaced = target.state_root().unwrap();
+    assert_ne!(replaced, root);
     let chunks = transfer(&snapshot, &target, 100);
     assert!(chunks > 256, "small budgets split buckets: {chunks} chunks");
     for bucket in 0..=255u8 {
