@@ -6,6 +6,7 @@
 use crate::{client::Client, genesis::derived_account_key};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
 use keel_api::dto::CommittedJson;
 use keel_types::{
     Address, ChainId, Digest, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
@@ -127,6 +128,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// A progress bar on stderr (drawn only when stderr is a terminal, so logs and pipes stay clean).
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("bench: {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
 /// Signs `count` transfers with the accounts in rotation, each paying the account half the
 /// ring away (so transactions close together in a block do not touch the same accounts).
 fn presign(
@@ -135,6 +148,7 @@ fn presign(
     chain: ChainId,
     count: usize,
     expiry: TimestampMs,
+    progress: &ProgressBar,
 ) -> Vec<(usize, SignedTransaction, Digest)> {
     let addresses: Vec<Address> = keys
         .iter()
@@ -171,6 +185,7 @@ fn presign(
                             }
                             .sign(&keys[a]);
                             let d = tx.digest();
+                            progress.inc(1);
                             (a, tx, d)
                         })
                         .collect::<Vec<_>>()
@@ -249,11 +264,14 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
             )
         })
         .collect();
+    let reading = progress_bar(keys.len() as u64, "reading nonces");
     let fetched: Vec<Result<(usize, u64)>> = futures_util::stream::iter(lookups)
         .map(|(i, client, address)| async move { Ok((i, client.account(&address).await?.nonce)) })
         .buffer_unordered(64)
+        .inspect(|_| reading.inc(1))
         .collect()
         .await;
+    reading.finish_and_clear();
     for f in fetched {
         let (i, n) = f.context("reading account nonces (are the accounts funded in genesis?)")?;
         nonces[i] = n;
@@ -266,11 +284,14 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
         "bench: signing {total} transfers from {} accounts",
         keys.len()
     );
+    let signing = progress_bar(total as u64, "signing");
     let signed = tokio::task::spawn_blocking({
         let mut nonces = nonces.clone();
-        move || presign(&keys, &mut nonces, chain, total, expiry)
+        let signing = signing.clone();
+        move || presign(&keys, &mut nonces, chain, total, expiry, &signing)
     })
     .await?;
+    signing.finish_and_clear();
 
     // The signature bound, measured before the load (the nodes are idle or nearly so).
     let sample: Vec<SignedTransaction> =
@@ -375,8 +396,18 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     let mut next = 0usize;
     let mut pending: Vec<Vec<(SignedTransaction, Digest)>> = vec![Vec::new(); n];
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let loading = progress_bar(args.duration_secs * 1000, "load (ms)");
     while Instant::now() < deadline && next < signed.len() {
         tick.tick().await;
+        if !loading.is_hidden() {
+            loading.set_position(started.elapsed().as_millis() as u64);
+            loading.set_message(format!(
+                "accepted {} · committed {} · refused {}",
+                submitted.load(Ordering::Relaxed),
+                tracker.lock().committed.len(),
+                overloaded.load(Ordering::Relaxed)
+            ));
+        }
         let due = match args.rate {
             Some(r) => ((started.elapsed().as_secs_f64() * r as f64) as usize).min(signed.len()),
             // As fast as possible: keep at most two seconds of the default rate in flight.
@@ -405,11 +436,17 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     for w in workers {
         let _ = w.await;
     }
+    loading.finish_and_clear();
     // Wait for the stragglers.
     let drain_until = Instant::now() + Duration::from_secs(args.drain_secs);
+    let draining = progress_bar(args.drain_secs * 1000, "drain (ms)");
+    let drain_started = Instant::now();
     while Instant::now() < drain_until && !tracker.lock().sent.is_empty() {
+        draining.set_position(drain_started.elapsed().as_millis() as u64);
+        draining.set_message(format!("{} awaiting a receipt", tracker.lock().sent.len()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    draining.finish_and_clear();
     listener.abort();
 
     let t = tracker.lock();
