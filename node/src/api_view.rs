@@ -66,6 +66,8 @@ pub struct NodeView {
     pub stall_after: Duration,
     /// Admission refuses while the oldest pending transaction has waited longer.
     pub admission_max_wait: Duration,
+    /// Pending transactions that waited longer than this no longer count for that wait.
+    pub pending_horizon: Duration,
     /// Whether every validator verifies every batch (`dissemination.all_verify`).
     pub all_verify: bool,
     /// Changes the log filter.
@@ -82,7 +84,7 @@ impl NodeApi for NodeView {
         let limit = self.admission_max_wait;
         let waited = self
             .pending
-            .oldest_wait(std::time::Instant::now(), limit.saturating_mul(10));
+            .oldest_wait(std::time::Instant::now(), self.pending_horizon);
         if waited > limit {
             self.metrics.rejected.inc_by(txs.len() as u64);
             let message = format!(

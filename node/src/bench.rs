@@ -441,9 +441,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport> {
     let drain_until = Instant::now() + Duration::from_secs(args.drain_secs);
     let draining = progress_bar(args.drain_secs * 1000, "drain (ms)");
     let drain_started = Instant::now();
-    while Instant::now() < drain_until && !tracker.lock().sent.is_empty() {
+    while Instant::now() < drain_until {
+        let awaiting = tracker.lock().sent.len();
+        if awaiting == 0 {
+            break;
+        }
         draining.set_position(drain_started.elapsed().as_millis() as u64);
-        draining.set_message(format!("{} awaiting a receipt", tracker.lock().sent.len()));
+        draining.set_message(format!("{awaiting} awaiting a receipt"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     draining.finish_and_clear();

@@ -70,6 +70,11 @@ impl Client {
         Ok((url, status, body))
     }
 
+    /// The committee as the node sees it.
+    pub async fn committee(&self) -> Result<keel_api::dto::CommitteeJson> {
+        self.get_json("/v1/committee").await
+    }
+
     /// Node status.
     pub async fn status(&self) -> Result<StatusJson> {
         self.get_json("/v1/status").await

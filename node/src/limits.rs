@@ -186,7 +186,23 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Transactions that waited this many times `admission_max_wait_ms` no longer count for the
+/// admission gate's wait, nor for the batch maker's pacing.
+pub const PENDING_HORIZON_FACTOR: u32 = 10;
+
 impl LimitsConfig {
+    /// The admission gate's limit on the oldest pending transaction's wait.
+    pub fn admission_max_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.admission_max_wait_ms)
+    }
+
+    /// How long a pending transaction counts for that wait ([`PENDING_HORIZON_FACTOR`] times
+    /// the limit).
+    pub fn pending_horizon(&self) -> std::time::Duration {
+        self.admission_max_wait()
+            .saturating_mul(PENDING_HORIZON_FACTOR)
+    }
+
     /// Every capacity must be positive and every interval at least 1 ms; returns the first
     /// field at fault.
     pub fn check(&self) -> Result<(), (&'static str, String)> {

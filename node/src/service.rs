@@ -180,7 +180,8 @@ pub async fn run(
         net: endpoint.clone(),
         metrics: metrics.clone(),
         stall_after: Duration::from_secs(limits.stall_after_secs),
-        admission_max_wait: Duration::from_millis(limits.admission_max_wait_ms),
+        admission_max_wait: limits.admission_max_wait(),
+        pending_horizon: limits.pending_horizon(),
         all_verify: config.dissemination.all_verify,
         log_reload,
         shutdown: shutdown.clone(),
@@ -361,7 +362,7 @@ pub async fn run(
         tick: Duration::from_millis(limits.batching_tick_ms),
         take: limits.batching_take,
         pending: pending.clone(),
-        pending_horizon: Duration::from_millis(limits.admission_max_wait_ms).saturating_mul(10),
+        pending_horizon: limits.pending_horizon(),
     });
     let all_verify = config.dissemination.all_verify;
     let batch_verifier = verify::spawn_batches(BatchVerifyDeps {

@@ -15,15 +15,15 @@ const SAMPLE: Duration = Duration::from_secs(1);
 /// Prints the summary of the node at `api`.
 pub async fn run(api: &str) -> Result<()> {
     let client = Client::new(api)?;
-    let first: StatusJson = client.get_json("/v1/status").await?;
+    let first = client.status().await?;
     let started = Instant::now();
     tokio::time::sleep(SAMPLE).await;
-    let s: StatusJson = client.get_json("/v1/status").await?;
+    let s = client.status().await?;
     let tps = s
         .executed_transactions
         .saturating_sub(first.executed_transactions) as f64
         / started.elapsed().as_secs_f64();
-    let committee: CommitteeJson = client.get_json("/v1/committee").await?;
+    let committee = client.committee().await?;
     print!("{}", render(api, &s, tps, &committee));
     Ok(())
 }

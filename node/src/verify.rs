@@ -364,6 +364,33 @@ pub fn spawn_proofs(deps: ProofVerifyDeps) -> JoinHandle<()> {
 mod tests {
     use super::*;
 
+    fn ack(sequence: u64) -> BatchAck {
+        let batch = Batch {
+            author: ValidatorIndex(1),
+            epoch: keel_types::Epoch(1),
+            sequence,
+            expires_at: keel_types::TimestampMs(1_000),
+            transactions: Vec::new(),
+        };
+        let key = keel_types::test_utils::seeded_key("recent-acks", 0);
+        BatchAck::new(batch.info(), ValidatorIndex(0), &key, ChainId(1))
+    }
+
+    #[test]
+    fn recent_acks_answer_the_latest_and_forget_the_oldest_beyond_capacity() {
+        let recent = RecentAcks::new(2);
+        let (a, b, c) = (ack(0), ack(1), ack(2));
+        recent.insert(a.clone());
+        recent.insert(b.clone());
+        // The same batch again takes no second place.
+        recent.insert(a.clone());
+        assert_eq!(recent.get(&a.info.digest), Some(a.clone()));
+        recent.insert(c.clone());
+        assert_eq!(recent.get(&a.info.digest), None, "the oldest is forgotten");
+        assert_eq!(recent.get(&b.info.digest), Some(b));
+        assert_eq!(recent.get(&c.info.digest), Some(c));
+    }
+
     #[test]
     fn a_flooding_author_holds_only_its_share_of_the_queue() {
         let pending = PendingBatches::new(8, 4);

@@ -107,7 +107,16 @@ impl LtHash {
 
     /// The encoding stored on disk.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.lanes.iter().flat_map(|l| l.to_le_bytes()).collect()
+        self.le_bytes().to_vec()
+    }
+
+    /// The lanes as little-endian bytes, on the stack.
+    fn le_bytes(&self) -> [u8; LATTICE_BYTES] {
+        let mut bytes = [0u8; LATTICE_BYTES];
+        for (pair, lane) in bytes.chunks_exact_mut(2).zip(self.lanes.iter()) {
+            pair.copy_from_slice(&lane.to_le_bytes());
+        }
+        bytes
     }
 
     /// Decodes [`LtHash::to_bytes`]; `None` if the length is wrong.
@@ -124,13 +133,8 @@ impl LtHash {
 
     /// A 32-byte digest of the lattice.
     pub fn checksum(&self) -> Digest {
-        // The bytes of `to_bytes`, on the stack: the root keeper checksums changed buckets
-        // after every executed block.
-        let mut bytes = [0u8; LATTICE_BYTES];
-        for (pair, lane) in bytes.chunks_exact_mut(2).zip(self.lanes.iter()) {
-            pair.copy_from_slice(&lane.to_le_bytes());
-        }
-        Digest::of_bytes(&bytes)
+        // No allocation: the root keeper checksums changed buckets after every executed block.
+        Digest::of_bytes(&self.le_bytes())
     }
 }
 

@@ -21,9 +21,9 @@
 use crate::{
     error::{Error, Result},
     layout::{INTERNAL_CF, KEY_LATTICE_SEQ, LATTICE_FLUSH_INTERVAL, journal_key, lattice_key},
-    lthash::{BUCKETS, StateHash},
+    lthash::{BUCKETS, StateHash, root_of_checksums},
 };
-use keel_types::{Digest, state_proof::state_root_of};
+use keel_types::Digest;
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -134,7 +134,7 @@ impl Keeper {
                 self.checksums[b] = self.hash.bucket(b as u8).checksum();
             }
         }
-        state_root_of(&self.checksums)
+        root_of_checksums(&self.checksums)
     }
 
     /// Writes the dirty lattices as of `applied_seq` and drops the journal they cover. On
