@@ -35,6 +35,16 @@ fn signed_votes(c: &Committee, i: usize) -> Vec<Vec<(u64, String)>> {
     lives
 }
 
+/// Waits until validator 3 has signed in lifetime `n` (a loaded machine can take longer than
+/// the test's 3 s to release the amnesia guard); one that never signs fails the assertions.
+fn wait_for_a_vote_in_lifetime(c: &Committee, n: usize) {
+    c.wait_for(Duration::from_secs(30), "a vote in this lifetime", || {
+        signed_votes(c, 3)
+            .get(n)
+            .is_some_and(|life| !life.is_empty())
+    })
+}
+
 #[test]
 fn a_wiped_validator_restarted_at_once_never_signs_a_conflicting_vote() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -59,14 +69,16 @@ fn a_wiped_validator_restarted_at_once_never_signs_a_conflicting_vote() {
         c.wait_ready(i, Duration::from_secs(60));
     }
     std::thread::sleep(Duration::from_secs(3));
+    wait_for_a_vote_in_lifetime(&c, 0);
 
     // Wipe and restart at once, three times.
-    for _ in 0..3 {
+    for n in 1..=3 {
         c.sigkill(3);
         std::fs::remove_dir_all(c.path().join("net/v3-data")).unwrap();
         c.spawn(3);
         c.wait_ready(3, Duration::from_secs(60));
         std::thread::sleep(Duration::from_secs(3));
+        wait_for_a_vote_in_lifetime(&c, n);
     }
     let lives = signed_votes(&c, 3);
     assert_eq!(lives.len(), 4, "four lifetimes");
