@@ -16,6 +16,7 @@
 
 use crate::{config::NodeConfig, genesis::Genesis};
 use anyhow::Result;
+use keel_p2p::PeerAddress;
 use keel_types::PublicKey;
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},
@@ -289,9 +290,13 @@ fn derived_peer_apis(config: &NodeConfig, genesis: &Genesis) -> Vec<String> {
         .iter()
         .filter(|v| v.network_key.parse::<PublicKey>().ok() != me)
         .filter_map(|v| {
-            let addr: SocketAddr = v.address.parse().ok()?;
-            let port = u16::try_from(i32::from(addr.port()) + offset).ok()?;
-            Some(format!("http://{}", SocketAddr::new(addr.ip(), port)))
+            let shift = |port: u16| u16::try_from(i32::from(port) + offset).ok();
+            Some(match v.address.parse::<PeerAddress>().ok()? {
+                PeerAddress::Socket(a) => {
+                    format!("http://{}", SocketAddr::new(a.ip(), shift(a.port())?))
+                }
+                PeerAddress::Name { host, port } => format!("http://{host}:{}", shift(port)?),
+            })
         })
         .collect()
 }

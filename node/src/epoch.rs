@@ -198,7 +198,7 @@ async fn run_network(mut deps: EpochNetworkDeps) {
             if key == deps.net.identity() || dialled.contains(&key) {
                 continue;
             }
-            match address.parse() {
+            match address.parse::<keel_p2p::PeerAddress>() {
                 Ok(address) => {
                     deps.net.add_peer(key, address);
                     dialled.insert(key);

@@ -7,7 +7,7 @@ use keel_types::{
     PublicKey, Stake, ValidatorInfo,
 };
 use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, path::Path};
+use std::path::Path;
 
 /// One validator in the genesis file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,12 +144,9 @@ impl Genesis {
                     .network_key
                     .parse()
                     .map_err(|e| genesis_error(format!("validators[{i}].network_key"), e))?;
-                v.address.parse::<SocketAddr>().map_err(|e| {
-                    genesis_error(
-                        format!("validators[{i}].address"),
-                        format!("`{}`: {e}", v.address),
-                    )
-                })?;
+                v.address
+                    .parse::<keel_p2p::PeerAddress>()
+                    .map_err(|e| genesis_error(format!("validators[{i}].address"), e))?;
                 Ok(ValidatorInfo {
                     protocol_key,
                     network_key,

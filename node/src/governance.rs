@@ -81,10 +81,16 @@ pub fn change_of(
             proof_network,
         }) => CommitteeChange::Add {
             validator: ValidatorInfo {
+                // Stricter than the chain's rule (host:port): peers must be able to dial it.
+                address: {
+                    address
+                        .parse::<keel_p2p::PeerAddress>()
+                        .map_err(|e| invalid("address", e))?;
+                    address
+                },
                 protocol_key: key(&protocol_key, "protocol_key")?,
                 network_key: key(&network_key, "network_key")?,
                 stake: Stake(stake),
-                address,
             },
             proof: PossessionProof {
                 protocol: signature(&proof_protocol, "proof_protocol")?,
@@ -228,5 +234,49 @@ pub fn epoch_json(view: &EpochView) -> EpochJson {
             })
             .collect(),
         next_committee: validators(&state.next_committee()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_types::{Epoch, EpochState, ValidatorInfo};
+
+    #[test]
+    fn an_added_validators_address_must_be_dialable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (protocol, network) = crate::setup::keygen(dir.path()).unwrap();
+        let keys = crate::keys::KeyRing::load(
+            &dir.path().join(crate::setup::PROTOCOL_KEY_FILE),
+            &dir.path().join(crate::setup::NETWORK_KEY_FILE),
+        )
+        .unwrap();
+        let member = ValidatorInfo {
+            protocol_key: protocol.public(),
+            network_key: network.public(),
+            stake: Stake(1),
+            address: "keel-0:7000".into(),
+        };
+        let committee = Committee::new(Epoch(1), vec![member]).unwrap();
+        let view = EpochView::new(EpochState::genesis(committee, Default::default()), &keys);
+        let joining = KeyPair::from_seed(&[7; 32]);
+        let request = |address: &str| {
+            ChangeRequest::Add(AddValidatorJson {
+                protocol_key: joining.public().to_string(),
+                network_key: joining.public().to_string(),
+                address: address.into(),
+                stake: 1,
+                proof_protocol: "00".repeat(64),
+                proof_network: "00".repeat(64),
+            })
+        };
+        // The chain's rule (host:port) lets `keel_4:7000` through; no peer could dial it.
+        let Err(SubmitError::Invalid(e)) =
+            change_of(request("keel_4:7000"), &view, None, ChainId(1))
+        else {
+            panic!("an undialable address was accepted")
+        };
+        assert!(e.starts_with("address: ") && e.contains("keel_4"), "{e}");
+        assert!(change_of(request("keel-4.example:7000"), &view, None, ChainId(1)).is_ok());
     }
 }

@@ -113,7 +113,7 @@ pub fn prepare(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Vec<PathB
         validators.push(ValidatorSpec {
             name: format!("validator-{i}"),
             key_dir,
-            p2p: SocketAddr::from(([127, 0, 0, 1], base + i as u16)),
+            p2p: SocketAddr::from(([127, 0, 0, 1], base + i as u16)).into(),
             stake: 1,
         });
     }
@@ -130,6 +130,7 @@ pub fn prepare(dir: &Path, n: usize, base_port: Option<u16>) -> Result<Vec<PathB
             }),
             api_port_offset: API_OFFSET,
             admin_port_offset: ADMIN_OFFSET,
+            layout: None,
             fees: keel_types::FeeSchedule {
                 per_op: crate::genesis::DEFAULT_FEE_PER_OP,
                 per_byte: crate::genesis::DEFAULT_FEE_PER_BYTE,

@@ -149,9 +149,19 @@ enum Command {
         /// The chain id.
         #[arg(long, default_value_t = 1)]
         chain_id: u64,
-        /// A validator: NAME=KEYDIR@HOST:PORT[/STAKE] (repeat).
+        /// A validator: NAME=KEYDIR@HOST:PORT[/STAKE] (repeat). KEYDIR holds its keys, or only
+        /// the public.json that `keel keygen` wrote beside them. HOST is an IP address (bound as
+        /// given) or a host name (peers look it up at each dial; the node binds 0.0.0.0).
         #[arg(long = "validator", required = true)]
         validators: Vec<setup::ValidatorSpec>,
+        /// Write one directory per validator (OUT_DIR/NAME/) to copy to NODE_DIR on its host;
+        /// `{name}` in NODE_DIR stands for the validator's name. Without it, the configs name
+        /// the files where they are on this machine.
+        #[arg(long, value_name = "NODE_DIR")]
+        node_dir: Option<String>,
+        /// With --node-dir: each validator's data directory (default NODE_DIR/data).
+        #[arg(long, requires = "node_dir")]
+        data_dir: Option<String>,
         /// A funded account: ADDRESS:BALANCE (repeat).
         #[arg(long = "account")]
         accounts: Vec<String>,
@@ -295,7 +305,11 @@ fn real_main() -> Result<()> {
             let (protocol, network) = setup::keygen(&out_dir)?;
             println!("protocol key: {}", protocol.public());
             println!("network key:  {}", network.public());
-            println!("written to {}", out_dir.display());
+            println!(
+                "written to {}; send {} to whoever writes the genesis",
+                out_dir.display(),
+                out_dir.join(setup::PUBLIC_KEYS_FILE).display()
+            );
         }
         Command::Genesis {
             out_dir,
@@ -307,7 +321,10 @@ fn real_main() -> Result<()> {
             admin_port_offset,
             fee_per_op,
             fee_per_byte,
+            node_dir,
+            data_dir,
         } => {
+            let layout = node_dir.map(|node_dir| setup::NodeLayout { node_dir, data_dir });
             let accounts = accounts
                 .iter()
                 .map(|a| {
@@ -347,6 +364,7 @@ fn real_main() -> Result<()> {
                     derived,
                     api_port_offset,
                     admin_port_offset,
+                    layout: layout.clone(),
                     fees: keel_types::FeeSchedule {
                         per_op: fee_per_op,
                         per_byte: fee_per_byte,
@@ -357,6 +375,17 @@ fn real_main() -> Result<()> {
             println!("wrote {}", out_dir.join("genesis.json").display());
             for c in configs {
                 println!("wrote {}", c.display());
+            }
+            if let Some(layout) = layout {
+                println!(
+                    "copy each {}/NAME/ to {} on that validator's host (keys/ holds its keys when \
+                     they were given here; otherwise put them there), then run \
+                     `keel run --config {}/{}`",
+                    out_dir.display(),
+                    layout.node_dir,
+                    layout.node_dir,
+                    setup::NODE_CONFIG_FILE
+                );
             }
         }
         Command::Run {

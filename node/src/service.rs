@@ -141,10 +141,10 @@ pub async fn run(
     })?;
     for (i, v) in committee.validators().iter().enumerate() {
         if v.network_key != identity.public() {
-            let address = v
+            let address: keel_p2p::PeerAddress = v
                 .address
                 .parse()
-                .with_context(|| format!("genesis validators[{i}].address"))?;
+                .map_err(|e| anyhow::anyhow!("genesis validators[{i}].address: {e}"))?;
             endpoint.add_peer(v.network_key, address);
         }
     }

@@ -21,6 +21,7 @@ pub use crate::config::{
     EndpointConfig,
 };
 use crate::{
+    address::PeerAddress,
     error::{Error, Result},
     frame::{encode_frame, encode_frame_after},
     identity::{AllowedPeers, NetworkIdentity, client_config, peer_key, server_config},
@@ -181,10 +182,10 @@ impl<C: Serialize + DeserializeOwned + Send + Sync + 'static> Network<C> {
         })
     }
 
-    /// Adds a peer to send to; dials it if this node has the smaller key. A peer already
-    /// added stays as it is.
-    pub fn add_peer(&self, key: PublicKey, address: SocketAddr) {
-        let peer = Arc::new(Peer::new(address));
+    /// Adds a peer to send to; dials it (looking its host name up at each dial) if this node
+    /// has the smaller key. A peer already added stays as it is.
+    pub fn add_peer(&self, key: PublicKey, address: impl Into<PeerAddress>) {
+        let peer = Arc::new(Peer::new(address.into()));
         {
             let mut peers = self.inner.peers.lock();
             if peers.contains_key(&key) {

@@ -12,7 +12,8 @@
 //! checkpoint state sync's is [`state_sync::StateSync`] (buckets proven against a certified
 //! root, downloaded from several peers); the node runs them.
 //!
-//! Main types: [`Network`] (a running endpoint), [`EndpointConfig`] (its parameters, a serde
+//! Main types: [`Network`] (a running endpoint), [`PeerAddress`] (where a peer is dialled: an
+//! IP address, or a host name looked up at each dial), [`EndpointConfig`] (its parameters, a serde
 //! section with `DEFAULT_*` constants; the listen address is set by the node, not the section),
 //! [`NetworkIdentity`]/[`AllowedPeers`] (who we are, whom we accept), [`Protocol`] and its
 //! messages.
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -43,6 +45,7 @@ pub mod protocol;
 pub mod range_sync;
 pub mod state_sync;
 
+pub use address::PeerAddress;
 #[cfg(feature = "test-utils")]
 pub use endpoint::dial_raw;
 pub use endpoint::{

@@ -372,3 +372,42 @@ async fn a_dial_answered_by_another_allowed_key_is_not_taken_for_the_dialled_pee
         c.network.connected_peers()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_named_by_host_name_are_looked_up_and_dialled() {
+    let a_key = NetworkIdentity::from_seed(&[1; 32]).unwrap().public();
+    let b_key = NetworkIdentity::from_seed(&[2; 32]).unwrap().public();
+    let c_key = NetworkIdentity::from_seed(&[3; 32]).unwrap().public();
+    let allowed = AllowedPeers::new([a_key, b_key, c_key]);
+    let a = start(1, allowed.clone(), any_addr());
+    let b = start(2, allowed, any_addr());
+    // Whichever of A and B dials, it dials a name; C's name never resolves.
+    let name = |port: u16| format!("localhost:{port}").parse::<keel_p2p::PeerAddress>();
+    a.network.add_peer(b_key, name(b.addr.port()).unwrap());
+    b.network.add_peer(a_key, name(a.addr.port()).unwrap());
+    for n in [&a, &b] {
+        n.network.add_peer(
+            c_key,
+            "keel-c.invalid:7000"
+                .parse::<keel_p2p::PeerAddress>()
+                .unwrap(),
+        );
+        n.network
+            .send(&c_key, &Notification::Consensus(vec![0]))
+            .unwrap();
+    }
+    a.network
+        .send(&b_key, &Notification::Consensus(vec![1]))
+        .unwrap();
+    b.network
+        .send(&a_key, &Notification::Consensus(vec![2]))
+        .unwrap();
+    wait_for("A's message at B", || !b.recorder.seen.lock().is_empty()).await;
+    wait_for("B's message at A", || !a.recorder.seen.lock().is_empty()).await;
+    assert_eq!(b.recorder.seen.lock()[0], (a_key, vec![1]));
+    assert_eq!(a.recorder.seen.lock()[0], (b_key, vec![2]));
+    assert!(!a.network.connected_peers().contains(&c_key));
+    for n in [&a, &b] {
+        n.network.shutdown().await;
+    }
+}

@@ -8,13 +8,15 @@
 //! neither delay nor evict consensus messages.
 
 use super::{Inner, io, remote_key};
-use crate::protocol::{LANES, Protocol};
+use crate::{
+    address::PeerAddress,
+    protocol::{LANES, Protocol},
+};
 use keel_types::PublicKey;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::{
     collections::VecDeque,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -42,7 +44,7 @@ pub(super) struct Lane {
 
 /// What this node keeps for one peer it sends to.
 pub(super) struct Peer {
-    address: SocketAddr,
+    address: PeerAddress,
     lanes: [Lane; LANES.len()],
     /// Held while dialling (one dial at a time for both lanes); holds the current back-off.
     dialing: tokio::sync::Mutex<Duration>,
@@ -53,7 +55,7 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new(address: SocketAddr) -> Self {
+    pub(super) fn new(address: PeerAddress) -> Self {
         Peer {
             address,
             lanes: Default::default(),
@@ -237,9 +239,14 @@ async fn connection_to<C: DeserializeOwned + Send + Sync + 'static>(
         (client.clone(), inner.generation.load(Ordering::Acquire))
     };
     let name = crate::identity::server_name_for(&key);
-    let dialled = match inner.endpoint.connect_with(client, peer.address, &name) {
-        Ok(connecting) => connecting.await.ok(),
-        Err(_) => None,
+    let dialled = match peer
+        .address
+        .resolve(inner.endpoint.local_addr().ok())
+        .await
+        .map(|address| inner.endpoint.connect_with(client, address, &name))
+    {
+        Some(Ok(connecting)) => connecting.await.ok(),
+        Some(Err(_)) | None => None,
     };
     match dialled {
         // The handshake proved an allowed key: it must be the one dialled.
