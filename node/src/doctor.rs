@@ -180,12 +180,25 @@ fn check_private_file(
     };
     if let Err(e) = parse(path) {
         report.say(Verdict::Fail, what, format!("{}: {e:#}", path.display()));
-    } else if mode & 0o077 != 0 {
+    } else if mode & 0o007 != 0 {
         report.say(
             Verdict::Fail,
             what,
             format!(
-                "{} has mode {:o}: others can read a secret; run `chmod 600 {}`",
+                "{} has mode {:o}: every user of this host can read a secret; run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ),
+        );
+    } else if mode & 0o070 != 0 {
+        // A Kubernetes Secret mounted with an fsGroup is group-readable by design.
+        report.say(
+            Verdict::Warn,
+            what,
+            format!(
+                "{} has mode {:o}: its group can read a secret; run `chmod 600 {}` unless that \
+                 group is this node's alone (a Kubernetes Secret with fsGroup is)",
                 path.display(),
                 mode & 0o777,
                 path.display()
@@ -372,5 +385,27 @@ async fn check_clocks(report: &mut Report, peers: &[String], max_drift_ms: u64) 
             )
         };
         report.say(verdict, &what, detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_readable_by_everyone_fails_and_by_its_group_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "x").unwrap();
+        for (mode, failed, warned) in [(0o600, 0, 0), (0o440, 0, 1), (0o640, 0, 1), (0o604, 1, 0)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mut report = Report::default();
+            check_private_file(&mut report, "admin token", &path, |_| Ok(()));
+            assert_eq!(
+                (report.failed, report.warned),
+                (failed, warned),
+                "mode {mode:o}"
+            );
+        }
     }
 }

@@ -25,14 +25,23 @@ pub const NETWORK_KEY_FILE: &str = "network.key";
 /// operator sends to whoever writes the genesis, while the private keys stay on the host.
 pub const PUBLIC_KEYS_FILE: &str = "public.json";
 
-/// The content of [`PUBLIC_KEYS_FILE`].
+/// The content of [`PUBLIC_KEYS_FILE`] (keys in hex, as genesis and the CLI print them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeys {
     /// The protocol (consensus) key.
-    pub protocol_key: PublicKey,
+    pub protocol_key: String,
     /// The network (QUIC identity) key.
-    pub network_key: PublicKey,
+    pub network_key: String,
+}
+
+impl PublicKeys {
+    fn of(protocol: PublicKey, network: PublicKey) -> Self {
+        PublicKeys {
+            protocol_key: protocol.to_string(),
+            network_key: network.to_string(),
+        }
+    }
 }
 
 /// Generates a validator's protocol and network keys into `dir` (mode 0600) with their
@@ -50,10 +59,7 @@ pub fn keygen(dir: &Path) -> Result<(KeyPair, KeyPair)> {
     }
     write_key(&dir.join(PROTOCOL_KEY_FILE), &protocol)?;
     write_key(&dir.join(NETWORK_KEY_FILE), &network)?;
-    let public = PublicKeys {
-        protocol_key: protocol.public(),
-        network_key: network.public(),
-    };
+    let public = PublicKeys::of(protocol.public(), network.public());
     let path = dir.join(PUBLIC_KEYS_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&public)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -65,10 +71,10 @@ pub fn keygen(dir: &Path) -> Result<(KeyPair, KeyPair)> {
 pub fn public_keys(key_dir: &Path) -> Result<(PublicKeys, bool)> {
     let protocol = key_dir.join(PROTOCOL_KEY_FILE);
     if protocol.exists() {
-        let keys = PublicKeys {
-            protocol_key: read_key(&protocol)?.public(),
-            network_key: read_key(&key_dir.join(NETWORK_KEY_FILE))?.public(),
-        };
+        let keys = PublicKeys::of(
+            read_key(&protocol)?.public(),
+            read_key(&key_dir.join(NETWORK_KEY_FILE))?.public(),
+        );
         return Ok((keys, true));
     }
     let path = key_dir.join(PUBLIC_KEYS_FILE);
@@ -78,7 +84,15 @@ pub fn public_keys(key_dir: &Path) -> Result<(PublicKeys, bool)> {
             key_dir.display()
         )
     })?;
-    let keys = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let keys: PublicKeys =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    for (field, key) in [
+        ("protocol_key", &keys.protocol_key),
+        ("network_key", &keys.network_key),
+    ] {
+        key.parse::<PublicKey>()
+            .map_err(|e| anyhow::anyhow!("{} field `{field}`: {e}", path.display()))?;
+    }
     Ok((keys, false))
 }
 
@@ -230,8 +244,8 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
         private.push(has_private);
         validators.push(GenesisValidator {
             name: v.name.clone(),
-            protocol_key: keys.protocol_key.to_string(),
-            network_key: keys.network_key.to_string(),
+            protocol_key: keys.protocol_key,
+            network_key: keys.network_key,
             stake: v.stake,
             address: v.p2p.to_string(),
         });
