@@ -200,7 +200,7 @@ impl NodeApi for NodeView {
 
     fn status(&self) -> Result<StatusJson, String> {
         // Copy the fields out: the borrow holds the watch's read lock.
-        let (round, committed, executed, root, executed_transactions, sync) = {
+        let (round, committed, executed, root, executed_transactions, sync, started) = {
             let s = self.status.borrow();
             (
                 s.round,
@@ -209,6 +209,7 @@ impl NodeApi for NodeView {
                 s.root,
                 s.executed_transactions,
                 s.sync,
+                s.started,
             )
         };
         let (validator, epoch, committee_size, batch_verifiers) = {
@@ -240,7 +241,7 @@ impl NodeApi for NodeView {
             executed_transactions,
             peers: self.net.connected_peers().len(),
             mempool_size: self.mempool.lock().len(),
-            sync: sync_json(sync),
+            sync: sync_json(sync, started),
             latest_checkpoint: checkpoint_store::latest_certified(&self.store)
                 .map_err(|e| e.to_string())?
                 .as_ref()
@@ -383,8 +384,15 @@ impl NodeApi for NodeView {
     }
 }
 
-fn sync_json(sync: SyncProgress) -> SyncJson {
+/// The sync state as the API names it; `started`: every task runs (until then, with no sync
+/// under way, the node is `starting`: it asks its peers whether to state-sync first).
+fn sync_json(sync: SyncProgress, started: bool) -> SyncJson {
     match sync {
+        SyncProgress::Idle if !started => SyncJson {
+            state: "starting".into(),
+            target_height: None,
+            percent: None,
+        },
         SyncProgress::Idle => SyncJson {
             state: "following".into(),
             target_height: None,

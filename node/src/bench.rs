@@ -6,7 +6,7 @@
 use crate::{client::Client, genesis::derived_account_key};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use keel_api::dto::CommittedJson;
 use keel_types::{
     Address, ChainId, Digest, KeyPair, Nonce, Op, SignedTransaction, TimestampMs, Transaction,
@@ -128,16 +128,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// A progress bar on stderr (drawn only when stderr is a terminal, so logs and pipes stay clean).
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("bench: {prefix} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
+    crate::progress::bar(len, "bench", what)
 }
 
 /// Signs `count` transfers with the accounts in rotation, each paying the account half the

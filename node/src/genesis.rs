@@ -160,6 +160,12 @@ impl Genesis {
 
     /// Every funded account with its balance.
     pub fn funded(&self) -> Result<Vec<(Address, u64)>> {
+        self.funded_with(|_| {})
+    }
+
+    /// [`Genesis::funded`], telling `derived` how many derived accounts are done so far (after
+    /// each one: deriving a million keys takes a while).
+    pub fn funded_with(&self, mut derived: impl FnMut(u64)) -> Result<Vec<(Address, u64)>> {
         let mut out = Vec::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let address: Address = a
@@ -178,6 +184,7 @@ impl Genesis {
             for i in 0..d.count {
                 let key = derived_account_key(&d.seed, i);
                 out.push((Address::from_public_key(&key.public()), d.balance));
+                derived(i + 1);
             }
         }
         Ok(out)

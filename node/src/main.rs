@@ -109,6 +109,7 @@ mod payload;
 mod peers;
 mod pending;
 mod persist;
+mod progress;
 mod prune;
 mod router;
 mod service;
@@ -241,6 +242,19 @@ enum Command {
         /// Public API URL.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
+        /// Follow the node, one reading a second (a progress bar while it syncs) until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop once the node follows the chain.
+        #[arg(long, requires = "watch")]
+        until_following: bool,
+        /// With --watch: give up (exit non-zero) after this many seconds.
+        #[arg(long, requires = "watch", value_name = "SECS")]
+        timeout: Option<u64>,
+        /// With --watch: milliseconds between readings.
+        #[arg(long, requires = "watch", default_value_t = summary::WATCH_INTERVAL_MS,
+              value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        interval_ms: u64,
     },
     /// Check a validator's setup: config, genesis, key permissions, data directory and free
     /// space, listen ports, clock against peers.
@@ -445,9 +459,26 @@ fn real_main() -> Result<()> {
             let rt = runtime(1)?;
             rt.block_on(tx::run(args))?;
         }
-        Command::Status { api } => {
+        Command::Status {
+            api,
+            watch,
+            until_following,
+            timeout,
+            interval_ms,
+        } => {
             let rt = runtime(1)?;
-            rt.block_on(summary::run(&api))?;
+            if watch {
+                rt.block_on(summary::watch(
+                    &api,
+                    summary::Watch {
+                        until_following,
+                        timeout: timeout.map(std::time::Duration::from_secs),
+                        interval: std::time::Duration::from_millis(interval_ms),
+                    },
+                ))?;
+            } else {
+                rt.block_on(summary::run(&api))?;
+            }
         }
         Command::Doctor(args) => {
             let rt = runtime(1)?;

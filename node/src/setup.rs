@@ -260,7 +260,18 @@ pub fn genesis(spec: &GenesisSpec, out: &Path) -> Result<Vec<PathBuf>> {
         fees: spec.fees,
     };
     genesis.committee()?;
-    genesis.funded()?;
+    let deriving = spec
+        .derived
+        .as_ref()
+        .map(|d| crate::progress::bar(d.count, "genesis", "deriving accounts"));
+    genesis.funded_with(|done| {
+        if let Some(bar) = &deriving {
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(bar) = deriving {
+        bar.finish_and_clear();
+    }
     let genesis_text = serde_json::to_string_pretty(&genesis)?;
     let genesis_path = out.join("genesis.json");
     write_file(&genesis_path, &genesis_text)?;

@@ -3,11 +3,20 @@
 //! Reads `/v1/status` twice, one second apart (the second reading gives the transactions per
 //! second), and `/v1/committee` (each member's stake, this node's connection to it, and its
 //! recent proposals and votes).
+//!
+//! `--watch` follows the node instead, one reading a second (`--interval-ms`): on a terminal, a progress bar
+//! while it state-syncs or range-syncs and a live line while it follows; otherwise one line per
+//! reading. `--until-following` ends the watch once the node follows the chain (exit 0), and
+//! `--timeout` bounds it (exit non-zero when it runs out first).
 
 use crate::client::Client;
-use anyhow::Result;
+use anyhow::{Result, bail};
+use indicatif::ProgressStyle;
 use keel_api::dto::{CommitteeJson, StatusJson};
-use std::time::{Duration, Instant};
+use std::{
+    io::IsTerminal,
+    time::{Duration, Instant},
+};
 
 /// Between the two status readings.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -26,6 +35,102 @@ pub async fn run(api: &str) -> Result<()> {
     let committee = client.committee().await?;
     print!("{}", render(api, &s, tps, &committee));
     Ok(())
+}
+
+/// What `keel status --watch` is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Stop (successfully) once the node follows the chain.
+    pub until_following: bool,
+    /// Give up after this long.
+    pub timeout: Option<Duration>,
+    /// Between readings.
+    pub interval: Duration,
+}
+
+/// Default of `keel status --watch --interval-ms`.
+pub const WATCH_INTERVAL_MS: u64 = 1000;
+
+/// Follows the node at `api` until Ctrl-C, or as `watch` says.
+pub async fn watch(api: &str, watch: Watch) -> Result<()> {
+    let client = Client::new(api)?;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = crate::progress::bar(100, "status", "sync");
+    let syncing_style = bar.style();
+    let following_style = ProgressStyle::with_template("status: {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let started = Instant::now();
+    let mut previous: Option<(u64, Instant)> = None;
+    let mut ticks = tokio::time::interval(watch.interval);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = ticks.tick() => {}
+        }
+        if let Some(limit) = watch.timeout
+            && started.elapsed() > limit
+        {
+            bar.finish_and_clear();
+            bail!("{api}: not following after {} s", limit.as_secs());
+        }
+        let (line, percent, following) = match client.status().await {
+            Ok(s) => {
+                let now = Instant::now();
+                let tps = previous.map(|(count, at)| {
+                    s.executed_transactions.saturating_sub(count) as f64
+                        / now.duration_since(at).as_secs_f64().max(1e-3)
+                });
+                previous = Some((s.executed_transactions, now));
+                (
+                    watch_line(&s, tps),
+                    s.sync.percent,
+                    s.sync.state == "following",
+                )
+            }
+            Err(e) => (format!("no answer from {api}: {e:#}"), None, false),
+        };
+        if terminal {
+            match percent {
+                Some(p) => {
+                    bar.set_style(syncing_style.clone());
+                    bar.set_position(u64::from(p));
+                }
+                None => bar.set_style(following_style.clone()),
+            }
+            bar.set_message(line);
+        } else {
+            println!("{line}");
+        }
+        if watch.until_following && following {
+            bar.finish();
+            return Ok(());
+        }
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// One reading as `--watch` shows it (`tps`: since the previous reading).
+fn watch_line(s: &StatusJson, tps: Option<f64>) -> String {
+    let heights = format!(
+        "executed {} / committed {}",
+        s.executed_height, s.committed_height
+    );
+    match (s.sync.state.as_str(), s.sync.target_height, s.sync.percent) {
+        ("state_sync", Some(target), Some(p)) => {
+            format!("state sync to the checkpoint at height {target}: {p}% of the state")
+        }
+        ("range_sync", Some(target), Some(p)) => {
+            format!("range sync to height {target}: {p}%, {heights}")
+        }
+        (state, _, _) => {
+            let rate = tps.map_or(String::new(), |t| format!(", {t:.0} tx/s"));
+            format!(
+                "{state}: {heights}, round {}{rate}, mempool {}, {} peers",
+                s.round, s.mempool_size, s.peers
+            )
+        }
+    }
 }
 
 fn render(api: &str, s: &StatusJson, tps: f64, committee: &CommitteeJson) -> String {
@@ -92,9 +197,8 @@ mod tests {
     use super::*;
     use keel_api::dto::{MemberJson, SyncJson};
 
-    #[test]
-    fn the_summary_names_heights_load_and_each_member_link() {
-        let status = StatusJson {
+    fn status(sync: SyncJson) -> StatusJson {
+        StatusJson {
             chain_id: 7,
             validator: Some(1),
             epoch: 3,
@@ -107,13 +211,42 @@ mod tests {
             batch_verifiers: 1,
             peers: 0,
             mempool_size: 12,
-            sync: SyncJson {
-                state: "range_sync".into(),
-                target_height: Some(400),
-                percent: Some(25),
-            },
+            sync,
             latest_checkpoint: None,
-        };
+        }
+    }
+
+    fn sync(state: &str, target: Option<u64>, percent: Option<u32>) -> SyncJson {
+        SyncJson {
+            state: state.into(),
+            target_height: target,
+            percent,
+        }
+    }
+
+    #[test]
+    fn the_watch_line_says_how_far_a_sync_is_or_how_the_node_follows() {
+        let state = status(sync("state_sync", Some(10_000), Some(40)));
+        assert_eq!(
+            watch_line(&state, None),
+            "state sync to the checkpoint at height 10000: 40% of the state"
+        );
+        let range = status(sync("range_sync", Some(400), Some(25)));
+        assert_eq!(
+            watch_line(&range, Some(3.0)),
+            "range sync to height 400: 25%, executed 98 / committed 100"
+        );
+        let following = status(sync("following", None, None));
+        assert_eq!(
+            watch_line(&following, Some(250.4)),
+            "following: executed 98 / committed 100, round 120, 250 tx/s, mempool 12, 0 peers"
+        );
+        assert!(!watch_line(&following, None).contains("tx/s"));
+    }
+
+    #[test]
+    fn the_summary_names_heights_load_and_each_member_link() {
+        let status = status(sync("range_sync", Some(400), Some(25)));
         let member = |index, this_node, connected| MemberJson {
             index,
             protocol_key: format!("{index}").repeat(64),

@@ -135,6 +135,21 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
         "the sync finished before it could be killed: raise KEEL_STATE_SYNC_ACCOUNTS"
     );
     c.spawn(3);
+    // What an operator watches: `keel status --watch` until the node follows (its lines, as
+    // stdout is not a terminal).
+    let watch = std::process::Command::new(common::keel())
+        .args([
+            "status",
+            "--api",
+            &c.apis[3],
+            "--watch",
+            "--until-following",
+        ])
+        .args(["--interval-ms", "100", "--timeout", "300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // The API is up during the state sync: it reports it, and /readyz is not ready.
     let mut seen = None;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -160,6 +175,25 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
     );
     c.wait_ready(3, Duration::from_secs(120));
     let total_secs = started.elapsed().as_secs_f64();
+    let watched = watch.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&watched.stdout);
+    assert!(
+        watched.status.success(),
+        "keel status --watch: {}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert!(
+        lines.contains("state sync to the checkpoint at height"),
+        "--watch never showed the state sync:\n{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("following: "),
+        "--watch did not end on following:\n{lines}"
+    );
     let log = std::fs::read_to_string(c.log_path(3)).unwrap();
     let proven: serde_json::Value = log[at..done]
         .lines()

@@ -45,6 +45,7 @@ pub struct StatusJson {
 /// A node's sync state as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncJson {
+    /// `starting` (at start-up, before any sync: asking peers whether to state-sync first),
     /// `following` (taking part in consensus), `range_sync` (fetching committed blocks) or
     /// `state_sync` (installing a certified checkpoint's state, at start-up).
     pub state: String,
