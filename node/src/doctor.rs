@@ -180,12 +180,13 @@ fn check_private_file(
     };
     if let Err(e) = parse(path) {
         report.say(Verdict::Fail, what, format!("{}: {e:#}", path.display()));
-    } else if mode & 0o007 != 0 {
+    } else if mode & 0o027 != 0 {
         report.say(
             Verdict::Fail,
             what,
             format!(
-                "{} has mode {:o}: every user of this host can read a secret; run `chmod 600 {}`",
+                "{} has mode {:o}: others than its owner can read or change a secret; run \
+                 `chmod 600 {}`",
                 path.display(),
                 mode & 0o777,
                 path.display()
@@ -393,11 +394,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_secret_readable_by_everyone_fails_and_by_its_group_warns() {
+    fn a_secret_open_to_others_fails_and_readable_by_its_group_warns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.token");
         std::fs::write(&path, "x").unwrap();
-        for (mode, failed, warned) in [(0o600, 0, 0), (0o440, 0, 1), (0o640, 0, 1), (0o604, 1, 0)] {
+        for (mode, failed, warned) in [
+            (0o600, 0, 0),
+            (0o440, 0, 1),
+            (0o640, 0, 1),
+            (0o604, 1, 0),
+            (0o660, 1, 0),
+        ] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let mut report = Report::default();
             check_private_file(&mut report, "admin token", &path, |_| Ok(()));

@@ -138,9 +138,14 @@ struct Cli {
 enum Command {
     /// Generate a validator's protocol and network keys.
     Keygen {
-        /// Directory to write protocol.key and network.key into.
+        /// Directory to write protocol.key, network.key (mode 0600) and public.json (the
+        /// public keys, for whoever writes the genesis) into.
         #[arg(long)]
         out_dir: PathBuf,
+        /// Write only public.json, from the keys already in --out-dir (keys made before
+        /// public.json existed).
+        #[arg(long)]
+        export_public: bool,
     },
     /// Write a genesis file and one config per validator.
     Genesis {
@@ -248,8 +253,8 @@ enum Command {
         /// With --watch: stop once the node follows the chain.
         #[arg(long, requires = "watch")]
         until_following: bool,
-        /// With --watch: give up (exit non-zero) after this many seconds.
-        #[arg(long, requires = "watch", value_name = "SECS")]
+        /// With --until-following: give up (exit non-zero) after this many seconds.
+        #[arg(long, requires = "until_following", value_name = "SECS")]
         timeout: Option<u64>,
         /// With --watch: milliseconds between readings.
         #[arg(long, requires = "watch", default_value_t = summary::WATCH_INTERVAL_MS,
@@ -315,7 +320,17 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Keygen { out_dir } => {
+        Command::Keygen {
+            out_dir,
+            export_public: true,
+        } => {
+            let path = setup::export_public(&out_dir)?;
+            println!("wrote {}", path.display());
+        }
+        Command::Keygen {
+            out_dir,
+            export_public: false,
+        } => {
             let (protocol, network) = setup::keygen(&out_dir)?;
             println!("protocol key: {}", protocol.public());
             println!("network key:  {}", network.public());
@@ -409,7 +424,12 @@ fn real_main() -> Result<()> {
             let config = config::NodeConfig::load(&config)?;
             let reload = init_logging(&config.log.format, &config.log.filter)?;
             let rt = runtime(config.runtime_threads)?;
-            rt.block_on(service::run(config, reload, restored_from_backup))?;
+            let grace = std::time::Duration::from_secs(config.limits.shutdown_grace_secs);
+            let result = rt.block_on(service::run(config, reload, restored_from_backup));
+            // The store is closed by now; a blocking task still running (a peer's host-name
+            // lookup the system resolver has not answered) must not hold the exit up.
+            rt.shutdown_timeout(grace);
+            result?;
         }
         Command::Config(ConfigCommand::Show { config }) => {
             print!("{}", config::NodeConfig::load(&config)?.to_toml()?);

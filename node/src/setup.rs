@@ -59,11 +59,22 @@ pub fn keygen(dir: &Path) -> Result<(KeyPair, KeyPair)> {
     }
     write_key(&dir.join(PROTOCOL_KEY_FILE), &protocol)?;
     write_key(&dir.join(NETWORK_KEY_FILE), &network)?;
-    let public = PublicKeys::of(protocol.public(), network.public());
-    let path = dir.join(PUBLIC_KEYS_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(&public)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_public(dir, &PublicKeys::of(protocol.public(), network.public()))?;
     Ok((protocol, network))
+}
+
+/// Writes `dir`'s [`PUBLIC_KEYS_FILE`] from the keys already there (`keel keygen
+/// --export-public`). Returns its path.
+pub fn export_public(dir: &Path) -> Result<PathBuf> {
+    let protocol = read_key(&dir.join(PROTOCOL_KEY_FILE))?;
+    let network = read_key(&dir.join(NETWORK_KEY_FILE))?;
+    write_public(dir, &PublicKeys::of(protocol.public(), network.public()))
+}
+
+fn write_public(dir: &Path, keys: &PublicKeys) -> Result<PathBuf> {
+    let path = dir.join(PUBLIC_KEYS_FILE);
+    write_file(&path, &(serde_json::to_string_pretty(keys)? + "\n"))?;
+    Ok(path)
 }
 
 /// A key directory's public keys: from its private key files when they are there, else from
@@ -461,10 +472,26 @@ mod tests {
         let genesis: Genesis =
             serde_json::from_str(&std::fs::read_to_string(out.join("genesis.json")).unwrap())
                 .unwrap();
-        assert_eq!(
-            genesis.validators[1].network_key,
-            public.network_key.to_string()
-        );
+        assert_eq!(genesis.validators[1].network_key, public.network_key);
+        // A damaged public.json is refused naming the file and field.
+        let key_dir = dir.path().join("keys-1");
+        let text = std::fs::read_to_string(key_dir.join(PUBLIC_KEYS_FILE)).unwrap();
+        let damaged = text.replace(&public.network_key, &public.network_key[2..]);
+        std::fs::write(key_dir.join(PUBLIC_KEYS_FILE), damaged).unwrap();
+        let e = public_keys(&key_dir).unwrap_err().to_string();
+        assert!(e.contains("public.json field `network_key`"), "{e}");
+        // Keys made before public.json existed: --export-public writes it from them.
+        let old = dir.path().join("old-keys");
+        let (protocol, _) = keygen(&old).unwrap();
+        std::fs::remove_file(old.join(PUBLIC_KEYS_FILE)).unwrap();
+        export_public(&old).unwrap();
+        let (exported, private) = public_keys(&old).unwrap();
+        assert!(private);
+        assert_eq!(exported.protocol_key, protocol.public().to_string());
+        let json: PublicKeys =
+            serde_json::from_str(&std::fs::read_to_string(old.join(PUBLIC_KEYS_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(json, exported);
     }
 
     #[test]

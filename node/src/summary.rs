@@ -7,7 +7,7 @@
 //! `--watch` follows the node instead, one reading a second (`--interval-ms`): on a terminal, a progress bar
 //! while it state-syncs or range-syncs and a live line while it follows; otherwise one line per
 //! reading. `--until-following` ends the watch once the node follows the chain (exit 0), and
-//! `--timeout` bounds it (exit non-zero when it runs out first).
+//! `--timeout` bounds that wait (exit non-zero when it runs out first, or on Ctrl-C).
 
 use crate::client::Client;
 use anyhow::{Result, bail};
@@ -42,7 +42,7 @@ pub async fn run(api: &str) -> Result<()> {
 pub struct Watch {
     /// Stop (successfully) once the node follows the chain.
     pub until_following: bool,
-    /// Give up after this long.
+    /// With `until_following`: give up (an error) after this long.
     pub timeout: Option<Duration>,
     /// Between readings.
     pub interval: Duration,
@@ -62,18 +62,34 @@ pub async fn watch(api: &str, watch: Watch) -> Result<()> {
     let started = Instant::now();
     let mut previous: Option<(u64, Instant)> = None;
     let mut ticks = tokio::time::interval(watch.interval);
+    let deadline = watch
+        .timeout
+        .map(|t| tokio::time::Instant::from_std(started + t));
+    let out_of_time = || async move {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = ticks.tick() => {}
-        }
-        if let Some(limit) = watch.timeout
-            && started.elapsed() > limit
-        {
-            bar.finish_and_clear();
-            bail!("{api}: not following after {} s", limit.as_secs());
-        }
-        let (line, percent, following) = match client.status().await {
+        let reading = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                bar.finish();
+                if watch.until_following {
+                    bail!("interrupted before {api} followed the chain");
+                }
+                return Ok(());
+            }
+            _ = out_of_time() => {
+                bar.finish();
+                bail!("{api}: not following after {} s", started.elapsed().as_secs());
+            }
+            reading = async {
+                ticks.tick().await;
+                client.status().await
+            } => reading,
+        };
+        let (line, percent, following) = match reading {
             Ok(s) => {
                 let now = Instant::now();
                 let tps = previous.map(|(count, at)| {
@@ -106,8 +122,6 @@ pub async fn watch(api: &str, watch: Watch) -> Result<()> {
             return Ok(());
         }
     }
-    bar.finish();
-    Ok(())
 }
 
 /// One reading as `--watch` shows it (`tps`: since the previous reading).

@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_ACCOUNTS: u64 = 100_000;
 
+/// Kills the `keel status --watch` child if the test fails before reading it.
+struct WatchGuard(Option<std::process::Child>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn committed_height(c: &Committee, i: usize) -> u64 {
     c.status(i)["committed_height"].as_u64().unwrap()
 }
@@ -137,19 +149,21 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
     c.spawn(3);
     // What an operator watches: `keel status --watch` until the node follows (its lines, as
     // stdout is not a terminal).
-    let watch = std::process::Command::new(common::keel())
-        .args([
-            "status",
-            "--api",
-            &c.apis[3],
-            "--watch",
-            "--until-following",
-        ])
-        .args(["--interval-ms", "100", "--timeout", "300"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = WatchGuard(Some(
+        std::process::Command::new(common::keel())
+            .args([
+                "status",
+                "--api",
+                &c.apis[3],
+                "--watch",
+                "--until-following",
+            ])
+            .args(["--interval-ms", "100", "--timeout", "300"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // The API is up during the state sync: it reports it, and /readyz is not ready.
     let mut seen = None;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,7 +189,7 @@ fn a_wiped_validator_state_syncs_from_a_checkpoint_even_when_killed_midway() {
     );
     c.wait_ready(3, Duration::from_secs(120));
     let total_secs = started.elapsed().as_secs_f64();
-    let watched = watch.wait_with_output().unwrap();
+    let watched = watch.0.take().unwrap().wait_with_output().unwrap();
     let lines = String::from_utf8_lossy(&watched.stdout);
     assert!(
         watched.status.success(),

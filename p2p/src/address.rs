@@ -3,9 +3,11 @@
 //! DNS change — is followed without restarting the node).
 //!
 //! A looked-up name yields the first address of the endpoint's own family (a QUIC endpoint
-//! bound to IPv4 cannot send to IPv6), else the first address. A lookup that fails or takes
-//! longer than [`RESOLVE_TIMEOUT`] counts as a failed dial: the peer's back-off applies.
+//! bound to IPv4 cannot send to IPv6). A lookup that fails, finds no such address or takes
+//! longer than [`RESOLVE_TIMEOUT`] counts as a failed dial: the peer's back-off applies. Each
+//! peer has at most one lookup running (see [`Resolver`]).
 
+use parking_lot::Mutex;
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Longest wait for one host-name lookup.
@@ -54,7 +56,9 @@ impl FromStr for PeerAddress {
             .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("`{s}`: port `{port}` is not a number from 0 to 65535"))?;
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{s}`: port `{port}` is not a number from 1 to 65535"))?;
         check_host(host).map_err(|e| format!("`{s}`: {e}"))?;
         Ok(PeerAddress::Name {
             host: host.to_ascii_lowercase(),
@@ -75,7 +79,15 @@ fn check_host(host: &str) -> Result<(), String> {
             host.len()
         ));
     }
-    for label in host.trim_end_matches('.').split('.') {
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    if labels
+        .last()
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        // No top-level domain is all digits: this is a malformed IP address.
+        return Err(format!("host `{host}` is not a valid IP address"));
+    }
+    for label in labels {
         let ok = !label.is_empty()
             && label.len() <= 63
             && label
@@ -92,34 +104,71 @@ fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl PeerAddress {
+/// Looks one peer's address up for its dials, at most one lookup at a time: the system
+/// resolver (`getaddrinfo`, on a blocking thread) cannot be cancelled, so a lookup that
+/// outlives [`RESOLVE_TIMEOUT`] is kept and the next dial waits on it again instead of starting
+/// another. One peer thus holds at most one blocking thread, however slow its name server.
+pub(crate) struct Resolver {
+    address: PeerAddress,
+    pending: Mutex<Option<Lookup>>,
+}
+
+type Lookup = tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>;
+
+impl Resolver {
+    pub(crate) fn new(address: PeerAddress) -> Self {
+        Resolver {
+            address,
+            pending: Mutex::new(None),
+        }
+    }
+
     /// The address to dial from an endpoint bound to `local`: the literal one, or the name
-    /// looked up now (same family as `local` preferred). `None` if the lookup fails, finds
-    /// nothing or times out.
-    pub async fn resolve(&self, local: Option<SocketAddr>) -> Option<SocketAddr> {
-        let (host, port) = match self {
+    /// looked up now, in `local`'s family. `None` (logged) if the lookup fails, finds no
+    /// address of that family, or is still running after [`RESOLVE_TIMEOUT`].
+    pub(crate) async fn resolve(&self, local: Option<SocketAddr>) -> Option<SocketAddr> {
+        let (host, port) = match &self.address {
             PeerAddress::Socket(a) => return Some(*a),
-            PeerAddress::Name { host, port } => (host.as_str(), *port),
+            PeerAddress::Name { host, port } => (host.clone(), *port),
         };
-        let found: Vec<SocketAddr> = match tokio::time::timeout(
-            RESOLVE_TIMEOUT,
-            tokio::net::lookup_host((host, port)),
-        )
-        .await
-        {
-            Ok(Ok(addresses)) => addresses.collect(),
-            Ok(Err(e)) => {
+        let mut lookup = self.pending.lock().take().unwrap_or_else(|| {
+            let name = host.clone();
+            tokio::task::spawn_blocking(move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+                    .map(Iterator::collect)
+            })
+        });
+        let found = match tokio::time::timeout(RESOLVE_TIMEOUT, &mut lookup).await {
+            Ok(Ok(Ok(found))) => found,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(%host, error = %e, "cannot look up a peer's host name");
                 return None;
             }
+            Ok(Err(e)) => {
+                tracing::warn!(%host, error = %e, "a peer's host-name lookup failed");
+                return None;
+            }
             Err(_) => {
-                tracing::warn!(%host, "looking up a peer's host name timed out");
+                tracing::warn!(%host, "looking up a peer's host name takes over {RESOLVE_TIMEOUT:?}; the next dial waits for it again");
+                *self.pending.lock() = Some(lookup);
                 return None;
             }
         };
-        let same_family = |a: &&SocketAddr| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4());
-        found.iter().find(same_family).or(found.first()).copied()
+        let picked = pick(&found, local);
+        if picked.is_none() {
+            tracing::warn!(%host, ?found, ?local, "a peer's host name has no address this endpoint can reach (IPv4 and IPv6 do not mix)");
+        }
+        picked
     }
+}
+
+/// The first of `found` in the family of `local` (an endpoint bound to IPv4 cannot send to
+/// IPv6, nor the other way round); any first one when `local` is unknown.
+pub(crate) fn pick(found: &[SocketAddr], local: Option<SocketAddr>) -> Option<SocketAddr> {
+    found
+        .iter()
+        .find(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4()))
+        .copied()
 }
 
 #[cfg(test)]
@@ -160,6 +209,8 @@ mod tests {
             ("-keel:7000", "label `-keel`"),
             ("a..b:7000", "label ``"),
             ("::1:7000", "label `::1`"),
+            ("keel-0:0", "port `0`"),
+            ("10.0.0.300:7000", "not a valid IP address"),
         ] {
             let e = bad.parse::<PeerAddress>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
@@ -172,20 +223,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_address_picked_is_of_the_endpoints_family_whatever_the_order() {
+        let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        let local_v4 = Some("0.0.0.0:1".parse().unwrap());
+        let local_v6 = Some("[::]:1".parse().unwrap());
+        for found in [[v4, v6], [v6, v4]] {
+            assert_eq!(pick(&found, local_v4), Some(v4));
+            assert_eq!(pick(&found, local_v6), Some(v6));
+            assert_eq!(pick(&found, None), Some(found[0]));
+        }
+        assert_eq!(pick(&[v6], local_v4), None);
+        assert_eq!(pick(&[], None), None);
+    }
+
     #[tokio::test]
-    async fn a_name_is_looked_up_in_the_endpoints_family() {
-        let name: PeerAddress = "localhost:7000".parse().unwrap();
-        let v4 = name
-            .resolve(Some("127.0.0.1:1".parse().unwrap()))
-            .await
-            .unwrap();
-        assert_eq!(v4, "127.0.0.1:7000".parse::<SocketAddr>().unwrap());
-        let literal = PeerAddress::Socket("10.1.2.3:9".parse().unwrap());
+    async fn a_name_is_looked_up_and_an_unknown_one_is_none() {
+        let name = Resolver::new("localhost:7000".parse().unwrap());
+        let local = Some("127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            name.resolve(local).await,
+            Some("127.0.0.1:7000".parse().unwrap())
+        );
+        let literal = Resolver::new(PeerAddress::Socket("10.1.2.3:9".parse().unwrap()));
         assert_eq!(
             literal.resolve(None).await,
             Some("10.1.2.3:9".parse().unwrap())
         );
-        let unknown: PeerAddress = "no-such-host.invalid:7000".parse().unwrap();
+        let unknown = Resolver::new("no-such-host.invalid:7000".parse().unwrap());
         assert_eq!(unknown.resolve(None).await, None);
+        assert!(
+            unknown.pending.lock().is_none(),
+            "a finished lookup is not kept"
+        );
     }
 }

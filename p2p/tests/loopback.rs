@@ -381,7 +381,8 @@ async fn peers_named_by_host_name_are_looked_up_and_dialled() {
     let allowed = AllowedPeers::new([a_key, b_key, c_key]);
     let a = start(1, allowed.clone(), any_addr());
     let b = start(2, allowed, any_addr());
-    // Whichever of A and B dials, it dials a name; C's name never resolves.
+    // Whichever of A and B dials, it dials a name. C's name never resolves: its failing
+    // lookups must not hold up A and B.
     let name = |port: u16| format!("localhost:{port}").parse::<keel_p2p::PeerAddress>();
     a.network.add_peer(b_key, name(b.addr.port()).unwrap());
     b.network.add_peer(a_key, name(a.addr.port()).unwrap());
@@ -406,7 +407,6 @@ async fn peers_named_by_host_name_are_looked_up_and_dialled() {
     wait_for("B's message at A", || !a.recorder.seen.lock().is_empty()).await;
     assert_eq!(b.recorder.seen.lock()[0], (a_key, vec![1]));
     assert_eq!(a.recorder.seen.lock()[0], (b_key, vec![2]));
-    assert!(!a.network.connected_peers().contains(&c_key));
     for n in [&a, &b] {
         n.network.shutdown().await;
     }

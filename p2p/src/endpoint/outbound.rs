@@ -9,7 +9,7 @@
 
 use super::{Inner, io, remote_key};
 use crate::{
-    address::PeerAddress,
+    address::{PeerAddress, Resolver},
     protocol::{LANES, Protocol},
 };
 use keel_types::PublicKey;
@@ -44,7 +44,7 @@ pub(super) struct Lane {
 
 /// What this node keeps for one peer it sends to.
 pub(super) struct Peer {
-    address: PeerAddress,
+    address: Resolver,
     lanes: [Lane; LANES.len()],
     /// Held while dialling (one dial at a time for both lanes); holds the current back-off.
     dialing: tokio::sync::Mutex<Duration>,
@@ -57,7 +57,7 @@ pub(super) struct Peer {
 impl Peer {
     pub(super) fn new(address: PeerAddress) -> Self {
         Peer {
-            address,
+            address: Resolver::new(address),
             lanes: Default::default(),
             dialing: tokio::sync::Mutex::new(FIRST_BACKOFF),
             connected: Notify::new(),
@@ -239,12 +239,11 @@ async fn connection_to<C: DeserializeOwned + Send + Sync + 'static>(
         (client.clone(), inner.generation.load(Ordering::Acquire))
     };
     let name = crate::identity::server_name_for(&key);
-    let dialled = match peer
-        .address
-        .resolve(inner.endpoint.local_addr().ok())
-        .await
-        .map(|address| inner.endpoint.connect_with(client, address, &name))
-    {
+    let address = peer.address.resolve(inner.endpoint.local_addr().ok()).await;
+    if inner.is_shut_down() || peer.is_removed() {
+        return None; // while the name was looked up
+    }
+    let dialled = match address.map(|address| inner.endpoint.connect_with(client, address, &name)) {
         Some(Ok(connecting)) => connecting.await.ok(),
         Some(Err(_)) | None => None,
     };
