@@ -81,7 +81,7 @@ pub fn change_of(
             proof_network,
         }) => CommitteeChange::Add {
             validator: ValidatorInfo {
-                // Stricter than the chain's rule (host:port): peers must be able to dial it.
+                // The chain's rule (keel_types::governance::check_address), as peers dial it.
                 address: {
                     address
                         .parse::<keel_p2p::PeerAddress>()
@@ -270,7 +270,7 @@ mod tests {
                 proof_network: "00".repeat(64),
             })
         };
-        // The chain's rule (host:port) lets `keel_4:7000` through; no peer could dial it.
+        // `keel_4:7000` is host:port, but no peer could dial it.
         let Err(SubmitError::Invalid(e)) =
             change_of(request("keel_4:7000"), &view, None, ChainId(1))
         else {

@@ -158,9 +158,11 @@ async fn run(deps: SyncDeps) {
                 continue;
             }
         };
-        let claims = peer_heights(&deps, local).await;
+        let (claims, pruned) = peer_heights(&deps, local).await;
         let Some(target) = sync_target(&deps.committee(), &claims) else {
-            if claims.is_empty() && local.0 > 0 && !warned {
+            // Only peers that answered and had pruned what this node needs warrant the warning
+            // (no answer at all is a connection problem, which the peer metrics show).
+            if claims.is_empty() && pruned > 0 && local.0 > 0 && !warned {
                 warned = true;
                 tracing::warn!(
                     committed = %local,
@@ -191,7 +193,9 @@ async fn run(deps: SyncDeps) {
 
 /// Every peer's claimed committed height; peers that do not answer in time, or have pruned
 /// the height after `local`, are left out.
-async fn peer_heights(deps: &SyncDeps, local: Height) -> Vec<(ValidatorIndex, Height)> {
+/// The committed heights claimed by the peers that hold the heights above `local`, and how
+/// many answering peers had pruned them.
+async fn peer_heights(deps: &SyncDeps, local: Height) -> (Vec<(ValidatorIndex, Height)>, usize) {
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     let mut asks = JoinSet::new();
     let me = deps.epoch.borrow().me;
@@ -208,26 +212,29 @@ async fn peer_heights(deps: &SyncDeps, local: Height) -> Vec<(ValidatorIndex, He
                 Ok(Ok(Response::SyncStatus {
                     committed,
                     retained_from,
-                })) if retained_from.0 <= local.0 + 1 => Some((peer, committed)),
+                })) if retained_from.0 <= local.0 + 1 => Some(Ok((peer, committed))),
                 Ok(Ok(Response::SyncStatus { retained_from, .. })) => {
                     tracing::debug!(
                         %peer, %retained_from, committed = %local,
                         "peer pruned the heights this node needs: only checkpoint state sync \
                          at start can bring it back"
                     );
-                    None
+                    Some(Err(peer))
                 }
                 _ => None,
             }
         });
     }
     let mut claims = Vec::new();
+    let mut pruned = 0;
     while let Some(answer) = asks.join_next().await {
-        if let Ok(Some(claim)) = answer {
-            claims.push(claim);
+        match answer {
+            Ok(Some(Ok(claim))) => claims.push(claim),
+            Ok(Some(Err(_))) => pruned += 1,
+            _ => {}
         }
     }
-    claims
+    (claims, pruned)
 }
 
 /// One sync episode: pause consensus, range-sync (again while the chain has moved on by more
@@ -275,7 +282,7 @@ async fn sync(deps: &SyncDeps, mut claims: Vec<(ValidatorIndex, Height)>, mut ta
             break;
         }
         // The chain moved on meanwhile: go again while still far behind.
-        claims = peer_heights(deps, root.height).await;
+        claims = peer_heights(deps, root.height).await.0;
         match sync_target(&deps.committee(), &claims) {
             Some(t) if t.0 > root.height.0 + deps.config.trigger_gap => target = t,
             _ => break,

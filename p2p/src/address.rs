@@ -12,8 +12,6 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Longest wait for one host-name lookup.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest host name accepted (DNS's limit).
-pub const MAX_HOST_LEN: usize = 253;
 
 /// A peer's dial address: `IP:PORT` (`[IPv6]:PORT`) or `HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,61 +45,20 @@ impl fmt::Display for PeerAddress {
 impl FromStr for PeerAddress {
     type Err = String;
 
+    /// Parses what [`keel_types::governance::check_address`] accepts (the chain's rule).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        keel_types::governance::check_address(s)?;
         if let Ok(address) = s.parse::<SocketAddr>() {
             return Ok(PeerAddress::Socket(address));
         }
         let (host, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("`{s}` is not HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("`{s}`: port `{port}` is not a number from 1 to 65535"))?;
-        check_host(host).map_err(|e| format!("`{s}`: {e}"))?;
         Ok(PeerAddress::Name {
             host: host.to_ascii_lowercase(),
-            port,
+            port: port.parse().map_err(|_| format!("`{s}`: port `{port}`"))?,
         })
     }
-}
-
-/// A DNS host name: 1 to [`MAX_HOST_LEN`] bytes of dot-separated labels of letters, digits
-/// and inner dashes, each at most 63 bytes.
-fn check_host(host: &str) -> Result<(), String> {
-    if host.is_empty() {
-        return Err("the host is empty".into());
-    }
-    if host.len() > MAX_HOST_LEN {
-        return Err(format!(
-            "the host is {} bytes, over {MAX_HOST_LEN}",
-            host.len()
-        ));
-    }
-    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    if labels
-        .last()
-        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        // No top-level domain is all digits: this is a malformed IP address.
-        return Err(format!("host `{host}` is not a valid IP address"));
-    }
-    for label in labels {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "host `{host}` is neither an IP address nor a host name (label `{label}`)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Looks one peer's address up for its dials, at most one lookup at a time: the system
@@ -215,11 +172,19 @@ mod tests {
             let e = bad.parse::<PeerAddress>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        let long = format!("{}:1", "a.".repeat(130));
+        let long_host = format!("{}:1", "a.".repeat(127));
         assert!(
-            long.parse::<PeerAddress>()
+            long_host
+                .parse::<PeerAddress>()
                 .unwrap_err()
                 .contains("over 253")
+        );
+        let too_long = format!("{}:1", "a.".repeat(130));
+        assert!(
+            too_long
+                .parse::<PeerAddress>()
+                .unwrap_err()
+                .contains("over the limit of 256")
         );
     }
 

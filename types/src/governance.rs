@@ -205,8 +205,14 @@ impl CommitteeChange {
     }
 }
 
-/// Checks a validator address: `host:port`, at most [`MAX_ADDRESS_LEN`] bytes, a port that
-/// parses and a non-empty host.
+/// Longest host name in a validator address (DNS's limit).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Checks a validator address, the one rule for the chain and for the dialling peers:
+/// `IP:PORT` (`[IPv6]:PORT`) or `HOST:PORT`, at most [`MAX_ADDRESS_LEN`] bytes, a port from 1
+/// to 65535, and a host name of dot-separated labels (letters, digits, inner dashes; at most 63
+/// bytes each, [`MAX_HOST_LEN`] in all) whose last label is not all digits (that would be a
+/// malformed IP address). Messages name the part at fault.
 pub fn check_address(address: &str) -> std::result::Result<(), String> {
     if address.len() > MAX_ADDRESS_LEN {
         return Err(format!(
@@ -214,11 +220,53 @@ pub fn check_address(address: &str) -> std::result::Result<(), String> {
             address.len()
         ));
     }
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return match socket.port() {
+            0 => Err(format!("`{address}`: port 0 cannot be dialled")),
+            _ => Ok(()),
+        };
+    }
     let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(format!("`{address}` is not host:port"));
+        return Err(format!("`{address}` is not HOST:PORT"));
     };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("`{address}` is not host:port"));
+    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+        return Err(format!(
+            "`{address}`: port `{port}` is not a number from 1 to 65535"
+        ));
+    }
+    check_host(host).map_err(|e| format!("`{address}`: {e}"))
+}
+
+fn check_host(host: &str) -> std::result::Result<(), String> {
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "the host is {} bytes, over {MAX_HOST_LEN}",
+            host.len()
+        ));
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    if labels
+        .last()
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("host `{host}` is not a valid IP address"));
+    }
+    for label in labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "host `{host}` is neither an IP address nor a host name (label `{label}`)"
+            ));
+        }
     }
     Ok(())
 }
@@ -450,11 +498,29 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("c.validator.stake"), "{err}");
         validator.stake = Stake(1);
-        validator.address = "no-port".into();
-        let err = CommitteeChange::Add { validator, proof }
+        for (bad, says) in [
+            ("no-port", "not HOST:PORT"),
+            ("keel_4:7000", "label `keel_4`"),
+            ("keel-4:0", "port `0`"),
+            ("10.0.0.300:7000", "not a valid IP address"),
+            ("10.0.0.3:0", "port 0"),
+        ] {
+            validator.address = bad.into();
+            let err = CommitteeChange::Add {
+                validator: validator.clone(),
+                proof: proof.clone(),
+            }
             .validate(CHAIN, "c")
-            .unwrap_err();
-        assert!(err.to_string().contains("c.validator.address"), "{err}");
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("c.validator.address") && err.contains(says),
+                "{err}"
+            );
+        }
+        for good in ["keel-4.example.net:7000", "10.0.0.3:7000", "[::1]:7000"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
         let zero = CommitteeChange::SetStake {
             protocol_key: KeyPair::from_seed(&[1; 32]).public(),
             stake: Stake(0),
