@@ -62,18 +62,23 @@ pub async fn watch(api: &str, watch: Watch) -> Result<()> {
     let started = Instant::now();
     let mut previous: Option<(u64, Instant)> = None;
     let mut ticks = tokio::time::interval(watch.interval);
+    // A timeout too large to add is no timeout.
     let deadline = watch
         .timeout
-        .map(|t| tokio::time::Instant::from_std(started + t));
+        .and_then(|t| started.checked_add(t))
+        .map(tokio::time::Instant::from_std);
     let out_of_time = || async move {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
+    // Made once: a Ctrl-C between two readings is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let reading = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 bar.finish();
                 if watch.until_following {
                     bail!("interrupted before {api} followed the chain");

@@ -166,8 +166,8 @@ async fn run(deps: SyncDeps) {
                 warned = true;
                 tracing::warn!(
                     committed = %local,
-                    "no peer holds the heights above this node's (pruned?): restart the node to \
-                     state-sync from a certified checkpoint"
+                    "the peers that answered have pruned the heights above this node's: restart \
+                     the node to state-sync from a certified checkpoint"
                 );
             }
             continue;
@@ -191,10 +191,8 @@ async fn run(deps: SyncDeps) {
     }
 }
 
-/// Every peer's claimed committed height; peers that do not answer in time, or have pruned
-/// the height after `local`, are left out.
-/// The committed heights claimed by the peers that hold the heights above `local`, and how
-/// many answering peers had pruned them.
+/// The committed heights claimed by the peers that hold the height after `local` (peers that
+/// do not answer in time are left out), and how many answering peers had pruned it.
 async fn peer_heights(deps: &SyncDeps, local: Height) -> (Vec<(ValidatorIndex, Height)>, usize) {
     let timeout = Duration::from_millis(deps.config.request_timeout_ms);
     let mut asks = JoinSet::new();

@@ -8,7 +8,8 @@
 //! - an added validator proves it holds both its keys ([`PossessionProof`]: each key signs the
 //!   pair under [`Domain::Governance`] with the chain id bound in), so nobody can register
 //!   another's key;
-//! - stakes are positive, addresses are `host:port` of bounded length.
+//! - stakes are positive; addresses are dialable `IP:PORT` or `HOST:PORT` in one canonical
+//!   spelling, of bounded length ([`check_address`]).
 //!
 //! The [`EpochState`] lives in the executed state (under a reserved key), so it is covered by
 //! the state root, certified by checkpoints and carried by state sync like any account.
@@ -211,8 +212,12 @@ pub const MAX_HOST_LEN: usize = 253;
 /// Checks a validator address, the one rule for the chain and for the dialling peers:
 /// `IP:PORT` (`[IPv6]:PORT`) or `HOST:PORT`, at most [`MAX_ADDRESS_LEN`] bytes, a port from 1
 /// to 65535, and a host name of dot-separated labels (letters, digits, inner dashes; at most 63
-/// bytes each, [`MAX_HOST_LEN`] in all) whose last label is not all digits (that would be a
-/// malformed IP address). Messages name the part at fault.
+/// bytes each, [`MAX_HOST_LEN`] in all) whose last label is not all digits nor `0x…` (those
+/// are IP addresses to the system resolver). One spelling per target, so the chain's
+/// "address already in use" check compares like with like: an IP address as Rust prints it
+/// (no leading zeros, shortest IPv6), a lowercase host without a trailing dot, a port of plain
+/// digits. Not dialable, so refused: port 0, unspecified and multicast IPs, IPv6 scope ids
+/// (`%`, which name an interface of one host). Messages name the part at fault.
 pub fn check_address(address: &str) -> std::result::Result<(), String> {
     if address.len() > MAX_ADDRESS_LEN {
         return Err(format!(
@@ -220,16 +225,30 @@ pub fn check_address(address: &str) -> std::result::Result<(), String> {
             address.len()
         ));
     }
+    if address.contains('%') {
+        return Err(format!(
+            "`{address}`: an IPv6 scope id (`%`) names an interface of one host only"
+        ));
+    }
     if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
-        return match socket.port() {
-            0 => Err(format!("`{address}`: port 0 cannot be dialled")),
-            _ => Ok(()),
+        let ip = socket.ip();
+        return if socket.port() == 0 {
+            Err(format!("`{address}`: port 0 cannot be dialled"))
+        } else if ip.is_unspecified() || ip.is_multicast() {
+            Err(format!("`{address}`: {ip} cannot be dialled"))
+        } else if socket.to_string() != address {
+            Err(format!("`{address}`: write it as `{socket}`"))
+        } else {
+            Ok(())
         };
     }
     let Some((host, port)) = address.rsplit_once(':') else {
         return Err(format!("`{address}` is not HOST:PORT"));
     };
-    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+    let plain = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && !(port.len() > 1 && port.starts_with('0'));
+    if !plain || !port.parse::<u16>().is_ok_and(|p| p != 0) {
         return Err(format!(
             "`{address}`: port `{port}` is not a number from 1 to 65535"
         ));
@@ -247,11 +266,16 @@ fn check_host(host: &str) -> std::result::Result<(), String> {
             host.len()
         ));
     }
-    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
-    if labels
-        .last()
-        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("host `{host}`: write host names in lowercase"));
+    }
+    if host.ends_with('.') {
+        return Err(format!("host `{host}`: leave out the trailing dot"));
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.last().is_some_and(|l| {
+        (!l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())) || l.starts_with("0x")
+    }) {
         return Err(format!("host `{host}` is not a valid IP address"));
     }
     for label in labels {
@@ -504,6 +528,16 @@ mod tests {
             ("keel-4:0", "port `0`"),
             ("10.0.0.300:7000", "not a valid IP address"),
             ("10.0.0.3:0", "port 0"),
+            ("[fe80::1%2]:7000", "scope id"),
+            ("0.0.0.0:7000", "cannot be dialled"),
+            ("[::]:7000", "cannot be dialled"),
+            ("224.0.0.1:7000", "cannot be dialled"),
+            ("[::0001]:7000", "write it as `[::1]:7000`"),
+            ("Keel-4:7000", "lowercase"),
+            ("keel-4.:7000", "trailing dot"),
+            ("keel-4:+7000", "port `+7000`"),
+            ("keel-4:07000", "port `07000`"),
+            ("0x7f000001:7000", "not a valid IP address"),
         ] {
             validator.address = bad.into();
             let err = CommitteeChange::Add {

@@ -234,15 +234,16 @@ async fn connection_to<C: DeserializeOwned + Send + Sync + 'static>(
     if inner.is_shut_down() || peer.is_removed() {
         return None;
     }
+    let address = peer.address.resolve(inner.endpoint.local_addr().ok()).await;
+    if inner.is_shut_down() || peer.is_removed() {
+        return None; // while the name was looked up
+    }
+    // Read after the lookup (which may take seconds): the identity may have changed meanwhile.
     let (client, generation) = {
         let client = inner.client.lock();
         (client.clone(), inner.generation.load(Ordering::Acquire))
     };
     let name = crate::identity::server_name_for(&key);
-    let address = peer.address.resolve(inner.endpoint.local_addr().ok()).await;
-    if inner.is_shut_down() || peer.is_removed() {
-        return None; // while the name was looked up
-    }
     let dialled = match address.map(|address| inner.endpoint.connect_with(client, address, &name)) {
         Some(Ok(connecting)) => connecting.await.ok(),
         Some(Err(_)) | None => None,
