@@ -81,7 +81,7 @@ pub fn change_of(
             proof_network,
         }) => CommitteeChange::Add {
             validator: ValidatorInfo {
-                // The chain's rule (keel_types::governance::check_address), as peers dial it.
+                // The chain's rule (keel_types::address::check_address), as peers dial it.
                 address: {
                     address
                         .parse::<keel_p2p::PeerAddress>()

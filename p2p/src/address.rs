@@ -45,9 +45,9 @@ impl fmt::Display for PeerAddress {
 impl FromStr for PeerAddress {
     type Err = String;
 
-    /// Parses what [`keel_types::governance::check_address`] accepts (the chain's rule).
+    /// Parses what [`keel_types::address::check_address`] accepts (the chain's rule).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        keel_types::governance::check_address(s)?;
+        keel_types::address::check_address(s)?;
         if let Ok(address) = s.parse::<SocketAddr>() {
             return Ok(PeerAddress::Socket(address));
         }

@@ -11,7 +11,8 @@
 //! [`Committee`] (stake and quorum arithmetic), [`SignedTransaction`], [`Batch`],
 //! [`ProofOfAvailability`], [`SignedBlock`], [`Vote`], [`QuorumCertificate`], [`Timeout`],
 //! [`TimeoutCertificate`], [`Checkpoint`], [`CheckpointSignature`], [`CertifiedCheckpoint`],
-//! [`Receipt`]; [`state_proof`] holds the state root's Merkle tree and bucket proofs.
+//! [`Receipt`]; [`state_proof`] holds the state root's Merkle tree and bucket proofs, and
+//! [`address`] the one rule for validator addresses.
 //!
 //! Invariants:
 //! - Every id is `blake3(tag || bcs(content))`; bcs is canonical, so equal content has one id.
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod address;
 pub mod batch;
 pub mod certificates;
 pub mod checkpoint;
