@@ -67,13 +67,14 @@ pub async fn watch(api: &str, watch: Watch) -> Result<()> {
         .timeout
         .and_then(|t| started.checked_add(t))
         .map(tokio::time::Instant::from_std);
-    let out_of_time = || async move {
+    // Both made once, so neither a deadline nor a Ctrl-C between two readings is lost.
+    let out_of_time = async move {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
-    // Made once: a Ctrl-C between two readings is not lost.
+    tokio::pin!(out_of_time);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -85,7 +86,7 @@ pub async fn watch(api: &str, watch: Watch) -> Result<()> {
                 }
                 return Ok(());
             }
-            _ = out_of_time() => {
+            _ = &mut out_of_time => {
                 bar.finish();
                 bail!("{api}: not following after {} s", started.elapsed().as_secs());
             }
